@@ -1,0 +1,101 @@
+"""Checkpoints: weights as safetensors (no pickle) and a small JSON beside them (architecture, labels,
+normalisation). Loading validates both and names the file and the fix when something is off."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from edgekd.errors import InputError
+from edgekd.fileio import atomic_dir, sha256_file
+from edgekd.models import Classifier, build_model, count_params
+from edgekd.types import Checkpoint
+
+FORMAT = "edgekd.checkpoint"
+VERSION = 1
+WEIGHTS, META = "model.safetensors", "model.json"
+
+
+def save_checkpoint(model: Classifier, path: Path, *, name: str, role: str, arch: str, width: float,
+                    depth: int | None, input_shape, labels, mean: float, std: float,
+                    data_fingerprint: str, accuracy: float | None, provenance: dict | None = None) -> Checkpoint:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS))
+        ckpt = Checkpoint(
+            path=path, name=name, role=role, arch=arch, width=float(width), depth=depth,
+            input_shape=tuple(int(s) for s in input_shape), labels=tuple(labels), mean=float(mean),
+            std=float(std), params=count_params(model), weights_sha256=sha256_file(tmp / WEIGHTS),
+            data_fingerprint=data_fingerprint, accuracy=accuracy,
+        )
+        meta = {"format": FORMAT, "version": VERSION, **{k: v for k, v in ckpt.__dict__.items() if k != "path"}}
+        meta["input_shape"], meta["labels"] = list(ckpt.input_shape), list(ckpt.labels)
+        meta["provenance"] = provenance or {}
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+    return ckpt
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read and validate `model.json` (not the weights)."""
+    path = Path(path)
+    if path.is_file() and path.name in (META, WEIGHTS):
+        path = path.parent
+    meta_path = path / META
+    if not path.exists():
+        raise InputError(f"{path}: no such checkpoint directory")
+    if not meta_path.is_file() or not (path / WEIGHTS).is_file():
+        raise InputError(f"{path}: not an edgekd checkpoint (expected {META} and {WEIGHTS}); "
+                         "train one with `edgekd teacher` or `edgekd distill`")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{meta_path}: corrupt checkpoint metadata ({e}); re-run the training that wrote it") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise InputError(f"{meta_path}: not an edgekd checkpoint (field 'format' is not {FORMAT!r})")
+    if meta.get("version") != VERSION:
+        raise InputError(f"{meta_path}: checkpoint version {meta.get('version')!r}; this edgekd reads version {VERSION}")
+    try:
+        return Checkpoint(
+            path=path, name=str(meta["name"]), role=str(meta["role"]), arch=str(meta["arch"]),
+            width=float(meta["width"]), depth=None if meta["depth"] is None else int(meta["depth"]),
+            input_shape=tuple(int(s) for s in meta["input_shape"]), labels=tuple(str(s) for s in meta["labels"]),
+            mean=float(meta["mean"]), std=float(meta["std"]), params=int(meta["params"]),
+            weights_sha256=str(meta["weights_sha256"]), data_fingerprint=str(meta["data_fingerprint"]),
+            accuracy=None if meta.get("accuracy") is None else float(meta["accuracy"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{meta_path}: checkpoint metadata field {e} is missing or malformed") from None
+
+
+def load_checkpoint(path: Path) -> tuple[Checkpoint, Classifier]:
+    """Rebuild the model from its metadata and load its weights (eval mode)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    ckpt = read_checkpoint(path)
+    model = build_model(ckpt.arch, ckpt.input_shape, len(ckpt.labels), width=ckpt.width, depth=ckpt.depth)
+    weights = ckpt.path / WEIGHTS
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InputError(f"{weights}: corrupt weights file ({e}); re-run the training that wrote it") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+        raise InputError(f"{weights}: weights do not fit architecture {ckpt.arch!r} "
+                         f"(width {ckpt.width}, depth {ckpt.depth}): {first}") from None
+    return ckpt, model.eval()
+
+
+def read_provenance(path: Path) -> dict:
+    """The free-form provenance saved with a checkpoint ({} when absent or unreadable)."""
+    try:
+        return dict(json.loads((Path(path) / META).read_text()).get("provenance") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}

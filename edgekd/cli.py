@@ -1,0 +1,81 @@
+"""The `edgekd` command: parse, load config, call one library function, print the result.
+
+Heavy modules (torch, coremltools, litert) are imported inside the commands so `edgekd --help` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distill compact students from a teacher, export them for phones, measure, gate.")
+
+RecipeArg = Annotated[Optional[Path], typer.Argument(help="Recipe YAML (default: the built-in MNIST-1D recipe)")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory")]
+
+
+@contextmanager
+def _output_dir(out: Path):
+    """Remove `out` again if this command created it and then failed on bad input: no half-written dirs."""
+    from edgekd.errors import InputError
+
+    created = not out.exists()
+    try:
+        yield out
+    except InputError:
+        if created and out.exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _echo_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2))
+
+
+@app.command()
+def teacher(recipe: RecipeArg = None, out: OutOpt = Path("runs/teacher")) -> None:
+    """Train the recipe's teacher (or load `teacher.checkpoint`) and report its accuracy."""
+    from edgekd.config import load_recipe
+    from edgekd import pipeline
+
+    r, _ = load_recipe(recipe)
+    data = pipeline.load_data(r)
+    pipeline.validate(r, data)
+    with _output_dir(out):
+        ckpt, _ = pipeline.teacher_stage(r, data, out)
+    _echo_json({"teacher": str(ckpt.path), "teacher_accuracy": ckpt.accuracy, "teacher_params": ckpt.params})
+
+
+@app.command()
+def distill(recipe: RecipeArg = None, out: OutOpt = Path("runs/distill")) -> None:
+    """Check (or train) the teacher, then distill every student of the recipe. Writes OUT/metrics.json."""
+    from edgekd.config import load_recipe
+    from edgekd import pipeline
+
+    r, _ = load_recipe(recipe)
+    data = pipeline.load_data(r)
+    pipeline.validate(r, data)
+    with _output_dir(out):
+        metrics = pipeline.distill_stage(r, out, data)
+    _echo_json({k: v for k, v in metrics.items() if k != "students"})
+
+
+def main() -> None:
+    from edgekd.errors import EdgekdError
+
+    try:
+        app()
+    except EdgekdError as e:
+        typer.echo(f"edgekd: error: {e}", err=True)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Recipe and policy schemas. Every default lives here (STYLE habit 3); library code takes plain
+arguments and never reads YAML (habit 4)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal  # noqa: F401
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgekd.errors import InputError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class DataConfig(_Strict):
+    name: str = "mnist1d"
+    path: Path | None = None  # for name: npz
+    seed: int = 42  # the dataset's own split/generation seed
+    transfer_samples: int = Field(40_000, ge=0)  # extra unlabeled inputs the teacher labels
+
+
+class TeacherConfig(_Strict):
+    arch: str = "cnn1d"
+    width: float = Field(1.0, gt=0)
+    depth: int | None = Field(None, ge=1)
+    checkpoint: Path | None = None  # load this teacher instead of training one
+    min_accuracy: float = Field(0.9, ge=0, le=1)  # refuse to distill from a worse teacher
+    train: TrainConfig = TrainConfig(epochs=60, batch_size=128, lr=3e-3, weight_decay=5e-4)
+
+
+class StudentConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    arch: str = "cnn1d"
+    width: float = Field(0.25, gt=0)
+    depth: int | None = Field(None, ge=1)
+
+
+class DistillConfig(_Strict):
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.1, ge=0, le=1)  # weight of the hard-label CE; (1 - alpha) goes to KD
+    hint_weight: float = Field(0.0, ge=0)  # FitNets hint loss on penultimate features
+    cosine_weight: float = Field(0.0, ge=0)  # DistilBERT cosine loss on penultimate features
+    use_transfer: bool = True
+    train: TrainConfig = TrainConfig()
+
+
+class Recipe(_Strict):
+    name: str = "recipe"
+    seed: int = 0
+    threads: int = Field(1, ge=1)  # torch threads; 1 is fastest on a busy 2-core machine
+    cache_dir: Path | None = None  # teacher-logit and transfer-set cache; default ~/.cache/edgekd
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    students: list[StudentConfig] = Field(min_length=1)
+    distill: DistillConfig = DistillConfig()
+
+    @field_validator("students")
+    @classmethod
+    def _unique_names(cls, students):
+        names = [s.name for s in students]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"student names must be unique; repeated: {', '.join(dupes)}")
+        return students
+
+
+def _format_validation(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid recipe"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown field; remove it or check its spelling" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: Path, what: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what} file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a {what} must be a YAML mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def _resolve(base: Path, p: Path | None) -> Path | None:
+    return None if p is None or p.is_absolute() else (base / p)
+
+
+def load_recipe(path: Path | None = None) -> tuple[Recipe, Path]:
+    """Read and validate a recipe; relative paths inside it are taken from the recipe's folder.
+    With no path, the built-in MNIST-1D recipe."""
+    path = Path(path) if path is not None else default_recipe_path()
+    raw = read_yaml(path, "recipe")
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise InputError(_format_validation(path, e)) from None
+    base = path.resolve().parent
+    data = recipe.data.model_copy(update={"path": _resolve(base, recipe.data.path) or recipe.data.path})
+    teacher = recipe.teacher.model_copy(
+        update={"checkpoint": _resolve(base, recipe.teacher.checkpoint) or recipe.teacher.checkpoint})
+    cache = _resolve(base, recipe.cache_dir) or recipe.cache_dir
+    return recipe.model_copy(update={"data": data, "teacher": teacher, "cache_dir": cache}), path
+
+
+def default_recipe_path() -> Path:
+    return Path(str(resources.files("edgekd") / "recipes" / "mnist1d.yaml"))
+
+

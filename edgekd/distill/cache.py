@@ -1,0 +1,65 @@
+"""Teacher outputs computed once and kept on disk, keyed by the teacher's weights and the inputs' bytes,
+so every student and every later run reuses them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekd.fileio import atomic_path
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("EDGEKD_CACHE_DIR") or Path.home() / ".cache" / "edgekd")
+
+
+@torch.no_grad()
+def teacher_outputs(teacher, x: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Run the teacher: logits (N, C) and penultimate features (N, D), float32."""
+    teacher.eval()
+    logits, feats = [], []
+    for i in range(0, len(x), batch_size):
+        f = teacher.features(torch.from_numpy(x[i:i + batch_size]))
+        feats.append(f)
+        logits.append(teacher.head(f))
+    if not logits:
+        return np.zeros((0, teacher.head.out_features), np.float32), np.zeros((0, teacher.feature_dim), np.float32)
+    return torch.cat(logits).numpy(), torch.cat(feats).numpy()
+
+
+def cached_teacher_outputs(teacher, teacher_sha256: str, x: np.ndarray, cache_dir: Path | None
+                           ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Teacher logits and features for `x`, from the cache when present. Returns (logits, features, hit)."""
+    key = hashlib.sha256(teacher_sha256.encode() + np.ascontiguousarray(x, np.float32).tobytes()).hexdigest()
+    path = Path(cache_dir or default_cache_dir()) / "logits" / f"{key[:32]}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                if z["logits"].shape[0] == len(x):
+                    return z["logits"], z["features"], True
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is recomputed, never trusted
+    logits, feats = teacher_outputs(teacher, x)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, logits=logits, features=feats)
+    return logits, feats, False
+
+
+def cached_array(cache_dir: Path | None, name: str, make) -> np.ndarray:
+    """A generated array (e.g. a transfer set) kept on disk under `name`."""
+    path = Path(cache_dir or default_cache_dir()) / "arrays" / f"{name}.npy"
+    if path.is_file():
+        try:
+            return np.load(path)
+        except (OSError, ValueError):
+            pass
+    arr = make()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, arr)
+    return arr

@@ -1,0 +1,145 @@
+"""The training loop: one function, top to bottom (torchtune's KD recipe, nanoGPT's train.py).
+
+set up -> for each epoch, for each batch: teacher logits (cached, or computed) -> loss -> backward ->
+step -> log -> save a resumable state each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from edgekd.distill.losses import ce_loss, cosine_loss, hint_loss, kd_loss
+from edgekd.errors import InputError, TrainingError
+from edgekd.fileio import atomic_path
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    epochs: int
+    steps: int
+    final_loss: float
+    samples_per_s: float  # training throughput of this run (0 when resumed past the end)
+    resumed_from_epoch: int
+
+
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, lr: float,
+          weight_decay: float, seed: int, teacher_logits: np.ndarray | None = None,
+          teacher_features: np.ndarray | None = None, teacher: nn.Module | None = None,
+          temperature: float = 4.0, alpha: float = 0.1, hint_weight: float = 0.0, cosine_weight: float = 0.0,
+          state_path: Path | None = None, desc: str = "train") -> TrainStats:
+    """Train `model` on inputs x (N, ...) and labels y (N,) (-1 = unlabeled).
+
+    With `teacher_logits` (N, C) (or a `teacher` to run on every batch) the loss is Hinton KD; without,
+    plain CE on the labelled rows. `hint_weight`/`cosine_weight` add FitNets/DistilBERT feature losses
+    against `teacher_features` (N, D) through a learned linear projection.
+    """
+    # --- set up
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, np.int64))
+    kd = teacher_logits is not None or teacher is not None
+    tl = torch.from_numpy(teacher_logits) if teacher_logits is not None else None
+    tf = torch.from_numpy(teacher_features) if teacher_features is not None else None
+    use_feats = hint_weight > 0 or cosine_weight > 0
+    if use_feats and tf is None and teacher is None:
+        raise InputError("hint_weight/cosine_weight need teacher features (distill with a teacher)")
+    proj = nn.Linear(model.feature_dim, (tf.shape[1] if tf is not None else teacher.feature_dim)) if use_feats else None
+    params = list(model.parameters()) + (list(proj.parameters()) if proj is not None else [])
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(xt) / batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    start_epoch = 0
+    if state_path is not None and Path(state_path).is_file():
+        start_epoch = _load_state(Path(state_path), model, proj, opt, sched, gen)
+    if teacher is not None:
+        teacher.eval()
+
+    # --- loop
+    model.train()
+    step, loss_value, t0, seen = start_epoch * steps_per_epoch, float("nan"), time.perf_counter(), 0
+    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, leave=False, disable=None)
+    for epoch in range(start_epoch, epochs):
+        perm = torch.randperm(len(xt), generator=gen)
+        for i in range(0, len(xt), batch_size):
+            idx = perm[i:i + batch_size]
+            xb, yb = xt[idx], yt[idx]
+            if use_feats:
+                s_feat = model.features(xb)
+                s_logits = model.head(s_feat)
+            else:
+                s_logits = model(xb)
+            if kd:
+                if tl is not None:
+                    t_logits, t_feat = tl[idx], (tf[idx] if tf is not None else None)
+                else:
+                    with torch.no_grad():
+                        t_feat = teacher.features(xb)
+                        t_logits = teacher.head(t_feat)
+                loss = kd_loss(s_logits, t_logits, yb, temperature=temperature, alpha=alpha)
+                if hint_weight > 0:
+                    loss = loss + hint_weight * hint_loss(s_feat, t_feat, proj)
+                if cosine_weight > 0:
+                    loss = loss + cosine_weight * cosine_loss(proj(s_feat), t_feat)
+            else:
+                loss = ce_loss(s_logits, yb)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise TrainingError(
+                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                    f"lower the learning rate (now {lr}) or check the inputs for NaN/inf")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step, seen, loss_value = step + 1, seen + len(idx), loss.item()
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.4f}")
+        if state_path is not None:
+            _save_state(Path(state_path), model, proj, opt, sched, gen, epoch + 1)
+    bar.close()
+    model.eval()
+    elapsed = time.perf_counter() - t0
+    return TrainStats(epochs, step, loss_value, seen / elapsed if seen else 0.0, start_epoch)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> float:
+    model.eval()
+    hits = 0
+    for i in range(0, len(x), batch_size):
+        hits += int((model(torch.from_numpy(x[i:i + batch_size])).argmax(-1).numpy() == y[i:i + batch_size]).sum())
+    return hits / max(1, len(x))
+
+
+def _save_state(path: Path, model, proj, opt, sched, gen, epoch: int) -> None:
+    state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+             "gen": gen.get_state(), "epoch": epoch, "rng": torch.get_rng_state()}
+    if proj is not None:
+        state["proj"] = proj.state_dict()
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path: Path, model, proj, opt, sched, gen) -> int:
+    try:
+        state = torch.load(path, weights_only=True)  # tensors and plain containers only: no pickle code
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"])
+        if proj is not None:
+            proj.load_state_dict(state["proj"])
+        return int(state["epoch"])
+    except Exception as e:  # noqa: BLE001 - any damage means the state cannot be trusted
+        raise InputError(f"{path}: corrupt training state ({type(e).__name__}: {e}); "
+                         "delete it to start this model's training over") from None

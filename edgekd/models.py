@@ -1,0 +1,172 @@
+"""Teachers and students by name, with width and depth multipliers.
+
+Every family uses only layers that Core ML, TFLite and ONNX convert (Conv, BatchNorm, ReLU, MaxPool,
+Linear, LayerNorm, matmul + softmax attention, mean pooling), so any trained model can be exported.
+Each model exposes `features(x) -> (B, D)` (the penultimate layer, for hint losses) and `head`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from edgekd.errors import InputError
+from edgekd.registry import Registry
+
+MODELS: Registry[Callable[..., "Classifier"]] = Registry("model")
+
+
+def _channels(base: int, width: float, minimum: int = 4) -> int:
+    return max(minimum, int(round(base * width)))
+
+
+class Classifier(nn.Module):
+    head: nn.Linear
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, *input_shape) -> (B, D)
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # -> logits (B, num_classes)
+        return self.head(self.features(x))
+
+    @property
+    def feature_dim(self) -> int:
+        return self.head.in_features
+
+
+def _expect_rank(input_shape: tuple[int, ...], ranks: tuple[int, ...], family: str) -> None:
+    if len(input_shape) not in ranks:
+        kinds = {2: "signals (C, L)", 3: "images (C, H, W)"}
+        want = " or ".join(kinds[r] for r in ranks)
+        raise InputError(f"model {family!r} takes {want}, but the data's inputs have shape {tuple(input_shape)}")
+
+
+@MODELS.register("cnn1d")
+class CNN1d(Classifier):
+    """Plain 1-D CNN: `depth` conv-BN-ReLU blocks of 96*width channels, max-pool after blocks 2 and 4.
+    width=1, depth=4 is the MNIST-1D teacher (~141k params)."""
+
+    def __init__(self, input_shape, num_classes, width: float = 1.0, depth: int = 4, kernel_size: int = 5):
+        super().__init__()
+        _expect_rank(input_shape, (2,), "cnn1d")
+        c, cin, layers = _channels(96, width), input_shape[0], []
+        for i in range(depth):
+            layers += [nn.Conv1d(cin, c, kernel_size, padding=kernel_size // 2), nn.BatchNorm1d(c), nn.ReLU()]
+            if i in (1, 3) and input_shape[1] >= 4 * (i + 1):
+                layers.append(nn.MaxPool1d(2))
+            cin = c
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(c, num_classes)
+
+    def features(self, x):
+        return self.body(x).mean(dim=-1)  # (B, C, L) -> (B, C)
+
+
+class _DepthwiseSeparable(nn.Sequential):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__(
+            nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(),
+            nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+        )
+
+
+@MODELS.register("mobilenet2d")
+class MobileNet2d(Classifier):
+    """MobileNet-v1 style (Howard et al. 2017): a 3x3 stem, then `depth` depthwise-separable blocks;
+    blocks 1 and 3 halve the resolution and double the channels."""
+
+    def __init__(self, input_shape, num_classes, width: float = 1.0, depth: int = 4):
+        super().__init__()
+        _expect_rank(input_shape, (3,), "mobilenet2d")
+        c = _channels(32, width)
+        layers: list[nn.Module] = [nn.Conv2d(input_shape[0], c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+        size = min(input_shape[1:])
+        for i in range(depth):
+            down = i in (1, 3) and size >= 4
+            cout = c * 2 if down else c
+            layers.append(_DepthwiseSeparable(c, cout, 2 if down else 1))
+            size, c = (size + 1) // 2 if down else size, cout
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(c, num_classes)
+
+    def features(self, x):
+        return self.body(x).mean(dim=(-2, -1))  # (B, C, H, W) -> (B, C)
+
+
+@MODELS.register("mlp")
+class MLP(Classifier):
+    """Flatten, then `depth` Linear-ReLU layers of 256*width units."""
+
+    def __init__(self, input_shape, num_classes, width: float = 1.0, depth: int = 2):
+        super().__init__()
+        h, cin, layers = _channels(256, width), math.prod(input_shape), [nn.Flatten()]
+        for _ in range(depth):
+            layers += [nn.Linear(cin, h), nn.ReLU()]
+            cin = h
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, num_classes)
+
+    def features(self, x):
+        return self.body(x)
+
+
+class _EncoderLayer(nn.Module):
+    """Pre-norm transformer encoder layer with attention written out (matmul, softmax) so that every
+    converter sees plain ops rather than a fused attention kernel."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):  # (B, N, D)
+        b, n, d = x.shape
+        hd = d // self.heads
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, hd).permute(2, 0, 3, 1, 4)  # (B, H, N, hd)
+        att = torch.softmax(q @ k.transpose(-2, -1) * (hd ** -0.5), dim=-1)  # (B, H, N, N)
+        x = x + self.proj((att @ v).transpose(1, 2).reshape(b, n, d))
+        return x + self.ff(self.norm2(x))
+
+
+@MODELS.register("transformer")
+class TransformerClassifier(Classifier):
+    """Small ViT-style encoder: patch embedding (conv with stride = patch), learned positions,
+    `depth` pre-norm layers of width 64*width, mean pooling."""
+
+    def __init__(self, input_shape, num_classes, width: float = 1.0, depth: int = 2, heads: int = 4, patch: int = 4):
+        super().__init__()
+        _expect_rank(input_shape, (2, 3), "transformer")
+        dim = max(heads, int(round(64 * width / heads)) * heads)
+        if len(input_shape) == 2:
+            p = min(patch, input_shape[1])
+            self.embed = nn.Conv1d(input_shape[0], dim, p, stride=p)
+            tokens = input_shape[1] // p
+        else:
+            p = min(patch // 2 or 1, *input_shape[1:])
+            self.embed = nn.Conv2d(input_shape[0], dim, p, stride=p)
+            tokens = (input_shape[1] // p) * (input_shape[2] // p)
+        self.pos = nn.Parameter(torch.zeros(1, tokens, dim))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.layers = nn.Sequential(*[_EncoderLayer(dim, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def features(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2) + self.pos  # (B, N, D)
+        return self.norm(self.layers(t).mean(dim=1))
+
+
+def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, *, width: float = 1.0,
+                depth: int | None = None) -> Classifier:
+    factory = MODELS.get(arch, "model.arch")
+    kwargs = {"width": width} if depth is None else {"width": width, "depth": depth}
+    return factory(tuple(input_shape), num_classes, **kwargs)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
