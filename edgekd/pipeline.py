@@ -20,17 +20,18 @@ def load_data(recipe: Recipe) -> Dataset:
 
 
 def validate(recipe: Recipe, data: Dataset) -> None:
-    """Everything that can be checked before any output is written: model names and shapes."""
-    for where, m in [("teacher", recipe.teacher), *((f"students.{s.name}", s) for s in recipe.students)]:
-        try:
-            build_model(m.arch, data.input_shape, data.num_classes, width=m.width, depth=m.depth)
-        except InputError as e:
-            raise InputError(f"{where}: {e}") from None
+    """Everything that can be checked before any output is written: the teacher, model names and shapes."""
     if recipe.teacher.checkpoint is not None:
         from edgekd.checkpoint import read_checkpoint
         from edgekd.distill.stage import check_teacher_fits
 
         check_teacher_fits(read_checkpoint(recipe.teacher.checkpoint), data)
+    models = [] if recipe.teacher.checkpoint is not None else [("teacher", recipe.teacher)]
+    for where, m in [*models, *((f"students.{s.name}", s) for s in recipe.students)]:
+        try:
+            build_model(m.arch, data.input_shape, data.num_classes, width=m.width, depth=m.depth)
+        except InputError as e:
+            raise InputError(f"{where}: {e}") from None
 
 
 def teacher_stage(recipe: Recipe, data: Dataset, out: Path):

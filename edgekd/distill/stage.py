@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from edgekd.checkpoint import load_checkpoint, read_provenance, save_checkpoint
 from edgekd.data import Dataset
@@ -21,6 +22,12 @@ from edgekd.types import Checkpoint, StudentResult
 
 def _key(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def seeded_model(arch: str, data: Dataset, width: float, depth: int | None, seed: int) -> Classifier:
+    """A freshly initialised model whose weights depend only on `seed`."""
+    torch.manual_seed(seed)
+    return build_model(arch, data.input_shape, data.num_classes, width=width, depth=depth)
 
 
 def check_teacher_fits(ckpt: Checkpoint, data: Dataset) -> None:
@@ -54,7 +61,7 @@ def prepare_teacher(data: Dataset, out_dir: Path, *, arch: str, width: float, de
         if (dest / "model.json").is_file() and read_provenance(dest).get("key") == key:
             ckpt, model, acc = load_teacher(dest, data)
         else:
-            model = build_model(arch, data.input_shape, data.num_classes, width=width, depth=depth)
+            model = seeded_model(arch, data, width, depth, seed)
             train(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=lr,
                   weight_decay=weight_decay, seed=seed, state_path=Path(out_dir) / f".teacher.{key[:12]}.state.pt",
                   desc="teacher")
@@ -94,7 +101,7 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: Classifie
                c=cosine_weight, n=n_transfer, seed=seed, epochs=epochs, bs=batch_size, lr=lr, wd=weight_decay,
                teacher=teacher.weights_sha256, data=data.fingerprint)
     dest = Path(out_dir) / name
-    model = build_model(arch, data.input_shape, data.num_classes, width=width, depth=depth)
+    model = seeded_model(arch, data, width, depth, seed)
     throughput = 0.0
     if (dest / "model.json").is_file() and read_provenance(dest).get("key") == key:
         ckpt, model = load_checkpoint(dest)

@@ -1,0 +1,230 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_recipe
+from edgekd.checkpoint import load_checkpoint, save_checkpoint
+from edgekd.data import load_dataset
+from edgekd.distill import train as train_mod
+from edgekd.distill.cache import cached_teacher_outputs
+from edgekd.distill.stage import seeded_model
+from edgekd.distill.train import accuracy, train
+from edgekd.errors import InputError, TrainingError
+from edgekd.models import build_model
+from helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("mnist1d")
+
+
+def _small_train(model, data, state_path=None, epochs=2, n=512, **kw):
+    return train(model, data.x_train[:n], data.y_train[:n], epochs=epochs, batch_size=128, lr=3e-3,
+                 weight_decay=0.0, seed=3, state_path=state_path, **kw)
+
+
+def test_training_is_deterministic_and_learns(data):
+    m1, m2 = seeded_model("cnn1d", data, 0.25, None, 7), seeded_model("cnn1d", data, 0.25, None, 7)
+    torch.manual_seed(123)  # the batch order must come from the training seed, not the caller's state
+    _small_train(m1, data, n=4000)
+    _small_train(m2, data, n=4000)
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    assert accuracy(m1, data.x_test, data.y_test) > 0.5  # chance is 0.1
+
+
+def test_resume_after_interruption_gives_the_same_weights(data, tmp_path, monkeypatch):
+    reference = seeded_model("cnn1d", data, 0.25, None, 1)
+    _small_train(reference, data, epochs=3)
+
+    real_save = train_mod._save_state
+
+    def save_then_crash(path, model, proj, opt, sched, gen, epoch):
+        real_save(path, model, proj, opt, sched, gen, epoch)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "_save_state", save_then_crash)
+    state = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _small_train(seeded_model("cnn1d", data, 0.25, None, 1), data, state, epochs=3)
+    monkeypatch.setattr(train_mod, "_save_state", real_save)
+    resumed = seeded_model("cnn1d", data, 0.25, None, 1)
+    stats = _small_train(resumed, data, state, epochs=3)
+    assert stats.resumed_from_epoch == 1
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_nan_loss_stops_with_a_clear_error(data):
+    x = data.x_train[:256].copy()
+    x[5, 0, 3] = np.nan
+    with pytest.raises(TrainingError, match="loss became nan at epoch 1.*lower the learning rate"):
+        train(build_model("mlp", (1, 40), 10, width=0.1), x, data.y_train[:256], epochs=1, batch_size=256,
+              lr=1e-3, weight_decay=0.0, seed=0)
+
+
+def test_kd_with_hint_and_cosine_losses_runs(data):
+    teacher = build_model("cnn1d", (1, 40), 10, width=0.5)
+    logits, feats, _ = cached_teacher_outputs(teacher, "t", data.x_train[:256], None)
+    stats = train(build_model("cnn1d", (1, 40), 10, width=0.2), data.x_train[:256], data.y_train[:256],
+                  epochs=1, batch_size=128, lr=1e-3, weight_decay=0.0, seed=0, teacher_logits=logits,
+                  teacher_features=feats, hint_weight=1.0, cosine_weight=1.0)
+    assert np.isfinite(stats.final_loss)
+
+
+def test_logit_cache_hits_on_second_call_and_rejects_damage(data, tmp_path):
+    teacher = build_model("cnn1d", (1, 40), 10, width=0.25).eval()
+    x = data.x_train[:300]
+    l1, f1, hit1 = cached_teacher_outputs(teacher, "abc", x, tmp_path)
+    l2, f2, hit2 = cached_teacher_outputs(teacher, "abc", x, tmp_path)
+    assert (hit1, hit2) == (False, True)
+    np.testing.assert_array_equal(l1, l2)
+    with torch.no_grad():
+        np.testing.assert_allclose(l1, teacher(torch.from_numpy(x)).numpy(), atol=1e-5)
+    _, _, hit_other = cached_teacher_outputs(teacher, "other-teacher", x, tmp_path)
+    assert not hit_other
+    for f in (tmp_path / "logits").iterdir():
+        f.write_bytes(b"garbage")
+    l3, _, hit3 = cached_teacher_outputs(teacher, "abc", x, tmp_path)
+    assert not hit3
+    np.testing.assert_array_equal(l1, l3)
+
+
+def test_checkpoint_roundtrip_and_corruption(data, tmp_path):
+    model = build_model("transformer", (1, 40), 10, width=0.25)
+    ckpt = save_checkpoint(model, tmp_path / "ck", name="t", role="student", arch="transformer", width=0.25,
+                           depth=None, input_shape=(1, 40), labels=data.labels, mean=0.0, std=1.0,
+                           data_fingerprint="f", accuracy=None)
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    loaded, model2 = load_checkpoint(tmp_path / "ck")
+    assert loaded.params == ckpt.params and loaded.labels == data.labels
+    x = torch.from_numpy(data.x_test[:4])
+    torch.testing.assert_close(model.eval()(x), model2(x))
+
+    (tmp_path / "ck" / "model.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(InputError, match="model.safetensors: corrupt weights file"):
+        load_checkpoint(tmp_path / "ck")
+    (tmp_path / "ck" / "model.json").write_text("{nope")
+    with pytest.raises(InputError, match="model.json: corrupt checkpoint metadata"):
+        load_checkpoint(tmp_path / "ck")
+    with pytest.raises(InputError, match="not an edgekd checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory):
+    """One real `edgekd distill` run of the tiny recipe, shared by the tests below."""
+    import yaml
+
+    d = tmp_path_factory.mktemp("distill")
+    recipe = d / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe()))
+    out = d / "out"
+    r = run_cli("distill", recipe, "--out", out)
+    assert r.returncode == 0, r.stderr
+    return recipe, out
+
+
+def test_distill_cli_writes_metrics(distilled):
+    _, out = distilled
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("teacher_accuracy", "student_accuracy", "retention", "teacher_params", "student_params", "compression"):
+        assert key in m
+    assert m["retention"] == pytest.approx(m["student_accuracy"] / m["teacher_accuracy"])
+    assert m["compression"] == pytest.approx(m["teacher_params"] / m["student_params"])
+    assert m["student_accuracy"] > 0.5 and m["compression"] > 3
+    ckpt, _ = load_checkpoint(out / "students" / "s")
+    assert ckpt.role == "student" and ckpt.labels == tuple(str(i) for i in range(10))
+    assert not list(out.rglob("*.state.pt")), "resume state must be removed once a model is saved"
+
+
+def test_distill_rerun_reuses_teacher_and_students(distilled):
+    recipe, out = distilled
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")}
+    r = run_cli("distill", recipe, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == before
+
+
+def test_teacher_below_floor_is_refused(distilled, write_recipe, tmp_path):
+    _, out = distilled
+    rec = write_recipe(tiny_recipe(teacher={"checkpoint": str(out / "teacher"), "min_accuracy": 0.9999}))
+    r = run_cli("distill", rec, "--out", tmp_path / "o")
+    assert r.returncode != 0
+    assert "below the floor teacher.min_accuracy=0.9999" in r.stderr
+
+
+def test_teacher_with_other_label_count_is_refused(distilled, write_recipe, tmp_path):
+    _, out = distilled
+    three_classes = tmp_path / "three.npz"
+    np.savez(three_classes, x=np.random.default_rng(0).normal(size=(60, 1, 40)), y=np.arange(60) % 3)
+    rec = write_recipe(tiny_recipe(data={"name": "npz", "path": str(three_classes)},
+                                   teacher={"checkpoint": str(out / "teacher")}))
+    r = run_cli("distill", rec, "--out", tmp_path / "o")
+    assert r.returncode == 2 and "the teacher predicts 10 classes but dataset 'npz' has 3" in r.stderr
+    assert not (tmp_path / "o").exists()
+    rec = write_recipe(tiny_recipe(data={"name": "digits"}, teacher={"checkpoint": str(out / "teacher")}))
+    r = run_cli("distill", rec, "--out", tmp_path / "o")
+    assert r.returncode == 2 and "the teacher takes inputs of shape [1, 40]" in r.stderr
+
+
+def test_teacher_cli_loads_a_given_teacher(distilled, write_recipe, tmp_path):
+    _, out = distilled
+    rec = write_recipe(tiny_recipe(teacher={"checkpoint": str(out / "teacher"), "min_accuracy": 0.5}))
+    r = run_cli("teacher", rec, "--out", tmp_path / "t")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["teacher_accuracy"] == pytest.approx(
+        json.loads((out / "metrics.json").read_text())["teacher_accuracy"])
+
+
+@pytest.mark.parametrize("recipe, message", [
+    (None, "no such recipe file"),
+    ("students: [", "not valid YAML"),
+    ("- a\n- b\n", "must be a YAML mapping"),
+    ({"students": [{"name": "s"}], "teachr": {}}, "teachr: unknown field"),
+    ({"students": [{"name": "s"}], "distill": {"temperature": -1}}, "distill.temperature: Input should be greater than 0"),
+    ({"students": [{"name": "s"}], "data": {"name": "imagenet"}}, "unknown dataset 'imagenet'"),
+    ({"students": [{"name": "s", "arch": "resnet"}]}, "students.s: unknown model 'resnet'"),
+    ({"students": [{"name": "s"}], "teacher": {"checkpoint": "nowhere"}}, "nowhere: no such checkpoint directory"),
+    ({"students": [{"name": "s"}], "data": {"name": "npz", "path": "missing.npz"}}, "missing.npz: no such file"),
+])
+def test_bad_recipes_fail_cleanly(tmp_path, recipe, message):
+    import yaml
+
+    path = tmp_path / "r.yaml"
+    if recipe is not None:
+        path.write_text(recipe if isinstance(recipe, str) else yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    r = run_cli("distill", path, "--out", out)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_corrupt_teacher_checkpoint_fails_cleanly(distilled, write_recipe, tmp_path):
+    _, out = distilled
+    bad = tmp_path / "bad_teacher"
+    shutil.copytree(out / "teacher", bad)
+    (bad / "model.safetensors").write_bytes(b"junk")
+    rec = write_recipe(tiny_recipe(teacher={"checkpoint": str(bad)}))
+    r = run_cli("distill", rec, "--out", tmp_path / "o")
+    assert r.returncode == 2 and "corrupt weights file" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_npz_recipe_end_to_end(npz_data, write_recipe, tmp_path):
+    rec = write_recipe({
+        "data": {"name": "npz", "path": str(npz_data), "transfer_samples": 500},
+        "teacher": {"arch": "mlp", "width": 0.25, "min_accuracy": 0.6, "train": {"epochs": 10, "batch_size": 64}},
+        "students": [{"name": "tiny", "arch": "mlp", "width": 0.05, "depth": 1}],
+        "distill": {"train": {"epochs": 3, "batch_size": 64}},
+    })
+    r = run_cli("distill", rec, "--out", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    ckpt, _ = load_checkpoint(tmp_path / "o" / "students" / "tiny")
+    assert ckpt.labels == ("a", "b", "c") and ckpt.input_shape == (1, 16)
