@@ -39,6 +39,7 @@ class Dataset:
     mean: float
     std: float
     fingerprint: str  # sha256 over the normalised arrays: keys the logit cache
+    source: dict = field(default_factory=dict)  # {name, path, seed}: how to load this dataset again
     _sample_unlabeled: Callable[[int, int], np.ndarray] | None = field(default=None, repr=False)
 
     @property
@@ -167,7 +168,8 @@ def load_dataset(name: str, path: Path | None = None, seed: int = 42) -> Dataset
     for a in (xtr, ytr, xte, yte):
         h.update(np.ascontiguousarray(a).tobytes())
     h.update("\n".join(raw.labels).encode())
-    return Dataset(name, xtr, ytr, xte, yte, raw.labels, mean, std, h.hexdigest(), raw.sample_unlabeled)
+    source = {"name": name, "path": None if path is None else str(Path(path).resolve()), "seed": seed}
+    return Dataset(name, xtr, ytr, xte, yte, raw.labels, mean, std, h.hexdigest(), source, raw.sample_unlabeled)
 
 
 def array_fingerprint(x: np.ndarray) -> str:

@@ -68,7 +68,7 @@ def prepare_teacher(data: Dataset, out_dir: Path, *, arch: str, width: float, de
             acc = accuracy(model, data.x_test, data.y_test)
             ckpt = save_checkpoint(model, dest, name="teacher", role="teacher", arch=arch, width=width, depth=depth,
                                    input_shape=data.input_shape, labels=data.labels, mean=data.mean, std=data.std,
-                                   data_fingerprint=data.fingerprint, accuracy=acc, provenance={"key": key})
+                                   data_fingerprint=data.fingerprint, accuracy=acc, provenance={"key": key, "data": data.source})
             (Path(out_dir) / f".teacher.{key[:12]}.state.pt").unlink(missing_ok=True)
     if acc < min_accuracy:
         raise CheckFailed(
@@ -124,7 +124,9 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: Classifie
         ckpt = save_checkpoint(model, dest, name=name, role="student", arch=arch, width=width, depth=depth,
                                input_shape=data.input_shape, labels=data.labels, mean=data.mean, std=data.std,
                                data_fingerprint=data.fingerprint, accuracy=acc,
-                               provenance={"key": key, "method": method, "teacher_sha256": teacher.weights_sha256})
+                               provenance={"key": key, "method": method, "teacher_sha256": teacher.weights_sha256,
+                                           "teacher_accuracy": teacher.accuracy, "teacher_params": teacher.params,
+                                           "data": data.source})
         state.unlink(missing_ok=True)
     t_acc = teacher.accuracy or 0.0
     return StudentResult(name=name, checkpoint=dest, params=ckpt.params, accuracy=acc,

@@ -1,0 +1,52 @@
+"""ONNX (torch.onnx.export), with onnxruntime dynamic and static (QDQ, per-channel) int8."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.export.common import ExportMeta, register
+
+QUANTS = ("fp32", "dynamic-int8", "static-int8")
+
+
+@register("onnx", ".onnx", QUANTS)
+def write_onnx(model, sample: np.ndarray, dest: Path, quant: str, calib: np.ndarray, meta: ExportMeta) -> None:
+    import onnx
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmpd:
+        fp32 = Path(tmpd) / "fp32.onnx"
+        torch.onnx.export(model, (torch.from_numpy(sample),), str(fp32), input_names=["x"], output_names=["probs"],
+                          dynamic_axes={"x": {0: "batch"}, "probs": {0: "batch"}}, opset_version=17, dynamo=False)
+        src = fp32
+        if quant != "fp32":
+            from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                                  quantize_static)
+
+            src = Path(tmpd) / "q.onnx"
+            if quant == "dynamic-int8":
+                quantize_dynamic(str(fp32), str(src), weight_type=QuantType.QInt8, per_channel=True)
+            else:
+                class Reader(CalibrationDataReader):
+                    def __init__(self):
+                        self.it = iter(calib[i:i + 1] for i in range(len(calib)))
+
+                    def get_next(self):
+                        x = next(self.it, None)
+                        return None if x is None else {"x": x}
+
+                quantize_static(str(fp32), str(src), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        m = onnx.load(str(src))
+        m.doc_string = meta.description
+        m.producer_name = "edgekd"
+        m.model_version = 1
+        for k, v in {**meta.user_defined(), "author": meta.author, "license": meta.license,
+                     "version": meta.version, "quant": quant}.items():
+            m.metadata_props.add(key=k, value=v)
+        onnx.save(m, str(src))
+        shutil.move(str(src), dest)

@@ -1,0 +1,45 @@
+"""Converters print progress bars and warnings to the terminal. Capture them at the file-descriptor
+level, and show the captured tail only if the conversion fails."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from contextlib import contextmanager
+
+
+class ConverterFailed(Exception):
+    def __init__(self, cause: BaseException, output: str):
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause, self.output = cause, output
+
+
+@contextmanager
+def quiet():
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as log, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        level = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 - re-raised with the converter's own output attached
+            sys.stdout.flush()
+            sys.stderr.flush()
+            log.seek(0)
+            raise ConverterFailed(e, log.read().decode(errors="replace")[-2000:]) from e
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            logging.disable(level)

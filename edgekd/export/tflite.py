@@ -1,0 +1,79 @@
+"""TFLite through litert-torch (torch.export), quantised with ai-edge-quantizer; metadata attached."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.export.common import ExportMeta, register
+from edgekd.export.tflite_metadata import attach_metadata
+
+QUANTS = ("fp32", "fp16", "int8", "dynamic-int8", "full-int8")
+
+
+def _configure(qt, quant: str) -> None:
+    from ai_edge_quantizer import qtyping
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    ops = qtyping.TFLOperationName.ALL_SUPPORTED
+    if quant == "fp16":
+        qt.add_weight_only_config(regex=".*", operation_name=ops, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
+    elif quant == "int8":  # weight-only: int8 weights, dequantised to float before each op
+        qt.add_weight_only_config(regex=".*", operation_name=ops, num_bits=8)
+    elif quant == "dynamic-int8":  # int8 weights, activations quantised on the fly
+        qt.add_dynamic_config(regex=".*", operation_name=ops, num_bits=8)
+
+
+@register("tflite", ".tflite", QUANTS)
+def write_tflite(model, sample: np.ndarray, dest: Path, quant: str, calib: np.ndarray, meta: ExportMeta) -> None:
+    import litert_torch
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmpd:
+        fp32 = Path(tmpd) / "fp32.tflite"
+        args = (torch.from_numpy(sample),)
+        if quant == "full-int8":
+            _convert_full_int8(model, args, calib, fp32)
+        else:
+            litert_torch.convert(model.eval(), args).export(str(fp32))
+        data = fp32.read_bytes()
+        if quant not in ("fp32", "full-int8"):
+            from ai_edge_quantizer import quantizer
+
+            qt = quantizer.Quantizer(str(fp32))
+            _configure(qt, quant)
+            calibration = None
+            if qt.need_calibration:
+                from ai_edge_litert.interpreter import Interpreter
+
+                sig = Interpreter(model_path=str(fp32)).get_signature_list()
+                key = next(iter(sig))
+                name = sig[key]["inputs"][0]
+                calibration = qt.calibrate({key: [{name: calib[i:i + 1]} for i in range(len(calib))]}, num_threads=1)
+            data = bytes(qt.quantize(calibration, enable_progress_report=False).quantized_model)
+        dest.write_bytes(attach_metadata(data, meta, quant))
+
+
+def _convert_full_int8(model, args, calib: np.ndarray, dest: Path) -> None:
+    """Full-integer int8 (weights and activations, int8 input and output) through PT2E, calibrated on
+    training samples. ai-edge-quantizer's static recipe was measured here at 95% top-1 agreement on the
+    MNIST-1D student against PT2E's 100%, so PT2E it is (TOOLCHAIN.md saw the same on a transformer)."""
+    import litert_torch
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    try:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    except ImportError:  # older torch keeps PT2E in torch.ao
+        from torch.ao.quantization.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    graph = prepare_pt2e(torch.export.export(model.eval(), args).module(), quantizer)
+    with torch.no_grad():
+        for i in range(len(calib)):
+            graph(torch.from_numpy(calib[i:i + 1]))
+    graph = convert_pt2e(graph, fold_quantize=False)
+    litert_torch.convert(graph, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(dest))

@@ -1,0 +1,32 @@
+"""ONNX Runtime on the CPU, a fixed thread count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.runtimes import RUNNERS
+
+
+@RUNNERS.register("onnxruntime")
+class OnnxRunner:
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int = 1):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.log_severity_level = 3
+        self.version, self.threads = f"onnxruntime {ort.__version__}", threads
+        self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.sess.get_inputs()[0].name
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        return np.concatenate([self.sess.run(None, {self.input_name: x[i:i + 256]})[0]
+                               for i in range(0, len(x), 256)]).astype(np.float32)
+
+    def run_one(self, x: np.ndarray) -> None:
+        self.sess.run(None, {self.input_name: x})
