@@ -67,6 +67,37 @@ def distill(recipe: RecipeArg = None, out: OutOpt = Path("runs/distill")) -> Non
     _echo_json({k: v for k, v in metrics.items() if k != "students"})
 
 
+def _csv(value: Optional[str]) -> Optional[list[str]]:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Student (or teacher) checkpoint directory")],
+    out: OutOpt = Path("runs/export"),
+    formats: Annotated[Optional[str], typer.Option(help="Comma list of coreml, tflite, onnx")] = None,
+    quant: Annotated[Optional[str], typer.Option(help="Comma list of modes (default: every mode of each format)")] = None,
+    coreml_target: Annotated[Optional[str], typer.Option(help="Core ML minimum deployment target, e.g. iOS17")] = None,
+    parity_samples: Annotated[Optional[int], typer.Option(help="Held-out inputs each file is checked on")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="Take export settings from this recipe's `export:`")] = None,
+) -> None:
+    """Convert a checkpoint to Core ML, TFLite and ONNX files, each checked against PyTorch. Writes OUT/artifacts.json."""
+    from edgekd.config import ExportConfig, load_recipe, validate_config
+    from edgekd.export import export_checkpoint
+
+    cfg = load_recipe(recipe)[0].export if recipe else ExportConfig()
+    overrides = {"formats": _csv(formats), "quants": _csv(quant), "coreml_target": coreml_target,
+                 "parity_samples": parity_samples}
+    cfg = validate_config(ExportConfig, {**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}},
+                          "export options")
+    with _output_dir(out):
+        artifacts = export_checkpoint(checkpoint, out, **cfg.model_dump())
+    for a in artifacts:
+        p = a.parity
+        typer.echo(f"{a.format:7s} {a.quant:13s} {a.size_bytes:>10,d} B  top1 {p.top1_agreement:.4f}  "
+                   f"max|d| {p.max_abs_diff:.2e}  {a.path.name}")
+
+
 def main() -> None:
     from edgekd.errors import EdgekdError
 

@@ -99,6 +99,14 @@ def _format_validation(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def validate_config(model: type[BaseModel], data: dict, where: str):
+    """Validate `data` against a config model; errors name `where` and each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise InputError(_format_validation(Path(where), e).replace("invalid recipe", "invalid settings")) from None
+
+
 def read_yaml(path: Path, what: str) -> dict:
     path = Path(path)
     if not path.is_file():

@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 
 
 class ConverterFailed(Exception):
@@ -22,7 +22,8 @@ def quiet():
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as log, warnings.catch_warnings():
+    with tempfile.TemporaryFile(mode="w+b") as log, warnings.catch_warnings(), \
+            open(os.devnull, "w") as sink, redirect_stdout(sink), redirect_stderr(sink):
         warnings.simplefilter("ignore")
         level = logging.root.manager.disable
         logging.disable(logging.WARNING)
