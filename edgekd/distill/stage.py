@@ -126,6 +126,7 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: Classifie
                                data_fingerprint=data.fingerprint, accuracy=acc,
                                provenance={"key": key, "method": method, "teacher_sha256": teacher.weights_sha256,
                                            "teacher_accuracy": teacher.accuracy, "teacher_params": teacher.params,
+                                           "teacher": str(teacher.path.resolve()),
                                            "data": data.source})
         state.unlink(missing_ok=True)
     t_acc = teacher.accuracy or 0.0

@@ -168,9 +168,10 @@ def _write_manifest(out_dir: Path, ckpt: Checkpoint, artifacts: list[Artifact], 
         d["path"] = a.path.name  # relative to artifacts.json
         rows.append(d)
     write_json(out_dir / "artifacts.json", {
-        "checkpoint": str(ckpt.path), "model": ckpt.name, "params": ckpt.params, "labels": list(ckpt.labels),
+        "checkpoint": str(ckpt.path.resolve()), "role": ckpt.role, "model": ckpt.name, "params": ckpt.params, "labels": list(ckpt.labels),
         "mean": ckpt.mean, "std": ckpt.std, "input_shape": list(ckpt.input_shape),
         "teacher_accuracy": read_provenance(ckpt.path).get("teacher_accuracy"),
+        "teacher": read_provenance(ckpt.path).get("teacher"),
         "checkpoint_accuracy": ckpt.accuracy, "data": read_provenance(ckpt.path).get("data"),
         "coreml_target": coreml_target, "artifacts": rows,
         "failures": [f.__dict__ for f in failures]})

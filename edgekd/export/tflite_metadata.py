@@ -88,7 +88,7 @@ def attach_metadata(model_bytes: bytes, meta: ExportMeta, quant: str) -> bytes:
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
     _shorten_tensor_names(model)
     buf = schema.BufferT()
     buf.data = list(build_metadata(meta, quant))
@@ -157,7 +157,7 @@ def read_metadata(path: Path) -> dict:
     from ai_edge_litert.tools import flatbuffer_utils
 
     data = Path(path).read_bytes()
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
     entry = next((m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name)
                   == METADATA_NAME), None)
     if entry is None:

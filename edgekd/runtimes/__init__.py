@@ -33,6 +33,6 @@ FORMAT_RUNNER = {"tflite": "tflite", "onnx": "onnxruntime", "coreml": "coreml"}
 
 
 def load_runner(fmt: str, path: Path, threads: int = 1) -> Runner:
-    from edgekd.runtimes import coreml_exec, onnxrt, tflite  # noqa: F401 - registers the runners
+    from edgekd.runtimes import coreml_exec, onnxrt, tflite, torch_eager  # noqa: F401 - registers the runners
 
     return RUNNERS.get(FORMAT_RUNNER.get(fmt, fmt), "artifact format")(Path(path), threads=threads)

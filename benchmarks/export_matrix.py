@@ -1,0 +1,91 @@
+"""Every format x quantisation for the MNIST-1D teacher and the ~10x KD student.
+
+    python benchmarks/export_matrix.py --out results/export_matrix.json [--run DIR]
+
+With --run, reuses an `edgekd distill` output (teacher/ and students/cnn1d-10x); otherwise distills the
+built-in recipe first. Accuracy is measured on the full test split through each exported file itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import environment, write  # noqa: E402
+
+from edgekd.config import load_recipe  # noqa: E402
+from edgekd.errors import CheckFailed  # noqa: E402
+from edgekd.export import export_checkpoint  # noqa: E402
+from edgekd.export.stage import dataset_for, load_artifacts  # noqa: E402
+from edgekd.pipeline import distill_stage  # noqa: E402
+from edgekd.runtimes import load_runner  # noqa: E402
+from edgekd.checkpoint import read_checkpoint  # noqa: E402
+
+INT8_OR_4BIT = {"int8", "dynamic-int8", "full-int8", "static-int8", "w8a8", "pal4", "prune-pal4"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--run", help="an existing `edgekd distill` output directory")
+    args = ap.parse_args()
+    recipe, _ = load_recipe()
+    torch.set_num_threads(recipe.threads)
+    run = Path(args.run) if args.run else Path(tempfile.mkdtemp(prefix="edgekd-export-bench-"))
+    if not (run / "metrics.json").is_file():
+        distill_stage(recipe, run)
+    models = {"teacher": run / "teacher", "student-10x": run / "students" / "cnn1d-10x"}
+    cfg = recipe.export.model_dump()
+    rows, export_s, failures = [], {}, {}
+    for label, ckpt_path in models.items():
+        out = Path(tempfile.mkdtemp(prefix=f"edgekd-{label}-"))
+        data = dataset_for(read_checkpoint(ckpt_path))
+        t0 = time.perf_counter()
+        try:
+            export_checkpoint(ckpt_path, out, **cfg, data=data)
+        except CheckFailed as e:
+            failures[label] = str(e)
+        export_s[label] = round(time.perf_counter() - t0, 1)
+        manifest = load_artifacts(out)
+        for a in manifest["artifacts"]:
+            runner = load_runner(a["format"], out / a["path"])
+            acc = float((runner.predict(data.x_test).argmax(1) == data.y_test).mean())
+            rows.append({"model": label, "format": a["format"], "quant": a["quant"], "size_bytes": a["size_bytes"],
+                         "convert_s": a["convert_s"], "parity": a["parity"], "accuracy": acc,
+                         "params": a["params"]})
+            print(rows[-1], flush=True)
+        for f in manifest["failures"]:
+            rows.append({"model": label, "format": f["format"], "quant": f["quant"], "failed": f["reason"]})
+
+    fp32 = {(r["model"], r["format"]): r for r in rows if r.get("quant") == "fp32"}
+    checks = []
+    for r in rows:
+        if "failed" in r or r["quant"] == "fp32":
+            continue
+        src = fp32.get((r["model"], r["format"]))
+        r["accuracy_drop_vs_fp32"] = round(src["accuracy"] - r["accuracy"], 4)
+        r["size_ratio_vs_fp32"] = round(r["size_bytes"] / src["size_bytes"], 3)
+        if r["quant"] in INT8_OR_4BIT:
+            checks.append(r)
+    int8 = [r for r in checks if "8" in r["quant"]]
+    write(args.out, {
+        "rows": rows, "export_s": export_s, "failures": failures,
+        "goals": {
+            "fp32_top1_agreement_1": all(r["parity"]["top1_agreement"] == 1.0 for r in fp32.values()),
+            "int8_and_4bit_within_1pt": all(r["accuracy_drop_vs_fp32"] <= 0.01 for r in checks),
+            "int8_size_le_0.3x": {m: all(r["size_ratio_vs_fp32"] <= 0.3 for r in int8 if r["model"] == m)
+                                  for m in models},
+            "student_export_under_120s": export_s["student-10x"] < 120,
+        },
+        "environment": environment(), "settings": cfg,
+    })
+
+
+if __name__ == "__main__":
+    main()

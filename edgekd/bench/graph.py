@@ -1,0 +1,161 @@
+"""Exported graphs as a flat list of ops with their work: what the simulator walks.
+
+Readers for TFLite (the flatbuffer) and Core ML (the MIL program); ONNX files run on the host only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.errors import InputError
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: str  # conv, depthwise_conv, fully_connected, matmul, pool, reduce, softmax, norm, elementwise,
+    #            activation, layout (reshape/transpose/slice: no arithmetic), quant (quantize/dequantize)
+    name: str  # the runtime's own op name, e.g. CONV_2D or conv
+    dtype: str  # compute dtype: fp32, fp16, int8
+    flops: float  # multiply-adds count 2
+    bytes_in: int  # activations read
+    bytes_out: int  # activations written
+    bytes_weights: int  # constant bytes read (compressed size)
+
+
+TFLITE_KINDS = {
+    "CONV_2D": "conv", "CONV_3D": "conv", "DEPTHWISE_CONV_2D": "depthwise_conv", "FULLY_CONNECTED": "fully_connected",
+    "BATCH_MATMUL": "matmul", "MAX_POOL_2D": "pool", "AVERAGE_POOL_2D": "pool", "MEAN": "reduce", "SUM": "reduce",
+    "REDUCE_MAX": "reduce", "SOFTMAX": "softmax", "ADD": "elementwise", "SUB": "elementwise", "MUL": "elementwise",
+    "DIV": "elementwise", "SQUARED_DIFFERENCE": "elementwise", "RSQRT": "elementwise", "SQRT": "elementwise",
+    "POW": "elementwise", "RELU": "activation", "RELU6": "activation", "LOGISTIC": "activation", "GELU": "activation",
+    "TANH": "activation", "RESHAPE": "layout", "TRANSPOSE": "layout", "SQUEEZE": "layout", "EXPAND_DIMS": "layout",
+    "STRIDED_SLICE": "layout", "SLICE": "layout", "CONCATENATION": "layout", "SPLIT": "layout", "GATHER": "layout",
+    "PAD": "layout", "QUANTIZE": "quant", "DEQUANTIZE": "quant",
+}
+_TFL_DTYPE = {0: ("fp32", 4), 1: ("fp16", 2), 2: ("int32", 4), 3: ("int8", 1), 4: ("int64", 8), 7: ("int16", 2),
+              9: ("int8", 1), 17: ("int4", 0.5)}
+
+
+def _nbytes(shape, dtype_size) -> int:
+    return int(math.prod(int(s) for s in shape) * dtype_size) if shape is not None else 0
+
+
+def read_tflite(path: Path) -> list[Op]:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
+    sg = model.subgraphs[0]
+    const = {i for i, t in enumerate(sg.tensors)
+             if model.buffers[t.buffer].data is not None and len(model.buffers[t.buffer].data) > 0}
+    ops = []
+    for op in sg.operators:
+        name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) or "CUSTOM"
+        kind = TFLITE_KINDS.get(name, "elementwise")
+        ins = [i for i in (op.inputs.tolist() if hasattr(op.inputs, "tolist") else op.inputs) if i >= 0]
+        outs = op.outputs.tolist() if hasattr(op.outputs, "tolist") else op.outputs
+        tin = [sg.tensors[i] for i in ins]
+        tout = [sg.tensors[i] for i in outs]
+        acts = [t for i, t in zip(ins, tin) if i not in const]
+        weights = [t for i, t in zip(ins, tin) if i in const]
+        size = lambda t: _TFL_DTYPE.get(t.type, ("?", 4))[1]  # noqa: E731
+        out_elems = sum(math.prod(t.shape) for t in tout if t.shape is not None)
+        # compute dtype: int8 when the activations are int8 (full-integer) or weights int8 with float
+        # activations (dynamic range: XNNPACK quantises the activations on the fly)
+        act_dtype = _TFL_DTYPE.get(acts[0].type if acts else tout[0].type, ("fp32", 4))[0]
+        w_dtype = _TFL_DTYPE.get(weights[0].type, ("fp32", 4))[0] if weights else act_dtype
+        dtype = "int8" if "int8" in (act_dtype, w_dtype) and kind in ("conv", "depthwise_conv", "fully_connected",
+                                                                        "matmul") else act_dtype
+        dtype = "fp32" if dtype not in ("fp32", "fp16", "int8") else dtype
+        flops = _flops(kind, out_elems, [list(t.shape) for t in tin if t.shape is not None],
+                       [list(t.shape) for t in weights if t.shape is not None])
+        ops.append(Op(kind, name, dtype, flops, sum(_nbytes(t.shape, size(t)) for t in acts),
+                      sum(_nbytes(t.shape, size(t)) for t in tout), sum(_nbytes(t.shape, size(t)) for t in weights)))
+    return ops
+
+
+def _flops(kind: str, out_elems: int, in_shapes: list[list[int]], w_shapes: list[list[int]]) -> float:
+    if kind in ("conv", "depthwise_conv") and w_shapes:
+        w = w_shapes[0]
+        # TFLite: (O, kh, kw, I) / depthwise (1, kh, kw, O); Core ML: (O, I/groups, *k)
+        per_out = math.prod(w[1:]) if kind == "conv" else math.prod(w[1:-1]) if len(w) == 4 else math.prod(w[2:])
+        return 2.0 * out_elems * per_out
+    if kind == "fully_connected" and w_shapes:
+        return 2.0 * out_elems * w_shapes[0][-1]
+    if kind == "matmul" and len(in_shapes) >= 2:
+        return 2.0 * out_elems * in_shapes[0][-1]
+    if kind in ("layout", "quant"):
+        return 0.0
+    if kind == "reduce" and in_shapes:
+        return float(math.prod(in_shapes[0]))
+    return float(out_elems) * (5 if kind in ("softmax", "norm") else 1)
+
+
+COREML_KINDS = {
+    "conv": "conv", "linear": "fully_connected", "matmul": "matmul", "max_pool": "pool", "avg_pool": "pool",
+    "reduce_mean": "reduce", "reduce_sum": "reduce", "reduce_max": "reduce", "softmax": "softmax",
+    "layer_norm": "norm", "batch_norm": "norm", "add": "elementwise", "sub": "elementwise", "mul": "elementwise",
+    "real_div": "elementwise", "sqrt": "elementwise", "rsqrt": "elementwise", "relu": "activation",
+    "gelu": "activation", "sigmoid": "activation", "reshape": "layout", "transpose": "layout", "squeeze": "layout",
+    "expand_dims": "layout", "slice_by_index": "layout", "split": "layout", "concat": "layout", "cast": "layout",
+    "identity": "layout", "quantize": "quant", "dequantize": "quant", "classify": "layout",
+}
+
+
+def read_coreml(path: Path) -> list[Op]:
+    from edgekd.runtimes.coreml_exec import MILExecutor
+
+    ex = MILExecutor(Path(path))
+    # weight bytes as stored (compressed): the constexpr inputs, or the const itself
+    stored: dict[object, int] = {}
+    for o in ex.fn.operations:
+        if o.op_type == "const" and isinstance(o.outputs[0].val, np.ndarray):
+            stored[o.outputs[0]] = int(o.outputs[0].val.nbytes)
+        elif o.op_type.startswith("constexpr_"):
+            src = sum(int(v.val.nbytes) for v in o.inputs.values() if hasattr(v, "val") and isinstance(v.val, np.ndarray))
+            for out in o.outputs:
+                stored[out] = src
+    has_act_quant = any(o.op_type == "quantize" for o in ex.ops)
+    ops = []
+    for o in ex.ops:
+        kind = COREML_KINDS.get(o.op_type, "elementwise")
+        vins = [v for v in o.inputs.values() if not isinstance(v, (list, tuple)) and _is_tensor(v)]
+        acts = [v for v in vins if v not in stored and v.val is None]
+        weights = [v for v in vins if v in stored]
+        outs = [v for v in o.outputs if getattr(v, "shape", None) is not None and _is_tensor(v)]
+        dtype = _mil_dtype(outs[0].dtype) if outs else "fp32"
+        esize = {"fp16": 2, "int8": 1}.get(dtype, 4)
+        if has_act_quant and kind in ("conv", "depthwise_conv", "fully_connected", "matmul"):
+            dtype = "int8"
+        if kind == "conv" and weights and len(weights[0].shape) >= 3 and int(o.inputs["groups"].val or 1) > 1:
+            kind = "depthwise_conv"
+        out_elems = sum(math.prod(int(s) for s in v.shape) for v in outs)
+        flops = _flops(kind, out_elems, [list(v.shape) for v in acts + weights if _is_tensor(v)],
+                       [list(v.shape) for v in weights])
+        ops.append(Op(kind, o.op_type, dtype, flops, sum(_nbytes(v.shape, esize) for v in acts if _is_tensor(v)),
+                      out_elems * esize, sum(stored[v] for v in weights)))
+    return ops
+
+
+def _mil_dtype(t) -> str:
+    from coremltools.converters.mil.mil import types
+
+    return {types.fp16: "fp16", types.int8: "int8", types.uint8: "int8"}.get(t, "fp32")
+
+
+def _is_tensor(v) -> bool:
+    try:
+        return v.shape is not None and all(isinstance(s, (int, np.integer)) for s in v.shape)
+    except (ValueError, AttributeError):
+        return False
+
+
+def read_graph(fmt: str, path: Path) -> list[Op]:
+    if fmt == "tflite":
+        return read_tflite(path)
+    if fmt == "coreml":
+        return read_coreml(path)
+    raise InputError(f"the simulator reads tflite and coreml graphs, not {fmt!r}")

@@ -1,0 +1,85 @@
+"""Simulated latency on a target: walk the exported graph op by op with a roofline cost per op.
+
+time(op) = dispatch + max(flops / (peak[dtype] * efficiency[kind]), bytes / bandwidth)
+An op runs on the first unit (in the profile's order) that takes its kind and dtype, else it falls back
+to the last unit (CPU), paying a unit switch (sync + copying its input) whenever execution moves.
+Layout ops stay on the unit before them; an activation right after conv/linear on a fusing unit is free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgekd.bench.graph import Op
+from edgekd.bench.targets import Target, Unit
+
+FUSES_INTO = ("conv", "depthwise_conv", "fully_connected", "matmul", "elementwise")
+
+
+@dataclass(frozen=True)
+class OpTime:
+    name: str
+    kind: str
+    dtype: str
+    unit: str
+    time_us: float
+
+
+@dataclass(frozen=True)
+class Simulation:
+    target: str
+    latency_ms: float
+    ops: list[OpTime]
+    residency_ops: float  # share of ops placed on an accelerator
+    residency_time: float  # share of op time spent on an accelerator
+    fallbacks: list[dict] = field(default_factory=list)  # ops an accelerator could not take, and why
+
+
+def op_time_us(op: Op, unit: Unit) -> float:
+    eff = unit.efficiency.get(op.kind, unit.efficiency["default"])
+    compute_s = op.flops / (unit.peak_gops[op.dtype] * eff * 1e9) if op.flops else 0.0
+    memory_s = (op.bytes_in + op.bytes_out + op.bytes_weights) / (unit.memory_bandwidth_gbps * 1e9)
+    return unit.dispatch_overhead_us + 1e6 * max(compute_s, memory_s)
+
+
+def place(op: Op, target: Target, previous: Unit | None) -> Unit:
+    if op.kind == "layout" and previous is not None and previous.runs(op.kind, _runnable_dtype(op, previous)):
+        return previous
+    for unit in target.units:
+        if unit.runs(op.kind, op.dtype):
+            return unit
+    return target.units[-1]
+
+
+def _runnable_dtype(op: Op, unit: Unit) -> str:
+    return op.dtype if op.dtype in unit.peak_gops else next(iter(unit.peak_gops))
+
+
+def simulate(ops: list[Op], target: Target) -> Simulation:
+    times, fallbacks = [], []
+    accelerators = [u for u in target.units if u.accelerator]
+    prev_unit, prev_kind, total_us = None, None, target.invoke_overhead_us
+    for op in ops:
+        unit = place(op, target, prev_unit)
+        run_op = op if op.dtype in unit.peak_gops else Op(op.kind, op.name, _runnable_dtype(op, unit), op.flops,
+                                                          op.bytes_in, op.bytes_out, op.bytes_weights)
+        if not unit.accelerator and accelerators and op.kind != "layout":
+            why = [f"{u.name}: " + ("dtype " + op.dtype if op.dtype not in u.peak_gops else "op " + op.kind)
+                   for u in accelerators]
+            fallbacks.append({"op": op.name, "kind": op.kind, "dtype": op.dtype, "reason": "; ".join(why)})
+        t = op_time_us(run_op, unit)
+        if op.kind == "activation" and prev_unit is unit and unit.fuses_activation and prev_kind in FUSES_INTO:
+            t = 0.0  # fused into the op before it
+        if prev_unit is not None and unit is not prev_unit:
+            t += target.unit_switch_us + 1e6 * op.bytes_in / (target.transfer_bandwidth_gbps * 1e9)
+        times.append(OpTime(op.name, op.kind, run_op.dtype, unit.name, t))
+        total_us += t
+        prev_unit, prev_kind = unit, op.kind
+    acc_names = {u.name for u in accelerators}
+    counted = [t for t in times if t.kind != "layout"] or times
+    op_total = sum(t.time_us for t in times) or 1.0
+    return Simulation(
+        target=target.name, latency_ms=total_us / 1000, ops=times,
+        residency_ops=sum(t.unit in acc_names for t in counted) / max(1, len(counted)),
+        residency_time=sum(t.time_us for t in times if t.unit in acc_names) / op_total,
+        fallbacks=fallbacks)

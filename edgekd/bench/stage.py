@@ -1,0 +1,132 @@
+"""The bench stage: every artifact on the runtimes here and on every simulated target that takes its
+format. A row that fails says why; the others are still written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekd.bench.graph import read_graph
+from edgekd.bench.measure import measure, zip_size
+from edgekd.bench.simulator import simulate
+from edgekd.bench.targets import Target
+from edgekd.checkpoint import load_checkpoint, read_checkpoint, read_provenance
+from edgekd.data import Dataset
+from edgekd.errors import InputError
+from edgekd.export.common import WithProbabilities
+from edgekd.fileio import write_json
+
+
+def verify_artifact(base: Path, a: dict) -> str | None:
+    """Why an artifact listed in artifacts.json cannot be trusted, or None."""
+    from edgekd.export.stage import _tree_sha256
+
+    path = base / a["path"]
+    if not path.exists():
+        return f"{path}: file is missing (listed in artifacts.json)"
+    from edgekd.export.common import dir_size
+
+    if dir_size(path) != a["size_bytes"]:
+        return f"{path}: size {dir_size(path)} differs from artifacts.json ({a['size_bytes']}): altered after export"
+    if _tree_sha256(path) != a["sha256"]:
+        return f"{path}: sha256 differs from artifacts.json: altered after export"
+    return None
+
+
+def teacher_reference(manifest: dict, data: Dataset) -> tuple[np.ndarray, float | None]:
+    """The teacher's top-1 on the test split and its accuracy (for agreement and retention)."""
+    teacher_path = manifest.get("teacher") or (manifest["checkpoint"] if manifest.get("role") == "teacher" else None)
+    if teacher_path and Path(teacher_path).exists():
+        _, teacher = load_checkpoint(Path(teacher_path))
+        with torch.no_grad():
+            top1 = WithProbabilities(teacher)(torch.from_numpy(data.x_test)).numpy().argmax(1)
+        return top1, float((top1 == data.y_test).mean())
+    return np.full(len(data.y_test), -1), manifest.get("teacher_accuracy")
+
+
+def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target], data: Dataset,
+                    threads: int = 1, include_source: bool = True) -> dict:
+    manifest_path = Path(manifest_path)
+    base = manifest_path.parent
+    manifest = json.loads(manifest_path.read_text())
+    teacher_top1, teacher_acc = teacher_reference(manifest, data)
+    torch.set_num_threads(threads)
+    rows = []
+    sources = [{"format": "torch", "quant": "fp32", "path": manifest["checkpoint"], "size_bytes": None,
+                "params": manifest["params"]}] if include_source and Path(manifest["checkpoint"]).exists() else []
+    for a in sources + manifest["artifacts"]:
+        fmt, path = a["format"], (Path(a["path"]) if a["format"] == "torch" else base / a["path"])
+        common = {"model": manifest["model"], "artifact": path.name, "format": fmt, "quant": a["quant"],
+                  "params": a["params"]}
+        problem = None if fmt == "torch" else verify_artifact(base, a)
+        if problem:
+            rows.append({**common, "kind": "measured", "failed": problem})
+            continue
+        size = a["size_bytes"] if fmt != "torch" else _weights_size(path)
+        common.update(size_bytes=size, zip_size_bytes=zip_size(path if fmt != "torch" else path / "model.safetensors"))
+        try:
+            # Core ML's own runtime exists only on macOS; on Linux the MIL executor gives accuracy and the
+            # latency comes from simulation (its timing would measure edgekd's interpreter, not Core ML).
+            timed = not (fmt == "coreml" and not _is_macos())
+            measured = {**common, **measure(fmt, path, data.x_test, data.y_test, teacher_top1, teacher_acc,
+                                            threads, timed=timed)}
+        except Exception as e:  # noqa: BLE001 - one broken file must not stop the others
+            rows.append({**common, "kind": "measured", "failed": f"{type(e).__name__}: {e}"})
+            continue
+        rows.append(measured)
+        for t in targets:
+            if fmt not in t.formats:
+                continue
+            try:
+                sim = simulate(read_graph(fmt, path), t)
+            except Exception as e:  # noqa: BLE001
+                rows.append({**common, "kind": "simulated", "target": t.name, "failed": f"{type(e).__name__}: {e}"})
+                continue
+            rows.append({**common, "kind": "simulated", "target": t.name, "runner": f"sim:{t.name}",
+                         "latency_ms_p50": sim.latency_ms, "latency_ms_p90": sim.latency_ms,
+                         "load_ms": None, "peak_memory_bytes": None, "accuracy": measured["accuracy"],
+                         "retention": measured["retention"], "teacher_agreement": measured["teacher_agreement"],
+                         "accelerator_residency": {"ops": round(sim.residency_ops, 4),
+                                                   "time": round(sim.residency_time, 4)},
+                         "fallback_ops": sim.fallbacks,
+                         "per_op": [{"op": o.name, "unit": o.unit, "dtype": o.dtype, "time_us": round(o.time_us, 3)}
+                                    for o in sim.ops]})
+    result = {"artifacts": str(manifest_path), "model": manifest["model"], "teacher_accuracy": teacher_acc,
+              "targets": [t.name for t in targets], "rows": rows}
+    write_json(Path(out_dir) / "bench.json", result)
+    return result
+
+
+def _weights_size(ckpt_dir: Path) -> int:
+    return (Path(ckpt_dir) / "model.safetensors").stat().st_size
+
+
+def _is_macos() -> bool:
+    import platform
+
+    return platform.system() == "Darwin"
+
+
+def dataset_for_manifest(manifest_path: Path, name: str | None = None) -> Dataset:
+    from edgekd.data import load_dataset
+    from edgekd.export.stage import dataset_for
+
+    manifest_path = Path(manifest_path)
+    if not manifest_path.is_file():
+        raise InputError(f"{manifest_path}: no such artifacts file; run `edgekd export` first")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        ckpt = manifest["checkpoint"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InputError(f"{manifest_path}: not an edgekd artifacts file ({e})") from None
+    if name is not None:
+        return load_dataset(name)
+    if Path(ckpt).exists():
+        return dataset_for(read_checkpoint(Path(ckpt)))
+    src = manifest.get("data") or {}
+    if not src:
+        raise InputError(f"{manifest_path}: its checkpoint {ckpt} is gone and no dataset is recorded; pass --data")
+    return load_dataset(src["name"], src.get("path"), src.get("seed", 42))

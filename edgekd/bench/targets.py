@@ -1,0 +1,100 @@
+"""Hardware profiles (`targets/*.yaml`): data validated by a schema, never code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgekd.config import _format_validation, read_yaml
+from edgekd.errors import InputError
+
+Dtype = Literal["fp32", "fp16", "int8"]
+OP_KINDS = ("conv", "depthwise_conv", "fully_connected", "matmul", "pool", "reduce", "softmax", "norm",
+            "elementwise", "activation", "layout", "quant")
+
+
+class Unit(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    accelerator: bool
+    peak_gops: dict[Dtype, float]  # the dtypes this unit runs, at their peak rate (Gop/s, 1 MAC = 2 ops)
+    efficiency: dict[str, float]  # share of peak reached per op kind; "default" for the rest
+    memory_bandwidth_gbps: float = Field(gt=0)
+    dispatch_overhead_us: float = Field(ge=0)  # fixed cost of launching one op
+    ops: list[str]  # op kinds this unit runs; ["*"] for all
+    fuses_activation: bool = True  # an activation right after conv/linear costs nothing
+
+    @model_validator(mode="after")
+    def _check(self):
+        bad = [k for k in [*self.ops, *self.efficiency] if k not in (*OP_KINDS, "*", "default")]
+        if bad:
+            raise ValueError(f"unit {self.name!r}: unknown op kind(s) {bad}; known: {', '.join(OP_KINDS)}")
+        if "default" not in self.efficiency:
+            raise ValueError(f"unit {self.name!r}: efficiency needs a 'default' entry")
+        if any(not 0 < v <= 1 for v in self.efficiency.values()):
+            raise ValueError(f"unit {self.name!r}: efficiencies are shares of peak, in (0, 1]")
+        return self
+
+    def runs(self, kind: str, dtype: str) -> bool:
+        return ("*" in self.ops or kind in self.ops) and dtype in self.peak_gops
+
+
+class Target(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str
+    formats: list[Literal["coreml", "tflite"]]
+    invoke_overhead_us: float = Field(ge=0)  # per inference, outside the ops
+    unit_switch_us: float = Field(ge=0)  # each time execution moves between units
+    transfer_bandwidth_gbps: float = Field(gt=0)  # activations copied at a unit switch
+    units: list[Unit] = Field(min_length=1)  # in preference order; the last one must run every op
+
+    @model_validator(mode="after")
+    def _fallback(self):
+        last = self.units[-1]
+        if "*" not in last.ops:
+            raise ValueError(f"the last unit ({last.name!r}) is the fallback and must list ops: ['*']")
+        return self
+
+
+TARGETS_DIR = Path(__file__).resolve().parents[2] / "targets"
+
+
+def targets_dir() -> Path:
+    """The repo's targets/ (a source checkout), else the copy installed inside the package."""
+    if TARGETS_DIR.is_dir():
+        return TARGETS_DIR
+    return Path(__file__).resolve().parents[1] / "targets"
+
+
+def load_target(path: Path) -> Target:
+    raw = read_yaml(path, "target profile")
+    try:
+        return Target.model_validate(raw)
+    except ValidationError as e:
+        raise InputError(_format_validation(path, e).replace("invalid recipe", "invalid target profile")) from None
+
+
+def all_targets(directory: Path | None = None) -> dict[str, Target]:
+    d = directory or targets_dir()
+    out = {}
+    for p in sorted(d.glob("*.yaml")):
+        t = load_target(p)
+        if t.name != p.stem:
+            raise InputError(f"{p}: field 'name' is {t.name!r} but the file is {p.stem}.yaml; make them equal")
+        out[t.name] = t
+    return out
+
+
+def get_targets(names: list[str] | None, directory: Path | None = None) -> list[Target]:
+    available = all_targets(directory)
+    if names is None:
+        return list(available.values())
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise InputError(f"unknown target(s) {', '.join(missing)} (--targets); available: {', '.join(available)}")
+    return [available[n] for n in names]

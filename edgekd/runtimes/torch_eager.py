@@ -1,0 +1,31 @@
+"""PyTorch eager on the checkpoint itself: the reference every exported file is compared with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekd.runtimes import RUNNERS
+
+
+@RUNNERS.register("torch")
+class TorchRunner:
+    name = "torch-eager"
+
+    def __init__(self, path: Path, threads: int = 1):
+        from edgekd.checkpoint import load_checkpoint
+        from edgekd.export.common import WithProbabilities
+
+        _, model = load_checkpoint(path)
+        self.model = WithProbabilities(model).eval()
+        self.version, self.threads = f"torch {torch.__version__}", threads
+
+    @torch.no_grad()
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.model(torch.from_numpy(np.asarray(x, np.float32))).numpy()
+
+    @torch.no_grad()
+    def run_one(self, x: np.ndarray) -> None:
+        self.model(torch.from_numpy(x))
