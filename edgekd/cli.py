@@ -98,6 +98,38 @@ def export(
                    f"max|d| {p.max_abs_diff:.2e}  {a.path.name}")
 
 
+@app.command()
+def bench(
+    artifacts: Annotated[Path, typer.Argument(help="artifacts.json written by `edgekd export` (or its folder)")],
+    out: OutOpt = Path("runs/bench"),
+    targets: Annotated[Optional[str], typer.Option(help="Comma list of simulated targets (default: all in targets/)")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Dataset to measure accuracy on (default: the training data)")] = None,
+    threads: Annotated[int, typer.Option(help="Runtime threads for measured rows")] = 1,
+) -> None:
+    """Measure every exported file here and simulate it on mobile targets. Writes OUT/bench.json."""
+    from edgekd.bench.report import text_table
+    from edgekd.bench.stage import bench_artifacts, dataset_for_manifest
+    from edgekd.bench.targets import get_targets
+
+    manifest = artifacts / "artifacts.json" if artifacts.is_dir() else artifacts
+    dataset = dataset_for_manifest(manifest, data)
+    chosen = get_targets(_csv(targets))
+    with _output_dir(out):
+        result = bench_artifacts(manifest, out, targets=chosen, data=dataset, threads=threads)
+    typer.echo(text_table(result))
+
+
+@app.command()
+def compare(bench_dir: Annotated[Path, typer.Argument(help="Directory holding bench.json")]) -> None:
+    """Write report.md and a self-contained report.html (tables, Pareto plots); print the table."""
+    from edgekd.bench.report import load_bench, text_table, write_report
+
+    result = load_bench(bench_dir)
+    md, page = write_report(result, bench_dir if bench_dir.is_dir() else bench_dir.parent)
+    typer.echo(text_table(result))
+    typer.echo(f"\nwrote {md} and {page}")
+
+
 def main() -> None:
     from edgekd.errors import EdgekdError
 

@@ -82,7 +82,7 @@ def measure(fmt: str, path: Path, x_test: np.ndarray, y_test: np.ndarray, teache
     row["peak_memory_bytes"] = (hwm - rss0) * 1024 if hwm is not None and rss0 is not None else None
     acc = float((top1 == y_test).mean())
     row.update(accuracy=acc, retention=acc / teacher_accuracy if teacher_accuracy else None,
-               teacher_agreement=float((top1 == teacher_top1).mean()))
+               teacher_agreement=float((top1 == teacher_top1).mean()) if (teacher_top1 >= 0).all() else None)
     return row
 
 

@@ -22,7 +22,9 @@ class Unit(BaseModel):
     accelerator: bool
     peak_gops: dict[Dtype, float]  # the dtypes this unit runs, at their peak rate (Gop/s, 1 MAC = 2 ops)
     efficiency: dict[str, float]  # share of peak reached per op kind; "default" for the rest
-    memory_bandwidth_gbps: float = Field(gt=0)
+    memory_bandwidth_gbps: float = Field(gt=0)  # weights stream from DRAM
+    cache_bandwidth_gbps: float | None = Field(None, gt=0)  # activations (small, cache-resident); default DRAM
+    overlap: bool = True  # True: roofline max(compute, memory); False: compute + memory (no overlap)
     dispatch_overhead_us: float = Field(ge=0)  # fixed cost of launching one op
     ops: list[str]  # op kinds this unit runs; ["*"] for all
     fuses_activation: bool = True  # an activation right after conv/linear costs nothing
