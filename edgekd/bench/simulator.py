@@ -40,7 +40,8 @@ class Simulation:
 def op_time_us(op: Op, unit: Unit) -> float:
     eff = unit.efficiency.get(op.kind, unit.efficiency["default"])
     compute_s = op.flops / (unit.peak_gops[op.dtype] * eff * 1e9) if op.flops else 0.0
-    cache = unit.cache_bandwidth_gbps or unit.memory_bandwidth_gbps
+    cache_bw = unit.cache_bandwidth_gbps or {}
+    cache = cache_bw.get(op.kind, cache_bw.get("default", unit.memory_bandwidth_gbps))
     memory_s = op.bytes_weights / (unit.memory_bandwidth_gbps * 1e9) + (op.bytes_in + op.bytes_out) / (cache * 1e9)
     work_s = max(compute_s, memory_s) if unit.overlap else compute_s + memory_s
     return unit.dispatch_overhead_us + 1e6 * work_s

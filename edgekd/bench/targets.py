@@ -23,7 +23,8 @@ class Unit(BaseModel):
     peak_gops: dict[Dtype, float]  # the dtypes this unit runs, at their peak rate (Gop/s, 1 MAC = 2 ops)
     efficiency: dict[str, float]  # share of peak reached per op kind; "default" for the rest
     memory_bandwidth_gbps: float = Field(gt=0)  # weights stream from DRAM
-    cache_bandwidth_gbps: float | None = Field(None, gt=0)  # activations (small, cache-resident); default DRAM
+    # activations (small, cache-resident) per op kind, "default" for the rest; absent: DRAM bandwidth
+    cache_bandwidth_gbps: dict[str, float] | None = None
     overlap: bool = True  # True: roofline max(compute, memory); False: compute + memory (no overlap)
     dispatch_overhead_us: float = Field(ge=0)  # fixed cost of launching one op
     ops: list[str]  # op kinds this unit runs; ["*"] for all
@@ -31,11 +32,14 @@ class Unit(BaseModel):
 
     @model_validator(mode="after")
     def _check(self):
-        bad = [k for k in [*self.ops, *self.efficiency] if k not in (*OP_KINDS, "*", "default")]
+        bad = [k for k in [*self.ops, *self.efficiency, *(self.cache_bandwidth_gbps or {})]
+               if k not in (*OP_KINDS, "*", "default")]
         if bad:
             raise ValueError(f"unit {self.name!r}: unknown op kind(s) {bad}; known: {', '.join(OP_KINDS)}")
         if "default" not in self.efficiency:
             raise ValueError(f"unit {self.name!r}: efficiency needs a 'default' entry")
+        if self.cache_bandwidth_gbps is not None and "default" not in self.cache_bandwidth_gbps:
+            raise ValueError(f"unit {self.name!r}: cache_bandwidth_gbps needs a 'default' entry")
         if any(not 0 < v <= 1 for v in self.efficiency.values()):
             raise ValueError(f"unit {self.name!r}: efficiencies are shares of peak, in (0, 1]")
         return self

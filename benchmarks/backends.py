@@ -1,0 +1,75 @@
+"""The backend table for the MNIST-1D teacher and the ~10x KD student: every exported file on every
+runner here and every simulated target, and the student speed-up.
+
+    python benchmarks/backends.py --out results/backends.json [--run DIR]
+
+student_speedup = the fp32 teacher's measured TFLite p50 latency / the p50 of the fastest measured
+student file whose retention is at least 0.99, both measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import environment, write  # noqa: E402
+
+from edgekd.bench.stage import bench_artifacts, dataset_for_manifest  # noqa: E402
+from edgekd.bench.targets import get_targets  # noqa: E402
+from edgekd.config import load_recipe  # noqa: E402
+from edgekd.errors import CheckFailed  # noqa: E402
+from edgekd.export import export_checkpoint  # noqa: E402
+from edgekd.pipeline import distill_stage  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--run", help="an existing `edgekd distill` output directory")
+    args = ap.parse_args()
+    recipe, _ = load_recipe()
+    torch.set_num_threads(recipe.threads)
+    run = Path(args.run) if args.run else Path(tempfile.mkdtemp(prefix="edgekd-backends-"))
+    if not (run / "metrics.json").is_file():
+        distill_stage(recipe, run)
+    targets = get_targets(None)
+    tables = {}
+    for label, ckpt in {"teacher": run / "teacher", "student-10x": run / "students" / "cnn1d-10x"}.items():
+        out = Path(tempfile.mkdtemp(prefix=f"edgekd-bench-{label}-"))
+        try:
+            export_checkpoint(ckpt, out / "export", **recipe.export.model_dump())
+        except CheckFailed as e:  # files that missed parity are reported; the rest are benchmarked
+            print(f"{label}: {e}", flush=True)
+        manifest = out / "export" / "artifacts.json"
+        tables[label] = bench_artifacts(manifest, out / "bench", targets=targets, data=dataset_for_manifest(manifest))
+    rows = [{**r, "model": label} for label, t in tables.items() for r in t["rows"]]
+    for r in rows:
+        r.pop("per_op", None)
+    measured = [r for r in rows if r["kind"] == "measured" and r.get("latency_ms_p50") is not None]
+    teacher_tfl = next(r for r in measured if r["model"] == "teacher" and r["format"] == "tflite" and r["quant"] == "fp32")
+    good = [r for r in measured if r["model"] == "student-10x" and (r.get("retention") or 0) >= 0.99]
+    fastest = min(good, key=lambda r: r["latency_ms_p50"])
+    sim = {}
+    for r in rows:
+        if r["kind"] == "simulated" and "failed" not in r:
+            sim.setdefault(r["target"], {})[f"{r['model']}/{r['format']}/{r['quant']}"] = round(r["latency_ms_p50"], 5)
+    host = {f"{r['model']}/{r['runner']}/{r['quant']}": round(r["latency_ms_p50"], 5) for r in measured}
+    write(args.out, {
+        "rows": rows,
+        "student_speedup": teacher_tfl["latency_ms_p50"] / fastest["latency_ms_p50"],
+        "speedup_detail": {"teacher_tflite_fp32_p50_ms": teacher_tfl["latency_ms_p50"],
+                           "fastest_student_file": fastest["artifact"], "fastest_student_runner": fastest["runner"],
+                           "fastest_student_p50_ms": fastest["latency_ms_p50"],
+                           "fastest_student_retention": fastest["retention"]},
+        "measured_p50_ms_here": host, "simulated_p50_ms": sim,
+        "environment": environment(),
+    })
+
+
+if __name__ == "__main__":
+    main()
