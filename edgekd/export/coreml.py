@@ -61,7 +61,31 @@ def write_coreml(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd) / dest.name
         ml.save(str(tmp))
+        _make_deterministic(tmp)
         shutil.move(str(tmp), dest)
+
+
+def _make_deterministic(package: Path) -> None:
+    """The same model must always give the same bytes (bundles are compared byte for byte), but
+    coremltools names the package's items with random UUIDs and serialises protobuf maps (the metadata)
+    in no fixed order. Derive the UUIDs from the item paths and re-serialise the spec deterministically."""
+    import json
+    import uuid
+
+    from coremltools.proto import Model_pb2
+
+    for spec_path in package.rglob("model.mlmodel"):
+        spec = Model_pb2.Model()
+        spec.ParseFromString(spec_path.read_bytes())
+        spec_path.write_bytes(spec.SerializeToString(deterministic=True))
+
+    path = package / "Manifest.json"
+    manifest = json.loads(path.read_text())
+    renamed = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, "edgekd:" + item["path"]))
+               for old, item in manifest["itemInfoEntries"].items()}
+    manifest["itemInfoEntries"] = {renamed[k]: v for k, v in manifest["itemInfoEntries"].items()}
+    manifest["rootModelIdentifier"] = renamed[manifest["rootModelIdentifier"]]
+    path.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n")
 
 
 def _palette(nbits: int, target: str):
@@ -84,6 +108,8 @@ def _describe(ml, meta: ExportMeta, quant: str) -> None:
     ml.output_description[spec.description.predictedFeatureName] = "most likely class label"
     ml.output_description[spec.description.predictedProbabilitiesName] = "probability of each class label"
     ml.user_defined_metadata.update({**meta.user_defined(), "edgekd.quant": quant})
+    # the conversion date would make the same model's bytes differ from day to day
+    ml.user_defined_metadata.pop("com.github.apple.coremltools.conversion_date", None)
 
 
 def _quantize_activations(ml, calib: np.ndarray):
