@@ -130,6 +130,66 @@ def compare(bench_dir: Annotated[Path, typer.Argument(help="Directory holding be
     typer.echo(f"\nwrote {md} and {page}")
 
 
+@app.command()
+def run(
+    recipe: RecipeArg = None,
+    out: OutOpt = Path("runs/demo"),
+    policy: Annotated[Optional[Path], typer.Option(help="Gate policy YAML (default: the recipe's, else built-in)")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="Baseline bundle for max_regression rules")] = None,
+) -> None:
+    """Teacher, distill, export, bench, report, gate, bundles: one command. Exit 1 when the gate fails."""
+    from edgekd import pipeline
+    from edgekd.config import load_recipe
+    from edgekd.gate.verdict import explain
+
+    r, path = load_recipe(recipe)
+    with _output_dir(out):
+        verdict, _ = pipeline.run(r, path, out, policy_path=policy, baseline=baseline,
+                                  progress=lambda m: typer.echo(m, err=True))
+    typer.echo(explain(verdict))
+    typer.echo(f"report: {out / 'report' / 'report.html'}  gate: {out / 'gate' / 'summary.md'}")
+    if not verdict.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def gate(
+    bench_or_run_dir: Annotated[Path, typer.Argument(help="A bench.json, its folder, or an `edgekd run` folder")],
+    policy: Annotated[Optional[Path], typer.Option(help="Policy YAML (default: built-in min_retention 0.97)")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="Baseline bundle (directory or zip)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where gate.json, junit.xml, summary.md go")] = None,
+) -> None:
+    """Pass or fail a release against a policy: prints every failed rule, exit 1 on failure, 0 on pass."""
+    import json as _json
+
+    from edgekd.config import BundleConfig, load_policy
+    from edgekd.gate.bundle import load_baseline
+    from edgekd.gate.reports import write_gate_outputs
+    from edgekd.gate.verdict import evaluate, explain, load_bench_rows
+
+    pol = load_policy(policy)
+    rows = load_bench_rows(bench_or_run_dir)
+    base = None
+    if baseline is not None:
+        art = _json.loads(Path(rows[0][0]["artifacts"]).read_text())
+        base = load_baseline(baseline, art["labels"], art["input_shape"])
+    verdict = evaluate(rows, pol, BundleConfig().platforms, base)
+    dest = out or ((bench_or_run_dir if bench_or_run_dir.is_dir() else bench_or_run_dir.parent) / "gate")
+    write_gate_outputs(verdict, dest)
+    typer.echo(explain(verdict))
+    typer.echo(f"wrote {dest / 'junit.xml'} and {dest / 'summary.md'}")
+    if not verdict.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify(bundle: Annotated[Path, typer.Argument(help="Bundle directory or .zip")]) -> None:
+    """Recheck a bundle's hashes and re-run its validation inputs. Exit 1 when anything differs."""
+    from edgekd.gate.bundle import verify_bundle
+
+    _echo_json(verify_bundle(bundle))
+
+
 def main() -> None:
     from edgekd.errors import EdgekdError
 

@@ -69,6 +69,39 @@ class ExportConfig(_Strict):
     fp32_max_abs_diff: float = 1e-5
 
 
+class BenchConfig(_Strict):
+    targets: list[str] | None = None  # simulated targets; None: every profile in targets/
+    threads: int = Field(1, ge=1)
+
+
+class BundleConfig(_Strict):
+    # bundle name -> the export format it ships
+    platforms: dict[str, Literal["coreml", "tflite", "onnx"]] = {"ios": "coreml", "android": "tflite"}
+    validation_samples: int = Field(16, ge=1)  # bundled inputs with expected outputs, for `edgekd verify`
+
+
+class RegressionLimits(_Strict):
+    retention: float | None = Field(None, ge=0)  # allowed drop in retention (absolute, e.g. 0.01)
+    latency_pct: float | None = Field(None, ge=0)  # allowed rise of any shared latency, percent
+    size_pct: float | None = Field(None, ge=0)  # allowed growth of the model file, percent
+
+
+class Policy(_Strict):
+    """Release rules. Unset rules are not checked."""
+
+    min_retention: float | None = Field(None, gt=0)  # file accuracy / teacher accuracy
+    min_teacher_agreement: float | None = Field(None, ge=0, le=1)  # top-1 agreement with the teacher
+    max_size_bytes: int | None = Field(None, gt=0)
+    max_latency_ms: dict[str, float] = {}  # runner (tflite, onnxruntime, ...) or target name -> p50 limit
+    min_accelerator_residency: dict[str, float] = {}  # target name -> minimum share of ops on its accelerator
+    max_regression: RegressionLimits | None = None  # against --baseline BUNDLE
+    prefer: Literal["size", "latency"] = "size"  # how to pick among files that pass
+
+
+class GateConfig(_Strict):
+    policy: Path | None = None  # None: the built-in policy (min_retention 0.97)
+
+
 class Recipe(_Strict):
     name: str = "recipe"
     seed: int = 0
@@ -79,6 +112,9 @@ class Recipe(_Strict):
     students: list[StudentConfig] = Field(min_length=1)
     distill: DistillConfig = DistillConfig()
     export: ExportConfig = ExportConfig()
+    bench: BenchConfig = BenchConfig()
+    bundle: BundleConfig = BundleConfig()
+    gate: GateConfig = GateConfig()
 
     @field_validator("students")
     @classmethod
@@ -138,7 +174,19 @@ def load_recipe(path: Path | None = None) -> tuple[Recipe, Path]:
     teacher = recipe.teacher.model_copy(
         update={"checkpoint": _resolve(base, recipe.teacher.checkpoint) or recipe.teacher.checkpoint})
     cache = _resolve(base, recipe.cache_dir) or recipe.cache_dir
-    return recipe.model_copy(update={"data": data, "teacher": teacher, "cache_dir": cache}), path
+    gate = recipe.gate.model_copy(update={"policy": _resolve(base, recipe.gate.policy) or recipe.gate.policy})
+    return recipe.model_copy(update={"data": data, "teacher": teacher, "cache_dir": cache, "gate": gate}), path
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    """Read and validate a gate policy; with no path, the built-in one."""
+    path = Path(path) if path is not None else Path(str(resources.files("edgekd") / "policies" / "default.yaml"))
+    raw = read_yaml(path, "policy")
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as e:
+        msg = _format_validation(path, e).replace("invalid recipe", "invalid policy")
+        raise InputError(msg.replace("unknown field; remove it", "unknown rule; remove it")) from None
 
 
 def default_recipe_path() -> Path:
