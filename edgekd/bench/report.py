@@ -93,7 +93,8 @@ def _plot(bench: dict, xkey: str, xlabel: str) -> bytes:
         for i, (r, (x, y)) in enumerate(zip(rs, pts)):
             ax.scatter(x, y, s=60 if i in front else 25, marker="*" if i in front else "o",
                        color="C3" if i in front else "C0", zorder=3)
-            ax.annotate(f"{r['format']}/{r['quant']}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(f"{r.get('model', '')} {r['format']}/{r['quant']}", (x, y), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
         fx = sorted((pts[i] for i in front))
         if len(fx) > 1:
             ax.plot([p[0] for p in fx], [p[1] for p in fx], color="C3", lw=1, ls="--", zorder=2)
