@@ -126,11 +126,12 @@ class Recipe(_Strict):
         return students
 
 
-def _format_validation(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: invalid recipe"]
+def format_validation(path: Path | str, err: ValidationError, what: str = "recipe", field: str = "field") -> str:
+    """One line per bad field: where it is, what is wrong (pydantic's words, or ours for unknown keys)."""
+    lines = [f"{path}: invalid {what}"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown field; remove it or check its spelling" if e["type"] == "extra_forbidden" else e["msg"]
+        msg = f"unknown {field}; remove it or check its spelling" if e["type"] == "extra_forbidden" else e["msg"]
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 
@@ -140,7 +141,7 @@ def validate_config(model: type[BaseModel], data: dict, where: str):
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise InputError(_format_validation(Path(where), e).replace("invalid recipe", "invalid settings")) from None
+        raise InputError(format_validation(where, e, "settings")) from None
 
 
 def read_yaml(path: Path, what: str) -> dict:
@@ -168,7 +169,7 @@ def load_recipe(path: Path | None = None) -> tuple[Recipe, Path]:
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as e:
-        raise InputError(_format_validation(path, e)) from None
+        raise InputError(format_validation(path, e)) from None
     base = path.resolve().parent
     data = recipe.data.model_copy(update={"path": _resolve(base, recipe.data.path) or recipe.data.path})
     teacher = recipe.teacher.model_copy(
@@ -185,8 +186,7 @@ def load_policy(path: Path | None = None) -> Policy:
     try:
         return Policy.model_validate(raw)
     except ValidationError as e:
-        msg = _format_validation(path, e).replace("invalid recipe", "invalid policy")
-        raise InputError(msg.replace("unknown field; remove it", "unknown rule; remove it")) from None
+        raise InputError(format_validation(path, e, "policy", field="rule")) from None
 
 
 def default_recipe_path() -> Path:

@@ -57,3 +57,15 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_tree(path: Path) -> str:
+    """sha256 of a file, or of a directory's files (relative names and contents, sorted): an
+    .mlpackage is a directory."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(path)).encode() + b"\0" + sha256_file(p).encode())
+    return h.hexdigest()

@@ -16,22 +16,19 @@ from edgekd.bench.targets import Target
 from edgekd.checkpoint import load_checkpoint, read_checkpoint, read_provenance
 from edgekd.data import Dataset
 from edgekd.errors import InputError
-from edgekd.export.common import WithProbabilities
-from edgekd.fileio import write_json
+from edgekd.export.common import WithProbabilities, dir_size
+from edgekd.fileio import sha256_tree, write_json
 
 
 def verify_artifact(base: Path, a: dict) -> str | None:
     """Why an artifact listed in artifacts.json cannot be trusted, or None."""
-    from edgekd.export.stage import _tree_sha256
-
     path = base / a["path"]
     if not path.exists():
         return f"{path}: file is missing (listed in artifacts.json)"
-    from edgekd.export.common import dir_size
 
     if dir_size(path) != a["size_bytes"]:
         return f"{path}: size {dir_size(path)} differs from artifacts.json ({a['size_bytes']}): altered after export"
-    if _tree_sha256(path) != a["sha256"]:
+    if sha256_tree(path) != a["sha256"]:
         return f"{path}: sha256 differs from artifacts.json: altered after export"
     return None
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edgekd.config import _format_validation, read_yaml
+from edgekd.config import format_validation, read_yaml
 from edgekd.errors import InputError
 
 Dtype = Literal["fp32", "fp16", "int8"]
@@ -82,7 +82,7 @@ def load_target(path: Path) -> Target:
     try:
         return Target.model_validate(raw)
     except ValidationError as e:
-        raise InputError(_format_validation(path, e).replace("invalid recipe", "invalid target profile")) from None
+        raise InputError(format_validation(path, e, "target profile")) from None
 
 
 def all_targets(directory: Path | None = None) -> dict[str, Target]:

@@ -24,7 +24,7 @@ from edgekd.export import coreml, onnx, tflite  # noqa: F401 - registers the exp
 from edgekd.export.common import EXPORTERS, ExportMeta, WithProbabilities, dir_size, file_name
 from edgekd.export.parity import measure_parity, parity_failure
 from edgekd.export.quiet import ConverterFailed, quiet
-from edgekd.fileio import sha256_file, write_json
+from edgekd.fileio import sha256_tree, write_json
 from edgekd.runtimes import load_runner
 from edgekd.types import Artifact, Checkpoint
 
@@ -131,7 +131,7 @@ def _export_one(wrapped, sample, dest: Path, fmt: str, quant: str, calib, meta, 
     finally:
         _remove(tmp_dest)
     return Artifact(format=fmt, quant=quant, path=dest, size_bytes=dir_size(dest),
-                    sha256=_tree_sha256(dest), params=params, parity=parity, convert_s=0.0, model=meta.name)
+                    sha256=sha256_tree(dest), params=params, parity=parity, convert_s=0.0, model=meta.name)
 
 
 def _remove(p: Path) -> None:
@@ -139,19 +139,6 @@ def _remove(p: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
     elif p.exists():
         p.unlink()
-
-
-def _tree_sha256(path: Path) -> str:
-    """sha256 of a file, or of a directory's files (names and contents, sorted) for .mlpackage."""
-    import hashlib
-
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(path)).encode() + b"\0" + sha256_file(p).encode())
-    return h.hexdigest()
 
 
 def _with_time(a: Artifact, seconds: float) -> Artifact:
@@ -162,17 +149,13 @@ def _with_time(a: Artifact, seconds: float) -> Artifact:
 
 def _write_manifest(out_dir: Path, ckpt: Checkpoint, artifacts: list[Artifact], failures: list[Failure],
                     coreml_target: str) -> None:
-    rows = []
-    for a in artifacts:
-        d = a.to_dict()
-        d["path"] = a.path.name  # relative to artifacts.json
-        rows.append(d)
+    rows = [{**a.to_dict(), "path": a.path.name} for a in artifacts]  # paths relative to artifacts.json
+    prov = read_provenance(ckpt.path)
     write_json(out_dir / "artifacts.json", {
-        "checkpoint": str(ckpt.path.resolve()), "role": ckpt.role, "model": ckpt.name, "params": ckpt.params, "labels": list(ckpt.labels),
-        "mean": ckpt.mean, "std": ckpt.std, "input_shape": list(ckpt.input_shape),
-        "teacher_accuracy": read_provenance(ckpt.path).get("teacher_accuracy"),
-        "teacher": read_provenance(ckpt.path).get("teacher"),
-        "checkpoint_accuracy": ckpt.accuracy, "data": read_provenance(ckpt.path).get("data"),
+        "checkpoint": str(ckpt.path.resolve()), "role": ckpt.role, "model": ckpt.name, "params": ckpt.params,
+        "labels": list(ckpt.labels), "mean": ckpt.mean, "std": ckpt.std, "input_shape": list(ckpt.input_shape),
+        "teacher_accuracy": prov.get("teacher_accuracy"), "teacher": prov.get("teacher"),
+        "checkpoint_accuracy": ckpt.accuracy, "data": prov.get("data"),
         "coreml_target": coreml_target, "artifacts": rows,
         "failures": [f.__dict__ for f in failures]})
 

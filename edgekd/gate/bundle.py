@@ -7,7 +7,6 @@ simulated latency): wall-clock timings stay in the run's bench.json so that two 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import CheckFailed, InputError
-from edgekd.fileio import atomic_dir, atomic_path, sha256_file
+from edgekd.fileio import atomic_dir, atomic_path, sha256_file, sha256_tree
 from edgekd.gate.verdict import Candidate
 from edgekd.runtimes import load_runner
 
@@ -113,7 +112,7 @@ def write_bundle(c: Candidate, platform: str, out_dir: Path, *, validation_x: np
         manifest = {
             "format": FORMAT, "version": 1, "platform": platform,
             "model": {"name": c.model, "file": src.name, "format": c.format, "quant": c.quant,
-                      "size_bytes": c.size_bytes, "sha256": _tree_sha(model_dest), "params": params},
+                      "size_bytes": c.size_bytes, "sha256": sha256_tree(model_dest), "params": params},
             "labels": labels, "normalization": {"mean": mean, "std": std}, "input_shape": input_shape,
             "metrics": _metrics(c), "provenance": {**provenance, "packages": package_versions(),
                                                    "git_commit": git_commit()},
@@ -125,15 +124,6 @@ def write_bundle(c: Candidate, platform: str, out_dir: Path, *, validation_x: np
     with atomic_path(zip_path) as tmp_zip:
         tmp_zip.write_bytes(deterministic_zip(dest))
     return dest, zip_path
-
-
-def _tree_sha(path: Path) -> str:
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for p in _files(path):
-        h.update(str(p.relative_to(path)).encode() + b"\0" + sha256_file(p).encode())
-    return h.hexdigest()
 
 
 def deterministic_zip(root: Path) -> bytes:
