@@ -28,3 +28,21 @@ def write(path: str | Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def distilled_run(run_dir: str | None, prefix: str):
+    """(recipe, run folder): the built-in recipe distilled into `run_dir`, or into a new temporary folder;
+    a folder that already holds a finished `edgekd distill` is reused."""
+    import tempfile
+
+    import torch
+
+    from edgekd.config import load_recipe
+    from edgekd.pipeline import distill_stage
+
+    recipe, _ = load_recipe()
+    torch.set_num_threads(recipe.threads)
+    run = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=prefix))
+    if not (run / "metrics.json").is_file():
+        distill_stage(recipe, run)
+    return recipe, run

@@ -14,16 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import environment, write  # noqa: E402
+from _common import distilled_run, environment, write  # noqa: E402
 
-from edgekd.config import load_recipe  # noqa: E402
 from edgekd.errors import CheckFailed  # noqa: E402
 from edgekd.export import export_checkpoint  # noqa: E402
 from edgekd.export.stage import dataset_for, load_artifacts  # noqa: E402
-from edgekd.pipeline import distill_stage  # noqa: E402
 from edgekd.runtimes import load_runner  # noqa: E402
 from edgekd.checkpoint import read_checkpoint  # noqa: E402
 
@@ -35,11 +31,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--run", help="an existing `edgekd distill` output directory")
     args = ap.parse_args()
-    recipe, _ = load_recipe()
-    torch.set_num_threads(recipe.threads)
-    run = Path(args.run) if args.run else Path(tempfile.mkdtemp(prefix="edgekd-export-bench-"))
-    if not (run / "metrics.json").is_file():
-        distill_stage(recipe, run)
+    recipe, run = distilled_run(args.run, "edgekd-export-bench-")
     models = {"teacher": run / "teacher", "student-10x": run / "students" / "cnn1d-10x"}
     cfg = recipe.export.model_dump()
     rows, export_s, failures = [], {}, {}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 
 from edgekd.errors import InputError
 from edgekd.fileio import atomic_dir, sha256_file

@@ -13,7 +13,7 @@ from edgekd.bench.graph import read_graph
 from edgekd.bench.measure import measure, zip_size
 from edgekd.bench.simulator import simulate
 from edgekd.bench.targets import Target
-from edgekd.checkpoint import load_checkpoint, read_checkpoint, read_provenance
+from edgekd.checkpoint import load_checkpoint, read_checkpoint
 from edgekd.data import Dataset
 from edgekd.errors import InputError
 from edgekd.export.common import WithProbabilities, dir_size

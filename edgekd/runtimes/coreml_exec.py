@@ -209,30 +209,28 @@ def _cast(a):
     return a["x"]  # rounding to the output dtype happens for every op below
 
 
-@op("quantize")
-def _quantize(a):
-    x, scale, zp = a["input"], a["scale"], a.get("zero_point")
-    ax = a.get("axis")
+def _quant_params(a, x):
+    """scale and zero point shaped to broadcast along `axis` (per-channel) or as scalars."""
+    scale, zp, ax = a["scale"], a.get("zero_point"), a.get("axis")
     if ax is not None and scale.dim() == 1:
         shape = [1] * x.dim()
         shape[int(ax)] = -1
         scale = scale.reshape(shape)
         zp = zp.reshape(shape) if zp is not None else None
-    q = torch.round(x / scale) + (zp if zp is not None else 0)
+    return scale, (zp if zp is not None else 0)
+
+
+@op("quantize")
+def _quantize(a):
+    scale, zp = _quant_params(a, a["input"])
     lo, hi = (-128, 127) if a.get("output_dtype", "int8") == "int8" else (0, 255)
-    return q.clamp(lo, hi)
+    return (torch.round(a["input"] / scale) + zp).clamp(lo, hi)
 
 
 @op("dequantize")
 def _dequantize(a):
-    x, scale, zp = a["input"], a["scale"], a.get("zero_point")
-    ax = a.get("axis")
-    if ax is not None and scale.dim() == 1:
-        shape = [1] * x.dim()
-        shape[int(ax)] = -1
-        scale = scale.reshape(shape)
-        zp = zp.reshape(shape) if zp is not None else None
-    return (x - (zp if zp is not None else 0)) * scale
+    scale, zp = _quant_params(a, a["input"])
+    return (a["input"] - zp) * scale
 
 
 @op("classify")
