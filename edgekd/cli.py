@@ -105,6 +105,8 @@ def bench(
     targets: Annotated[Optional[str], typer.Option(help="Comma list of simulated targets (default: all in targets/)")] = None,
     data: Annotated[Optional[str], typer.Option(help="Dataset to measure accuracy on (default: the training data)")] = None,
     threads: Annotated[int, typer.Option(help="Runtime threads for measured rows")] = 1,
+    android: Annotated[Optional[str], typer.Option(
+        help="Also time .tflite files on an attached Android device: comma list of cpu, xnnpack, gpu, nnapi")] = None,
 ) -> None:
     """Measure every exported file here and simulate it on mobile targets. Writes OUT/bench.json."""
     from edgekd.bench.report import text_table
@@ -115,7 +117,7 @@ def bench(
     dataset = dataset_for_manifest(manifest, data)
     chosen = get_targets(_csv(targets))
     with _output_dir(out):
-        result = bench_artifacts(manifest, out, targets=chosen, data=dataset, threads=threads)
+        result = bench_artifacts(manifest, out, targets=chosen, data=dataset, threads=threads, android=_csv(android))
     typer.echo(text_table(result))
 
 

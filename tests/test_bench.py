@@ -197,6 +197,11 @@ def test_bench_reports_missing_and_altered_files_and_keeps_the_rest(exported, tm
     assert any(x["artifact"] == "student-fp32.tflite" and "failed" not in x for x in rows)
 
 
+def test_bench_android_without_device_says_so(exported, tmp_path):
+    r = run_cli("bench", exported / "export", "--out", tmp_path / "b", "--android", "xnnpack,nnapi")
+    assert r.returncode == 2 and "no Android device attached" in r.stderr and not (tmp_path / "b").exists()
+
+
 def test_bench_cli_bad_inputs(exported, tmp_path):
     r = run_cli("bench", exported / "export", "--out", tmp_path / "b", "--targets", "pixel-99")
     assert r.returncode == 2 and "unknown target" in r.stderr and not (tmp_path / "b").exists()

@@ -4,6 +4,7 @@ format. A row that fails says why; the others are still written."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,34 @@ def teacher_reference(manifest: dict, data: Dataset) -> tuple[np.ndarray, float 
     return np.full(len(data.y_test), -1), manifest.get("teacher_accuracy")
 
 
+def device_rows(common: dict, path: Path, delegates: list[str], threads: int) -> list[dict]:
+    """Rows from an attached Android device (TFLite's benchmark_model over adb), one per delegate."""
+    from edgekd.runtimes.android import run_on_device
+
+    rows = []
+    for delegate in delegates:
+        try:
+            r = run_on_device(path, delegate, threads)
+        except subprocess.SubprocessError as e:
+            rows.append({**common, "kind": "measured", "runner": f"android:{delegate}", "failed": str(e)})
+            continue
+        rows.append({**common, "kind": "measured", "runner": f"android:{delegate}", "threads": threads,
+                     "latency_ms_p50": r.latency_ms_p50 or r.latency_ms_avg, "latency_ms_p90": r.latency_ms_p90,
+                     "latency_ms_avg": r.latency_ms_avg, "load_ms": r.init_ms, "peak_memory_bytes": r.peak_memory_bytes,
+                     "delegated_nodes": r.delegated_nodes, "timed_runs": r.runs})
+    return rows
+
+
 def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target], data: Dataset,
-                    threads: int = 1, include_source: bool = True) -> dict:
+                    threads: int = 1, include_source: bool = True, android: list[str] | None = None) -> dict:
+    """Measured and simulated rows for every artifact; `android` lists delegates to run on an attached
+    device (raises NoDevice, before anything is written, when none is attached)."""
+    if android:
+        from edgekd.runtimes.android import NoDevice, attached_devices
+
+        if not attached_devices():
+            raise NoDevice("no Android device attached (adb devices lists none, or adb is not installed); "
+                           "drop --android or attach a device with USB debugging on")
     manifest_path = Path(manifest_path)
     base = manifest_path.parent
     manifest = json.loads(manifest_path.read_text())
@@ -74,6 +101,8 @@ def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target]
             rows.append({**common, "kind": "measured", "failed": f"{type(e).__name__}: {e}"})
             continue
         rows.append(measured)
+        if android and fmt == "tflite":
+            rows += device_rows(common, path, android, threads)
         for t in targets:
             if fmt not in t.formats:
                 continue
