@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -13,7 +15,7 @@ from edgekd.config import Recipe
 from edgekd.data import Dataset, load_dataset
 from edgekd.distill import distill_student, prepare_teacher
 from edgekd.errors import InputError
-from edgekd.fileio import write_json
+from edgekd.fileio import sha256_file, write_json
 from edgekd.models import build_model
 from edgekd.types import Checkpoint
 
@@ -84,79 +86,99 @@ STAGES = ("distill", "export", "bench", "report", "gate", "bundles")
 def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | None = None,
         baseline: Path | None = None, progress=print):
     """Recipe -> bundles and a verdict. Re-running reuses every finished stage whose inputs did not change."""
-    import json
-    import time
-
-    from edgekd.bench.report import write_report
-    from edgekd.bench.stage import bench_artifacts
     from edgekd.bench.targets import get_targets
     from edgekd.config import load_policy
-    from edgekd.errors import CheckFailed
-    from edgekd.export import export_checkpoint
-    from edgekd.fileio import sha256_file
-    from edgekd.gate.bundle import load_baseline, write_bundle
+    from edgekd.gate.bundle import load_baseline
     from edgekd.gate.reports import write_gate_outputs
-    from edgekd.gate.verdict import evaluate, load_bench_rows
+    from edgekd.gate.verdict import evaluate
 
     out = Path(out)
-    policy = load_policy(policy_path or recipe.gate.policy)
+    policy = load_policy(policy_path or recipe.gate.policy)  # every input is checked before any work
     targets = get_targets(recipe.bench.targets)
     data = load_data(recipe)
     validate(recipe, data)
-    baseline_manifest = load_baseline(baseline, list(data.labels), list(data.input_shape)) if baseline else None
+    base = load_baseline(baseline, list(data.labels), list(data.input_shape)) if baseline else None
     marks = _Marks(out / ".edgekd" / "stages.json")
 
-    def stage(i: int, name: str):
-        progress(f"[{i}/{len(STAGES)}] {name} ...")
-        return time.perf_counter()
+    with _step(1, "distill (teacher first, then students)", progress) as note:
+        metrics = distill_stage(recipe, out, data)
+        note(f"teacher {metrics['teacher_accuracy']:.4f}; " + ", ".join(
+            f"{s['name']} {s['accuracy']:.4f} (retention {s['retention']:.3f})" for s in metrics["students"]))
+    with _step(2, "export", progress) as note:
+        export_students(recipe, out, data, marks, note)
+    with _step(3, "bench (runtimes here + simulated targets)", progress):
+        bench_students(recipe, out, data, targets, marks)
+    with _step(4, "report", progress) as note:
+        rows = report(recipe, out, metrics["teacher_accuracy"], note)
+    with _step(5, "gate", progress) as note:
+        verdict = evaluate(rows, policy, recipe.bundle.platforms, base)
+        write_gate_outputs(verdict, out / "gate")
+        note("PASS" if verdict.passed else "FAIL")
+    with _step(6, "bundles", progress) as note:
+        bundles = write_bundles(recipe, recipe_path, out, data, metrics, verdict)
+        note(", ".join(str(p) for p in bundles.values()) or "none (nothing passed)")
+    return verdict, bundles
 
-    def done(t0: float, what: str = "done"):
-        progress(f"      {what} ({time.perf_counter() - t0:.1f}s)")
 
-    t0 = stage(1, "distill (teacher first, then students)")
-    metrics = distill_stage(recipe, out, data)
-    done(t0, f"teacher {metrics['teacher_accuracy']:.4f}; " + ", ".join(
-        f"{s['name']} {s['accuracy']:.4f} (retention {s['retention']:.3f})" for s in metrics["students"]))
+@contextmanager
+def _step(i: int, name: str, progress):
+    """Print a stage's start, then its notes and elapsed time when it ends."""
+    progress(f"[{i}/{len(STAGES)}] {name} ...")
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    yield notes.append
+    progress(f"      {'; '.join(notes) or 'done'} ({time.perf_counter() - t0:.1f}s)")
 
-    t0 = stage(2, "export")
-    export_cfg = recipe.export.model_dump()
+
+def export_students(recipe: Recipe, out: Path, data: Dataset, marks: "_Marks", note) -> None:
+    from edgekd.errors import CheckFailed
+    from edgekd.export import export_checkpoint
+
+    cfg = recipe.export.model_dump()
     for s in recipe.students:
-        ckpt = out / "students" / s.name
-        dest = out / "export" / s.name
-        key = _key(sha256_file(ckpt / "model.safetensors"), export_cfg)
+        ckpt, dest = out / "students" / s.name, out / "export" / s.name
+        key = _key(sha256_file(ckpt / "model.safetensors"), cfg)
         if marks.fresh(f"export/{s.name}", key, dest / "artifacts.json"):
             continue
         try:
-            export_checkpoint(ckpt, dest, **export_cfg, data=data, threads=recipe.bench.threads)
-        except CheckFailed as e:  # parity failures are reported; the files that passed go on
-            progress(f"      {s.name}: {e}")
+            export_checkpoint(ckpt, dest, **cfg, data=data, threads=recipe.bench.threads)
+        except CheckFailed as e:  # files that missed parity are reported; the files that passed go on
+            note(f"{s.name}: {e}")
         marks.set(f"export/{s.name}", key)
-    done(t0)
 
-    t0 = stage(3, "bench (runtimes here + simulated targets)")
+
+def bench_students(recipe: Recipe, out: Path, data: Dataset, targets, marks: "_Marks") -> None:
+    from edgekd.bench.stage import bench_artifacts
+
     for s in recipe.students:
-        manifest = out / "export" / s.name / "artifacts.json"
-        dest = out / "bench" / s.name
+        manifest, dest = out / "export" / s.name / "artifacts.json", out / "bench" / s.name
         key = _key(sha256_file(manifest), [t.model_dump() for t in targets], recipe.bench.threads)
         if marks.fresh(f"bench/{s.name}", key, dest / "bench.json"):
             continue
         bench_artifacts(manifest, dest, targets=targets, data=data, threads=recipe.bench.threads)
         marks.set(f"bench/{s.name}", key)
-    done(t0)
 
-    t0 = stage(4, "report")
+
+def report(recipe: Recipe, out: Path, teacher_accuracy: float, note) -> list:
+    """One report over every student's files; returns the bench rows for the gate."""
+    from edgekd.bench.report import write_report
+    from edgekd.gate.verdict import load_bench_rows
+
     rows = load_bench_rows(out / "bench")
-    combined = {"model": recipe.name, "teacher_accuracy": metrics["teacher_accuracy"],
+    combined = {"model": recipe.name, "teacher_accuracy": teacher_accuracy,
                 "rows": [{k: v for k, v in r.items() if k != "per_op"} for _, r in rows]}
-    md, page = write_report(combined, _mkdir(out / "report"))
-    done(t0, f"{page}")
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    note(str(write_report(combined, out / "report")[1]))
+    return rows
 
-    t0 = stage(5, "gate")
-    verdict = evaluate(rows, policy, recipe.bundle.platforms, baseline_manifest)
-    write_gate_outputs(verdict, out / "gate")
-    done(t0, "PASS" if verdict.passed else "FAIL")
 
-    t0 = stage(6, "bundles")
+def write_bundles(recipe: Recipe, recipe_path: Path, out: Path, data: Dataset, metrics: dict, verdict) -> dict:
+    """A bundle per platform whose file passed; a platform with none loses any bundle an earlier run left."""
+    import json
+    import shutil
+
+    from edgekd.gate.bundle import write_bundle
+
     teacher = json.loads((out / "teacher" / "model.json").read_text())
     provenance = {"recipe_name": recipe.name, "recipe": json.loads(recipe.model_dump_json()),
                   "recipe_sha256": sha256_file(recipe_path), "teacher_sha256": teacher["weights_sha256"],
@@ -165,14 +187,15 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     bundles = {}
     for platform, c in verdict.chosen.items():
         if c is None:
+            shutil.rmtree(out / "bundles" / platform, ignore_errors=True)
+            (out / "bundles" / f"{platform}.zip").unlink(missing_ok=True)
             continue
         params = json.loads((out / "students" / c.model / "model.json").read_text())["params"]
         bundles[platform] = write_bundle(
             c, platform, out / "bundles", validation_x=data.x_test[:recipe.bundle.validation_samples],
             labels=list(data.labels), mean=data.mean, std=data.std, input_shape=list(data.input_shape),
             params=params, provenance=provenance)[1]
-    done(t0, ", ".join(str(p) for p in bundles.values()) or "none (nothing passed)")
-    return verdict, bundles
+    return bundles
 
 
 def _key(*parts) -> str:
@@ -180,11 +203,6 @@ def _key(*parts) -> str:
     import json
 
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _mkdir(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 class _Marks:
