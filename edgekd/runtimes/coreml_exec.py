@@ -9,6 +9,7 @@ Ops that edgekd's students do not produce are refused by name. On macOS, Core ML
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 from typing import Callable
@@ -333,7 +334,8 @@ class CoreMLRunner:
             spec = self.model.get_spec()
             self.input_name = spec.description.input[0].name
             self.probs_name = spec.description.predictedProbabilitiesName
-            self.labels = None
+            # the probabilities come back as a dict; order them as the model's labels (edgekd records them)
+            self.labels = json.loads(spec.description.metadata.userDefined["edgekd.labels"])
             self.name, self.version = "coreml", f"coremltools {ct.__version__} (Core ML)"
         else:
             self.exec = MILExecutor(path)
@@ -343,8 +345,6 @@ class CoreMLRunner:
         if not self.native:
             return self.exec.run(x).reshape(1, -1)
         probs = self.model.predict({self.input_name: x})[self.probs_name]
-        if self.labels is None:
-            self.labels = list(probs)
         return np.array([[probs[k] for k in self.labels]], np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
