@@ -19,9 +19,9 @@ from _common import distilled_run, environment, write  # noqa: E402
 
 from edgekd.errors import CheckFailed  # noqa: E402
 from edgekd.export import export_checkpoint  # noqa: E402
-from edgekd.export.stage import dataset_for, load_artifacts  # noqa: E402
+from edgekd.artifacts import load_artifacts  # noqa: E402
 from edgekd.runtimes import load_runner  # noqa: E402
-from edgekd.checkpoint import read_checkpoint  # noqa: E402
+from edgekd.checkpoint import read_checkpoint, training_data  # noqa: E402
 
 INT8_OR_4BIT = {"int8", "dynamic-int8", "full-int8", "static-int8", "w8a8", "pal4", "prune-pal4"}
 
@@ -37,7 +37,7 @@ def main() -> None:
     rows, export_s, failures = [], {}, {}
     for label, ckpt_path in models.items():
         out = Path(tempfile.mkdtemp(prefix=f"edgekd-{label}-"))
-        data = dataset_for(read_checkpoint(ckpt_path))
+        data = training_data(read_checkpoint(ckpt_path))
         t0 = time.perf_counter()
         try:
             export_checkpoint(ckpt_path, out, **cfg, data=data)

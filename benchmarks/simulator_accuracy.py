@@ -27,10 +27,10 @@ from edgekd.bench.graph import read_tflite  # noqa: E402
 from edgekd.bench.measure import time_runs  # noqa: E402
 from edgekd.bench.simulator import simulate  # noqa: E402
 from edgekd.bench.targets import Target, targets_dir  # noqa: E402
-from edgekd.export.common import ExportMeta, WithProbabilities  # noqa: E402
+from edgekd.export.common import ExportMeta  # noqa: E402
 from edgekd.export.quiet import quiet  # noqa: E402
 from edgekd.export.tflite import write_tflite  # noqa: E402
-from edgekd.models import build_model, count_params  # noqa: E402
+from edgekd.models import WithProbabilities, build_model, count_params  # noqa: E402
 from edgekd.runtimes import load_runner  # noqa: E402
 
 CLASSES = {"conv": ("conv",), "depthwise": ("depthwise_conv",), "fc": ("fully_connected",), "matmul": ("matmul",),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 from edgekd.errors import InputError
-from edgekd.fileio import atomic_dir, sha256_file
+from edgekd.fileio import atomic_dir, read_json, sha256_file
 from edgekd.models import Classifier, build_model, count_params
 from edgekd.types import Checkpoint
 
@@ -30,11 +30,10 @@ def save_checkpoint(model: Classifier, path: Path, *, name: str, role: str, arch
             path=path, name=name, role=role, arch=arch, width=float(width), depth=depth,
             input_shape=tuple(int(s) for s in input_shape), labels=tuple(labels), mean=float(mean),
             std=float(std), params=count_params(model), weights_sha256=sha256_file(tmp / WEIGHTS),
-            data_fingerprint=data_fingerprint, accuracy=accuracy,
+            data_fingerprint=data_fingerprint, accuracy=accuracy, provenance=dict(provenance or {}),
         )
         meta = {"format": FORMAT, "version": VERSION, **{k: v for k, v in ckpt.__dict__.items() if k != "path"}}
         meta["input_shape"], meta["labels"] = list(ckpt.input_shape), list(ckpt.labels)
-        meta["provenance"] = provenance or {}
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
     return ckpt
 
@@ -50,10 +49,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
     if not meta_path.is_file() or not (path / WEIGHTS).is_file():
         raise InputError(f"{path}: not an edgekd checkpoint (expected {META} and {WEIGHTS}); "
                          "train one with `edgekd teacher` or `edgekd distill`")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{meta_path}: corrupt checkpoint metadata ({e}); re-run the training that wrote it") from None
+    meta = read_json(meta_path, "checkpoint metadata", "re-run the training that wrote it")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise InputError(f"{meta_path}: not an edgekd checkpoint (field 'format' is not {FORMAT!r})")
     if meta.get("version") != VERSION:
@@ -66,6 +62,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
             mean=float(meta["mean"]), std=float(meta["std"]), params=int(meta["params"]),
             weights_sha256=str(meta["weights_sha256"]), data_fingerprint=str(meta["data_fingerprint"]),
             accuracy=None if meta.get("accuracy") is None else float(meta["accuracy"]),
+            provenance=dict(meta.get("provenance") or {}),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{meta_path}: checkpoint metadata field {e} is missing or malformed") from None
@@ -92,9 +89,15 @@ def load_checkpoint(path: Path) -> tuple[Checkpoint, Classifier]:
     return ckpt, model.eval()
 
 
-def read_provenance(path: Path) -> dict:
-    """The free-form provenance saved with a checkpoint ({} when absent or unreadable)."""
-    try:
-        return dict(json.loads((Path(path) / META).read_text()).get("provenance") or {})
-    except (OSError, ValueError, AttributeError):
-        return {}
+def training_data(ckpt: Checkpoint):
+    """The dataset a checkpoint was trained on, reloaded from its provenance and checked unchanged."""
+    from edgekd.data import load_dataset
+
+    src = ckpt.provenance.get("data")
+    if not src:
+        raise InputError(f"{ckpt.path / META}: no record of the training data; re-train it with edgekd")
+    data = load_dataset(src["name"], src.get("path"), src.get("seed", 42))
+    if data.fingerprint != ckpt.data_fingerprint:
+        raise InputError(f"{ckpt.path}: its training data {src} changed since training (fingerprint differs); "
+                         "re-run distill on the current data")
+    return data

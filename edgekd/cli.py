@@ -162,8 +162,7 @@ def gate(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where gate.json, junit.xml, summary.md go")] = None,
 ) -> None:
     """Pass or fail a release against a policy: prints every failed rule, exit 1 on failure, 0 on pass."""
-    import json as _json
-
+    from edgekd.artifacts import load_artifacts
     from edgekd.config import BundleConfig, load_policy
     from edgekd.gate.bundle import load_baseline
     from edgekd.gate.reports import write_gate_outputs
@@ -173,7 +172,7 @@ def gate(
     rows = load_bench_rows(bench_or_run_dir)
     base = None
     if baseline is not None:
-        art = _json.loads(Path(rows[0][0]["artifacts"]).read_text())
+        art = load_artifacts(Path(rows[0][0]["artifacts"]))
         base = load_baseline(baseline, art["labels"], art["input_shape"])
     verdict = evaluate(rows, pol, BundleConfig().platforms, base)
     dest = out or ((bench_or_run_dir if bench_or_run_dir.is_dir() else bench_or_run_dir.parent) / "gate")

@@ -171,6 +171,3 @@ def load_dataset(name: str, path: Path | None = None, seed: int = 42) -> Dataset
     source = {"name": name, "path": None if path is None else str(Path(path).resolve()), "seed": seed}
     return Dataset(name, xtr, ytr, xte, yte, raw.labels, mean, std, h.hexdigest(), source, raw.sample_unlabeled)
 
-
-def array_fingerprint(x: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()

@@ -161,6 +161,36 @@ class TransformerClassifier(Classifier):
         return self.norm(self.layers(t).mean(dim=1))
 
 
+class WithProbabilities(nn.Module):
+    """The exported graph: logits -> softmax, so an app reads class probabilities directly.
+    BatchNorm layers that follow a conv are folded into it (litert-torch otherwise keeps them as a MUL
+    and an ADD per layer at run time)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = fold_batchnorm(model)
+
+    def forward(self, x):  # (B, *input_shape) -> (B, C)
+        return torch.softmax(self.model(x), dim=-1)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of `model` (eval mode) with every Conv -> BatchNorm pair inside an nn.Sequential fused."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, (nn.Conv1d, nn.Conv2d)) and isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[b] = nn.Identity()
+    return model
+
+
 def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, *, width: float = 1.0,
                 depth: int | None = None) -> Classifier:
     factory = MODELS.get(arch, "model.arch")

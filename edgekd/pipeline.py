@@ -15,7 +15,7 @@ from edgekd.config import Recipe
 from edgekd.data import Dataset, load_dataset
 from edgekd.distill import distill_student, prepare_teacher
 from edgekd.errors import InputError
-from edgekd.fileio import sha256_file, write_json
+from edgekd.fileio import json_sha256, sha256_file, write_json
 from edgekd.models import build_model
 from edgekd.types import Checkpoint
 
@@ -137,7 +137,7 @@ def export_students(recipe: Recipe, out: Path, data: Dataset, marks: "_Marks", n
     cfg = recipe.export.model_dump()
     for s in recipe.students:
         ckpt, dest = out / "students" / s.name, out / "export" / s.name
-        key = _key(sha256_file(ckpt / "model.safetensors"), cfg)
+        key = json_sha256([sha256_file(ckpt / "model.safetensors"), cfg])
         if marks.fresh(f"export/{s.name}", key, dest / "artifacts.json"):
             continue
         try:
@@ -152,7 +152,7 @@ def bench_students(recipe: Recipe, out: Path, data: Dataset, targets, marks: "_M
 
     for s in recipe.students:
         manifest, dest = out / "export" / s.name / "artifacts.json", out / "bench" / s.name
-        key = _key(sha256_file(manifest), [t.model_dump() for t in targets], recipe.bench.threads)
+        key = json_sha256([sha256_file(manifest), [t.model_dump() for t in targets], recipe.bench.threads])
         if marks.fresh(f"bench/{s.name}", key, dest / "bench.json"):
             continue
         bench_artifacts(manifest, dest, targets=targets, data=data, threads=recipe.bench.threads)
@@ -174,14 +174,14 @@ def report(recipe: Recipe, out: Path, teacher_accuracy: float, note) -> list:
 
 def write_bundles(recipe: Recipe, recipe_path: Path, out: Path, data: Dataset, metrics: dict, verdict) -> dict:
     """A bundle per platform whose file passed; a platform with none loses any bundle an earlier run left."""
-    import json
     import shutil
 
+    from edgekd.checkpoint import read_checkpoint
     from edgekd.gate.bundle import write_bundle
 
-    teacher = json.loads((out / "teacher" / "model.json").read_text())
-    provenance = {"recipe_name": recipe.name, "recipe": json.loads(recipe.model_dump_json()),
-                  "recipe_sha256": sha256_file(recipe_path), "teacher_sha256": teacher["weights_sha256"],
+    provenance = {"recipe_name": recipe.name, "recipe": recipe.model_dump(mode="json"),
+                  "recipe_sha256": sha256_file(recipe_path),
+                  "teacher_sha256": read_checkpoint(out / "teacher").weights_sha256,
                   "teacher_accuracy": metrics["teacher_accuracy"], "data_fingerprint": data.fingerprint,
                   "data": data.source}
     bundles = {}
@@ -190,19 +190,12 @@ def write_bundles(recipe: Recipe, recipe_path: Path, out: Path, data: Dataset, m
             shutil.rmtree(out / "bundles" / platform, ignore_errors=True)
             (out / "bundles" / f"{platform}.zip").unlink(missing_ok=True)
             continue
-        params = json.loads((out / "students" / c.model / "model.json").read_text())["params"]
+        params = read_checkpoint(out / "students" / c.model).params
         bundles[platform] = write_bundle(
             c, platform, out / "bundles", validation_x=data.x_test[:recipe.bundle.validation_samples],
             labels=list(data.labels), mean=data.mean, std=data.std, input_shape=list(data.input_shape),
             params=params, provenance=provenance)[1]
     return bundles
-
-
-def _key(*parts) -> str:
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class _Marks:
@@ -212,7 +205,7 @@ class _Marks:
     def __init__(self, path: Path):
         import json
 
-        self.path = path
+        self.path = path  # a damaged marks file only means every stage runs again
         try:
             self.marks = json.loads(path.read_text()) if path.is_file() else {}
         except ValueError:

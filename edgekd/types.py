@@ -24,6 +24,7 @@ class Checkpoint:
     weights_sha256: str
     data_fingerprint: str
     accuracy: float | None = None  # on the dataset's test split
+    provenance: dict = field(default_factory=dict)  # training key, data source, teacher, ...
 
 
 @dataclass(frozen=True)
@@ -71,4 +72,3 @@ class StudentResult:
     compression: float  # teacher params / student params
     method: str  # "kd" | "label"
     train_samples_per_s: float = 0.0
-    extra: dict = field(default_factory=dict)

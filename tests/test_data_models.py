@@ -35,7 +35,7 @@ def test_npz_records_labels_and_normalisation(npz_data):
     assert d.labels == ("a", "b", "c") and d.input_shape == (1, 16)
     assert len(d.x_train) == 240 and len(d.x_test) == 60
     raw = np.load(npz_data)["x"]
-    assert d.mean == pytest.approx(float(raw.mean()), abs=0.05)  # train split of the same data
+    assert d.mean == pytest.approx(float(raw.mean()), abs=0.05)  # the train split's mean: close to the file's
     assert abs(float(d.x_train.mean())) < 1e-4
     assert d.std > 0
 

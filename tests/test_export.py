@@ -13,7 +13,8 @@ from edgekd.config import ExportConfig
 from edgekd.data import load_dataset
 from edgekd.errors import CheckFailed, InputError
 from edgekd.export import export_checkpoint, plan_exports
-from edgekd.export.common import EXPORTERS, WithProbabilities
+from edgekd.export.common import EXPORTERS
+from edgekd.models import WithProbabilities
 from edgekd.export.parity import measure_parity
 from edgekd.export.tflite_metadata import read_metadata
 from edgekd.runtimes import load_runner

@@ -4,7 +4,6 @@ is stable; threads, runtime version and CPU recorded with every row."""
 from __future__ import annotations
 
 import io
-import os
 import platform
 import statistics
 import time
@@ -60,7 +59,7 @@ def time_runs(run, x1: np.ndarray, warmup: int = 20, min_runs: int = 50, min_sec
 
 
 def measure(fmt: str, path: Path, x_test: np.ndarray, y_test: np.ndarray, teacher_top1: np.ndarray,
-            teacher_accuracy: float | None, threads: int = 1, timed: bool = True) -> dict:
+            teacher_accuracy: float | None, threads: int = 1) -> dict:
     """One measured row: load time, latency percentiles, peak memory growth, accuracy, retention."""
     try:  # reset the peak-RSS watermark so VmHWM measures this runner (Linux >= 4.0)
         Path("/proc/self/clear_refs").write_text("5")
@@ -74,7 +73,7 @@ def measure(fmt: str, path: Path, x_test: np.ndarray, y_test: np.ndarray, teache
     top1 = probs.argmax(1)
     row = {"kind": "measured", "runner": runner.name, "runtime_version": runner.version, "threads": threads,
            "cpu": cpu_model(), "load_ms": round(load_ms, 3), "latency_ms_p50": None, "latency_ms_p90": None}
-    if timed:
+    if runner.measures_latency:
         times = time_runs(runner.run_one, x_test[:1])
         row.update(latency_ms_p50=statistics.median(times), latency_ms_p90=float(np.percentile(times, 90)),
                    timed_runs=len(times))
@@ -85,5 +84,3 @@ def measure(fmt: str, path: Path, x_test: np.ndarray, y_test: np.ndarray, teache
                teacher_agreement=float((top1 == teacher_top1).mean()) if (teacher_top1 >= 0).all() else None)
     return row
 
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -6,11 +6,9 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 
-from edgekd.errors import InputError
-from edgekd.fileio import atomic_path
+from edgekd.fileio import atomic_path, read_json
 
 COLUMNS = [("artifact", "artifact"), ("where", "runner/target"), ("size_bytes", "size B"),
            ("latency_ms_p50", "p50 ms"), ("latency_ms_p90", "p90 ms"), ("accuracy", "acc"),
@@ -19,13 +17,7 @@ COLUMNS = [("artifact", "artifact"), ("where", "runner/target"), ("size_bytes", 
 
 def load_bench(directory: Path) -> dict:
     path = Path(directory)
-    path = path / "bench.json" if path.is_dir() else path
-    if not path.is_file():
-        raise InputError(f"{path}: no bench.json; run `edgekd bench` first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: corrupt bench.json ({e})") from None
+    return read_json(path / "bench.json" if path.is_dir() else path, "bench.json", "run `edgekd bench` first")
 
 
 def where(row: dict) -> str:

@@ -3,7 +3,6 @@ format. A row that fails says why; the others are still written."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -14,11 +13,12 @@ from edgekd.bench.graph import read_graph
 from edgekd.bench.measure import measure, zip_size
 from edgekd.bench.simulator import simulate
 from edgekd.bench.targets import Target
-from edgekd.checkpoint import load_checkpoint, read_checkpoint
+from edgekd.checkpoint import load_checkpoint, read_checkpoint, training_data
 from edgekd.data import Dataset
 from edgekd.errors import InputError
-from edgekd.export.common import WithProbabilities, dir_size
-from edgekd.fileio import sha256_tree, write_json
+from edgekd.artifacts import load_artifacts
+from edgekd.fileio import dir_size, sha256_tree, write_json
+from edgekd.models import WithProbabilities
 
 
 def verify_artifact(base: Path, a: dict) -> str | None:
@@ -75,7 +75,7 @@ def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target]
                            "drop --android or attach a device with USB debugging on")
     manifest_path = Path(manifest_path)
     base = manifest_path.parent
-    manifest = json.loads(manifest_path.read_text())
+    manifest = load_artifacts(manifest_path)
     teacher_top1, teacher_acc = teacher_reference(manifest, data)
     torch.set_num_threads(threads)
     rows = []
@@ -92,22 +92,26 @@ def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target]
         size = a["size_bytes"] if fmt != "torch" else _weights_size(path)
         common.update(size_bytes=size, zip_size_bytes=zip_size(path if fmt != "torch" else path / "model.safetensors"))
         try:
-            # Core ML's own runtime exists only on macOS; on Linux the MIL executor gives accuracy and the
-            # latency comes from simulation (its timing would measure edgekd's interpreter, not Core ML).
-            timed = not (fmt == "coreml" and not _is_macos())
             measured = {**common, **measure(fmt, path, data.x_test, data.y_test, teacher_top1, teacher_acc,
-                                            threads, timed=timed)}
+                                            threads)}
         except Exception as e:  # noqa: BLE001 - one broken file must not stop the others
             rows.append({**common, "kind": "measured", "failed": f"{type(e).__name__}: {e}"})
             continue
         rows.append(measured)
         if android and fmt == "tflite":
             rows += device_rows(common, path, android, threads)
-        for t in targets:
-            if fmt not in t.formats:
-                continue
+        sim_targets = [t for t in targets if fmt in t.formats]
+        graph, graph_error = None, None
+        if sim_targets:
             try:
-                sim = simulate(read_graph(fmt, path), t)
+                graph = read_graph(fmt, path)  # once per file, whatever the number of targets
+            except Exception as e:  # noqa: BLE001
+                graph_error = e
+        for t in sim_targets:
+            try:
+                if graph_error is not None:
+                    raise graph_error
+                sim = simulate(graph, t)
             except Exception as e:  # noqa: BLE001
                 rows.append({**common, "kind": "simulated", "target": t.name, "failed": f"{type(e).__name__}: {e}"})
                 continue
@@ -130,28 +134,15 @@ def _weights_size(ckpt_dir: Path) -> int:
     return (Path(ckpt_dir) / "model.safetensors").stat().st_size
 
 
-def _is_macos() -> bool:
-    import platform
-
-    return platform.system() == "Darwin"
-
-
 def dataset_for_manifest(manifest_path: Path, name: str | None = None) -> Dataset:
     from edgekd.data import load_dataset
-    from edgekd.export.stage import dataset_for
 
-    manifest_path = Path(manifest_path)
-    if not manifest_path.is_file():
-        raise InputError(f"{manifest_path}: no such artifacts file; run `edgekd export` first")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        ckpt = manifest["checkpoint"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise InputError(f"{manifest_path}: not an edgekd artifacts file ({e})") from None
+    manifest = load_artifacts(manifest_path)
+    ckpt = manifest["checkpoint"]
     if name is not None:
         return load_dataset(name)
     if Path(ckpt).exists():
-        return dataset_for(read_checkpoint(Path(ckpt)))
+        return training_data(read_checkpoint(Path(ckpt)))
     src = manifest.get("data") or {}
     if not src:
         raise InputError(f"{manifest_path}: its checkpoint {ckpt} is gone and no dataset is recorded; pass --data")

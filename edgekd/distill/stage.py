@@ -3,25 +3,29 @@ cached teacher outputs, student training, checkpoint."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from edgekd.checkpoint import load_checkpoint, read_provenance, save_checkpoint
+from edgekd.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from edgekd.data import Dataset
 from edgekd.distill.cache import cached_array, cached_teacher_outputs
+from edgekd.fileio import json_sha256
 from edgekd.distill.train import accuracy, train
 from edgekd.errors import CheckFailed, InputError
 from edgekd.models import Classifier, build_model
 from edgekd.types import Checkpoint, StudentResult
 
 
-def _key(**parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+def _finished(dest: Path, key: str) -> bool:
+    """True when `dest` holds a readable checkpoint trained from exactly these inputs; a damaged or
+    different one is trained again, never trusted."""
+    try:
+        return read_checkpoint(dest).provenance.get("key") == key
+    except InputError:
+        return False
 
 
 def seeded_model(arch: str, data: Dataset, width: float, depth: int | None, seed: int) -> Classifier:
@@ -55,10 +59,10 @@ def prepare_teacher(data: Dataset, out_dir: Path, *, arch: str, width: float, de
     if checkpoint is not None:
         ckpt, model, acc = load_teacher(checkpoint, data)
     else:
-        key = _key(arch=arch, width=width, depth=depth, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr,
-                   weight_decay=weight_decay, data=data.fingerprint)
+        key = json_sha256(dict(arch=arch, width=width, depth=depth, seed=seed, epochs=epochs, batch_size=batch_size,
+                               lr=lr, weight_decay=weight_decay, data=data.fingerprint))
         dest = Path(out_dir) / "teacher"
-        if (dest / "model.json").is_file() and read_provenance(dest).get("key") == key:
+        if _finished(dest, key):
             ckpt, model, acc = load_teacher(dest, data)
         else:
             model = seeded_model(arch, data, width, depth, seed)
@@ -97,13 +101,13 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: Classifie
     if method not in ("kd", "label"):
         raise InputError(f"unknown distillation method {method!r}; choose 'kd' or 'label'")
     n_transfer = transfer_samples if (method == "kd" and use_transfer) else 0
-    key = _key(arch=arch, width=width, depth=depth, method=method, t=temperature, a=alpha, h=hint_weight,
-               c=cosine_weight, n=n_transfer, seed=seed, epochs=epochs, bs=batch_size, lr=lr, wd=weight_decay,
-               teacher=teacher.weights_sha256, data=data.fingerprint)
+    key = json_sha256(dict(arch=arch, width=width, depth=depth, method=method, t=temperature, a=alpha,
+                           h=hint_weight, c=cosine_weight, n=n_transfer, seed=seed, epochs=epochs, bs=batch_size,
+                           lr=lr, wd=weight_decay, teacher=teacher.weights_sha256, data=data.fingerprint))
     dest = Path(out_dir) / name
     model = seeded_model(arch, data, width, depth, seed)
     throughput = 0.0
-    if (dest / "model.json").is_file() and read_provenance(dest).get("key") == key:
+    if _finished(dest, key):
         ckpt, model = load_checkpoint(dest)
         acc = accuracy(model, data.x_test, data.y_test)
     else:

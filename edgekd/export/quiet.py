@@ -13,7 +13,8 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 
 class ConverterFailed(Exception):
     def __init__(self, cause: BaseException, output: str):
-        super().__init__(f"{type(cause).__name__}: {cause}")
+        tail = [line for line in output.strip().splitlines() if line.strip()][-3:]
+        super().__init__(f"{type(cause).__name__}: {cause}" + ("".join(f"\n      | {t}" for t in tail) if tail else ""))
         self.cause, self.output = cause, output
 
 

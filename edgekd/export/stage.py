@@ -6,7 +6,6 @@ file that computes something else never lands in the output directory.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -17,15 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd.checkpoint import load_checkpoint, read_provenance
-from edgekd.data import Dataset, load_dataset
+from edgekd.checkpoint import load_checkpoint, training_data
+from edgekd.data import Dataset
 from edgekd.errors import CheckFailed, InputError
 from edgekd.export import coreml, onnx, tflite  # noqa: F401 - registers the exporters
-from edgekd.export.common import EXPORTERS, ExportMeta, WithProbabilities, dir_size, file_name
+from edgekd.export.common import EXPORTERS, ExportMeta, file_name
 from edgekd.export.parity import measure_parity, parity_failure
 from edgekd.export.quiet import ConverterFailed, quiet
-from edgekd.fileio import sha256_tree, write_json
+from edgekd.fileio import dir_size, sha256_tree, write_json
 from edgekd.runtimes import load_runner
+from edgekd.models import WithProbabilities
 from edgekd.types import Artifact, Checkpoint
 
 
@@ -43,28 +43,15 @@ def plan_exports(formats: list[str], quants: list[str] | None) -> list[tuple[str
     if quants is None:
         return [(f, q) for f in formats for q in EXPORTERS.get(f).quants]
     known = {q for f in EXPORTERS.names() for q in EXPORTERS.get(f).quants}
+    modes = "; ".join(f"{f}: {', '.join(EXPORTERS.get(f).quants)}" for f in formats)
     for q in quants:
         if q not in known:
-            raise InputError(f"unknown quantisation {q!r} (--quant); known modes: "
-                             + "; ".join(f"{f}: {', '.join(EXPORTERS.get(f).quants)}" for f in formats))
+            raise InputError(f"unknown quantisation {q!r} (--quant); known modes: {modes}")
     plan = [(f, q) for f in formats for q in quants if q in EXPORTERS.get(f).quants]
     for q in quants:
         if not any(q == pq for _, pq in plan):
-            raise InputError(f"quantisation {q!r} (--quant) is not a mode of {', '.join(formats)}; "
-                             + "; ".join(f"{f}: {', '.join(EXPORTERS.get(f).quants)}" for f in formats))
+            raise InputError(f"quantisation {q!r} (--quant) is not a mode of {', '.join(formats)}; {modes}")
     return plan
-
-
-def dataset_for(ckpt: Checkpoint) -> Dataset:
-    """The dataset a checkpoint was trained on, reloaded from its provenance and checked unchanged."""
-    src = read_provenance(ckpt.path).get("data")
-    if not src:
-        raise InputError(f"{ckpt.path / 'model.json'}: no record of the training data; re-train it with edgekd")
-    data = load_dataset(src["name"], src.get("path"), src.get("seed", 42))
-    if data.fingerprint != ckpt.data_fingerprint:
-        raise InputError(f"{ckpt.path}: its training data {src} changed since training (fingerprint differs); "
-                         "re-run distill on the current data")
-    return data
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], quants: list[str] | None,
@@ -74,12 +61,11 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
     """Export one checkpoint in every planned (format, quant); writes `out_dir/artifacts.json`.
     Raises CheckFailed listing every file that missed its parity threshold (the others are kept)."""
     plan = plan_exports(formats, quants)
-    if "coreml" in formats:
-        for f, q in plan:
-            if f == "coreml":
-                coreml.check_target(q, coreml_target)
+    for f, q in plan:
+        if f == "coreml":
+            coreml.check_target(q, coreml_target)
     ckpt, model = load_checkpoint(checkpoint)
-    data = data or dataset_for(ckpt)
+    data = data or training_data(ckpt)
     wrapped = WithProbabilities(model).eval()
     meta = ExportMeta(name=ckpt.name, labels=ckpt.labels, mean=ckpt.mean, std=ckpt.std, input_shape=ckpt.input_shape)
     held_out = data.x_test[:parity_samples]
@@ -94,11 +80,9 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
     for fmt, quant in plan:
         dest = out_dir / file_name(meta, fmt, quant)
         options = {"target": coreml_target} if fmt == "coreml" else {}
-        t0 = time.perf_counter()
         try:
-            artifact = _export_one(wrapped, sample, dest, fmt, quant, calib, meta, options, held_out, reference,
-                                   min_top1_agreement, fp32_max_abs_diff, ckpt.params, threads)
-            artifacts.append(_with_time(artifact, time.perf_counter() - t0))
+            artifacts.append(_export_one(wrapped, sample, dest, fmt, quant, calib, meta, options, held_out,
+                                         reference, min_top1_agreement, fp32_max_abs_diff, ckpt.params, threads))
         except (_ParityMiss, ConverterFailed) as e:
             failures.append(Failure(fmt, quant, str(e)))
     _write_manifest(out_dir, ckpt, artifacts, failures, coreml_target)
@@ -113,6 +97,8 @@ class _ParityMiss(Exception):
 
 def _export_one(wrapped, sample, dest: Path, fmt: str, quant: str, calib, meta, options, held_out, reference,
                 min_top1: dict[str, float], fp32_max_abs_diff: float, params: int, threads: int) -> Artifact:
+    """Convert, quantise, check parity, save; `convert_s` covers all four."""
+    t0 = time.perf_counter()
     exporter = EXPORTERS.get(fmt)
     tmp_dest = dest.with_name(f".{dest.stem}.{uuid.uuid4().hex[:8]}.tmp{exporter.suffix}")
     try:
@@ -131,7 +117,8 @@ def _export_one(wrapped, sample, dest: Path, fmt: str, quant: str, calib, meta, 
     finally:
         _remove(tmp_dest)
     return Artifact(format=fmt, quant=quant, path=dest, size_bytes=dir_size(dest),
-                    sha256=sha256_tree(dest), params=params, parity=parity, convert_s=0.0, model=meta.name)
+                    sha256=sha256_tree(dest), params=params, parity=parity,
+                    convert_s=round(time.perf_counter() - t0, 3), model=meta.name)
 
 
 def _remove(p: Path) -> None:
@@ -141,16 +128,10 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
-def _with_time(a: Artifact, seconds: float) -> Artifact:
-    from dataclasses import replace
-
-    return replace(a, convert_s=round(seconds, 3))
-
-
 def _write_manifest(out_dir: Path, ckpt: Checkpoint, artifacts: list[Artifact], failures: list[Failure],
                     coreml_target: str) -> None:
     rows = [{**a.to_dict(), "path": a.path.name} for a in artifacts]  # paths relative to artifacts.json
-    prov = read_provenance(ckpt.path)
+    prov = ckpt.provenance
     write_json(out_dir / "artifacts.json", {
         "checkpoint": str(ckpt.path.resolve()), "role": ckpt.role, "model": ckpt.name, "params": ckpt.params,
         "labels": list(ckpt.labels), "mean": ckpt.mean, "std": ckpt.std, "input_shape": list(ckpt.input_shape),
@@ -158,15 +139,3 @@ def _write_manifest(out_dir: Path, ckpt: Checkpoint, artifacts: list[Artifact], 
         "checkpoint_accuracy": ckpt.accuracy, "data": prov.get("data"),
         "coreml_target": coreml_target, "artifacts": rows,
         "failures": [f.__dict__ for f in failures]})
-
-
-def load_artifacts(path: Path) -> dict:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "artifacts.json"
-    if not path.is_file():
-        raise InputError(f"{path}: no such artifacts file; run `edgekd export` first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: corrupt artifacts file ({e})") from None

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import CheckFailed, InputError
-from edgekd.fileio import atomic_dir, atomic_path, sha256_file, sha256_tree
+from edgekd.fileio import atomic_dir, atomic_path, read_json, sha256_file, sha256_tree
 from edgekd.gate.verdict import Candidate
 from edgekd.runtimes import load_runner
 
@@ -152,14 +152,9 @@ def read_bundle_manifest(path: Path) -> tuple[dict, Path, tempfile.TemporaryDire
             raise InputError(f"{path}: a bundle zip holds one top-level folder")
         path = roots[0]
     mpath = path / "manifest.json"
-    if not mpath.is_file():
-        raise InputError(f"{path}: not an edgekd bundle (no manifest.json)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{mpath}: corrupt manifest ({e})") from None
-    if manifest.get("format") != FORMAT:
-        raise InputError(f"{mpath}: not an edgekd bundle manifest (format is {manifest.get('format')!r})")
+    manifest = read_json(mpath, "bundle manifest", "is this an edgekd bundle?")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputError(f"{mpath}: not an edgekd bundle manifest (field 'format' is not {FORMAT!r})")
     return manifest, path, tmp
 
 

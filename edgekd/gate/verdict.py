@@ -3,12 +3,12 @@ fastest) passing file is chosen; the verdict lists every failed rule with its nu
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgekd.config import Policy
 from edgekd.errors import InputError
+from edgekd.fileio import read_json
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,7 @@ def load_bench_rows(path: Path) -> list[tuple[dict, dict]]:
         raise InputError(f"{path}: no bench.json found; run `edgekd bench` (or `edgekd run`) first")
     out = []
     for f in files:
-        try:
-            bench = json.loads(f.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{f}: corrupt bench.json ({e})") from None
-        bench["_path"] = str(f)
+        bench = read_json(f, "bench.json", "re-run `edgekd bench`")
         out += [(bench, r) for r in bench.get("rows", [])]
     return out
 

@@ -18,6 +18,9 @@ class Runner(Protocol):
     name: str  # e.g. "tflite", "onnxruntime", "coreml-exec"
     version: str
     threads: int
+    # False when timing this runner would not measure the target runtime (Core ML's MIL executor on
+    # Linux: its latency comes from simulation instead)
+    measures_latency: bool
 
     def predict(self, x: np.ndarray) -> np.ndarray:  # (N, *input_shape) float32 -> (N, C) float32
         ...

@@ -329,6 +329,7 @@ class CoreMLRunner:
 
         self.threads = threads
         self.native = platform.system() == "Darwin"
+        self.measures_latency = self.native  # the executor's speed is edgekd's interpreter, not Core ML
         if self.native:
             self.model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
             spec = self.model.get_spec()

@@ -12,6 +12,7 @@ from edgekd.runtimes import RUNNERS
 @RUNNERS.register("onnxruntime")
 class OnnxRunner:
     name = "onnxruntime"
+    measures_latency = True
 
     def __init__(self, path: Path, threads: int = 1):
         import onnxruntime as ort

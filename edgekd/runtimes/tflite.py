@@ -13,6 +13,7 @@ from edgekd.runtimes import RUNNERS
 @RUNNERS.register("tflite")
 class TFLiteRunner:
     name = "tflite"
+    measures_latency = True
 
     def __init__(self, path: Path, threads: int = 1):
         from ai_edge_litert import __version__ as litert_version

@@ -13,10 +13,11 @@ from edgekd.runtimes import RUNNERS
 @RUNNERS.register("torch")
 class TorchRunner:
     name = "torch-eager"
+    measures_latency = True
 
     def __init__(self, path: Path, threads: int = 1):
         from edgekd.checkpoint import load_checkpoint
-        from edgekd.export.common import WithProbabilities
+        from edgekd.models import WithProbabilities
 
         _, model = load_checkpoint(path)
         self.model = WithProbabilities(model).eval()
