@@ -45,6 +45,9 @@ class StudentConfig(_Strict):
     arch: str = "cnn1d"
     width: float = Field(0.25, gt=0)
     depth: int | None = Field(None, ge=1)
+    # This student's training budget, field by field over distill.train (the smallest students of a
+    # ladder gain from a longer one: benchmarks/kd_ceiling.py)
+    train: TrainConfig | None = None
 
 
 class DistillConfig(_Strict):
@@ -115,6 +118,13 @@ class Recipe(_Strict):
     bench: BenchConfig = BenchConfig()
     bundle: BundleConfig = BundleConfig()
     gate: GateConfig = GateConfig()
+
+    def student_train(self, student: StudentConfig) -> TrainConfig:
+        """distill.train with the fields this student's own `train` sets."""
+        if student.train is None:
+            return self.distill.train
+        return self.distill.train.model_copy(
+            update={k: getattr(student.train, k) for k in student.train.model_fields_set})
 
     @field_validator("students")
     @classmethod

@@ -59,7 +59,8 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None) -> dic
             data, teacher, teacher_model, out / "students", name=s.name, arch=s.arch, width=s.width, depth=s.depth,
             method="kd", temperature=d.temperature, alpha=d.alpha, hint_weight=d.hint_weight,
             cosine_weight=d.cosine_weight, transfer_samples=recipe.data.transfer_samples,
-            use_transfer=d.use_transfer, cache_dir=recipe.cache_dir, seed=recipe.seed, **d.train.model_dump()))
+            use_transfer=d.use_transfer, cache_dir=recipe.cache_dir, seed=recipe.seed,
+            **recipe.student_train(s).model_dump()))
     metrics = distill_metrics(teacher, students)
     write_json(out / "metrics.json", metrics)
     return metrics

@@ -190,6 +190,7 @@ def test_teacher_cli_loads_a_given_teacher(distilled, write_recipe, tmp_path):
     ({"students": [{"name": "s"}], "distill": {"temperature": -1}}, "distill.temperature: Input should be greater than 0"),
     ({"students": [{"name": "s"}], "data": {"name": "imagenet"}}, "unknown dataset 'imagenet'"),
     ({"students": [{"name": "s", "arch": "resnet"}]}, "students.s: unknown model 'resnet'"),
+    ({"students": [{"name": "s", "train": {"epoch": 3}}]}, "students.0.train.epoch: unknown field"),
     ({"students": [{"name": "s"}], "teacher": {"checkpoint": "nowhere"}}, "nowhere: no such checkpoint directory"),
     ({"students": [{"name": "s"}], "data": {"name": "npz", "path": "missing.npz"}}, "missing.npz: no such file"),
 ])
@@ -228,3 +229,30 @@ def test_npz_recipe_end_to_end(npz_data, write_recipe, tmp_path):
     assert r.returncode == 0, r.stderr
     ckpt, _ = load_checkpoint(tmp_path / "o" / "students" / "tiny")
     assert ckpt.labels == ("a", "b", "c") and ckpt.input_shape == (1, 16)
+
+
+def test_a_student_can_have_its_own_training_budget(tmp_path):
+    """students[].train overrides distill.train field by field; the student is trained with exactly that."""
+    from edgekd.config import Recipe
+    from edgekd.distill import distill_student
+    from edgekd.pipeline import distill_stage, load_data, teacher_stage
+
+    recipe = Recipe.model_validate(tiny_recipe(
+        teacher={"arch": "cnn1d", "width": 0.25, "min_accuracy": 0.3, "train": {"epochs": 2, "batch_size": 128}},
+        students=[{"name": "plain", "arch": "cnn1d", "width": 0.125},
+                  {"name": "longer", "arch": "cnn1d", "width": 0.125, "train": {"epochs": 1}}]))
+    plain, longer = recipe.students
+    assert recipe.student_train(plain) == recipe.distill.train
+    assert recipe.student_train(longer).model_dump() == {**recipe.distill.train.model_dump(), "epochs": 1}
+
+    data = load_data(recipe)
+    distill_stage(recipe, tmp_path / "run", data)
+    teacher, teacher_model = teacher_stage(recipe, data, tmp_path / "run")
+    d = recipe.distill
+    by_hand = distill_student(data, teacher, teacher_model, tmp_path / "by-hand", name="longer", arch="cnn1d",
+                              width=0.125, depth=None, temperature=d.temperature, alpha=d.alpha,
+                              transfer_samples=recipe.data.transfer_samples, cache_dir=None, seed=recipe.seed,
+                              epochs=1, batch_size=128, lr=0.003, weight_decay=0.0)
+    sha = {n: load_checkpoint(tmp_path / "run" / "students" / n)[0].weights_sha256 for n in ("plain", "longer")}
+    assert sha["longer"] == load_checkpoint(by_hand.checkpoint)[0].weights_sha256
+    assert sha["plain"] != sha["longer"]
