@@ -30,6 +30,19 @@ def write(path: str | Path, obj: dict) -> None:
     print(f"wrote {path}")
 
 
+def teacher_and_student_args(doc: str, prefix: str):
+    """(args, recipe, {"teacher": dir, "student-10x": dir}) for the scripts that measure the built-in
+    recipe's teacher and ~10x student: parses --out and --run, distilling first when --run is absent."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--run", help="an existing `edgekd distill` output directory")
+    args = ap.parse_args()
+    recipe, run = distilled_run(args.run, prefix)
+    return args, recipe, {"teacher": run / "teacher", "student-10x": run / "students" / "cnn1d-10x"}
+
+
 def distilled_run(run_dir: str | None, prefix: str):
     """(recipe, run folder): the built-in recipe distilled into `run_dir`, or into a new temporary folder;
     a folder that already holds a finished `edgekd distill` is reused."""

@@ -9,13 +9,12 @@ student file whose retention is at least 0.99, both measured in this run.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import distilled_run, environment, write  # noqa: E402
+from _common import environment, teacher_and_student_args, write  # noqa: E402
 
 from edgekd.bench.stage import bench_artifacts, dataset_for_manifest  # noqa: E402
 from edgekd.bench.targets import get_targets  # noqa: E402
@@ -24,14 +23,10 @@ from edgekd.export import export_checkpoint  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--run", help="an existing `edgekd distill` output directory")
-    args = ap.parse_args()
-    recipe, run = distilled_run(args.run, "edgekd-backends-")
+    args, recipe, models = teacher_and_student_args(__doc__, "edgekd-backends-")
     targets = get_targets(None)
     tables = {}
-    for label, ckpt in {"teacher": run / "teacher", "student-10x": run / "students" / "cnn1d-10x"}.items():
+    for label, ckpt in models.items():
         out = Path(tempfile.mkdtemp(prefix=f"edgekd-bench-{label}-"))
         try:
             export_checkpoint(ckpt, out / "export", **recipe.export.model_dump())

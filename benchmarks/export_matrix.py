@@ -8,14 +8,13 @@ built-in recipe first. Accuracy is measured on the full test split through each 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import distilled_run, environment, write  # noqa: E402
+from _common import environment, teacher_and_student_args, write  # noqa: E402
 
 from edgekd.errors import CheckFailed  # noqa: E402
 from edgekd.export import export_checkpoint  # noqa: E402
@@ -51,12 +50,7 @@ def weight_bytes(fmt: str, path: Path) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--run", help="an existing `edgekd distill` output directory")
-    args = ap.parse_args()
-    recipe, run = distilled_run(args.run, "edgekd-export-bench-")
-    models = {"teacher": run / "teacher", "student-10x": run / "students" / "cnn1d-10x"}
+    args, recipe, models = teacher_and_student_args(__doc__, "edgekd-export-bench-")
     cfg = recipe.export.model_dump()
     rows, export_s, failures = [], {}, {}
     for label, ckpt_path in models.items():
