@@ -14,6 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgekd.fileio import read_json
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distill compact students from a teacher, export them for phones, measure, gate.")
 
@@ -23,14 +25,20 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory")]
 
 @contextmanager
 def _output_dir(out: Path):
-    """Remove `out` again if this command created it and then failed on bad input: no half-written dirs."""
-    from edgekd.errors import InputError
+    """Lock `out` for this command (a second edgekd on the same folder is refused), and remove it again
+    if this command created it and then failed for any reason: no half-written folders. An interrupt
+    (Ctrl-C) keeps it: its resume states let the next run continue where this one stopped."""
+    from edgekd.runfolder import check_writable, locked
 
     created = not out.exists()
+    check_writable(out)
     try:
-        yield out
-    except InputError:
-        if created and out.exists():
+        with locked(out):
+            yield out
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:
+        if created and out.exists() and not (isinstance(e, typer.Exit) and e.exit_code == 0):
             shutil.rmtree(out, ignore_errors=True)
         raise
 
@@ -109,8 +117,9 @@ def bench(
         help="Also time .tflite files on an attached Android device: comma list of cpu, xnnpack, gpu, nnapi")] = None,
 ) -> None:
     """Measure every exported file here and simulate it on mobile targets. Writes OUT/bench.json."""
-    from edgekd.bench.report import text_table
     from edgekd.bench.stage import bench_artifacts, dataset_for_manifest
+    from edgekd.report import text_table
+    from edgekd.types import Measurement
     from edgekd.bench.targets import get_targets
 
     manifest = artifacts / "artifacts.json" if artifacts.is_dir() else artifacts
@@ -118,17 +127,20 @@ def bench(
     chosen = get_targets(_csv(targets))
     with _output_dir(out):
         result = bench_artifacts(manifest, out, targets=chosen, data=dataset, threads=threads, android=_csv(android))
-    typer.echo(text_table(result))
+    typer.echo(text_table([Measurement.from_dict(r) for r in result["rows"]]))
 
 
 @app.command()
 def compare(bench_dir: Annotated[Path, typer.Argument(help="Directory holding bench.json")]) -> None:
     """Write report.md and a self-contained report.html (tables, Pareto plots); print the table."""
-    from edgekd.bench.report import load_bench, text_table, write_report
+    from edgekd.gate.verdict import load_bench_rows
+    from edgekd.report import text_table, write_report
 
-    result = load_bench(bench_dir)
-    md, page = write_report(result, bench_dir if bench_dir.is_dir() else bench_dir.parent)
-    typer.echo(text_table(result))
+    rows = [b.row for b in load_bench_rows([bench_dir])]
+    bench = read_json(bench_dir / "bench.json" if bench_dir.is_dir() else bench_dir, "bench.json")
+    md, page = write_report(rows, bench_dir if bench_dir.is_dir() else bench_dir.parent, title=bench["model"],
+                            teacher_accuracy=bench.get("teacher_accuracy"))
+    typer.echo(text_table(rows))
     typer.echo(f"\nwrote {md} and {page}")
 
 
@@ -156,7 +168,8 @@ def run(
 
 @app.command()
 def gate(
-    bench_or_run_dir: Annotated[Path, typer.Argument(help="A bench.json, its folder, or an `edgekd run` folder")],
+    bench_or_run_dir: Annotated[Path, typer.Argument(
+        help="A bench.json, its folder, or an `edgekd run` folder (then its recipe's students and platforms)")],
     policy: Annotated[Optional[Path], typer.Option(help="Policy YAML (default: built-in min_retention 0.97)")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="Baseline bundle (directory or zip)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where gate.json, junit.xml, summary.md go")] = None,
@@ -167,14 +180,19 @@ def gate(
     from edgekd.gate.bundle import load_baseline
     from edgekd.gate.reports import write_gate_outputs
     from edgekd.gate.verdict import evaluate, explain, load_bench_rows
+    from edgekd.runfolder import read_record
 
     pol = load_policy(policy)
-    rows = load_bench_rows(bench_or_run_dir)
+    record = read_record(bench_or_run_dir) if bench_or_run_dir.is_dir() else None
+    if record is not None:  # a run folder: this run's students and the recipe's platforms, nothing else
+        rows, platforms = load_bench_rows(record.bench_files(bench_or_run_dir)), record.platforms
+    else:
+        rows, platforms = load_bench_rows([bench_or_run_dir]), BundleConfig().platforms
     base = None
-    if baseline is not None:
-        art = load_artifacts(Path(rows[0][0]["artifacts"]))
+    if baseline is not None and rows:
+        art = load_artifacts(rows[0].files_dir)
         base = load_baseline(baseline, art["labels"], art["input_shape"])
-    verdict = evaluate(rows, pol, BundleConfig().platforms, base)
+    verdict = evaluate(rows, pol, platforms, base)
     dest = out or ((bench_or_run_dir if bench_or_run_dir.is_dir() else bench_or_run_dir.parent) / "gate")
     write_gate_outputs(verdict, dest)
     typer.echo(explain(verdict))
@@ -215,6 +233,12 @@ def main() -> None:
     except EdgekdError as e:
         typer.echo(f"edgekd: error: {e}", err=True)
         sys.exit(e.exit_code)
+    except OSError as e:  # a full disk, a read-only folder, a name too long: the user's to fix, exit 2
+        from edgekd.runfolder import io_fix
+
+        where = e.filename or "a file"
+        typer.echo(f"edgekd: error: {where}: {e.strerror or e}; {io_fix(e)}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

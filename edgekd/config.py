@@ -63,7 +63,9 @@ class ExportConfig(_Strict):
     formats: list[Literal["coreml", "tflite", "onnx"]] = ["coreml", "tflite", "onnx"]
     quants: list[str] | None = None  # None: every mode each format has
     coreml_target: Literal["iOS15", "iOS16", "iOS17", "iOS18"] = "iOS18"
-    parity_samples: int = Field(256, ge=1)  # held-out test inputs every file is checked on
+    # held-out test inputs every file is checked on; None: the whole test split, so that an agreement
+    # threshold is a statistical statement (its 95% interval is recorded beside it)
+    parity_samples: int | None = Field(None, ge=1)
     calibration_samples: int = Field(128, ge=1)  # training inputs for static quantisation
     # Minimum top-1 agreement with PyTorch, by quantisation mode; "default" covers the rest.
     # fp32 files must agree on every input and stay within fp32_max_abs_diff. 4-bit palettes and

@@ -119,43 +119,104 @@ def _npz(path: Path | None = None, seed: int = 42) -> RawData:
     for key in ("x", "y"):
         if key not in z:
             raise InputError(f"{path}: missing array {key!r}; an edgekd .npz needs 'x' (N, ...) and 'y' (N,)")
-    x, y = z["x"], z["y"]
-    if len(x) != len(y):
-        raise InputError(f"{path}: 'x' has {len(x)} rows but 'y' has {len(y)}; they must match")
-    if x.ndim not in (2, 3, 4):
-        raise InputError(f"{path}: 'x' has shape {x.shape}; expected (N, L), (N, C, L) or (N, C, H, W)")
-    if x.ndim == 2:
-        x = x[:, None, :]
-    y = y.astype(np.int64)
+    if ("x_test" in z) != ("y_test" in z):
+        have, lack = ("x_test", "y_test") if "x_test" in z else ("y_test", "x_test")
+        raise InputError(f"{path}: has {have!r} but no {lack!r}; give both, or neither (20% of x is then held out)")
+    x, y = _inputs(z["x"], path, "x"), _class_ids(z["y"], path, "y")
+    _same_rows(x, y, path, "x", "y")
     if "labels" in z:
-        labels = tuple(str(s) for s in z["labels"])
+        labels = tuple(str(s) for s in np.atleast_1d(z["labels"]))
     else:
-        labels = tuple(str(i) for i in range(int(y.max()) + 1))
-    if y.min() < 0 or y.max() >= len(labels):
-        raise InputError(f"{path}: 'y' holds class ids {y.min()}..{y.max()} but there are {len(labels)} labels")
+        labels = tuple(str(i) for i in range(int(y.max()) + 1)) if len(y) else ()
+    _in_range(y, labels, path, "y")
     if "x_test" in z:
-        xte, yte = z["x_test"], z["y_test"].astype(np.int64)
-        xte = xte[:, None, :] if xte.ndim == 2 else xte
-        if xte.shape[1:] != x.shape[1:]:
-            raise InputError(f"{path}: 'x_test' rows have shape {xte.shape[1:]}, 'x' rows {x.shape[1:]}")
+        xte, yte = _inputs(z["x_test"], path, "x_test"), _class_ids(z["y_test"], path, "y_test")
+        _same_rows(xte, yte, path, "x_test", "y_test")
+        _same_width(xte, x, path, "x_test")
+        _in_range(yte, labels, path, "y_test")
     else:
         perm = np.random.default_rng(seed).permutation(len(x))
         cut = int(0.8 * len(x))
         x, y, xte, yte = x[perm[:cut]], y[perm[:cut]], x[perm[cut:]], y[perm[cut:]]
     sampler = None
     if "x_unlabeled" in z:
-        xu = z["x_unlabeled"]
-        xu = xu[:, None, :] if xu.ndim == 2 else xu
+        xu = _inputs(z["x_unlabeled"], path, "x_unlabeled")
+        _same_width(xu, x, path, "x_unlabeled")
 
         def sampler(n: int, transfer_seed: int) -> np.ndarray:
             idx = np.random.default_rng(transfer_seed).permutation(len(xu))[: min(n, len(xu))]
             return xu[idx]
 
+        sampler.fingerprint = hashlib.sha256(np.ascontiguousarray(xu).tobytes()).hexdigest()
     return RawData(x, y, xte, yte, labels, sampler)
+
+
+def _inputs(a: np.ndarray, path: Path, key: str) -> np.ndarray:
+    """An input array as float (N, C, ...); (N, L) becomes (N, 1, L)."""
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"{path}: array {key!r} holds {a.dtype} values; inputs must be numbers "
+                         "(save it with a float or integer dtype)")
+    if a.ndim not in (2, 3, 4):
+        raise InputError(f"{path}: {key!r} has shape {a.shape}; expected (N, L), (N, C, L) or (N, C, H, W)")
+    if len(a) == 0:
+        raise InputError(f"{path}: {key!r} has 0 rows; it needs samples")
+    a = a.astype(np.float32) if a.dtype.kind != "f" else a
+    bad = ~np.isfinite(a)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise InputError(f"{path}: {key!r} holds {int(bad.sum())} NaN/inf value(s) (first in row {row}); "
+                         "remove or impute them")
+    return a[:, None, :] if a.ndim == 2 else a
+
+
+def _class_ids(a: np.ndarray, path: Path, key: str) -> np.ndarray:
+    """Class ids as int64 (N,); floats are accepted only when they are whole numbers."""
+    if a.ndim != 1:
+        raise InputError(f"{path}: {key!r} has shape {a.shape}; class ids must be (N,) (flatten it: y.ravel())")
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all() or (a != np.round(a)).any():
+            raise InputError(f"{path}: {key!r} holds non-integer values (e.g. {a[a != np.round(a)][:1]}); "
+                             "class ids must be whole numbers 0..C-1")
+    elif a.dtype.kind not in "biu":
+        raise InputError(f"{path}: {key!r} holds {a.dtype} values; class ids must be integers 0..C-1 "
+                         "(names go in 'labels')")
+    return a.astype(np.int64)
+
+
+def _same_rows(x: np.ndarray, y: np.ndarray, path: Path, xk: str, yk: str) -> None:
+    if len(x) != len(y):
+        raise InputError(f"{path}: {xk!r} has {len(x)} rows but {yk!r} has {len(y)}; they must match")
+
+
+def _same_width(a: np.ndarray, x: np.ndarray, path: Path, key: str) -> None:
+    if a.shape[1:] != x.shape[1:]:
+        raise InputError(f"{path}: {key!r} rows have shape {list(a.shape[1:])} but 'x' rows {list(x.shape[1:])}; "
+                         "they must match")
+
+
+def _in_range(y: np.ndarray, labels: tuple[str, ...], path: Path, key: str) -> None:
+    if len(y) and (y.min() < 0 or y.max() >= len(labels)):
+        raise InputError(f"{path}: {key!r} holds class ids {y.min()}..{y.max()} but there are {len(labels)} "
+                         f"labels (0..{len(labels) - 1}); fix the ids or the 'labels' array")
+
+
+def check_splits(raw: RawData, where: str) -> None:
+    """What any source must give: enough rows, two classes or more, finite inputs."""
+    if len(raw.x_train) < 2 or len(raw.x_test) < 1:
+        raise InputError(f"{where}: {len(raw.x_train)} training and {len(raw.x_test)} test samples; "
+                         "distillation needs at least 2 to train on and 1 to test on (more, to mean anything)")
+    present = np.unique(raw.y_train)
+    if len(raw.labels) < 2 or len(present) < 2:
+        raise InputError(f"{where}: the training labels hold {len(present)} class(es) of {len(raw.labels)}; "
+                         "a classifier needs at least 2 (one class ships a trivial model)")
+    for key, a in (("training inputs", raw.x_train), ("test inputs", raw.x_test)):
+        if not np.isfinite(np.asarray(a, np.float64)).all():
+            raise InputError(f"{where}: the {key} hold NaN/inf values; remove or impute them")
 
 
 def load_dataset(name: str, path: Path | None = None, seed: int = 42) -> Dataset:
     raw = DATASETS.get(name, "data.name")(path=path, seed=seed)
+    check_splits(raw, str(path) if path is not None else f"dataset {name!r}")
     x_train = np.asarray(raw.x_train, dtype=np.float64)
     mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
 
@@ -168,6 +229,8 @@ def load_dataset(name: str, path: Path | None = None, seed: int = 42) -> Dataset
     for a in (xtr, ytr, xte, yte):
         h.update(np.ascontiguousarray(a).tobytes())
     h.update("\n".join(raw.labels).encode())
+    # the transfer set shapes every student: a source whose unlabeled inputs changed is other data
+    h.update(str(getattr(raw.sample_unlabeled, "fingerprint", "")).encode())
     source = {"name": name, "path": None if path is None else str(Path(path).resolve()), "seed": seed}
     return Dataset(name, xtr, ytr, xte, yte, raw.labels, mean, std, h.hexdigest(), source, raw.sample_unlabeled)
 

@@ -92,3 +92,15 @@ def sha256_tree(path: Path) -> str:
     for p in sorted(q for q in path.rglob("*") if q.is_file()):
         h.update(str(p.relative_to(path)).encode() + b"\0" + sha256_file(p).encode())
     return h.hexdigest()
+
+
+def relative_to(path: Path, base_dir: Path) -> str:
+    """`path` as written inside a run folder: relative to `base_dir` (the folder of the file that
+    records it), so the folder can be moved or read from any working directory."""
+    return os.path.relpath(Path(path).resolve(), Path(base_dir).resolve())
+
+
+def resolve_in(base_dir: Path, recorded: str | Path) -> Path:
+    """A path recorded by `relative_to` (or an absolute one, from older files), made usable."""
+    p = Path(recorded)
+    return p if p.is_absolute() else Path(base_dir) / p

@@ -15,8 +15,9 @@ from edgekd.config import Recipe
 from edgekd.data import Dataset, load_dataset
 from edgekd.distill import distill_student, prepare_teacher
 from edgekd.errors import InputError
-from edgekd.fileio import json_sha256, sha256_file, write_json
+from edgekd.fileio import json_sha256, relative_to, resolve_in, sha256_file, write_json
 from edgekd.models import build_model
+from edgekd.runfolder import RunRecord, write_record
 from edgekd.types import Checkpoint
 
 
@@ -61,18 +62,20 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None) -> dic
             cosine_weight=d.cosine_weight, transfer_samples=recipe.data.transfer_samples,
             use_transfer=d.use_transfer, cache_dir=recipe.cache_dir, seed=recipe.seed,
             **recipe.student_train(s).model_dump()))
-    metrics = distill_metrics(teacher, students)
+    metrics = distill_metrics(teacher, students, out)
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def distill_metrics(teacher: Checkpoint, students) -> dict:
+def distill_metrics(teacher: Checkpoint, students, out: Path) -> dict:
+    """metrics.json: paths in it are relative to `out` (the run folder can move)."""
     first = students[0]
-    rows = [{"name": s.name, "checkpoint": str(s.checkpoint), "params": s.params, "accuracy": s.accuracy,
+    rows = [{"name": s.name, "checkpoint": relative_to(s.checkpoint, out), "params": s.params, "accuracy": s.accuracy,
              "retention": s.retention, "compression": s.compression, "train_samples_per_s": s.train_samples_per_s}
             for s in students]
     return {
-        "teacher_accuracy": teacher.accuracy, "teacher_params": teacher.params, "teacher": str(teacher.path),
+        "teacher_accuracy": teacher.accuracy, "teacher_params": teacher.params,
+        "teacher": relative_to(teacher.path, out),
         # Top-level student figures are the recipe's first student's; every student is under "students".
         "student": first.name, "student_accuracy": first.accuracy, "student_params": first.params,
         "retention": first.retention, "compression": first.compression, "students": rows,
@@ -81,17 +84,18 @@ def distill_metrics(teacher: Checkpoint, students) -> dict:
 
 # --- the one-command pipeline
 
-STAGES = ("distill", "export", "bench", "report", "gate", "bundles")
+STAGES = ("distill", "export", "bench", "gate", "report", "bundles")
 
 
 def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | None = None,
         baseline: Path | None = None, progress=print):
-    """Recipe -> bundles and a verdict. Re-running reuses every finished stage whose inputs did not change."""
+    """Recipe -> bundles and a verdict. Re-running reuses every finished stage whose inputs did not change;
+    everything after distill reads only this recipe's students (`.edgekd/run.json`), never the folder."""
     from edgekd.bench.targets import get_targets
     from edgekd.config import load_policy
     from edgekd.gate.bundle import load_baseline
     from edgekd.gate.reports import write_gate_outputs
-    from edgekd.gate.verdict import evaluate
+    from edgekd.gate.verdict import evaluate, load_bench_rows
 
     out = Path(out)
     policy = load_policy(policy_path or recipe.gate.policy)  # every input is checked before any work
@@ -99,6 +103,8 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     data = load_data(recipe)
     validate(recipe, data)
     base = load_baseline(baseline, list(data.labels), list(data.input_shape)) if baseline else None
+    record = RunRecord(recipe.name, tuple(s.name for s in recipe.students), dict(recipe.bundle.platforms))
+    write_record(out, record, recipe.model_dump(mode="json"))
     marks = _Marks(out / ".edgekd" / "stages.json")
 
     with _step(1, "distill (teacher first, then students)", progress) as note:
@@ -109,12 +115,13 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
         export_students(recipe, out, data, marks, note)
     with _step(3, "bench (runtimes here + simulated targets)", progress):
         bench_students(recipe, out, data, targets, marks)
-    with _step(4, "report", progress) as note:
-        rows = report(recipe, out, metrics["teacher_accuracy"], note)
-    with _step(5, "gate", progress) as note:
-        verdict = evaluate(rows, policy, recipe.bundle.platforms, base)
+    rows = load_bench_rows(record.bench_files(out))
+    with _step(4, "gate", progress) as note:
+        verdict = evaluate(rows, policy, record.platforms, base)
         write_gate_outputs(verdict, out / "gate")
         note("PASS" if verdict.passed else "FAIL")
+    with _step(5, "report", progress) as note:
+        note(str(report(recipe, out, metrics["teacher_accuracy"], rows, verdict)))
     with _step(6, "bundles", progress) as note:
         bundles = write_bundles(recipe, recipe_path, out, data, metrics, verdict)
         note(", ".join(str(p) for p in bundles.values()) or "none (nothing passed)")
@@ -132,10 +139,12 @@ def _step(i: int, name: str, progress):
 
 
 def export_students(recipe: Recipe, out: Path, data: Dataset, marks: "_Marks", note) -> None:
-    from edgekd.errors import CheckFailed
-    from edgekd.export import export_checkpoint
+    """Export every student. Files that miss parity are listed in one table and the others kept; a student
+    is marked done only when its export finished (a converter crash or an I/O error is retried next run)."""
+    from edgekd.export import ExportMisses, export_checkpoint, misses_table
 
     cfg = recipe.export.model_dump()
+    misses = []
     for s in recipe.students:
         ckpt, dest = out / "students" / s.name, out / "export" / s.name
         key = json_sha256([sha256_file(ckpt / "model.safetensors"), cfg])
@@ -143,9 +152,13 @@ def export_students(recipe: Recipe, out: Path, data: Dataset, marks: "_Marks", n
             continue
         try:
             export_checkpoint(ckpt, dest, **cfg, data=data, threads=recipe.bench.threads)
-        except CheckFailed as e:  # files that missed parity are reported; the files that passed go on
-            note(f"{s.name}: {e}")
+        except ExportMisses as e:
+            misses += [(s.name, f) for f in e.failures]
+            if not e.final:
+                continue  # a converter crashed: not done, the next run tries again
         marks.set(f"export/{s.name}", key)
+    if misses:
+        note("some files were not kept (the others were):\n" + misses_table(misses))
 
 
 def bench_students(recipe: Recipe, out: Path, data: Dataset, targets, marks: "_Marks") -> None:
@@ -160,17 +173,12 @@ def bench_students(recipe: Recipe, out: Path, data: Dataset, targets, marks: "_M
         marks.set(f"bench/{s.name}", key)
 
 
-def report(recipe: Recipe, out: Path, teacher_accuracy: float, note) -> list:
-    """One report over every student's files; returns the bench rows for the gate."""
-    from edgekd.bench.report import write_report
-    from edgekd.gate.verdict import load_bench_rows
+def report(recipe: Recipe, out: Path, teacher_accuracy: float, rows, verdict) -> Path:
+    """One report over this recipe's students: the verdict first, then a matrix per student."""
+    from edgekd.report import write_report
 
-    rows = load_bench_rows(out / "bench")
-    combined = {"model": recipe.name, "teacher_accuracy": teacher_accuracy,
-                "rows": [{k: v for k, v in r.items() if k != "per_op"} for _, r in rows]}
-    (out / "report").mkdir(parents=True, exist_ok=True)
-    note(str(write_report(combined, out / "report")[1]))
-    return rows
+    return write_report([b.row for b in rows], out / "report", title=recipe.name,
+                        teacher_accuracy=teacher_accuracy, verdict=verdict)[1]
 
 
 def write_bundles(recipe: Recipe, recipe_path: Path, out: Path, data: Dataset, metrics: dict, verdict) -> dict:
@@ -182,10 +190,11 @@ def write_bundles(recipe: Recipe, recipe_path: Path, out: Path, data: Dataset, m
 
     provenance = {"recipe_name": recipe.name, "recipe": recipe.model_dump(mode="json"),
                   "recipe_sha256": sha256_file(recipe_path),
-                  "teacher_sha256": read_checkpoint(out / "teacher").weights_sha256,
+                  "teacher_sha256": read_checkpoint(resolve_in(out, metrics["teacher"])).weights_sha256,
                   "teacher_accuracy": metrics["teacher_accuracy"], "data_fingerprint": data.fingerprint,
                   "data": data.source}
     bundles = {}
+    _drop_bundles_of_other_platforms(out / "bundles", set(verdict.chosen))
     for platform, c in verdict.chosen.items():
         if c is None:
             shutil.rmtree(out / "bundles" / platform, ignore_errors=True)
@@ -197,6 +206,18 @@ def write_bundles(recipe: Recipe, recipe_path: Path, out: Path, data: Dataset, m
             labels=list(data.labels), mean=data.mean, std=data.std, input_shape=list(data.input_shape),
             params=params, provenance=provenance)[1]
     return bundles
+
+
+def _drop_bundles_of_other_platforms(bundles_dir: Path, platforms: set[str]) -> None:
+    """A platform the recipe no longer names must not keep an old run's bundle."""
+    import shutil
+
+    if not bundles_dir.is_dir():
+        return
+    for p in bundles_dir.iterdir():
+        name = p.name[:-4] if p.name.endswith(".zip") else p.name
+        if name not in platforms and not name.startswith("."):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 class _Marks:

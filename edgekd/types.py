@@ -68,7 +68,83 @@ class StudentResult:
     checkpoint: Path
     params: int
     accuracy: float
-    retention: float  # student accuracy / teacher accuracy
+    retention: float | None  # student accuracy / teacher accuracy (None: teacher's unknown)
     compression: float  # teacher params / student params
     method: str  # "kd" | "label"
     train_samples_per_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One bench row: a file measured on a runtime here (`kind` "measured"), timed on a device, or
+    predicted for a mobile target by the simulator ("simulated"). A row that could not be taken has
+    `failed` set to the reason and no numbers. Report, gate and bundle read rows by attribute."""
+
+    model: str  # the student (checkpoint name) the file was exported from
+    artifact: str  # file name, relative to the artifacts.json that lists it
+    format: str  # "torch" | "coreml" | "tflite" | "onnx"
+    quant: str
+    kind: str  # "measured" | "simulated"
+    runner: str | None = None  # "tflite", "onnxruntime", "android:gpu", "sim:<target>", ...
+    target: str | None = None  # simulated target profile name
+    params: int | None = None
+    size_bytes: int | None = None
+    zip_size_bytes: int | None = None
+    latency_ms_p50: float | None = None
+    latency_ms_p90: float | None = None
+    latency_ms_avg: float | None = None
+    load_ms: float | None = None
+    peak_memory_bytes: int | None = None
+    timed_runs: int | None = None
+    threads: int | None = None
+    runtime_version: str | None = None
+    cpu: str | None = None
+    accuracy: float | None = None  # on the test split, through this file
+    retention: float | None = None  # accuracy / teacher accuracy; None when the teacher's is unknown
+    teacher_agreement: float | None = None  # top-1 agreement with the teacher; None when unknown
+    accelerator_residency: dict | None = None  # {"ops": share, "time": share} on the target's accelerator
+    accelerator: bool = False  # the target has an accelerator at all (CPU-only profiles do not)
+    fallback_ops: tuple[dict, ...] = ()  # ops an accelerator could not take, and why
+    delegated_nodes: tuple[int, int] | None = None
+    per_op: tuple[dict, ...] = ()
+    failed: str | None = None
+
+    @property
+    def where(self) -> str:
+        """The runner or target a number comes from: what policies and report columns name."""
+        return self.target or self.runner or self.format
+
+    @property
+    def ok(self) -> bool:
+        return self.failed is None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["fallback_ops"], d["per_op"] = list(self.fallback_ops), list(self.per_op)
+        d["delegated_nodes"] = list(self.delegated_nodes) if self.delegated_nodes else None
+        return {k: v for k, v in d.items() if v is not None or k in ("retention", "teacher_agreement")}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "bench.json") -> "Measurement":
+        """A row as bench.json stores it; a malformed one is an InputError naming the field."""
+        from dataclasses import fields
+
+        from edgekd.errors import InputError
+
+        if not isinstance(d, dict):
+            raise InputError(f"{where}: a row is {type(d).__name__}, not an object; re-run `edgekd bench`")
+        known = {f.name for f in fields(cls)}
+        missing = [k for k in ("model", "artifact", "format", "quant", "kind") if k not in d]
+        if missing:
+            raise InputError(f"{where}: a row lacks field {missing[0]!r}; re-run `edgekd bench` to rewrite it")
+        if d["kind"] not in ("measured", "simulated"):
+            raise InputError(f"{where}: row field 'kind' is {d['kind']!r}; expected 'measured' or 'simulated'")
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["fallback_ops"] = tuple(kw.get("fallback_ops") or ())
+        kw["per_op"] = tuple(kw.get("per_op") or ())
+        if kw.get("delegated_nodes") is not None:
+            kw["delegated_nodes"] = tuple(kw["delegated_nodes"])
+        try:
+            return cls(**kw)
+        except TypeError as e:
+            raise InputError(f"{where}: malformed row ({e}); re-run `edgekd bench`") from None

@@ -12,20 +12,21 @@ from edgekd.config import BundleConfig, Policy, load_policy
 from edgekd.errors import CheckFailed, InputError
 from edgekd.gate.bundle import deterministic_zip, load_baseline, verify_bundle, write_bundle
 from edgekd.gate.reports import junit_xml, markdown
-from edgekd.gate.verdict import evaluate, explain
+from edgekd.gate.verdict import BenchRow, evaluate, explain
+from edgekd.types import Measurement
 
 
 def _rows(tmp_path, specs):
     """specs: (artifact, format, quant, size, retention, {target: (latency, residency)})"""
-    bench = {"model": "s", "artifacts": str(tmp_path / "artifacts.json")}
     rows = []
     for art, fmt, quant, size, ret, sims in specs:
         common = {"model": "s", "artifact": art, "format": fmt, "quant": quant, "size_bytes": size}
-        rows.append((bench, {**common, "kind": "measured", "runner": fmt, "retention": ret,
-                             "teacher_agreement": ret, "latency_ms_p50": 0.01}))
+        rows.append(BenchRow(tmp_path, Measurement(**common, kind="measured", runner=fmt, retention=ret,
+                                                   teacher_agreement=ret, latency_ms_p50=0.01)))
         for t, (lat, res) in sims.items():
-            rows.append((bench, {**common, "kind": "simulated", "target": t, "runner": f"sim:{t}",
-                                 "latency_ms_p50": lat, "accelerator_residency": {"ops": res, "time": res}}))
+            rows.append(BenchRow(tmp_path, Measurement(
+                **common, kind="simulated", target=t, runner=f"sim:{t}", latency_ms_p50=lat, accelerator=True,
+                accelerator_residency={"ops": res, "time": res})))
     return rows
 
 
@@ -132,7 +133,7 @@ def bundle(tmp_path_factory):
     export_checkpoint(ckpt, root / "export", **cfg)
     data = load_dataset("mnist1d")
     bench_artifacts(root / "export" / "artifacts.json", root / "bench", targets=get_targets(["host-cpu"]), data=data)
-    v = evaluate(load_bench_rows(root / "bench"), Policy(min_retention=0.5), {"android": "tflite"})
+    v = evaluate(load_bench_rows([root / "bench"]), Policy(min_retention=0.5), {"android": "tflite"})
     d, z = write_bundle(v.chosen["android"], "android", root / "bundles", validation_x=data.x_test[:8],
                         labels=list(data.labels), mean=data.mean, std=data.std, input_shape=list(data.input_shape),
                         params=100, provenance={"recipe_name": "t", "teacher_sha256": "x", "data_fingerprint": "f"})

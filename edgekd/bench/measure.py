@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.metrics import retention, top1_agreement
 from edgekd.runtimes import load_runner
 
 
@@ -60,7 +61,8 @@ def time_runs(run, x1: np.ndarray, warmup: int = 20, min_runs: int = 50, min_sec
 
 def measure(fmt: str, path: Path, x_test: np.ndarray, y_test: np.ndarray, teacher_top1: np.ndarray,
             teacher_accuracy: float | None, threads: int = 1) -> dict:
-    """One measured row: load time, latency percentiles, peak memory growth, accuracy, retention."""
+    """The numbers of one measured row (Measurement fields): load time, latency percentiles, peak
+    memory growth, accuracy, retention."""
     try:  # reset the peak-RSS watermark so VmHWM measures this runner (Linux >= 4.0)
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -80,7 +82,7 @@ def measure(fmt: str, path: Path, x_test: np.ndarray, y_test: np.ndarray, teache
     hwm = _rss_kb("VmHWM:")
     row["peak_memory_bytes"] = (hwm - rss0) * 1024 if hwm is not None and rss0 is not None else None
     acc = float((top1 == y_test).mean())
-    row.update(accuracy=acc, retention=acc / teacher_accuracy if teacher_accuracy else None,
-               teacher_agreement=float((top1 == teacher_top1).mean()) if (teacher_top1 >= 0).all() else None)
+    row.update(accuracy=acc, retention=retention(acc, teacher_accuracy),
+               teacher_agreement=top1_agreement(top1, teacher_top1) if (teacher_top1 >= 0).all() else None)
     return row
 

@@ -17,8 +17,9 @@ from edgekd.checkpoint import load_checkpoint, read_checkpoint, training_data
 from edgekd.data import Dataset
 from edgekd.errors import InputError
 from edgekd.artifacts import load_artifacts
-from edgekd.fileio import dir_size, sha256_tree, write_json
+from edgekd.fileio import dir_size, relative_to, resolve_in, sha256_tree, write_json
 from edgekd.models import WithProbabilities
+from edgekd.types import Measurement
 
 
 def verify_artifact(base: Path, a: dict) -> str | None:
@@ -34,33 +35,54 @@ def verify_artifact(base: Path, a: dict) -> str | None:
     return None
 
 
-def teacher_reference(manifest: dict, data: Dataset) -> tuple[np.ndarray, float | None]:
+def teacher_reference(manifest: dict, base: Path, data: Dataset) -> tuple[np.ndarray, float | None]:
     """The teacher's top-1 on the test split and its accuracy (for agreement and retention)."""
     teacher_path = manifest.get("teacher") or (manifest["checkpoint"] if manifest.get("role") == "teacher" else None)
-    if teacher_path and Path(teacher_path).exists():
-        _, teacher = load_checkpoint(Path(teacher_path))
+    teacher_path = resolve_in(base, teacher_path) if teacher_path else None
+    if teacher_path and teacher_path.exists():
+        _, teacher = load_checkpoint(teacher_path)
         with torch.no_grad():
             top1 = WithProbabilities(teacher)(torch.from_numpy(data.x_test)).numpy().argmax(1)
         return top1, float((top1 == data.y_test).mean())
     return np.full(len(data.y_test), -1), manifest.get("teacher_accuracy")
 
 
-def device_rows(common: dict, path: Path, delegates: list[str], threads: int) -> list[dict]:
-    """Rows from an attached Android device (TFLite's benchmark_model over adb), one per delegate."""
+def device_rows(common: dict, path: Path, delegates: list[str], threads: int) -> list[Measurement]:
+    """Rows from an attached Android device (TFLite's benchmark_model over adb), one per delegate; a
+    delegate that failed to apply or a run that failed is a failed row quoting the tool's reason."""
     from edgekd.runtimes.android import run_on_device
 
     rows = []
     for delegate in delegates:
+        where = {**common, "kind": "measured", "runner": f"android:{delegate}"}
         try:
             r = run_on_device(path, delegate, threads)
-        except subprocess.SubprocessError as e:
-            rows.append({**common, "kind": "measured", "runner": f"android:{delegate}", "failed": str(e)})
+        except (subprocess.SubprocessError, ValueError) as e:
+            rows.append(Measurement(**where, failed=str(e)))
             continue
-        rows.append({**common, "kind": "measured", "runner": f"android:{delegate}", "threads": threads,
-                     "latency_ms_p50": r.latency_ms_p50 or r.latency_ms_avg, "latency_ms_p90": r.latency_ms_p90,
-                     "latency_ms_avg": r.latency_ms_avg, "load_ms": r.init_ms, "peak_memory_bytes": r.peak_memory_bytes,
-                     "delegated_nodes": r.delegated_nodes, "timed_runs": r.runs})
+        if getattr(r, "failed", None):
+            rows.append(Measurement(**where, failed=r.failed))
+            continue
+        rows.append(Measurement(**where, threads=threads, latency_ms_p50=r.latency_ms_p50 or r.latency_ms_avg,
+                                latency_ms_p90=r.latency_ms_p90, latency_ms_avg=r.latency_ms_avg, load_ms=r.init_ms,
+                                peak_memory_bytes=r.peak_memory_bytes, delegated_nodes=r.delegated_nodes,
+                                timed_runs=r.runs))
     return rows
+
+
+def simulated_row(common: dict, target: Target, graph, measured: Measurement) -> Measurement:
+    sim = simulate(graph, target)
+    has_accelerator = any(u.accelerator for u in target.units)
+    return Measurement(
+        **common, kind="simulated", target=target.name, runner=f"sim:{target.name}",
+        latency_ms_p50=sim.latency_ms, latency_ms_p90=sim.latency_ms, accuracy=measured.accuracy,
+        retention=measured.retention, teacher_agreement=measured.teacher_agreement,
+        accelerator=has_accelerator,
+        accelerator_residency={"ops": round(sim.residency_ops, 4), "time": round(sim.residency_time, 4)}
+        if has_accelerator else None,
+        fallback_ops=tuple(sim.fallbacks),
+        per_op=tuple({"op": o.name, "unit": o.unit, "dtype": o.dtype, "time_us": round(o.time_us, 3)}
+                     for o in sim.ops))
 
 
 def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target], data: Dataset,
@@ -76,26 +98,28 @@ def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target]
     manifest_path = Path(manifest_path)
     base = manifest_path.parent
     manifest = load_artifacts(manifest_path)
-    teacher_top1, teacher_acc = teacher_reference(manifest, data)
+    check_data_fits(manifest, manifest_path, data)
+    teacher_top1, teacher_acc = teacher_reference(manifest, base, data)
     torch.set_num_threads(threads)
-    rows = []
-    sources = [{"format": "torch", "quant": "fp32", "path": manifest["checkpoint"], "size_bytes": None,
-                "params": manifest["params"]}] if include_source and Path(manifest["checkpoint"]).exists() else []
+    rows: list[Measurement] = []
+    checkpoint = resolve_in(base, manifest["checkpoint"])
+    sources = [{"format": "torch", "quant": "fp32", "path": str(checkpoint), "size_bytes": None,
+                "params": manifest["params"]}] if include_source and checkpoint.exists() else []
     for a in sources + manifest["artifacts"]:
         fmt, path = a["format"], (Path(a["path"]) if a["format"] == "torch" else base / a["path"])
         common = {"model": manifest["model"], "artifact": path.name, "format": fmt, "quant": a["quant"],
                   "params": a["params"]}
         problem = None if fmt == "torch" else verify_artifact(base, a)
         if problem:
-            rows.append({**common, "kind": "measured", "failed": problem})
+            rows.append(Measurement(**common, kind="measured", failed=problem))
             continue
         size = a["size_bytes"] if fmt != "torch" else _weights_size(path)
         common.update(size_bytes=size, zip_size_bytes=zip_size(path if fmt != "torch" else path / "model.safetensors"))
         try:
-            measured = {**common, **measure(fmt, path, data.x_test, data.y_test, teacher_top1, teacher_acc,
-                                            threads)}
+            measured = Measurement(**common, **measure(fmt, path, data.x_test, data.y_test, teacher_top1,
+                                                       teacher_acc, threads))
         except Exception as e:  # noqa: BLE001 - one broken file must not stop the others
-            rows.append({**common, "kind": "measured", "failed": f"{type(e).__name__}: {e}"})
+            rows.append(Measurement(**common, kind="measured", failed=f"{type(e).__name__}: {e}"))
             continue
         rows.append(measured)
         if android and fmt == "tflite":
@@ -111,23 +135,27 @@ def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target]
             try:
                 if graph_error is not None:
                     raise graph_error
-                sim = simulate(graph, t)
+                rows.append(simulated_row(common, t, graph, measured))
             except Exception as e:  # noqa: BLE001
-                rows.append({**common, "kind": "simulated", "target": t.name, "failed": f"{type(e).__name__}: {e}"})
-                continue
-            rows.append({**common, "kind": "simulated", "target": t.name, "runner": f"sim:{t.name}",
-                         "latency_ms_p50": sim.latency_ms, "latency_ms_p90": sim.latency_ms,
-                         "load_ms": None, "peak_memory_bytes": None, "accuracy": measured["accuracy"],
-                         "retention": measured["retention"], "teacher_agreement": measured["teacher_agreement"],
-                         "accelerator_residency": {"ops": round(sim.residency_ops, 4),
-                                                   "time": round(sim.residency_time, 4)},
-                         "fallback_ops": sim.fallbacks,
-                         "per_op": [{"op": o.name, "unit": o.unit, "dtype": o.dtype, "time_us": round(o.time_us, 3)}
-                                    for o in sim.ops]})
-    result = {"artifacts": str(manifest_path), "model": manifest["model"], "teacher_accuracy": teacher_acc,
-              "targets": [t.name for t in targets], "rows": rows}
-    write_json(Path(out_dir) / "bench.json", result)
+                rows.append(Measurement(**common, kind="simulated", target=t.name, runner=f"sim:{t.name}",
+                                        failed=f"{type(e).__name__}: {e}"))
+    out_dir = Path(out_dir)
+    result = {"artifacts": relative_to(manifest_path, out_dir), "model": manifest["model"],
+              "teacher_accuracy": teacher_acc, "targets": [t.name for t in targets],
+              "rows": [r.to_dict() for r in rows]}
+    write_json(out_dir / "bench.json", result)
     return result
+
+
+def check_data_fits(manifest: dict, manifest_path: Path, data: Dataset) -> None:
+    """The data must be the task the files were exported for: same input shape and label count."""
+    shape, labels = list(manifest.get("input_shape") or []), manifest.get("labels") or []
+    if shape and tuple(shape) != data.input_shape:
+        raise InputError(f"{manifest_path}: field 'input_shape' is {shape} but dataset {data.name!r} has "
+                         f"{list(data.input_shape)}; bench on the data the model was trained for (--data)")
+    if labels and len(labels) != data.num_classes:
+        raise InputError(f"{manifest_path}: field 'labels' has {len(labels)} classes but dataset {data.name!r} "
+                         f"has {data.num_classes}; bench on the data the model was trained for (--data)")
 
 
 def _weights_size(ckpt_dir: Path) -> int:
@@ -138,11 +166,11 @@ def dataset_for_manifest(manifest_path: Path, name: str | None = None) -> Datase
     from edgekd.data import load_dataset
 
     manifest = load_artifacts(manifest_path)
-    ckpt = manifest["checkpoint"]
+    ckpt = resolve_in(Path(manifest_path).parent, manifest["checkpoint"])
     if name is not None:
         return load_dataset(name)
-    if Path(ckpt).exists():
-        return training_data(read_checkpoint(Path(ckpt)))
+    if ckpt.exists():
+        return training_data(read_checkpoint(ckpt))
     src = manifest.get("data") or {}
     if not src:
         raise InputError(f"{manifest_path}: its checkpoint {ckpt} is gone and no dataset is recorded; pass --data")

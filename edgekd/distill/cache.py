@@ -41,8 +41,8 @@ def cached_teacher_outputs(teacher, teacher_sha256: str, x: np.ndarray, cache_di
             with np.load(path) as z:
                 if z["logits"].shape[0] == len(x):
                     return z["logits"], z["features"], True
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache entry is recomputed, never trusted
+        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, never trusted
+            pass
     logits, feats = teacher_outputs(teacher, x)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -50,13 +50,16 @@ def cached_teacher_outputs(teacher, teacher_sha256: str, x: np.ndarray, cache_di
     return logits, feats, False
 
 
-def cached_array(cache_dir: Path | None, name: str, make) -> np.ndarray:
-    """A generated array (e.g. a transfer set) kept on disk under `name`."""
+def cached_array(cache_dir: Path | None, name: str, make, row_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A generated array (e.g. a transfer set) kept on disk under `name` (which must cover every input
+    that shapes it). An entry that does not load, or whose rows are not `row_shape`, is rebuilt."""
     path = Path(cache_dir or default_cache_dir()) / "arrays" / f"{name}.npy"
     if path.is_file():
         try:
-            return np.load(path)
-        except (OSError, ValueError):
+            arr = np.load(path, allow_pickle=False)
+            if row_shape is None or tuple(arr.shape[1:]) == tuple(row_shape):
+                return arr
+        except Exception:  # noqa: BLE001 - a damaged entry (truncated, garbage) is rebuilt, never fatal
             pass
     arr = make()
     with atomic_path(path) as tmp:

@@ -12,9 +12,10 @@ import torch
 from edgekd.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from edgekd.data import Dataset
 from edgekd.distill.cache import cached_array, cached_teacher_outputs
-from edgekd.fileio import json_sha256
+from edgekd.fileio import json_sha256, relative_to
 from edgekd.distill.train import accuracy, train
 from edgekd.errors import CheckFailed, InputError
+from edgekd.metrics import retention
 from edgekd.models import Classifier, build_model
 from edgekd.types import Checkpoint, StudentResult
 
@@ -86,8 +87,9 @@ def transfer_inputs(data: Dataset, n: int, seed: int, cache_dir: Path | None) ->
     """The transfer set (unlabeled inputs the teacher labels), generated once and cached."""
     if n <= 0:
         return data.transfer_set(0, seed)
-    return cached_array(cache_dir, f"{data.name}-{data.fingerprint[:16]}-transfer-{n}-{seed}",
-                        lambda: data.transfer_set(n, seed))
+    # the fingerprint covers the labelled splits and the source's unlabeled inputs (x_unlabeled)
+    return cached_array(cache_dir, f"{data.name}-{data.fingerprint[:32]}-transfer-{n}-{seed}",
+                        lambda: data.transfer_set(n, seed), row_shape=data.input_shape)
 
 
 def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: Classifier, out_dir: Path, *, name: str,
@@ -130,10 +132,9 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: Classifie
                                data_fingerprint=data.fingerprint, accuracy=acc,
                                provenance={"key": key, "method": method, "teacher_sha256": teacher.weights_sha256,
                                            "teacher_accuracy": teacher.accuracy, "teacher_params": teacher.params,
-                                           "teacher": str(teacher.path.resolve()),
+                                           "teacher": relative_to(teacher.path, dest),
                                            "data": data.source})
         state.unlink(missing_ok=True)
-    t_acc = teacher.accuracy or 0.0
     return StudentResult(name=name, checkpoint=dest, params=ckpt.params, accuracy=acc,
-                         retention=acc / t_acc if t_acc else 0.0, compression=teacher.params / ckpt.params,
+                         retention=retention(acc, teacher.accuracy), compression=teacher.params / ckpt.params,
                          method=method, train_samples_per_s=throughput)

@@ -30,7 +30,19 @@ class TrainStats:
     resumed_from_epoch: int
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, lr: float,
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, **kwargs) -> TrainStats:
+    """`_train`, with one rule about the resume state: an interrupt (Ctrl-C, SIGTERM) keeps it so the next
+    run continues; any other failure (a NaN loss, a full disk) deletes it, since resuming would only
+    replay the failure."""
+    try:
+        return _train(model, x, y, **kwargs)
+    except Exception:
+        if kwargs.get("state_path") is not None:
+            Path(kwargs["state_path"]).unlink(missing_ok=True)
+        raise
+
+
+def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, lr: float,
           weight_decay: float, seed: int, teacher_logits: np.ndarray | None = None,
           teacher_features: np.ndarray | None = None, teacher: nn.Module | None = None,
           temperature: float = 4.0, alpha: float = 0.1, hint_weight: float = 0.0, cosine_weight: float = 0.0,

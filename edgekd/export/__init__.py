@@ -1,5 +1,5 @@
 """Export stage: PyTorch student -> Core ML, TFLite and ONNX files, each proven against PyTorch."""
 
-from edgekd.export.stage import export_checkpoint, plan_exports
+from edgekd.export.stage import ExportMisses, export_checkpoint, misses_table, plan_exports
 
-__all__ = ["export_checkpoint", "plan_exports"]
+__all__ = ["ExportMisses", "export_checkpoint", "misses_table", "plan_exports"]

@@ -23,7 +23,7 @@ from edgekd.export import coreml, onnx, tflite  # noqa: F401 - registers the exp
 from edgekd.export.common import EXPORTERS, ExportMeta, file_name
 from edgekd.export.parity import measure_parity, parity_failure
 from edgekd.export.quiet import ConverterFailed, quiet
-from edgekd.fileio import dir_size, sha256_tree, write_json
+from edgekd.fileio import dir_size, relative_to, resolve_in, sha256_tree, write_json
 from edgekd.runtimes import load_runner
 from edgekd.models import WithProbabilities
 from edgekd.types import Artifact, Checkpoint
@@ -34,6 +34,30 @@ class Failure:
     format: str
     quant: str
     reason: str
+    top1_agreement: float | None = None  # None: the converter failed before parity could be measured
+    required: float | None = None
+
+
+class ExportMisses(CheckFailed):
+    """Some files were not kept. `final` is False when a converter crashed (worth retrying), True when
+    every miss is a measured parity failure (the same inputs would fail the same way)."""
+
+    def __init__(self, failures: list[Failure], kept: int, student: str):
+        self.failures, self.kept = failures, kept
+        self.final = all(f.top1_agreement is not None for f in failures)
+        super().__init__(f"{len(failures)} file(s) of {student} were not kept ({kept} kept):\n"
+                         + misses_table([(student, f) for f in failures]))
+
+
+def misses_table(misses: list[tuple[str, Failure]]) -> str:
+    """student | format/mode | agreement vs required | why: one line per file that was not kept."""
+    rows = [("student", "format/mode", "agreement", "required", "why")]
+    for student, f in misses:
+        agree = "-" if f.top1_agreement is None else f"{f.top1_agreement:.4f}"
+        need = "-" if f.required is None else f"{f.required:g}"
+        rows.append((student, f"{f.format}/{f.quant}", agree, need, f.reason.splitlines()[0][:90]))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows)
 
 
 def plan_exports(formats: list[str], quants: list[str] | None) -> list[tuple[str, str]]:
@@ -66,9 +90,10 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
             coreml.check_target(q, coreml_target)
     ckpt, model = load_checkpoint(checkpoint)
     data = data or training_data(ckpt)
+    check_fits(ckpt, data)
     wrapped = WithProbabilities(model).eval()
     meta = ExportMeta(name=ckpt.name, labels=ckpt.labels, mean=ckpt.mean, std=ckpt.std, input_shape=ckpt.input_shape)
-    held_out = data.x_test[:parity_samples]
+    held_out = data.x_test if parity_samples is None else data.x_test[:parity_samples]
     calib = data.x_train[np.random.default_rng(0).permutation(len(data.x_train))[:calibration_samples]]
     with torch.no_grad():
         reference = wrapped(torch.from_numpy(held_out)).numpy()
@@ -83,16 +108,36 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
         try:
             artifacts.append(_export_one(wrapped, sample, dest, fmt, quant, calib, meta, options, held_out,
                                          reference, min_top1_agreement, fp32_max_abs_diff, ckpt.params, threads))
-        except (_ParityMiss, ConverterFailed) as e:
+        except _ParityMiss as e:
+            failures.append(Failure(fmt, quant, str(e), e.parity.top1_agreement, e.required))
+        except ConverterFailed as e:
+            io_error = e.io_error()
+            if io_error is not None:  # a full disk or a read-only folder is not the converter's fault
+                raise io_error from None
             failures.append(Failure(fmt, quant, str(e)))
     _write_manifest(out_dir, ckpt, artifacts, failures, coreml_target)
     if failures:
-        raise CheckFailed("export failed for:\n" + "\n".join(f"  {f.format}/{f.quant}: {f.reason}" for f in failures))
+        raise ExportMisses(failures, len(artifacts), ckpt.name)
     return artifacts
 
 
+def check_fits(ckpt: Checkpoint, data: Dataset) -> None:
+    """The checkpoint's recorded input shape and labels must be those of its data (an edited model.json
+    would ship wrong metadata on a graph of another shape)."""
+    where = ckpt.path / "model.json"
+    if tuple(ckpt.input_shape) != data.input_shape:
+        raise InputError(f"{where}: field 'input_shape' is {list(ckpt.input_shape)} but its data "
+                         f"{data.name!r} has inputs of shape {list(data.input_shape)}; restore model.json "
+                         "or re-run the training that wrote it")
+    if len(ckpt.labels) != data.num_classes:
+        raise InputError(f"{where}: field 'labels' has {len(ckpt.labels)} classes but its data {data.name!r} "
+                         f"has {data.num_classes}; restore model.json or re-run the training that wrote it")
+
+
 class _ParityMiss(Exception):
-    pass
+    def __init__(self, message: str, parity, required: float):
+        super().__init__(message)
+        self.parity, self.required = parity, required
 
 
 def _export_one(wrapped, sample, dest: Path, fmt: str, quant: str, calib, meta, options, held_out, reference,
@@ -111,7 +156,7 @@ def _export_one(wrapped, sample, dest: Path, fmt: str, quant: str, calib, meta, 
         threshold = 1.0 if quant == "fp32" else min_top1.get(quant, min_top1.get("default", 0.99))
         why = parity_failure(parity, threshold, fp32_max_abs_diff if quant == "fp32" else None)
         if why:
-            raise _ParityMiss(f"{why}; {runner.name} vs PyTorch")
+            raise _ParityMiss(f"{why}; {runner.name} vs PyTorch", parity, threshold)
         _remove(dest)
         os.replace(tmp_dest, dest)  # the file lands only after its parity check passed
     finally:
@@ -132,10 +177,12 @@ def _write_manifest(out_dir: Path, ckpt: Checkpoint, artifacts: list[Artifact], 
                     coreml_target: str) -> None:
     rows = [{**a.to_dict(), "path": a.path.name} for a in artifacts]  # paths relative to artifacts.json
     prov = ckpt.provenance
+    teacher = resolve_in(ckpt.path, prov["teacher"]) if prov.get("teacher") else None
     write_json(out_dir / "artifacts.json", {
-        "checkpoint": str(ckpt.path.resolve()), "role": ckpt.role, "model": ckpt.name, "params": ckpt.params,
+        "checkpoint": relative_to(ckpt.path, out_dir), "role": ckpt.role, "model": ckpt.name, "params": ckpt.params,
         "labels": list(ckpt.labels), "mean": ckpt.mean, "std": ckpt.std, "input_shape": list(ckpt.input_shape),
-        "teacher_accuracy": prov.get("teacher_accuracy"), "teacher": prov.get("teacher"),
+        "teacher_accuracy": prov.get("teacher_accuracy"),
+        "teacher": relative_to(teacher, out_dir) if teacher else None,
         "checkpoint_accuracy": ckpt.accuracy, "data": prov.get("data"),
         "coreml_target": coreml_target, "artifacts": rows,
         "failures": [f.__dict__ for f in failures]})

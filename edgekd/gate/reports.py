@@ -34,8 +34,9 @@ def markdown(v: Verdict) -> str:
         if c is None:
             out.append(f"| {platform} | nothing passes | | | |")
         else:
-            m = c.measured() or {}
-            out.append(f"| {platform} | {c.model}/{c.artifact} | {c.size_bytes} | {m.get('retention', 0):.4f} | {c.quant} |")
+            m = c.measured()
+            ret = "unknown" if m is None or m.retention is None else f"{m.retention:.4f}"
+            out.append(f"| {platform} | {c.model}/{c.artifact} | {c.size_bytes} | {ret} | {c.quant} |")
     failed = [c for c in v.candidates if c.failures]
     if failed:
         out += ["", "<details><summary>Rules each rejected file broke</summary>", ""]

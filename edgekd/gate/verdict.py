@@ -8,7 +8,8 @@ from pathlib import Path
 
 from edgekd.config import Policy
 from edgekd.errors import InputError
-from edgekd.fileio import read_json
+from edgekd.fileio import read_json, resolve_in
+from edgekd.types import Measurement
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,20 @@ class Candidate:
     quant: str
     size_bytes: int
     path: str  # the file, as bench.json's artifacts.json located it
-    rows: list[dict] = field(repr=False)
+    rows: list[Measurement] = field(repr=False)
     failures: list[RuleFailure] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return not self.failures
 
-    def measured(self) -> dict | None:
-        return next((r for r in self.rows if r["kind"] == "measured" and "failed" not in r), None)
+    def measured(self) -> Measurement | None:
+        """The row retention and agreement come from: the file run by its runtime here."""
+        return next((r for r in self.rows if r.kind == "measured" and r.ok and not r.runner.startswith("android:")),
+                    None)
 
     def simulated_latency_ms(self) -> float | None:
-        sims = [r["latency_ms_p50"] for r in self.rows if r["kind"] == "simulated" and "failed" not in r]
+        sims = [r.latency_ms_p50 for r in self.rows if r.kind == "simulated" and r.ok]
         return sum(sims) / len(sims) if sims else None
 
 
@@ -66,16 +69,25 @@ class Verdict:
                 "candidates": [cand(c) for c in self.candidates], "notes": self.notes}
 
 
-def load_bench_rows(path: Path) -> list[tuple[dict, dict]]:
-    """(bench.json, row) pairs from a bench.json, a folder holding one, or a run folder holding many."""
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(path.rglob("bench.json"))
-    if not files:
-        raise InputError(f"{path}: no bench.json found; run `edgekd bench` (or `edgekd run`) first")
+@dataclass(frozen=True)
+class BenchRow:
+    """A bench row with the folder of the artifacts.json that lists its file."""
+
+    files_dir: Path
+    row: Measurement
+
+
+def load_bench_rows(paths: list[Path]) -> list[BenchRow]:
+    """The rows of the given bench.json files (each a file or the folder holding one)."""
     out = []
-    for f in files:
+    for p in paths:
+        f = Path(p) / "bench.json" if Path(p).is_dir() else Path(p)
         bench = read_json(f, "bench.json", "re-run `edgekd bench`")
-        out += [(bench, r) for r in bench.get("rows", [])]
+        if not isinstance(bench, dict) or not isinstance(bench.get("rows"), list) or "artifacts" not in bench:
+            raise InputError(f"{f}: not an edgekd bench.json (needs an object with 'artifacts' and a 'rows' "
+                             "list); re-run `edgekd bench`")
+        files_dir = resolve_in(f.parent, bench["artifacts"]).parent
+        out += [BenchRow(files_dir, Measurement.from_dict(r, f"{f}: rows[{i}]")) for i, r in enumerate(bench["rows"])]
     return out
 
 
@@ -87,23 +99,22 @@ def check_policy_names(policy: Policy, known: set[str]) -> None:
                                  f"known runners and targets: {', '.join(sorted(known))}")
 
 
-def evaluate(rows: list[tuple[dict, dict]], policy: Policy, platforms: dict[str, str],
+def evaluate(rows: list[BenchRow], policy: Policy, platforms: dict[str, str],
              baseline: dict | None = None) -> Verdict:
-    check_policy_names(policy, {r.get("target") or r.get("runner") for _, r in rows if "failed" not in r} - {None})
-    groups: dict[tuple[str, str], list[dict]] = {}
-    sources: dict[tuple[str, str], dict] = {}
-    for bench, r in rows:
-        key = (r.get("model", bench.get("model")), r["artifact"])
-        groups.setdefault(key, []).append(r)
-        sources[key] = bench
+    check_policy_names(policy, {b.row.where for b in rows if b.row.ok})
+    groups: dict[tuple[str, str], list[Measurement]] = {}
+    dirs: dict[tuple[str, str], Path] = {}
+    for b in rows:
+        key = (b.row.model, b.row.artifact)
+        groups.setdefault(key, []).append(b.row)
+        dirs[key] = b.files_dir
     candidates, notes = [], []
     for platform, fmt in platforms.items():
         for (model, artifact), rs in groups.items():
-            if rs[0]["format"] != fmt:
+            if rs[0].format != fmt:
                 continue
-            base_dir = Path(sources[(model, artifact)]["artifacts"]).parent
-            c = Candidate(platform, model, artifact, fmt, rs[0]["quant"], rs[0].get("size_bytes") or 0,
-                          str(base_dir / artifact), rs)
+            c = Candidate(platform, model, artifact, fmt, rs[0].quant, rs[0].size_bytes or 0,
+                          str(dirs[(model, artifact)] / artifact), rs)
             c.failures.extend(_check(c, policy, baseline if baseline and baseline.get("platform") == platform else None))
             candidates.append(c)
     chosen = {}
@@ -130,31 +141,30 @@ def _preference(c: Candidate, prefer: str):
 
 def _check(c: Candidate, p: Policy, baseline: dict | None) -> list[RuleFailure]:
     fails: list[RuleFailure] = []
-    broken = [r for r in c.rows if "failed" in r]
-    for r in broken:
-        fails.append(RuleFailure(f"benchmark failed: {r['failed']}", r.get("target") or r.get("runner") or "file",
-                                 None, 0))
+    for r in c.rows:
+        if not r.ok:
+            fails.append(RuleFailure(f"benchmark failed: {r.failed}", r.where, None, 0))
     m = c.measured()
     if p.min_retention is not None:
-        v = m.get("retention") if m else None
+        v = m.retention if m else None
         if v is None or v < p.min_retention:
-            fails.append(RuleFailure("min_retention", m["runner"] if m else "file", v, p.min_retention))
+            fails.append(RuleFailure("min_retention", m.where if m else "file", v, p.min_retention))
     if p.min_teacher_agreement is not None:
-        v = m.get("teacher_agreement") if m else None
+        v = m.teacher_agreement if m else None
         if v is None or v < p.min_teacher_agreement:
-            fails.append(RuleFailure("min_teacher_agreement", m["runner"] if m else "file", v, p.min_teacher_agreement))
+            fails.append(RuleFailure("min_teacher_agreement", m.where if m else "file", v, p.min_teacher_agreement))
     if p.max_size_bytes is not None and c.size_bytes > p.max_size_bytes:
         fails.append(RuleFailure("max_size_bytes", "file", c.size_bytes, p.max_size_bytes))
     for name, limit in p.max_latency_ms.items():
         for r in c.rows:
-            if (r.get("target") or r.get("runner")) == name and "failed" not in r:
-                v = r.get("latency_ms_p50")
+            if r.where == name and r.ok:
+                v = r.latency_ms_p50
                 if v is None or v > limit:
                     fails.append(RuleFailure("max_latency_ms", name, v, limit))
     for name, limit in p.min_accelerator_residency.items():
         for r in c.rows:
-            if r.get("target") == name and "failed" not in r:
-                v = (r.get("accelerator_residency") or {}).get("ops")
+            if r.target == name and r.ok:
+                v = (r.accelerator_residency or {}).get("ops")
                 if v is None or v < limit:
                     fails.append(RuleFailure("min_accelerator_residency", name, v, limit))
     if p.max_regression is not None and baseline is not None:
@@ -168,19 +178,18 @@ def _regressions(c: Candidate, p: Policy, baseline: dict) -> list[RuleFailure]:
     m = c.measured()
     if lim.retention is not None and m and base.get("retention") is not None:
         floor = base["retention"] - lim.retention
-        if (m.get("retention") or 0) < floor:
-            fails.append(RuleFailure("max_regression.retention", "vs baseline", m.get("retention"), floor))
+        if m.retention is None or m.retention < floor:
+            fails.append(RuleFailure("max_regression.retention", "vs baseline", m.retention, floor))
     if lim.size_pct is not None:
         cap = baseline["model"]["size_bytes"] * (1 + lim.size_pct / 100)
         if c.size_bytes > cap:
             fails.append(RuleFailure("max_regression.size_pct", "vs baseline", c.size_bytes, cap))
     if lim.latency_pct is not None:
         for r in c.rows:
-            t = r.get("target")
-            old = (base.get("simulated") or {}).get(t, {}).get("latency_ms") if t else None
-            if old is not None and "failed" not in r and r["latency_ms_p50"] > old * (1 + lim.latency_pct / 100):
-                fails.append(RuleFailure("max_regression.latency_pct", t, r["latency_ms_p50"],
-                                         old * (1 + lim.latency_pct / 100)))
+            old = (base.get("simulated") or {}).get(r.target, {}).get("latency_ms") if r.target else None
+            cap = old * (1 + lim.latency_pct / 100) if old is not None else None
+            if cap is not None and r.ok and r.latency_ms_p50 > cap:
+                fails.append(RuleFailure("max_regression.latency_pct", r.target, r.latency_ms_p50, cap))
     return fails
 
 
@@ -189,12 +198,15 @@ def explain(v: Verdict) -> str:
     for platform, c in v.chosen.items():
         mine = [x for x in v.candidates if x.platform == platform]
         if c is not None:
-            m = c.measured() or {}
             lines.append(f"  {platform}: ships {c.model}/{c.artifact} ({c.size_bytes} B, retention "
-                         f"{m.get('retention', float('nan')):.4f})")
+                         f"{_ratio(c.measured())})")
         elif mine:
             lines.append(f"  {platform}: no file passes the policy")
             for x in mine:
                 lines.append(f"    {x.model}/{x.artifact}: " + "; ".join(str(f) for f in x.failures))
     lines += [f"  note: {n}" for n in v.notes]
     return "\n".join(lines)
+
+
+def _ratio(m: Measurement | None) -> str:
+    return "unknown" if m is None or m.retention is None else f"{m.retention:.4f}"
