@@ -30,8 +30,7 @@ def _output_dir(out: Path):
     (Ctrl-C) keeps it: its resume states let the next run continue where this one stopped."""
     from edgekd.runfolder import check_writable, locked
 
-    created = not out.exists()
-    check_writable(out)
+    created = check_writable(out)
     try:
         with locked(out):
             yield out

@@ -110,7 +110,11 @@ def _npz(path: Path | None = None, seed: int = 42) -> RawData:
     if path is None:
         raise InputError("dataset 'npz' needs a file: set data.path in the recipe to your .npz")
     path = Path(path)
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as e:  # a name too long for the file system, ...
+        raise InputError(f"{str(path)[:120]}...: {e.strerror} (data.path in the recipe); fix the path") from None
+    if not found:
         raise InputError(f"{path}: no such file (data.path in the recipe)")
     try:
         z = dict(np.load(path, allow_pickle=False))
@@ -203,12 +207,12 @@ def _in_range(y: np.ndarray, labels: tuple[str, ...], path: Path, key: str) -> N
 def check_splits(raw: RawData, where: str) -> None:
     """What any source must give: enough rows, two classes or more, finite inputs."""
     if len(raw.x_train) < 2 or len(raw.x_test) < 1:
-        raise InputError(f"{where}: {len(raw.x_train)} training and {len(raw.x_test)} test samples; "
-                         "distillation needs at least 2 to train on and 1 to test on (more, to mean anything)")
+        raise InputError(f"{where}: too few samples in 'x': {len(raw.x_train)} to train on and {len(raw.x_test)} "
+                         "to test on; distillation needs at least 2 and 1 (many more, to mean anything)")
     present = np.unique(raw.y_train)
     if len(raw.labels) < 2 or len(present) < 2:
-        raise InputError(f"{where}: the training labels hold {len(present)} class(es) of {len(raw.labels)}; "
-                         "a classifier needs at least 2 (one class ships a trivial model)")
+        raise InputError(f"{where}: 'y' holds {len(present)} class(es) ({len(raw.labels)} labels); a classifier "
+                         "needs at least 2 (one class ships a trivial model)")
     for key, a in (("training inputs", raw.x_train), ("test inputs", raw.x_test)):
         if not np.isfinite(np.asarray(a, np.float64)).all():
             raise InputError(f"{where}: the {key} hold NaN/inf values; remove or impute them")

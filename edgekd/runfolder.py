@@ -56,16 +56,19 @@ def read_record(out: Path) -> RunRecord | None:
         raise InputError(f"{path}: malformed run record (field {e}); re-run `edgekd run` on this folder") from None
 
 
-def check_writable(out: Path) -> None:
-    """`--out` must be a folder edgekd can write: refuse a file, a read-only place, a name too long."""
+def check_writable(out: Path) -> bool:
+    """`--out` must be a folder edgekd can write: refuse a file, a read-only place, a name too long.
+    Returns whether the folder was created here."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: --out is a file, not a folder; choose a folder name")
     try:
+        existed = out.exists()
+        if existed and not out.is_dir():
+            raise InputError(f"{out}: --out is a file, not a folder; choose a folder name")
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".edgekd-write-test.{os.getpid()}.tmp"
         probe.write_bytes(b"")
         probe.unlink()
+        return not existed
     except OSError as e:
         raise InputError(f"{out}: cannot write the output folder (--out): {e.strerror}; "
                          f"{io_fix(e)}") from None

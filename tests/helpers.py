@@ -7,3 +7,20 @@ def run_cli(*args, cwd: Path | None = None, timeout: int = 600) -> subprocess.Co
     """Run the real `edgekd` command (exit codes and stderr as a user sees them)."""
     return subprocess.run([sys.executable, "-m", "edgekd.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout)
+
+
+def run_main(argv: list, capsys) -> tuple[int, str]:
+    """The `edgekd` command in this process (fast: torch is imported once); returns (exit code, stderr)."""
+    from edgekd.cli import main
+
+    saved = sys.argv
+    sys.argv = ["edgekd", *map(str, argv)]
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = saved
+    return code, capsys.readouterr().err

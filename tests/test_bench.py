@@ -11,7 +11,7 @@ import yaml
 from edgekd.bench.graph import Op, read_graph
 from edgekd.bench.report import pareto
 from edgekd.bench.simulator import op_time_us, simulate
-from edgekd.bench.targets import Target, Unit, all_targets, get_targets, load_target
+from edgekd.bench.targets import Target, Unit, all_targets, get_targets, load_target, targets_dir
 from edgekd.errors import InputError
 from edgekd.runtimes.android import benchmark_command, parse_benchmark_output, run_on_device, NoDevice
 from factories import make_checkpoint
@@ -67,7 +67,7 @@ def test_shipped_profiles_validate_and_cover_the_required_hardware():
     names = set(all_targets())
     assert {"apple-a17-pro-ane", "apple-a14-ane", "snapdragon-8-gen3-hexagon", "google-tensor-g3",
             "arm-cortex-a78", "host-cpu"} <= names
-    for p in Path("targets").glob("*.yaml"):
+    for p in targets_dir().glob("*.yaml"):
         assert p.read_text().lstrip().startswith("#"), f"{p} must cite its sources in comments"
 
 
@@ -78,7 +78,7 @@ def test_shipped_profiles_validate_and_cover_the_required_hardware():
     (lambda d: d.update(colour="red"), "colour: unknown field"),
 ])
 def test_bad_profile_fields_are_named(tmp_path, edit, message):
-    d = yaml.safe_load(Path("targets/arm-cortex-a78.yaml").read_text())
+    d = yaml.safe_load((targets_dir() / "arm-cortex-a78.yaml").read_text())
     edit(d)
     p = tmp_path / "arm-cortex-a78.yaml"
     p.write_text(yaml.safe_dump(d))

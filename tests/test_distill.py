@@ -68,13 +68,56 @@ def test_nan_loss_stops_with_a_clear_error(data):
               lr=1e-3, weight_decay=0.0, seed=0)
 
 
-def test_kd_with_hint_and_cosine_losses_runs(data):
+@pytest.mark.parametrize("terms", [{"hint_weight": 1.0}, {"cosine_weight": 1.0},
+                                   {"hint_weight": 1.0, "cosine_weight": 1.0}])
+def test_feature_loss_terms_change_what_the_student_learns(data, terms):
+    """Each feature term must reach the weights: deleting it from the loss makes this test fail."""
+    torch.manual_seed(0)
     teacher = build_model("cnn1d", (1, 40), 10, width=0.5)
     logits, feats, _ = cached_teacher_outputs(teacher, "t", data.x_train[:256], None)
-    stats = train(build_model("cnn1d", (1, 40), 10, width=0.2), data.x_train[:256], data.y_train[:256],
-                  epochs=1, batch_size=128, lr=1e-3, weight_decay=0.0, seed=0, teacher_logits=logits,
-                  teacher_features=feats, hint_weight=1.0, cosine_weight=1.0)
-    assert np.isfinite(stats.final_loss)
+
+    def student(**kw):
+        torch.manual_seed(1)
+        m = build_model("cnn1d", (1, 40), 10, width=0.2)
+        stats = train(m, data.x_train[:256], data.y_train[:256], epochs=1, batch_size=128, lr=1e-3,
+                      weight_decay=0.0, seed=0, teacher_logits=logits, teacher_features=feats, **kw)
+        assert np.isfinite(stats.final_loss)
+        return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    plain, with_terms = student(), student(**terms)
+    assert not torch.allclose(plain, with_terms), f"{terms} did not change the student's features"
+
+
+def test_transfer_set_cache_is_keyed_by_x_unlabeled_and_rebuilds_bad_entries(tmp_path):
+    from edgekd.data import load_dataset as load
+    from edgekd.distill.cache import cached_array
+    from edgekd.distill.stage import transfer_inputs
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 1, 8)).astype(np.float32), np.arange(60) % 3
+    np.savez(tmp_path / "a.npz", x=x, y=y, x_unlabeled=rng.normal(size=(40, 1, 8)).astype(np.float32))
+    np.savez(tmp_path / "b.npz", x=x, y=y, x_unlabeled=rng.normal(size=(40, 1, 8)).astype(np.float32))
+    a, b = load("npz", tmp_path / "a.npz"), load("npz", tmp_path / "b.npz")
+    assert a.fingerprint != b.fingerprint  # students and caches of a and b can never be confused
+    ta, tb = transfer_inputs(a, 30, 0, tmp_path / "c"), transfer_inputs(b, 30, 0, tmp_path / "c")
+    assert not np.array_equal(ta, tb)
+    # a poisoned entry (rows of another width, or garbage) is rebuilt, never fatal
+    made = cached_array(tmp_path / "c", "k", lambda: np.zeros((3, 1, 9), np.float32))
+    assert made.shape == (3, 1, 9)
+    rebuilt = cached_array(tmp_path / "c", "k", lambda: np.ones((3, 1, 8), np.float32), row_shape=(1, 8))
+    assert rebuilt.shape == (3, 1, 8) and rebuilt.sum() == 24
+    next((tmp_path / "c" / "arrays").glob("k.npy")).write_bytes(b"garbage")
+    assert cached_array(tmp_path / "c", "k", lambda: np.ones((2, 1, 8)), row_shape=(1, 8)).shape == (2, 1, 8)
+
+
+def test_a_failed_training_leaves_no_resume_state(data, tmp_path):
+    x = data.x_train[:256].copy()
+    x[5, 0, 3] = np.nan
+    state = tmp_path / "s.state.pt"
+    with pytest.raises(TrainingError):
+        train(build_model("mlp", (1, 40), 10, width=0.1), x, data.y_train[:256], epochs=2, batch_size=128,
+              lr=1e-3, weight_decay=0.0, seed=0, state_path=state)
+    assert not state.exists()
 
 
 def test_logit_cache_hits_on_second_call_and_rejects_damage(data, tmp_path):

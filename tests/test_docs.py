@@ -5,6 +5,7 @@ from pathlib import Path
 
 import yaml
 
+from edgekd.bench.targets import targets_dir
 from edgekd.config import Policy, Recipe
 from edgekd.models import MODELS
 
@@ -26,6 +27,6 @@ def test_readme_recipe_example_is_a_valid_recipe():
 def test_readme_policy_example_is_a_valid_policy():
     (block,) = [b for b in _yaml_blocks() if "min_retention" in b]
     policy = Policy.model_validate(block)
-    targets = {p.stem for p in (Path(__file__).parent.parent / "targets").glob("*.yaml")}
+    targets = {p.stem for p in targets_dir().glob("*.yaml")}
     named = {*policy.max_latency_ms, *policy.min_accelerator_residency} - {"tflite", "onnxruntime", "torch-eager", "coreml", "coreml-exec"}
     assert named <= targets, f"README names targets that targets/ does not have: {named - targets}"

@@ -67,14 +67,14 @@ class Target(BaseModel):
         return self
 
 
-TARGETS_DIR = Path(__file__).resolve().parents[2] / "targets"
-
-
 def targets_dir() -> Path:
-    """The repo's targets/ (a source checkout), else the copy installed inside the package."""
-    if TARGETS_DIR.is_dir():
-        return TARGETS_DIR
-    return Path(__file__).resolve().parents[1] / "targets"
+    """The profiles shipped inside the installed package (edgekd/targets/), else, in a source checkout
+    or an editable install, the repository's targets/ they are built from. Never the working directory."""
+    package = Path(__file__).resolve().parents[1]
+    for d in (package / "targets", package.parent / "targets"):
+        if d.is_dir() and any(d.glob("*.yaml")):
+            return d
+    raise InputError(f"no target profiles found in {package / 'targets'}; reinstall edgekd")
 
 
 def load_target(path: Path) -> Target:

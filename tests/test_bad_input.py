@@ -1,0 +1,77 @@
+"""Every bad input exits 2 with one message naming the file and the field, and leaves nothing behind."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bad_inputs import CASES, _recipe, _signals
+from helpers import run_main
+
+
+def _tree(d: Path) -> dict[str, int]:
+    return {str(p.relative_to(d)): p.stat().st_size for p in d.rglob("*") if not p.is_dir()}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.heavy] if c.heavy else [])
+                                  for c in CASES])
+def test_bad_input_exits_2_naming_file_and_field_and_leaves_nothing(case, tmp_path, capsys):
+    argv, file, field = case.make(tmp_path)
+    before = _tree(tmp_path)
+    code, err = run_main(argv, capsys)
+    assert code == 2, err
+    assert err.startswith("edgekd: error:") and "Traceback" not in err, err
+    assert file in err and field in err, err
+    assert _tree(tmp_path) == before, "the failed command left files behind"
+
+
+def test_a_second_run_on_a_locked_folder_is_refused_with_the_holders_pid(tmp_path, capsys):
+    from edgekd.runfolder import locked
+
+    x, y = _signals()
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from edgekd.runfolder import locked\n"
+                               f"with locked({str(out)!r}):\n print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, err = run_main(["distill", str(_recipe(tmp_path, tmp_path / "data.npz")), "--out", str(out)], capsys)
+        assert code == 2 and f"pid {holder.pid}" in err and str(out) in err, err
+    finally:
+        holder.kill()
+        holder.wait()
+    with locked(out):  # the lock dies with its holder: a killed run never blocks the next one
+        pass
+
+
+def test_temporaries_a_killed_run_left_are_swept_and_resume_states_kept(tmp_path):
+    from edgekd.runfolder import locked
+
+    out = tmp_path / "out"
+    (out / "export" / "s" / ".s-fp16.1a2b3c4d.tmp.mlpackage").mkdir(parents=True)
+    (out / "export" / "s" / ".artifacts.json.x1y2.tmp").write_text("{")
+    (out / ".teacher.0123456789ab.state.pt").write_bytes(b"resume")
+    (out / "metrics.json").write_text("{}")
+    with locked(out):
+        left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and ".edgekd" not in p.parts)
+    assert left == [".teacher.0123456789ab.state.pt", "metrics.json"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only file system needs root")
+def test_a_read_only_out_folder_exits_2(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)]).returncode != 0:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        x, y = _signals()
+        np.savez(tmp_path / "data.npz", x=x, y=y)
+        code, err = run_main(["distill", str(_recipe(tmp_path, tmp_path / "data.npz")), "--out",
+                              str(ro / "out")], capsys)
+        assert code == 2 and "read-only" in err.lower() and "--out" in err, err
+    finally:
+        subprocess.run(["umount", str(ro)])
