@@ -101,3 +101,31 @@ def test_run_with_bad_inputs(tmp_path):
     policy.write_text("min_retension: 0.9\n")
     r = run_cli("run", _recipe(tmp_path), "--out", tmp_path / "o", "--policy", policy)
     assert r.returncode == 2 and "min_retension: unknown rule" in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_renamed_student_never_ships_the_old_one_and_gate_keeps_the_recipes_platforms(two_runs, tmp_path):
+    import shutil
+
+    root, recipe, _ = two_runs
+    out = tmp_path / "c"
+    shutil.copytree(root / "a", out)
+    r = yaml.safe_load(recipe.read_text())
+    r["students"][0]["name"] = "s2"
+    r["bundle"]["platforms"] = {"android": "tflite"}
+    (tmp_path / "policy.yaml").write_text("min_retention: 0.8\n")
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(yaml.safe_dump(r))
+    run = run_cli("run", renamed, "--out", out)
+    assert run.returncode == 0, run.stderr
+    assert (out / "bench" / "s" / "bench.json").is_file()  # the old student's files are still there...
+    manifest = json.loads((out / "bundles" / "android" / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "s2"  # ...but only this recipe's student ships
+    assert not (out / "bundles" / "ios").exists() and not (out / "bundles" / "ios.zip").exists()
+    gate = json.loads((out / "gate" / "gate.json").read_text())
+    assert {c["model"] for c in gate["candidates"]} == {"s2"} and set(gate["chosen"]) == {"android"}
+    assert "s2" in (out / "report" / "report.html").read_text()
+    # gated again, from another working directory, with a relative path: same verdict, same platforms
+    again = run_cli("gate", "c", "--policy", tmp_path / "policy.yaml", "--out", "g", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads((tmp_path / "g" / "gate.json").read_text())["chosen"]["android"]["model"] == "s2"
+    assert "ios" not in json.loads((tmp_path / "g" / "gate.json").read_text())["chosen"]

@@ -60,12 +60,14 @@ def device_rows(common: dict, path: Path, delegates: list[str], threads: int) ->
         except (subprocess.SubprocessError, ValueError) as e:
             rows.append(Measurement(**where, failed=str(e)))
             continue
-        if getattr(r, "failed", None):
+        if r.failed:  # the delegate asked for did not run (or the run failed): say why, time nothing
             rows.append(Measurement(**where, failed=r.failed))
             continue
+        residency = None if r.residency is None else {"ops": round(r.residency, 4), "time": None}
         rows.append(Measurement(**where, threads=threads, latency_ms_p50=r.latency_ms_p50 or r.latency_ms_avg,
                                 latency_ms_p90=r.latency_ms_p90, latency_ms_avg=r.latency_ms_avg, load_ms=r.init_ms,
                                 peak_memory_bytes=r.peak_memory_bytes, delegated_nodes=r.delegated_nodes,
+                                accelerator=delegate in ("gpu", "nnapi"), accelerator_residency=residency,
                                 timed_runs=r.runs))
     return rows
 

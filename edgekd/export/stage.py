@@ -113,7 +113,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
         except ConverterFailed as e:
             io_error = e.io_error()
             if io_error is not None:  # a full disk or a read-only folder is not the converter's fault
-                raise io_error from None
+                raise OSError(io_error.errno, io_error.strerror, str(out_dir / file_name(meta, fmt, quant))) from None
             failures.append(Failure(fmt, quant, str(e)))
     _write_manifest(out_dir, ckpt, artifacts, failures, coreml_target)
     if failures:
