@@ -19,4 +19,11 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q
 
-.PHONY: venv demo test
+# The edit loop: no converters, no training beyond a few steps (tests marked heavy are skipped).
+test-fast: venv
+	$(PY) -m pytest -q -m "not heavy"
+
+lint: venv
+	$(PY) -m ruff check edgekd tests benchmarks
+
+.PHONY: venv demo test test-fast lint

@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from edgekd.bench.graph import Op, read_graph
-from edgekd.bench.report import pareto
 from edgekd.bench.simulator import op_time_us, simulate
 from edgekd.bench.targets import Target, Unit, all_targets, get_targets, load_target, targets_dir
 from edgekd.errors import InputError
@@ -116,12 +115,6 @@ def test_benchmark_command_per_delegate():
 def test_device_runner_without_device_says_so(tmp_path):
     with pytest.raises(NoDevice, match="no Android device attached"):
         run_on_device(tmp_path / "m.tflite", adb="adb-that-does-not-exist")
-
-
-def test_pareto_front():
-    # (latency, retention): b dominates a; c is faster but worse; d is dominated by b
-    pts = [(2.0, 0.98), (1.0, 0.99), (0.5, 0.90), (1.5, 0.985)]
-    assert pareto(pts) == {1, 2}
 
 
 @pytest.fixture(scope="module")
