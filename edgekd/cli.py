@@ -26,18 +26,20 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory")]
 @contextmanager
 def _output_dir(out: Path):
     """Lock `out` for this command (a second edgekd on the same folder is refused), and remove it again
-    if this command created it and then failed for any reason: no half-written folders. An interrupt
-    (Ctrl-C) keeps it: its resume states let the next run continue where this one stopped."""
+    if this command created it and then failed: no half-written folders. Kept: after an interrupt
+    (Ctrl-C: its resume states let the next run continue) and after a failed check (exit 1: the outputs
+    are complete, e.g. the files that passed parity, and say what failed)."""
+    from edgekd.errors import CheckFailed
     from edgekd.runfolder import check_writable, locked
 
     created = check_writable(out)
     try:
         with locked(out):
             yield out
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, CheckFailed):
         raise
-    except BaseException as e:
-        if created and out.exists() and not (isinstance(e, typer.Exit) and e.exit_code == 0):
+    except BaseException:
+        if created and out.exists():
             shutil.rmtree(out, ignore_errors=True)
         raise
 

@@ -36,9 +36,12 @@ class Parity:
     cosine: float
     snr_db: float
     n: int
+    top1_ci95: tuple[float, float] | None = None  # 95% Wilson interval of the agreement over n inputs
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["top1_ci95"] = [round(v, 6) for v in self.top1_ci95] if self.top1_ci95 else None
+        return d
 
 
 @dataclass(frozen=True)

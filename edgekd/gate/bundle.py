@@ -11,19 +11,17 @@ import io
 import json
 import shutil
 import subprocess
-import tempfile
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from edgekd.errors import CheckFailed, InputError
-from edgekd.fileio import atomic_dir, atomic_path, read_json, sha256_file, sha256_tree
+from edgekd.errors import InputError
+from edgekd.fileio import atomic_dir, atomic_path, sha256_file, sha256_tree
 from edgekd.gate.verdict import Candidate
+from edgekd.gate.verify import FORMAT, read_bundle_manifest, verify_bundle  # noqa: F401
 from edgekd.runtimes import load_runner
-
-FORMAT = "edgekd.bundle"
 PACKAGES = ("edgekd", "torch", "numpy", "coremltools", "litert-torch", "ai-edge-litert", "ai-edge-quantizer",
             "onnx", "onnxruntime")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -56,18 +54,22 @@ def _files(root: Path) -> list[Path]:
 
 
 def _metrics(c: Candidate) -> dict:
-    m = c.measured() or {}
-    return {"accuracy": m.get("accuracy"), "retention": m.get("retention"),
-            "teacher_agreement": m.get("teacher_agreement"), "runner": m.get("runner"),
-            "simulated": {r["target"]: {"latency_ms": round(r["latency_ms_p50"], 6),
-                                        "accelerator_residency": r.get("accelerator_residency")}
-                          for r in c.rows if r["kind"] == "simulated" and "failed" not in r}}
+    m = c.measured()
+    return {"accuracy": m.accuracy if m else None, "retention": m.retention if m else None,
+            "teacher_agreement": m.teacher_agreement if m else None, "runner": m.runner if m else None,
+            "simulated": {r.target: {"latency_ms": round(r.latency_ms_p50, 6),
+                                     "accelerator_residency": r.accelerator_residency}
+                          for r in c.rows if r.kind == "simulated" and r.ok}}
+
+
+def _share(residency: dict | None) -> str:
+    return "CPU only" if not residency else f"{residency['ops']:.0%}"
 
 
 def model_card(manifest: dict) -> str:
     m, met, prov = manifest["model"], manifest["metrics"], manifest["provenance"]
-    sims = "\n".join(f"| {t} | {v['latency_ms']:.4f} | {(v['accelerator_residency'] or {}).get('ops', 0):.0%} |"
-                     for t, v in met["simulated"].items()) or "| (none) | | |"
+    sims = "\n".join(f"| {t} | {v['latency_ms']:.4f} | {_share(v['accelerator_residency'])} |"
+                      for t, v in met["simulated"].items()) or "| (none) | | |"
     return f"""# Model card: {m['name']} ({manifest['platform']})
 
 **File:** `{m['file']}` ({m['format']}, {m['quant']}), {m['size_bytes']} bytes, {m['params']} parameters.
@@ -137,59 +139,6 @@ def deterministic_zip(root: Path) -> bytes:
             info.create_system = 3  # unix, whatever the host
             z.writestr(info, p.read_bytes(), compresslevel=9)
     return buf.getvalue()
-
-
-def read_bundle_manifest(path: Path) -> tuple[dict, Path, tempfile.TemporaryDirectory | None]:
-    """(manifest, bundle directory, temp dir to clean up) for a bundle directory or zip."""
-    path = Path(path)
-    tmp = None
-    if path.is_file() and zipfile.is_zipfile(path):
-        tmp = tempfile.TemporaryDirectory()
-        with zipfile.ZipFile(path) as z:
-            z.extractall(tmp.name)
-        roots = [p for p in Path(tmp.name).iterdir() if p.is_dir()]
-        if len(roots) != 1:
-            raise InputError(f"{path}: a bundle zip holds one top-level folder")
-        path = roots[0]
-    mpath = path / "manifest.json"
-    manifest = read_json(mpath, "bundle manifest", "is this an edgekd bundle?")
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise InputError(f"{mpath}: not an edgekd bundle manifest (field 'format' is not {FORMAT!r})")
-    return manifest, path, tmp
-
-
-def verify_bundle(path: Path) -> dict:
-    """Recheck every file's hash and size, then re-run the bundled inputs. Raises CheckFailed listing
-    every problem; returns a summary when all is well."""
-    manifest, root, tmp = read_bundle_manifest(path)
-    try:
-        problems = []
-        listed = manifest.get("files", {})
-        actual = {str(p.relative_to(root)) for p in _files(root)} - {"manifest.json"}
-        for rel in sorted(set(listed) - actual):
-            problems.append(f"{rel}: missing")
-        for rel in sorted(actual - set(listed)):
-            problems.append(f"{rel}: not listed in manifest.json (added after bundling)")
-        for rel in sorted(set(listed) & actual):
-            p = root / rel
-            if p.stat().st_size != listed[rel]["size_bytes"] or sha256_file(p) != listed[rel]["sha256"]:
-                problems.append(f"{rel}: sha256/size differ from manifest.json (altered)")
-        outputs_ok = None
-        if not problems:
-            x = np.load(root / "validation" / "inputs.npy")
-            want = np.load(root / "validation" / "expected.npy")
-            got = load_runner(manifest["model"]["format"], root / manifest["model"]["file"]).predict(x)
-            diff = float(np.abs(got - want).max())
-            agree = float((got.argmax(1) == want.argmax(1)).mean())
-            outputs_ok = agree == 1.0 and diff <= 1e-3
-            if not outputs_ok:
-                problems.append(f"validation outputs differ: top-1 agreement {agree:.4f}, max abs diff {diff:.3g}")
-        if problems:
-            raise CheckFailed(f"{path}: bundle verification failed:\n" + "\n".join(f"  {p}" for p in problems))
-        return {"bundle": str(path), "files": len(listed), "model": manifest["model"]["file"], "ok": True}
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
 
 
 def load_baseline(path: Path, labels: list[str], input_shape: list[int]) -> dict:
