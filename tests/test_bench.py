@@ -131,6 +131,7 @@ def exported(tmp_path_factory):
     return root
 
 
+@pytest.mark.heavy
 def test_graph_readers_count_the_work(exported):
     tfl = read_graph("tflite", exported / "export" / "student-fp32.tflite")
     cml = read_graph("coreml", exported / "export" / "student-fp16.mlpackage")
@@ -145,6 +146,7 @@ def test_graph_readers_count_the_work(exported):
     assert {o.dtype for o in int8 if o.kind == "conv"} == {"int8"}
 
 
+@pytest.mark.heavy
 def test_bench_cli_end_to_end(exported, tmp_path):
     r = run_cli("bench", exported / "export", "--out", tmp_path / "b", "--targets", "apple-a17-pro-ane,host-cpu")
     assert r.returncode == 0, r.stderr
@@ -176,6 +178,7 @@ def test_bench_cli_end_to_end(exported, tmp_path):
     assert (tmp_path / "b" / "report.md").read_text().startswith("# student")
 
 
+@pytest.mark.heavy
 def test_bench_reports_missing_and_altered_files_and_keeps_the_rest(exported, tmp_path):
     export = tmp_path / "export"
     shutil.copytree(exported / "export", export)
@@ -191,11 +194,13 @@ def test_bench_reports_missing_and_altered_files_and_keeps_the_rest(exported, tm
     assert any(x["artifact"] == "student-fp32.tflite" and "failed" not in x for x in rows)
 
 
+@pytest.mark.heavy
 def test_bench_android_without_device_says_so(exported, tmp_path):
     r = run_cli("bench", exported / "export", "--out", tmp_path / "b", "--android", "xnnpack,nnapi")
     assert r.returncode == 2 and "no Android device attached" in r.stderr and not (tmp_path / "b").exists()
 
 
+@pytest.mark.heavy
 def test_bench_cli_bad_inputs(exported, tmp_path):
     r = run_cli("bench", exported / "export", "--out", tmp_path / "b", "--targets", "pixel-99")
     assert r.returncode == 2 and "unknown target" in r.stderr and not (tmp_path / "b").exists()

@@ -14,7 +14,7 @@ from edgekd.distill.stage import seeded_model
 from edgekd.distill.train import accuracy, train
 from edgekd.errors import InputError, TrainingError
 from edgekd.models import build_model
-from helpers import run_cli
+from helpers import run_cli, run_main
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,7 @@ def _small_train(model, data, state_path=None, epochs=2, n=512, **kw):
                  weight_decay=0.0, seed=3, state_path=state_path, **kw)
 
 
+@pytest.mark.heavy
 def test_training_is_deterministic_and_learns(data):
     m1, m2 = seeded_model("cnn1d", data, 0.25, None, 7), seeded_model("cnn1d", data, 0.25, None, 7)
     torch.manual_seed(123)  # the batch order must come from the training seed, not the caller's state
@@ -173,6 +174,7 @@ def distilled(tmp_path_factory):
     return recipe, out
 
 
+@pytest.mark.heavy
 def test_distill_cli_writes_metrics(distilled):
     _, out = distilled
     m = json.loads((out / "metrics.json").read_text())
@@ -186,6 +188,7 @@ def test_distill_cli_writes_metrics(distilled):
     assert not list(out.rglob("*.state.pt")), "resume state must be removed once a model is saved"
 
 
+@pytest.mark.heavy
 def test_distill_rerun_reuses_teacher_and_students(distilled):
     recipe, out = distilled
     before = {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")}
@@ -194,6 +197,7 @@ def test_distill_rerun_reuses_teacher_and_students(distilled):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == before
 
 
+@pytest.mark.heavy
 def test_teacher_below_floor_is_refused(distilled, write_recipe, tmp_path):
     _, out = distilled
     rec = write_recipe(tiny_recipe(teacher={"checkpoint": str(out / "teacher"), "min_accuracy": 0.9999}))
@@ -202,6 +206,7 @@ def test_teacher_below_floor_is_refused(distilled, write_recipe, tmp_path):
     assert "below the floor teacher.min_accuracy=0.9999" in r.stderr
 
 
+@pytest.mark.heavy
 def test_teacher_with_other_label_count_is_refused(distilled, write_recipe, tmp_path):
     _, out = distilled
     three_classes = tmp_path / "three.npz"
@@ -216,6 +221,7 @@ def test_teacher_with_other_label_count_is_refused(distilled, write_recipe, tmp_
     assert r.returncode == 2 and "the teacher takes inputs of shape [1, 40]" in r.stderr
 
 
+@pytest.mark.heavy
 def test_teacher_cli_loads_a_given_teacher(distilled, write_recipe, tmp_path):
     _, out = distilled
     rec = write_recipe(tiny_recipe(teacher={"checkpoint": str(out / "teacher"), "min_accuracy": 0.5}))
@@ -237,19 +243,20 @@ def test_teacher_cli_loads_a_given_teacher(distilled, write_recipe, tmp_path):
     ({"students": [{"name": "s"}], "teacher": {"checkpoint": "nowhere"}}, "nowhere: no such checkpoint directory"),
     ({"students": [{"name": "s"}], "data": {"name": "npz", "path": "missing.npz"}}, "missing.npz: no such file"),
 ])
-def test_bad_recipes_fail_cleanly(tmp_path, recipe, message):
+def test_bad_recipes_fail_cleanly(tmp_path, recipe, message, capsys):
     import yaml
 
     path = tmp_path / "r.yaml"
     if recipe is not None:
         path.write_text(recipe if isinstance(recipe, str) else yaml.safe_dump(recipe))
     out = tmp_path / "out"
-    r = run_cli("distill", path, "--out", out)
-    assert r.returncode == 2, r.stderr
-    assert message in r.stderr and "Traceback" not in r.stderr
+    code, err = run_main(["distill", path, "--out", out], capsys)
+    assert code == 2, err
+    assert message in err and "Traceback" not in err
     assert not out.exists()
 
 
+@pytest.mark.heavy
 def test_corrupt_teacher_checkpoint_fails_cleanly(distilled, write_recipe, tmp_path):
     _, out = distilled
     bad = tmp_path / "bad_teacher"
@@ -261,6 +268,7 @@ def test_corrupt_teacher_checkpoint_fails_cleanly(distilled, write_recipe, tmp_p
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.heavy
 def test_npz_recipe_end_to_end(npz_data, write_recipe, tmp_path):
     rec = write_recipe({
         "data": {"name": "npz", "path": str(npz_data), "transfer_samples": 500},
@@ -274,6 +282,7 @@ def test_npz_recipe_end_to_end(npz_data, write_recipe, tmp_path):
     assert ckpt.labels == ("a", "b", "c") and ckpt.input_shape == (1, 16)
 
 
+@pytest.mark.heavy
 def test_a_student_can_have_its_own_training_budget(tmp_path):
     """students[].train overrides distill.train field by field; the student is trained with exactly that."""
     from edgekd.config import Recipe

@@ -23,6 +23,7 @@ from edgekd.runtimes import load_runner
 from factories import make_checkpoint
 from helpers import run_cli
 
+pytestmark = pytest.mark.heavy  # real converters on trained checkpoints
 DEFAULTS = ExportConfig().model_dump()
 
 
@@ -39,7 +40,6 @@ def student(tmp_path_factory):
 ALL_MODES = [(f, q) for f in EXPORTERS.names() for q in EXPORTERS.get(f).quants]
 
 
-@pytest.mark.heavy
 @pytest.mark.parametrize("fmt, quant", ALL_MODES, ids=[f"{f}-{q}" for f, q in ALL_MODES])
 def test_every_mode_exports_and_matches_pytorch(student, tmp_path, fmt, quant):
     # Thresholds for mechanics on a tiny, briefly trained model; the real defaults are measured on the
@@ -75,7 +75,6 @@ def test_quantised_files_are_smaller(student, tmp_path):
 SHAPES = {"cnn1d": "mnist1d", "mlp": "mnist1d", "transformer": "mnist1d", "mobilenet2d": "digits"}
 
 
-@pytest.mark.heavy
 @pytest.mark.parametrize("arch", sorted(SHAPES))
 def test_every_model_family_exports_to_every_format(arch, tmp_path):
     ckpt = make_checkpoint(tmp_path / "ck", arch=arch, dataset=SHAPES[arch], width=0.25, epochs=1)

@@ -140,6 +140,7 @@ def bundle(tmp_path_factory):
     return d, z
 
 
+@pytest.mark.heavy
 def test_bundle_contents_and_verify(bundle, tmp_path):
     d, z = bundle
     manifest = json.loads((d / "manifest.json").read_text())
@@ -153,6 +154,7 @@ def test_bundle_contents_and_verify(bundle, tmp_path):
     assert zipfile.ZipFile(z).namelist()[0].startswith("android/")
 
 
+@pytest.mark.heavy
 def test_verify_catches_altered_and_added_files(bundle, tmp_path):
     import shutil
 
@@ -167,6 +169,7 @@ def test_verify_catches_altered_and_added_files(bundle, tmp_path):
     assert "student-int8.tflite: sha256/size differ" in str(e.value) and "extra.txt: not listed" in str(e.value)
 
 
+@pytest.mark.heavy
 def test_verify_reruns_the_validation_inputs(bundle, tmp_path):
     """A bundle whose files all match its manifest but whose model no longer gives the expected outputs
     (here: expected outputs rewritten and the manifest's hashes forged to match) fails verification."""
@@ -186,6 +189,7 @@ def test_verify_reruns_the_validation_inputs(bundle, tmp_path):
         verify_bundle(bad)
 
 
+@pytest.mark.heavy
 def test_baseline_of_another_model_is_refused(bundle):
     d, _ = bundle
     with pytest.raises(InputError, match="baseline bundle is of another model"):
