@@ -22,7 +22,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import environment, write  # noqa: E402
-
 from edgekd.config import load_recipe  # noqa: E402
 from edgekd.distill import distill_student, prepare_teacher  # noqa: E402
 from edgekd.distill.cache import cached_teacher_outputs  # noqa: E402
@@ -60,8 +59,9 @@ def main() -> None:
     cache = work / "cache"
     data = load_data(recipe)
     t = recipe.teacher
-    teacher, teacher_model = prepare_teacher(data, work, arch=t.arch, width=t.width, depth=t.depth, checkpoint=None,
-                                             min_accuracy=t.min_accuracy, seed=recipe.seed, **t.train.model_dump())
+    teacher, teacher_model = prepare_teacher(data, work, arch=t.arch, width=t.width, depth=t.depth,
+                                             checkpoint=None, min_accuracy=t.min_accuracy, seed=recipe.seed,
+                                             **t.train.model_dump())
     teacher_s = time.perf_counter() - t_start
     print(f"teacher: accuracy {teacher.accuracy:.4f}, {teacher.params} params, {teacher_s:.0f}s", flush=True)
 
@@ -72,12 +72,14 @@ def main() -> None:
             train_cfg = (t.train if method == "label" else d.train).model_dump()
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
-                r = distill_student(data, teacher, teacher_model, work / "students", name=f"{name}-{method}-{seed}",
-                                    arch="cnn1d", width=width, depth=None, method=method, temperature=d.temperature,
-                                    alpha=d.alpha, transfer_samples=recipe.data.transfer_samples, cache_dir=cache,
-                                    seed=seed, **train_cfg)
+                r = distill_student(data, teacher, teacher_model, work / "students",
+                                    name=f"{name}-{method}-{seed}", arch="cnn1d", width=width, depth=None,
+                                    method=method, temperature=d.temperature, alpha=d.alpha,
+                                    transfer_samples=recipe.data.transfer_samples, cache_dir=cache, seed=seed,
+                                    **train_cfg)
                 rows.append({"student": name, "params": r.params, "compression": round(r.compression, 2),
-                             "method": method, "seed": seed, "accuracy": r.accuracy, "retention": round(r.retention, 4),
+                             "method": method, "seed": seed, "accuracy": r.accuracy,
+                             "retention": round(r.retention, 4),
                              "train_s": round(time.perf_counter() - t0, 1)})
                 print(rows[-1], flush=True)
 
@@ -102,8 +104,9 @@ def main() -> None:
                   "kd_beats_label_by_1pt_at_30x": gaps["cnn1d-30x"] >= 0.01,
                   "under_15_min": total_s < 900},
         "throughput": thr, "total_s": round(total_s, 1), "environment": environment(),
-        "settings": {"label": t.train.model_dump(), "kd": {**d.train.model_dump(), "temperature": d.temperature,
-                     "alpha": d.alpha, "transfer_samples": recipe.data.transfer_samples}},
+        "settings": {"label": t.train.model_dump(),
+                     "kd": {**d.train.model_dump(), "temperature": d.temperature,
+                            "alpha": d.alpha, "transfer_samples": recipe.data.transfer_samples}},
     })
 
 

@@ -15,12 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import environment, teacher_and_student_args, write  # noqa: E402
-
+from edgekd.artifacts import load_artifacts  # noqa: E402
+from edgekd.checkpoint import read_checkpoint, training_data  # noqa: E402
 from edgekd.errors import CheckFailed  # noqa: E402
 from edgekd.export import export_checkpoint  # noqa: E402
-from edgekd.artifacts import load_artifacts  # noqa: E402
 from edgekd.runtimes import load_runner  # noqa: E402
-from edgekd.checkpoint import read_checkpoint, training_data  # noqa: E402
 
 INT8_OR_4BIT = {"int8", "dynamic-int8", "full-int8", "static-int8", "w8a8", "pal4", "prune-pal4"}
 
@@ -66,7 +65,8 @@ def main() -> None:
         for a in manifest["artifacts"]:
             runner = load_runner(a["format"], out / a["path"])
             acc = float((runner.predict(data.x_test).argmax(1) == data.y_test).mean())
-            rows.append({"model": label, "format": a["format"], "quant": a["quant"], "size_bytes": a["size_bytes"],
+            rows.append({"model": label, "format": a["format"], "quant": a["quant"],
+                         "size_bytes": a["size_bytes"],
                          "weight_bytes": weight_bytes(a["format"], out / a["path"]),
                          "convert_s": a["convert_s"], "parity": a["parity"], "accuracy": acc,
                          "params": a["params"]})

@@ -35,7 +35,8 @@ def run_case(case, env: dict) -> dict:
         argv, file, field = case.make(d)
         before = _tree(d)
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "edgekd.cli", *argv], capture_output=True, text=True, env=env)
+        r = subprocess.run([sys.executable, "-m", "edgekd.cli", *argv], capture_output=True, text=True,
+                           env=env)
         wall = time.perf_counter() - t0
         left = sorted(set(_tree(d).items()) - set(before.items()))
         err = r.stderr.strip()
@@ -54,13 +55,14 @@ def main() -> None:
     env = {**os.environ, "EDGEKD_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT / "tests")}
     rows = [run_case(c, env) for c in CASES]
     cache_left = [str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file() and ".tmp" in p.name]
-    ok = [r for r in rows if r["exit_code"] == 2 and r["one_message"] and r["names_file"] and r["names_field"]]
+    ok = [r for r in rows
+          if r["exit_code"] == 2 and r["one_message"] and r["names_file"] and r["names_field"]]
     leaving = [r for r in rows if r["left_behind"]]
     fast_s = None
     if not args.skip_fast_tier:
         t0 = time.perf_counter()
-        t = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "not heavy", "-p", "no:cacheprovider"],
-                           cwd=ROOT, capture_output=True, text=True)
+        t = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "not heavy", "-p",
+                            "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True)
         fast_s = round(time.perf_counter() - t0, 1)
         rows.append({"fast_tier_seconds": fast_s, "fast_tier_exit_code": t.returncode,
                      "fast_tier_summary": t.stdout.strip().splitlines()[-1] if t.stdout.strip() else ""})

@@ -22,7 +22,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import environment, write  # noqa: E402
-
 from edgekd.config import load_recipe  # noqa: E402
 from edgekd.distill import distill_student, prepare_teacher  # noqa: E402
 from edgekd.pipeline import load_data  # noqa: E402
@@ -53,13 +52,15 @@ def main() -> None:
 
     teachers = []
     for seed in range(args.teachers):
-        ckpt, model = prepare_teacher(data, work / f"teacher-{seed}", arch=t.arch, width=t.width, depth=t.depth,
-                                      checkpoint=None, min_accuracy=t.min_accuracy, seed=seed, **t.train.model_dump())
+        ckpt, model = prepare_teacher(data, work / f"teacher-{seed}", arch=t.arch, width=t.width,
+                                      depth=t.depth, checkpoint=None, min_accuracy=t.min_accuracy, seed=seed,
+                                      **t.train.model_dump())
         teachers.append((ckpt, model))
         print(f"teacher seed {seed}: {ckpt.accuracy:.4f}", flush=True)
     with torch.no_grad():
         x = torch.from_numpy(data.x_test)
-        ensemble = float((torch.stack([m(x) for _, m in teachers]).mean(0).argmax(-1).numpy() == data.y_test).mean())
+        ensemble_pred = torch.stack([m(x) for _, m in teachers]).mean(0).argmax(-1).numpy()
+        ensemble = float((ensemble_pred == data.y_test).mean())
     print(f"ensemble of {len(teachers)}: {ensemble:.4f}", flush=True)
 
     teacher, teacher_model = teachers[0]  # the recipe's own teacher (seed 0)
@@ -69,10 +70,12 @@ def main() -> None:
     for label, (epochs, n_transfer) in budgets.items():
         accs = []
         for seed in range(args.seeds):
-            r = distill_student(data, teacher, teacher_model, work / "kd", name=f"kd-{label}-{seed}", arch="cnn1d",
-                                width=WIDTH_30X, depth=None, method="kd", temperature=d.temperature, alpha=d.alpha,
-                                transfer_samples=n_transfer, cache_dir=work / "cache", seed=seed, epochs=epochs,
-                                batch_size=d.train.batch_size, lr=d.train.lr, weight_decay=d.train.weight_decay)
+            r = distill_student(data, teacher, teacher_model, work / "kd", name=f"kd-{label}-{seed}",
+                                arch="cnn1d", width=WIDTH_30X, depth=None, method="kd",
+                                temperature=d.temperature, alpha=d.alpha, transfer_samples=n_transfer,
+                                cache_dir=work / "cache", seed=seed, epochs=epochs,
+                                batch_size=d.train.batch_size, lr=d.train.lr,
+                                weight_decay=d.train.weight_decay)
             accs.append(r.accuracy)
             student_params = r.params
         kd[label] = {"epochs": epochs, "transfer_samples": n_transfer, "accuracy": accs, "mean": mean(accs)}
@@ -80,18 +83,22 @@ def main() -> None:
 
     label_only = []
     for epochs, bs, wd in [(t.train.epochs, t.train.batch_size, t.train.weight_decay), *LABEL_VARIANTS]:
-        accs = [distill_student(data, teacher, teacher_model, work / "label", name=f"label-{epochs}-{bs}-{wd}-{s}",
-                                arch="cnn1d", width=WIDTH_30X, depth=None, method="label", temperature=d.temperature,
-                                alpha=d.alpha, transfer_samples=0, cache_dir=work / "cache", seed=s, epochs=epochs,
-                                batch_size=bs, lr=t.train.lr, weight_decay=wd).accuracy for s in range(args.seeds)]
-        label_only.append({"epochs": epochs, "batch_size": bs, "weight_decay": wd, "accuracy": accs, "mean": mean(accs)})
+        accs = [distill_student(data, teacher, teacher_model, work / "label",
+                                name=f"label-{epochs}-{bs}-{wd}-{s}", arch="cnn1d", width=WIDTH_30X,
+                                depth=None, method="label", temperature=d.temperature, alpha=d.alpha,
+                                transfer_samples=0, cache_dir=work / "cache", seed=s, epochs=epochs,
+                                batch_size=bs, lr=t.train.lr, weight_decay=wd).accuracy
+                for s in range(args.seeds)]
+        label_only.append({"epochs": epochs, "batch_size": bs, "weight_decay": wd, "accuracy": accs,
+                           "mean": mean(accs)})
         print(f"label: {label_only[-1]}", flush=True)
 
     best_teacher = max(ensemble, *(c.accuracy for c, _ in teachers))
     best_kd = max(v["mean"] for v in kd.values())
     best_label = max(v["mean"] for v in label_only)
     write(args.out, {
-        "teachers": [{"seed": s, "accuracy": c.accuracy, "params": c.params} for s, (c, _) in enumerate(teachers)],
+        "teachers": [{"seed": s, "accuracy": c.accuracy, "params": c.params}
+                     for s, (c, _) in enumerate(teachers)],
         "teacher_ensemble_accuracy": ensemble, "kd_30x": kd, "label_30x": label_only,
         "student_params": student_params,
         "margin": {"best_kd_minus_best_label": round(best_kd - best_label, 4),

@@ -86,11 +86,13 @@ def main() -> None:
             if why:
                 dropped.append({**r, "required": required, "why": why})
         summary[mode] = {"files": len(rs), "min_agreement": worst["top1_agreement"],
-                         "min_ci95": worst["top1_ci95"], "mean_agreement": sum(r["top1_agreement"] for r in rs) / len(rs),
+                         "min_ci95": worst["top1_ci95"],
+                         "mean_agreement": sum(r["top1_agreement"] for r in rs) / len(rs),
                          "required_default": required}
     n_min = min(r["n"] for r in rows)
     goals = {
-        "parity_inputs_per_file": {"value": n_min, "goal": ">= 1000 (the whole test split)", "met": n_min >= 1000},
+        "parity_inputs_per_file": {"value": n_min, "goal": ">= 1000 (the whole test split)",
+                                   "met": n_min >= 1000},
         "healthy_files_dropped_under_defaults": {"value": len(dropped), "goal": 0, "met": not dropped},
         "interval_recorded": {"value": all(r["top1_ci95"] for r in rows), "goal": True,
                               "met": all(r["top1_ci95"] for r in rows)},

@@ -40,7 +40,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgekd-pipeline-"))
     runs = {}
     for name in ("a", "b"):
-        env = {**os.environ, "EDGEKD_CACHE_DIR": str(work / f"cache-{name}")}  # nothing cached: a fresh machine
+        # nothing cached: a fresh machine
+        env = {**os.environ, "EDGEKD_CACHE_DIR": str(work / f"cache-{name}")}
         r, seconds = edgekd("run", "--out", str(work / name), env=env)
         out = work / name
         runs[name] = {"exit_code": r.returncode, "wall_s": round(seconds, 1),
@@ -63,7 +64,8 @@ def main() -> None:
         "resumed_run": {"exit_code": resumed.returncode, "wall_s": round(resumed_s, 1)},
         "verify_ios_exit_code": verify.returncode,
         "goals": {"under_10_min": all(r["wall_s"] < 600 for r in runs.values()),
-                  "report_and_bundles": all(r["report"] and all(r["bundles"].values()) for r in runs.values()),
+                  "report_and_bundles": all(r["report"] and all(r["bundles"].values())
+                                            for r in runs.values()),
                   "default_policy_passes": all(r["exit_code"] == 0 for r in runs.values()),
                   "strict_policy_exit_1": g.returncode == 1,
                   "byte_identical_zips": bool(same) and all(same.values())},

@@ -22,7 +22,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import environment, write  # noqa: E402
-
 from edgekd.bench.graph import read_tflite  # noqa: E402
 from edgekd.bench.measure import time_runs  # noqa: E402
 from edgekd.bench.simulator import simulate  # noqa: E402
@@ -33,7 +32,8 @@ from edgekd.export.tflite import write_tflite  # noqa: E402
 from edgekd.models import WithProbabilities, build_model, count_params  # noqa: E402
 from edgekd.runtimes import load_runner  # noqa: E402
 
-CLASSES = {"conv": ("conv",), "depthwise": ("depthwise_conv",), "fc": ("fully_connected",), "matmul": ("matmul",),
+CLASSES = {"conv": ("conv",), "depthwise": ("depthwise_conv",), "fc": ("fully_connected",),
+           "matmul": ("matmul",),
            "other": ("pool", "reduce", "softmax", "norm", "elementwise", "activation", "layout", "quant")}
 # (family, input shape, width, depth)
 CALIBRATION = [("cnn1d", (1, 40), w, d) for w in (0.125, 0.5, 1.0, 2.0) for d in (2, 4)] + \
@@ -43,9 +43,11 @@ CALIBRATION = [("cnn1d", (1, 40), w, d) for w in (0.125, 0.5, 1.0, 2.0) for d in
               [("cnn1d", (1, 40), 0.25, 3), ("cnn1d", (1, 40), 0.375, 2), ("cnn1d", (1, 40), 3.0, 2),
                ("mlp", (1, 40), 0.5, 1), ("mlp", (1, 40), 2.0, 1), ("mlp", (1, 40), 8.0, 1),
                ("mobilenet2d", (1, 8, 8), 0.25, 2), ("mobilenet2d", (1, 8, 8), 3.0, 3),
-               ("transformer", (1, 40), 0.25, 1), ("transformer", (1, 40), 2.0, 2), ("transformer", (1, 40), 1.0, 4),
-               ("cnn1d", (1, 40), 0.625, 4), ("cnn1d", (1, 40), 1.25, 2), ("mlp", (1, 40), 3.0, 3)]
-HELD_OUT = [("cnn1d", (1, 40), w, d) for w, d in ((0.3125, 3), (0.75, 4), (1.5, 3), (0.1667, 4), (1.0, 6))] + \
+               ("transformer", (1, 40), 0.25, 1), ("transformer", (1, 40), 2.0, 2),
+               ("transformer", (1, 40), 1.0, 4), ("cnn1d", (1, 40), 0.625, 4), ("cnn1d", (1, 40), 1.25, 2),
+               ("mlp", (1, 40), 3.0, 3)]
+HELD_OUT = [("cnn1d", (1, 40), w, d)
+            for w, d in ((0.3125, 3), (0.75, 4), (1.5, 3), (0.1667, 4), (1.0, 6))] + \
            [("mlp", (1, 40), 2.0, 3), ("mobilenet2d", (1, 8, 8), 1.5, 3), ("mobilenet2d", (1, 8, 8), 0.75, 5),
             ("transformer", (1, 40), 0.75, 3), ("transformer", (1, 40), 1.5, 1)]
 
@@ -64,7 +66,8 @@ def measure_model(family, shape, width, depth, work: Path) -> dict:
     torch.manual_seed(0)
     model = WithProbabilities(build_model(family, shape, 10, width=width, depth=depth)).eval()
     path = work / f"{family}-{width}-{depth}.tflite"
-    meta = ExportMeta(name=path.stem, labels=tuple(str(i) for i in range(10)), mean=0.0, std=1.0, input_shape=shape)
+    meta = ExportMeta(name=path.stem, labels=tuple(str(i) for i in range(10)), mean=0.0, std=1.0,
+                      input_shape=shape)
     x = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
     with quiet():
         write_tflite(model, x, path, "fp32", x, meta)
@@ -114,18 +117,21 @@ def write_profile(t: Target, path: Path, within: float) -> None:
     header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
     u = t.units[0]
     eff = ", ".join(f"{k}: {v:.4g}" for k, v in u.efficiency.items())
+    cache_bw = ", ".join(f"{k}: {v:.4g}" for k, v in u.cache_bandwidth_gbps.items())
     body = (f"name: {t.name}\ndescription: {t.description}\nformats: [tflite]\n"
-            f"invoke_overhead_us: {t.invoke_overhead_us:.4g}\nunit_switch_us: 0\ntransfer_bandwidth_gbps: 1000\n"
+            f"invoke_overhead_us: {t.invoke_overhead_us:.4g}\nunit_switch_us: 0\n"
+            "transfer_bandwidth_gbps: 1000\n"
             f"units:\n  - name: cpu\n    accelerator: false\n"
             f"    peak_gops: {{fp32: {u.peak_gops['fp32']:.4g}, fp16: {u.peak_gops['fp16']:.4g}, "
             f"int8: {u.peak_gops['int8']:.4g}}}  # fp16/int8 not calibrated: assumed equal to fp32\n"
             f"    efficiency: {{{eff}}}\n    memory_bandwidth_gbps: {u.memory_bandwidth_gbps:.4g}\n"
-            f"    cache_bandwidth_gbps: {{{', '.join(f'{k}: {v:.4g}' for k, v in u.cache_bandwidth_gbps.items())}}}\n"
+            f"    cache_bandwidth_gbps: {{{cache_bw}}}\n"
             f"    overlap: false\n"
             f"    dispatch_overhead_us: {u.dispatch_overhead_us:.4g}\n    ops: [\"*\"]\n")
     header = re.sub(r"# (Last fit|The fit is).*\n", "", header) + (
         f"# Last fit: held-out share within +-10%: {within:.2f}\n"
-        "# The fit is a regression: a term it drove to zero shows as 1e+04 (no measurable cost of its own).\n")
+        "# The fit is a regression: a term it drove to zero shows as 1e+04 "
+        "(no measurable cost of its own).\n")
     path.write_text(header + body)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from edgekd.errors import InputError
 from edgekd.fileio import atomic_dir, read_json, sha256_file
 from edgekd.models import Classifier, build_model, count_params
@@ -19,7 +18,8 @@ WEIGHTS, META = "model.safetensors", "model.json"
 
 def save_checkpoint(model: Classifier, path: Path, *, name: str, role: str, arch: str, width: float,
                     depth: int | None, input_shape, labels, mean: float, std: float,
-                    data_fingerprint: str, accuracy: float | None, provenance: dict | None = None) -> Checkpoint:
+                    data_fingerprint: str, accuracy: float | None,
+                    provenance: dict | None = None) -> Checkpoint:
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -32,7 +32,8 @@ def save_checkpoint(model: Classifier, path: Path, *, name: str, role: str, arch
             std=float(std), params=count_params(model), weights_sha256=sha256_file(tmp / WEIGHTS),
             data_fingerprint=data_fingerprint, accuracy=accuracy, provenance=dict(provenance or {}),
         )
-        meta = {"format": FORMAT, "version": VERSION, **{k: v for k, v in ckpt.__dict__.items() if k != "path"}}
+        meta = {"format": FORMAT, "version": VERSION,
+                **{k: v for k, v in ckpt.__dict__.items() if k != "path"}}
         meta["input_shape"], meta["labels"] = list(ckpt.input_shape), list(ckpt.labels)
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
     return ckpt
@@ -53,12 +54,14 @@ def read_checkpoint(path: Path) -> Checkpoint:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise InputError(f"{meta_path}: not an edgekd checkpoint (field 'format' is not {FORMAT!r})")
     if meta.get("version") != VERSION:
-        raise InputError(f"{meta_path}: checkpoint version {meta.get('version')!r}; this edgekd reads version {VERSION}")
+        raise InputError(f"{meta_path}: checkpoint version {meta.get('version')!r}; "
+                         f"this edgekd reads version {VERSION}")
     try:
         return Checkpoint(
             path=path, name=str(meta["name"]), role=str(meta["role"]), arch=str(meta["arch"]),
             width=float(meta["width"]), depth=None if meta["depth"] is None else int(meta["depth"]),
-            input_shape=tuple(int(s) for s in meta["input_shape"]), labels=tuple(str(s) for s in meta["labels"]),
+            input_shape=tuple(int(s) for s in meta["input_shape"]),
+            labels=tuple(str(s) for s in meta["labels"]),
             mean=float(meta["mean"]), std=float(meta["std"]), params=int(meta["params"]),
             weights_sha256=str(meta["weights_sha256"]), data_fingerprint=str(meta["data_fingerprint"]),
             accuracy=None if meta.get("accuracy") is None else float(meta["accuracy"]),
@@ -79,7 +82,8 @@ def load_checkpoint(path: Path) -> tuple[Checkpoint, Classifier]:
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
-        raise InputError(f"{weights}: corrupt weights file ({e}); re-run the training that wrote it") from None
+        raise InputError(f"{weights}: corrupt weights file ({e}); "
+                         "re-run the training that wrote it") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -98,6 +102,6 @@ def training_data(ckpt: Checkpoint):
         raise InputError(f"{ckpt.path / META}: no record of the training data; re-train it with edgekd")
     data = load_dataset(src["name"], src.get("path"), src.get("seed", 42))
     if data.fingerprint != ckpt.data_fingerprint:
-        raise InputError(f"{ckpt.path}: its training data {src} changed since training (fingerprint differs); "
-                         "re-run distill on the current data")
+        raise InputError(f"{ckpt.path}: its training data {src} changed since training "
+                         "(fingerprint differs); re-run distill on the current data")
     return data

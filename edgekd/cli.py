@@ -19,7 +19,8 @@ from edgekd.fileio import read_json
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distill compact students from a teacher, export them for phones, measure, gate.")
 
-RecipeArg = Annotated[Optional[Path], typer.Argument(help="Recipe YAML (default: the built-in MNIST-1D recipe)")]
+RecipeArg = Annotated[Optional[Path],
+                      typer.Argument(help="Recipe YAML (default: the built-in MNIST-1D recipe)")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory")]
 
 
@@ -51,8 +52,8 @@ def _echo_json(obj) -> None:
 @app.command()
 def teacher(recipe: RecipeArg = None, out: OutOpt = Path("runs/teacher")) -> None:
     """Train the recipe's teacher (or load `teacher.checkpoint`) and report its accuracy."""
-    from edgekd.config import load_recipe
     from edgekd import pipeline
+    from edgekd.config import load_recipe
 
     r, _ = load_recipe(recipe)
     data = pipeline.load_data(r)
@@ -65,8 +66,8 @@ def teacher(recipe: RecipeArg = None, out: OutOpt = Path("runs/teacher")) -> Non
 @app.command()
 def distill(recipe: RecipeArg = None, out: OutOpt = Path("runs/distill")) -> None:
     """Check (or train) the teacher, then distill every student of the recipe. Writes OUT/metrics.json."""
-    from edgekd.config import load_recipe
     from edgekd import pipeline
+    from edgekd.config import load_recipe
 
     r, _ = load_recipe(recipe)
     data = pipeline.load_data(r)
@@ -85,19 +86,24 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="Student (or teacher) checkpoint directory")],
     out: OutOpt = Path("runs/export"),
     formats: Annotated[Optional[str], typer.Option(help="Comma list of coreml, tflite, onnx")] = None,
-    quant: Annotated[Optional[str], typer.Option(help="Comma list of modes (default: every mode of each format)")] = None,
-    coreml_target: Annotated[Optional[str], typer.Option(help="Core ML minimum deployment target, e.g. iOS17")] = None,
-    parity_samples: Annotated[Optional[int], typer.Option(help="Held-out inputs each file is checked on")] = None,
-    recipe: Annotated[Optional[Path], typer.Option(help="Take export settings from this recipe's `export:`")] = None,
+    quant: Annotated[Optional[str], typer.Option(
+        help="Comma list of modes (default: every mode of each format)")] = None,
+    coreml_target: Annotated[Optional[str], typer.Option(
+        help="Core ML minimum deployment target, e.g. iOS17")] = None,
+    parity_samples: Annotated[Optional[int], typer.Option(
+        help="Held-out inputs each file is checked on")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(
+        help="Take export settings from this recipe's `export:`")] = None,
 ) -> None:
-    """Convert a checkpoint to Core ML, TFLite and ONNX files, each checked against PyTorch. Writes OUT/artifacts.json."""
+    """Convert a checkpoint to Core ML, TFLite and ONNX files, each checked against PyTorch. Writes OUT/artifacts.json."""  # noqa: E501
     from edgekd.config import ExportConfig, load_recipe, validate_config
     from edgekd.export import export_checkpoint
 
     cfg = load_recipe(recipe)[0].export if recipe else ExportConfig()
     overrides = {"formats": _csv(formats), "quants": _csv(quant), "coreml_target": coreml_target,
                  "parity_samples": parity_samples}
-    cfg = validate_config(ExportConfig, {**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}},
+    cfg = validate_config(ExportConfig,
+                          {**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}},
                           "export options")
     with _output_dir(out):
         artifacts = export_checkpoint(checkpoint, out, **cfg.model_dump())
@@ -109,25 +115,30 @@ def export(
 
 @app.command()
 def bench(
-    artifacts: Annotated[Path, typer.Argument(help="artifacts.json written by `edgekd export` (or its folder)")],
+    artifacts: Annotated[Path, typer.Argument(
+        help="artifacts.json written by `edgekd export` (or its folder)")],
     out: OutOpt = Path("runs/bench"),
-    targets: Annotated[Optional[str], typer.Option(help="Comma list of simulated targets (default: all in targets/)")] = None,
-    data: Annotated[Optional[str], typer.Option(help="Dataset to measure accuracy on (default: the training data)")] = None,
+    targets: Annotated[Optional[str], typer.Option(
+        help="Comma list of simulated targets (default: all in targets/)")] = None,
+    data: Annotated[Optional[str], typer.Option(
+        help="Dataset to measure accuracy on (default: the training data)")] = None,
     threads: Annotated[int, typer.Option(help="Runtime threads for measured rows")] = 1,
     android: Annotated[Optional[str], typer.Option(
-        help="Also time .tflite files on an attached Android device: comma list of cpu, xnnpack, gpu, nnapi")] = None,
+        help="Also time .tflite files on an attached Android device: "
+             "comma list of cpu, xnnpack, gpu, nnapi")] = None,
 ) -> None:
     """Measure every exported file here and simulate it on mobile targets. Writes OUT/bench.json."""
     from edgekd.bench.stage import bench_artifacts, dataset_for_manifest
+    from edgekd.bench.targets import get_targets
     from edgekd.report import text_table
     from edgekd.types import Measurement
-    from edgekd.bench.targets import get_targets
 
     manifest = artifacts / "artifacts.json" if artifacts.is_dir() else artifacts
     dataset = dataset_for_manifest(manifest, data)
     chosen = get_targets(_csv(targets))
     with _output_dir(out):
-        result = bench_artifacts(manifest, out, targets=chosen, data=dataset, threads=threads, android=_csv(android))
+        result = bench_artifacts(manifest, out, targets=chosen, data=dataset, threads=threads,
+                                 android=_csv(android))
     typer.echo(text_table([Measurement.from_dict(r) for r in result["rows"]]))
 
 
@@ -149,7 +160,8 @@ def compare(bench_dir: Annotated[Path, typer.Argument(help="Directory holding be
 def run(
     recipe: RecipeArg = None,
     out: OutOpt = Path("runs/demo"),
-    policy: Annotated[Optional[Path], typer.Option(help="Gate policy YAML (default: the recipe's, else built-in)")] = None,
+    policy: Annotated[Optional[Path], typer.Option(
+        help="Gate policy YAML (default: the recipe's, else built-in)")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="Baseline bundle for max_regression rules")] = None,
 ) -> None:
     """Teacher, distill, export, bench, report, gate, bundles: one command. Exit 1 when the gate fails."""
@@ -170,10 +182,13 @@ def run(
 @app.command()
 def gate(
     bench_or_run_dir: Annotated[Path, typer.Argument(
-        help="A bench.json, its folder, or an `edgekd run` folder (then its recipe's students and platforms)")],
-    policy: Annotated[Optional[Path], typer.Option(help="Policy YAML (default: built-in min_retention 0.97)")] = None,
+        help="A bench.json, its folder, or an `edgekd run` folder "
+             "(then its recipe's students and platforms)")],
+    policy: Annotated[Optional[Path], typer.Option(
+        help="Policy YAML (default: built-in min_retention 0.97)")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="Baseline bundle (directory or zip)")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where gate.json, junit.xml, summary.md go")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Where gate.json, junit.xml, summary.md go")] = None,
 ) -> None:
     """Pass or fail a release against a policy: prints every failed rule, exit 1 on failure, 0 on pass."""
     from edgekd.artifacts import load_artifacts

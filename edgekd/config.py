@@ -138,12 +138,14 @@ class Recipe(_Strict):
         return students
 
 
-def format_validation(path: Path | str, err: ValidationError, what: str = "recipe", field: str = "field") -> str:
+def format_validation(path: Path | str, err: ValidationError, what: str = "recipe",
+                      field: str = "field") -> str:
     """One line per bad field: where it is, what is wrong (pydantic's words, or ours for unknown keys)."""
     lines = [f"{path}: invalid {what}"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = f"unknown {field}; remove it or check its spelling" if e["type"] == "extra_forbidden" else e["msg"]
+        msg = (f"unknown {field}; remove it or check its spelling" if e["type"] == "extra_forbidden"
+               else e["msg"])
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 
@@ -188,12 +190,14 @@ def load_recipe(path: Path | None = None) -> tuple[Recipe, Path]:
         update={"checkpoint": _resolve(base, recipe.teacher.checkpoint) or recipe.teacher.checkpoint})
     cache = _resolve(base, recipe.cache_dir) or recipe.cache_dir
     gate = recipe.gate.model_copy(update={"policy": _resolve(base, recipe.gate.policy) or recipe.gate.policy})
-    return recipe.model_copy(update={"data": data, "teacher": teacher, "cache_dir": cache, "gate": gate}), path
+    resolved = {"data": data, "teacher": teacher, "cache_dir": cache, "gate": gate}
+    return recipe.model_copy(update=resolved), path
 
 
 def load_policy(path: Path | None = None) -> Policy:
     """Read and validate a gate policy; with no path, the built-in one."""
-    path = Path(path) if path is not None else Path(str(resources.files("edgekd") / "policies" / "default.yaml"))
+    path = (Path(path) if path is not None
+            else Path(str(resources.files("edgekd") / "policies" / "default.yaml")))
     raw = read_yaml(path, "policy")
     try:
         return Policy.model_validate(raw)

@@ -113,7 +113,8 @@ def _npz(path: Path | None = None, seed: int = 42) -> RawData:
     try:
         found = path.is_file()
     except OSError as e:  # a name too long for the file system, ...
-        raise InputError(f"{str(path)[:120]}...: {e.strerror} (data.path in the recipe); fix the path") from None
+        raise InputError(f"{str(path)[:120]}...: {e.strerror} (data.path in the recipe); "
+                         "fix the path") from None
     if not found:
         raise InputError(f"{path}: no such file (data.path in the recipe)")
     try:
@@ -125,7 +126,8 @@ def _npz(path: Path | None = None, seed: int = 42) -> RawData:
             raise InputError(f"{path}: missing array {key!r}; an edgekd .npz needs 'x' (N, ...) and 'y' (N,)")
     if ("x_test" in z) != ("y_test" in z):
         have, lack = ("x_test", "y_test") if "x_test" in z else ("y_test", "x_test")
-        raise InputError(f"{path}: has {have!r} but no {lack!r}; give both, or neither (20% of x is then held out)")
+        raise InputError(f"{path}: has {have!r} but no {lack!r}; "
+                         "give both, or neither (20% of x is then held out)")
     x, y = _inputs(z["x"], path, "x"), _class_ids(z["y"], path, "y")
     _same_rows(x, y, path, "x", "y")
     if "labels" in z:
@@ -176,7 +178,8 @@ def _inputs(a: np.ndarray, path: Path, key: str) -> np.ndarray:
 def _class_ids(a: np.ndarray, path: Path, key: str) -> np.ndarray:
     """Class ids as int64 (N,); floats are accepted only when they are whole numbers."""
     if a.ndim != 1:
-        raise InputError(f"{path}: {key!r} has shape {a.shape}; class ids must be (N,) (flatten it: y.ravel())")
+        raise InputError(f"{path}: {key!r} has shape {a.shape}; "
+                         "class ids must be (N,) (flatten it: y.ravel())")
     if a.dtype.kind == "f":
         if not np.isfinite(a).all() or (a != np.round(a)).any():
             raise InputError(f"{path}: {key!r} holds non-integer values (e.g. {a[a != np.round(a)][:1]}); "
@@ -194,8 +197,8 @@ def _same_rows(x: np.ndarray, y: np.ndarray, path: Path, xk: str, yk: str) -> No
 
 def _same_width(a: np.ndarray, x: np.ndarray, path: Path, key: str) -> None:
     if a.shape[1:] != x.shape[1:]:
-        raise InputError(f"{path}: {key!r} rows have shape {list(a.shape[1:])} but 'x' rows {list(x.shape[1:])}; "
-                         "they must match")
+        raise InputError(f"{path}: {key!r} rows have shape {list(a.shape[1:])} "
+                         f"but 'x' rows {list(x.shape[1:])}; they must match")
 
 
 def _in_range(y: np.ndarray, labels: tuple[str, ...], path: Path, key: str) -> None:
@@ -207,12 +210,13 @@ def _in_range(y: np.ndarray, labels: tuple[str, ...], path: Path, key: str) -> N
 def check_splits(raw: RawData, where: str) -> None:
     """What any source must give: enough rows, two classes or more, finite inputs."""
     if len(raw.x_train) < 2 or len(raw.x_test) < 1:
-        raise InputError(f"{where}: too few samples in 'x': {len(raw.x_train)} to train on and {len(raw.x_test)} "
-                         "to test on; distillation needs at least 2 and 1 (many more, to mean anything)")
+        raise InputError(f"{where}: too few samples in 'x': {len(raw.x_train)} to train on "
+                         f"and {len(raw.x_test)} to test on; "
+                         "distillation needs at least 2 and 1 (many more, to mean anything)")
     present = np.unique(raw.y_train)
     if len(raw.labels) < 2 or len(present) < 2:
-        raise InputError(f"{where}: 'y' holds {len(present)} class(es) ({len(raw.labels)} labels); a classifier "
-                         "needs at least 2 (one class ships a trivial model)")
+        raise InputError(f"{where}: 'y' holds {len(present)} class(es) ({len(raw.labels)} labels); "
+                         "a classifier needs at least 2 (one class ships a trivial model)")
     for key, a in (("training inputs", raw.x_train), ("test inputs", raw.x_test)):
         if not np.isfinite(np.asarray(a, np.float64)).all():
             raise InputError(f"{where}: the {key} hold NaN/inf values; remove or impute them")
@@ -236,5 +240,6 @@ def load_dataset(name: str, path: Path | None = None, seed: int = 42) -> Dataset
     # the transfer set shapes every student: a source whose unlabeled inputs changed is other data
     h.update(str(getattr(raw.sample_unlabeled, "fingerprint", "")).encode())
     source = {"name": name, "path": None if path is None else str(Path(path).resolve()), "seed": seed}
-    return Dataset(name, xtr, ytr, xte, yte, raw.labels, mean, std, h.hexdigest(), source, raw.sample_unlabeled)
+    return Dataset(name, xtr, ytr, xte, yte, raw.labels, mean, std, h.hexdigest(), source,
+                   raw.sample_unlabeled)
 

@@ -79,7 +79,8 @@ def sha256_file(path: Path) -> str:
 
 def dir_size(path: Path) -> int:
     path = Path(path)
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return (path.stat().st_size if path.is_file()
+            else sum(p.stat().st_size for p in path.rglob("*") if p.is_file()))
 
 
 def sha256_tree(path: Path) -> str:

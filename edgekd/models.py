@@ -41,7 +41,8 @@ def _expect_rank(input_shape: tuple[int, ...], ranks: tuple[int, ...], family: s
     if len(input_shape) not in ranks:
         kinds = {2: "signals (C, L)", 3: "images (C, H, W)"}
         want = " or ".join(kinds[r] for r in ranks)
-        raise InputError(f"model {family!r} takes {want}, but the data's inputs have shape {tuple(input_shape)}")
+        raise InputError(f"model {family!r} takes {want}, "
+                         f"but the data's inputs have shape {tuple(input_shape)}")
 
 
 @MODELS.register("cnn1d")
@@ -82,7 +83,8 @@ class MobileNet2d(Classifier):
         super().__init__()
         _expect_rank(input_shape, (3,), "mobilenet2d")
         c = _channels(32, width)
-        layers: list[nn.Module] = [nn.Conv2d(input_shape[0], c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+        layers: list[nn.Module] = [nn.Conv2d(input_shape[0], c, 3, 1, 1, bias=False), nn.BatchNorm2d(c),
+                                   nn.ReLU()]
         size = min(input_shape[1:])
         for i in range(depth):
             down = i in (1, 3) and size >= 4
@@ -127,7 +129,8 @@ class _EncoderLayer(nn.Module):
     def forward(self, x):  # (B, N, D)
         b, n, d = x.shape
         hd = d // self.heads
-        q, k, v = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, hd).permute(2, 0, 3, 1, 4)  # (B, H, N, hd)
+        # q, k, v: (B, H, N, hd) each
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, hd).permute(2, 0, 3, 1, 4)
         att = torch.softmax(q @ k.transpose(-2, -1) * (hd ** -0.5), dim=-1)  # (B, H, N, N)
         x = x + self.proj((att @ v).transpose(1, 2).reshape(b, n, d))
         return x + self.ff(self.norm2(x))
@@ -138,7 +141,8 @@ class TransformerClassifier(Classifier):
     """Small ViT-style encoder: patch embedding (conv with stride = patch), learned positions,
     `depth` pre-norm layers of width 64*width, mean pooling."""
 
-    def __init__(self, input_shape, num_classes, width: float = 1.0, depth: int = 2, heads: int = 4, patch: int = 4):
+    def __init__(self, input_shape, num_classes, width: float = 1.0, depth: int = 2, heads: int = 4,
+                 patch: int = 4):
         super().__init__()
         _expect_rank(input_shape, (2, 3), "transformer")
         dim = max(heads, int(round(64 * width / heads)) * heads)

@@ -57,8 +57,8 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None) -> dic
     students = []
     for s in recipe.students:
         students.append(distill_student(
-            data, teacher, teacher_model, out / "students", name=s.name, arch=s.arch, width=s.width, depth=s.depth,
-            method="kd", temperature=d.temperature, alpha=d.alpha, hint_weight=d.hint_weight,
+            data, teacher, teacher_model, out / "students", name=s.name, arch=s.arch, width=s.width,
+            depth=s.depth, method="kd", temperature=d.temperature, alpha=d.alpha, hint_weight=d.hint_weight,
             cosine_weight=d.cosine_weight, transfer_samples=recipe.data.transfer_samples,
             use_transfer=d.use_transfer, cache_dir=recipe.cache_dir, seed=recipe.seed,
             **recipe.student_train(s).model_dump()))
@@ -70,8 +70,9 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None) -> dic
 def distill_metrics(teacher: Checkpoint, students, out: Path) -> dict:
     """metrics.json: paths in it are relative to `out` (the run folder can move)."""
     first = students[0]
-    rows = [{"name": s.name, "checkpoint": relative_to(s.checkpoint, out), "params": s.params, "accuracy": s.accuracy,
-             "retention": s.retention, "compression": s.compression, "train_samples_per_s": s.train_samples_per_s}
+    rows = [{"name": s.name, "checkpoint": relative_to(s.checkpoint, out), "params": s.params,
+             "accuracy": s.accuracy, "retention": s.retention, "compression": s.compression,
+             "train_samples_per_s": s.train_samples_per_s}
             for s in students]
     return {
         "teacher_accuracy": teacher.accuracy, "teacher_params": teacher.params,
@@ -181,7 +182,8 @@ def report(recipe: Recipe, out: Path, teacher_accuracy: float, rows, verdict) ->
                         teacher_accuracy=teacher_accuracy, verdict=verdict)[1]
 
 
-def write_bundles(recipe: Recipe, recipe_path: Path, out: Path, data: Dataset, metrics: dict, verdict) -> dict:
+def write_bundles(recipe: Recipe, recipe_path: Path, out: Path, data: Dataset, metrics: dict,
+                  verdict) -> dict:
     """A bundle per platform whose file passed; a platform with none loses any bundle an earlier run left."""
     import shutil
 

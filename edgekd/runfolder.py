@@ -39,7 +39,8 @@ class RunRecord:
 
 
 def write_record(out: Path, record: RunRecord, recipe_json: dict) -> None:
-    write_json(Path(out) / STATE_DIR / RECORD, {"recipe_name": record.recipe_name, "students": list(record.students),
+    write_json(Path(out) / STATE_DIR / RECORD, {"recipe_name": record.recipe_name,
+                                                "students": list(record.students),
                                                 "platforms": record.platforms, "recipe": recipe_json})
 
 
@@ -53,7 +54,8 @@ def read_record(out: Path) -> RunRecord | None:
         return RunRecord(str(raw["recipe_name"]), tuple(str(s) for s in raw["students"]),
                          {str(k): str(v) for k, v in dict(raw["platforms"]).items()})
     except (KeyError, TypeError, ValueError) as e:
-        raise InputError(f"{path}: malformed run record (field {e}); re-run `edgekd run` on this folder") from None
+        raise InputError(f"{path}: malformed run record (field {e}); "
+                         "re-run `edgekd run` on this folder") from None
 
 
 def check_writable(out: Path) -> bool:
@@ -99,8 +101,8 @@ def locked(out: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise Busy(f"{out}: another edgekd process (pid {holder}) is writing this output folder; wait for "
-                       "it to finish or choose another --out") from None
+            raise Busy(f"{out}: another edgekd process (pid {holder}) is writing this output folder; "
+                       "wait for it to finish or choose another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         sweep_temporaries(Path(out))
@@ -117,7 +119,8 @@ def sweep_temporaries(out: Path) -> list[Path]:
         for name in [*dirs, *files]:
             if name.startswith(".") and ".tmp" in name:
                 p = Path(root) / name
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+                (shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink()
+                 else p.unlink(missing_ok=True))
                 removed.append(p)
         dirs[:] = [d for d in dirs if not (d.startswith(".") and ".tmp" in d)]
     return removed

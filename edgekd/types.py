@@ -139,9 +139,11 @@ class Measurement:
         known = {f.name for f in fields(cls)}
         missing = [k for k in ("model", "artifact", "format", "quant", "kind") if k not in d]
         if missing:
-            raise InputError(f"{where}: a row lacks field {missing[0]!r}; re-run `edgekd bench` to rewrite it")
+            raise InputError(f"{where}: a row lacks field {missing[0]!r}; "
+                             "re-run `edgekd bench` to rewrite it")
         if d["kind"] not in ("measured", "simulated"):
-            raise InputError(f"{where}: row field 'kind' is {d['kind']!r}; expected 'measured' or 'simulated'")
+            raise InputError(f"{where}: row field 'kind' is {d['kind']!r}; "
+                             "expected 'measured' or 'simulated'")
         kw = {k: v for k, v in d.items() if k in known}
         kw["fallback_ops"] = tuple(kw.get("fallback_ops") or ())
         kw["per_op"] = tuple(kw.get("per_op") or ())

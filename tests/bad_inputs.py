@@ -90,7 +90,8 @@ def _bench_json(d: Path, content) -> Path:
 
 
 def _bench_row_empty(d: Path):
-    return ["gate", str(_bench_json(d, {"artifacts": "a.json", "model": "m", "rows": [{}]}))], "bench.json", "model"
+    bench = _bench_json(d, {"artifacts": "a.json", "model": "m", "rows": [{}]})
+    return ["gate", str(bench)], "bench.json", "model"
 
 
 def _bench_is_a_list(d: Path):
@@ -105,8 +106,9 @@ def _baseline_without_labels(d: Path):
                                                   "labels": ["a", "b"], "input_shape": [1, 4]}))
     base = d / "baseline"
     base.mkdir()
-    (base / "manifest.json").write_text(json.dumps({"format": "edgekd.bundle", "version": 1, "platform": "android",
-                                                    "model": {"file": "m.onnx"}, "input_shape": [1, 4]}))
+    (base / "manifest.json").write_text(json.dumps({"format": "edgekd.bundle", "version": 1,
+                                                    "platform": "android", "model": {"file": "m.onnx"},
+                                                    "input_shape": [1, 4]}))
     return ["gate", str(b), "--baseline", str(base)], "manifest.json", "labels"
 
 

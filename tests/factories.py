@@ -14,7 +14,8 @@ def make_checkpoint(path: Path, arch: str = "cnn1d", dataset: str = "mnist1d", w
     data = load_dataset(dataset)
     model = seeded_model(arch, data, width, depth, 0)
     if epochs:
-        train(model, data.x_train, data.y_train, epochs=epochs, batch_size=128, lr=3e-3, weight_decay=0.0, seed=0)
+        train(model, data.x_train, data.y_train, epochs=epochs, batch_size=128, lr=3e-3, weight_decay=0.0,
+              seed=0)
     save_checkpoint(model, path, name=name, role="student", arch=arch, width=width, depth=depth,
                     input_shape=data.input_shape, labels=data.labels, mean=data.mean, std=data.std,
                     data_fingerprint=data.fingerprint, accuracy=accuracy(model, data.x_test, data.y_test),

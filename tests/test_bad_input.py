@@ -39,7 +39,8 @@ def test_a_second_run_on_a_locked_folder_is_refused_with_the_holders_pid(tmp_pat
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        code, err = run_main(["distill", str(_recipe(tmp_path, tmp_path / "data.npz")), "--out", str(out)], capsys)
+        recipe = _recipe(tmp_path, tmp_path / "data.npz")
+        code, err = run_main(["distill", str(recipe), "--out", str(out)], capsys)
         assert code == 2 and f"pid {holder.pid}" in err and str(out) in err, err
     finally:
         holder.kill()
@@ -57,7 +58,8 @@ def test_temporaries_a_killed_run_left_are_swept_and_resume_states_kept(tmp_path
     (out / ".teacher.0123456789ab.state.pt").write_bytes(b"resume")
     (out / "metrics.json").write_text("{}")
     with locked(out):
-        left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and ".edgekd" not in p.parts)
+        left = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                      if p.is_file() and ".edgekd" not in p.parts)
     assert left == [".teacher.0123456789ab.state.pt", "metrics.json"]
 
 

@@ -12,7 +12,7 @@ from edgekd.bench.graph import Op, read_graph
 from edgekd.bench.simulator import op_time_us, simulate
 from edgekd.bench.targets import Target, Unit, all_targets, get_targets, load_target, targets_dir
 from edgekd.errors import InputError
-from edgekd.runtimes.android import benchmark_command, parse_benchmark_output, run_on_device, NoDevice
+from edgekd.runtimes.android import NoDevice, benchmark_command, parse_benchmark_output, run_on_device
 from factories import make_checkpoint
 from helpers import run_cli
 
@@ -52,7 +52,8 @@ def test_simulation_places_fuses_and_falls_back():
     assert sim.ops[2].time_us == pytest.approx(9.2)
     assert sim.latency_ms == pytest.approx((10 + 4 + 0 + 9.2) / 1000)
     assert sim.residency_ops == pytest.approx(2 / 3)
-    assert sim.fallbacks == [{"op": "SOFTMAX", "kind": "softmax", "dtype": "int8", "reason": "npu: op softmax"}]
+    assert sim.fallbacks == [{"op": "SOFTMAX", "kind": "softmax", "dtype": "int8",
+                              "reason": "npu: op softmax"}]
 
 
 def test_fp32_ops_fall_back_from_an_int8_only_unit():
@@ -148,7 +149,8 @@ def test_graph_readers_count_the_work(exported):
 
 @pytest.mark.heavy
 def test_bench_cli_end_to_end(exported, tmp_path):
-    r = run_cli("bench", exported / "export", "--out", tmp_path / "b", "--targets", "apple-a17-pro-ane,host-cpu")
+    r = run_cli("bench", exported / "export", "--out", tmp_path / "b", "--targets",
+                "apple-a17-pro-ane,host-cpu")
     assert r.returncode == 0, r.stderr
     bench = json.loads((tmp_path / "b" / "bench.json").read_text())
     rows = bench["rows"]

@@ -178,7 +178,8 @@ def distilled(tmp_path_factory):
 def test_distill_cli_writes_metrics(distilled):
     _, out = distilled
     m = json.loads((out / "metrics.json").read_text())
-    for key in ("teacher_accuracy", "student_accuracy", "retention", "teacher_params", "student_params", "compression"):
+    for key in ("teacher_accuracy", "student_accuracy", "retention", "teacher_params", "student_params",
+                "compression"):
         assert key in m
     assert m["retention"] == pytest.approx(m["student_accuracy"] / m["teacher_accuracy"])
     assert m["compression"] == pytest.approx(m["teacher_params"] / m["student_params"])
@@ -236,12 +237,15 @@ def test_teacher_cli_loads_a_given_teacher(distilled, write_recipe, tmp_path):
     ("students: [", "not valid YAML"),
     ("- a\n- b\n", "must be a YAML mapping"),
     ({"students": [{"name": "s"}], "teachr": {}}, "teachr: unknown field"),
-    ({"students": [{"name": "s"}], "distill": {"temperature": -1}}, "distill.temperature: Input should be greater than 0"),
+    ({"students": [{"name": "s"}], "distill": {"temperature": -1}},
+     "distill.temperature: Input should be greater than 0"),
     ({"students": [{"name": "s"}], "data": {"name": "imagenet"}}, "unknown dataset 'imagenet'"),
     ({"students": [{"name": "s", "arch": "resnet"}]}, "students.s: unknown model 'resnet'"),
     ({"students": [{"name": "s", "train": {"epoch": 3}}]}, "students.0.train.epoch: unknown field"),
-    ({"students": [{"name": "s"}], "teacher": {"checkpoint": "nowhere"}}, "nowhere: no such checkpoint directory"),
-    ({"students": [{"name": "s"}], "data": {"name": "npz", "path": "missing.npz"}}, "missing.npz: no such file"),
+    ({"students": [{"name": "s"}], "teacher": {"checkpoint": "nowhere"}},
+     "nowhere: no such checkpoint directory"),
+    ({"students": [{"name": "s"}], "data": {"name": "npz", "path": "missing.npz"}},
+     "missing.npz: no such file"),
 ])
 def test_bad_recipes_fail_cleanly(tmp_path, recipe, message, capsys):
     import yaml
@@ -272,7 +276,8 @@ def test_corrupt_teacher_checkpoint_fails_cleanly(distilled, write_recipe, tmp_p
 def test_npz_recipe_end_to_end(npz_data, write_recipe, tmp_path):
     rec = write_recipe({
         "data": {"name": "npz", "path": str(npz_data), "transfer_samples": 500},
-        "teacher": {"arch": "mlp", "width": 0.25, "min_accuracy": 0.6, "train": {"epochs": 10, "batch_size": 64}},
+        "teacher": {"arch": "mlp", "width": 0.25, "min_accuracy": 0.6,
+                    "train": {"epochs": 10, "batch_size": 64}},
         "students": [{"name": "tiny", "arch": "mlp", "width": 0.05, "depth": 1}],
         "distill": {"train": {"epochs": 3, "batch_size": 64}},
     })
@@ -290,7 +295,8 @@ def test_a_student_can_have_its_own_training_budget(tmp_path):
     from edgekd.pipeline import distill_stage, load_data, teacher_stage
 
     recipe = Recipe.model_validate(tiny_recipe(
-        teacher={"arch": "cnn1d", "width": 0.25, "min_accuracy": 0.3, "train": {"epochs": 2, "batch_size": 128}},
+        teacher={"arch": "cnn1d", "width": 0.25, "min_accuracy": 0.3,
+                 "train": {"epochs": 2, "batch_size": 128}},
         students=[{"name": "plain", "arch": "cnn1d", "width": 0.125},
                   {"name": "longer", "arch": "cnn1d", "width": 0.125, "train": {"epochs": 1}}]))
     plain, longer = recipe.students
@@ -305,6 +311,7 @@ def test_a_student_can_have_its_own_training_budget(tmp_path):
                               width=0.125, depth=None, temperature=d.temperature, alpha=d.alpha,
                               transfer_samples=recipe.data.transfer_samples, cache_dir=None, seed=recipe.seed,
                               epochs=1, batch_size=128, lr=0.003, weight_decay=0.0)
-    sha = {n: load_checkpoint(tmp_path / "run" / "students" / n)[0].weights_sha256 for n in ("plain", "longer")}
+    sha = {n: load_checkpoint(tmp_path / "run" / "students" / n)[0].weights_sha256
+           for n in ("plain", "longer")}
     assert sha["longer"] == load_checkpoint(by_hand.checkpoint)[0].weights_sha256
     assert sha["plain"] != sha["longer"]

@@ -28,5 +28,6 @@ def test_readme_policy_example_is_a_valid_policy():
     (block,) = [b for b in _yaml_blocks() if "min_retention" in b]
     policy = Policy.model_validate(block)
     targets = {p.stem for p in targets_dir().glob("*.yaml")}
-    named = {*policy.max_latency_ms, *policy.min_accelerator_residency} - {"tflite", "onnxruntime", "torch-eager", "coreml", "coreml-exec"}
+    runners = {"tflite", "onnxruntime", "torch-eager", "coreml", "coreml-exec"}
+    named = {*policy.max_latency_ms, *policy.min_accelerator_residency} - runners
     assert named <= targets, f"README names targets that targets/ does not have: {named - targets}"

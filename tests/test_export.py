@@ -16,9 +16,9 @@ from edgekd.data import load_dataset
 from edgekd.errors import CheckFailed, InputError
 from edgekd.export import export_checkpoint, plan_exports
 from edgekd.export.common import EXPORTERS
-from edgekd.models import WithProbabilities
 from edgekd.export.parity import measure_parity
 from edgekd.export.tflite_metadata import read_metadata
+from edgekd.models import WithProbabilities
 from edgekd.runtimes import load_runner
 from factories import make_checkpoint
 from helpers import run_cli
@@ -110,7 +110,8 @@ def test_tflite_metadata_carries_labels_and_normalisation(student, tmp_path):
     md = read_metadata(a.path)
     ckpt, _ = load_checkpoint(student)
     assert md["labels"] == list(ckpt.labels) and md["associated_files"] == ["labels.txt"]
-    assert md["mean"] == [pytest.approx(ckpt.mean, abs=1e-6)] and md["std"] == [pytest.approx(ckpt.std, rel=1e-6)]
+    assert (md["mean"] == [pytest.approx(ckpt.mean, abs=1e-6)]
+            and md["std"] == [pytest.approx(ckpt.std, rel=1e-6)])
     assert md["author"] == "edgekd" and md["min_parser_version"] == "1.0.0"
     assert zipfile.is_zipfile(a.path)
     runner = load_runner("tflite", a.path)
@@ -150,8 +151,9 @@ def test_coreml_executor_refuses_unknown_ops_by_name(tmp_path):
         def forward(self, x):
             return torch.erf(x) * 2
 
-    ml = ct.convert(torch.jit.trace(Odd().eval(), torch.zeros(1, 4)), inputs=[ct.TensorType(name="x", shape=(1, 4))],
-                    convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16)
+    ml = ct.convert(torch.jit.trace(Odd().eval(), torch.zeros(1, 4)),
+                    inputs=[ct.TensorType(name="x", shape=(1, 4))], convert_to="mlprogram",
+                    minimum_deployment_target=ct.target.iOS16)
     ml.save(str(tmp_path / "odd.mlpackage"))
     with pytest.raises(InputError, match="does not support op.*erf"):
         MILExecutor(tmp_path / "odd.mlpackage")
@@ -171,7 +173,8 @@ def test_export_cli_bad_inputs(student, tmp_path):
 
 
 def test_export_cli_writes_artifacts(student, tmp_path):
-    r = run_cli("export", student, "--out", tmp_path / "o", "--formats", "onnx,tflite", "--quant", "fp32,dynamic-int8")
+    r = run_cli("export", student, "--out", tmp_path / "o", "--formats", "onnx,tflite", "--quant",
+                "fp32,dynamic-int8")
     assert r.returncode == 0, r.stderr
     manifest = json.loads((tmp_path / "o" / "artifacts.json").read_text())
     assert [(a["format"], a["quant"]) for a in manifest["artifacts"]] == [

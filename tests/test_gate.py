@@ -79,7 +79,8 @@ def test_junit_for_a_pass(tmp_path):
 
 
 def test_regression_against_baseline(tmp_path):
-    baseline = {"platform": "android", "metrics": {"retention": 0.999, "simulated": {"hexagon": {"latency_ms": 0.1}}},
+    baseline = {"platform": "android",
+                "metrics": {"retention": 0.999, "simulated": {"hexagon": {"latency_ms": 0.1}}},
                 "model": {"size_bytes": 10_000}}
     p = Policy(max_regression={"retention": 0.005, "latency_pct": 50, "size_pct": 100})
     v = evaluate(_rows(tmp_path, SPECS[:2]), p, {"android": "tflite"}, baseline)
@@ -119,11 +120,11 @@ def test_deterministic_zip(tmp_path):
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from edgekd.data import load_dataset
-    from edgekd.export import export_checkpoint
-    from edgekd.config import ExportConfig
     from edgekd.bench.stage import bench_artifacts
     from edgekd.bench.targets import get_targets
+    from edgekd.config import ExportConfig
+    from edgekd.data import load_dataset
+    from edgekd.export import export_checkpoint
     from edgekd.gate.verdict import load_bench_rows
     from factories import make_checkpoint
 
@@ -132,11 +133,13 @@ def bundle(tmp_path_factory):
     cfg = {**ExportConfig().model_dump(), "formats": ["tflite"], "quants": ["fp32", "int8"]}
     export_checkpoint(ckpt, root / "export", **cfg)
     data = load_dataset("mnist1d")
-    bench_artifacts(root / "export" / "artifacts.json", root / "bench", targets=get_targets(["host-cpu"]), data=data)
+    bench_artifacts(root / "export" / "artifacts.json", root / "bench", targets=get_targets(["host-cpu"]),
+                    data=data)
     v = evaluate(load_bench_rows([root / "bench"]), Policy(min_retention=0.5), {"android": "tflite"})
     d, z = write_bundle(v.chosen["android"], "android", root / "bundles", validation_x=data.x_test[:8],
-                        labels=list(data.labels), mean=data.mean, std=data.std, input_shape=list(data.input_shape),
-                        params=100, provenance={"recipe_name": "t", "teacher_sha256": "x", "data_fingerprint": "f"})
+                        labels=list(data.labels), mean=data.mean, std=data.std,
+                        input_shape=list(data.input_shape), params=100,
+                        provenance={"recipe_name": "t", "teacher_sha256": "x", "data_fingerprint": "f"})
     return d, z
 
 
@@ -166,7 +169,8 @@ def test_verify_catches_altered_and_added_files(bundle, tmp_path):
     (bad / "extra.txt").write_text("?")
     with pytest.raises(CheckFailed) as e:
         verify_bundle(bad)
-    assert "student-int8.tflite: sha256/size differ" in str(e.value) and "extra.txt: not listed" in str(e.value)
+    assert ("student-int8.tflite: sha256/size differ" in str(e.value)
+            and "extra.txt: not listed" in str(e.value))
 
 
 @pytest.mark.heavy

@@ -60,8 +60,8 @@ def test_nan_outputs_always_fail():
 def test_measurement_rows_round_trip_and_bad_rows_name_the_field():
     from edgekd.errors import InputError
 
-    m = Measurement(model="s", artifact="s.onnx", format="onnx", quant="fp32", kind="measured", runner="onnxruntime",
-                    retention=None, fallback_ops=({"op": "x"},))
+    m = Measurement(model="s", artifact="s.onnx", format="onnx", quant="fp32", kind="measured",
+                    runner="onnxruntime", retention=None, fallback_ops=({"op": "x"},))
     assert Measurement.from_dict(m.to_dict()) == m and m.where == "onnxruntime"
     with pytest.raises(InputError, match="lacks field 'model'"):
         Measurement.from_dict({}, "b/bench.json: rows[0]")

@@ -19,8 +19,8 @@ def test_every_package_folder_is_declared():
 
 @pytest.mark.heavy
 def test_the_wheel_ships_target_profiles_recipes_and_policies(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
-                    "-w", str(tmp_path)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    str(ROOT), "-w", str(tmp_path)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("edgekd-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     profiles = {f"edgekd/targets/{p.name}" for p in (ROOT / "targets").glob("*.yaml")}
@@ -31,6 +31,7 @@ def test_the_wheel_ships_target_profiles_recipes_and_policies(tmp_path):
     zipfile.ZipFile(wheel).extractall(site)
     out = subprocess.run([sys.executable, "-c", "from edgekd.bench.targets import all_targets, targets_dir;"
                           "print(targets_dir()); print(len(all_targets()))"],
-                         capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(site)}, check=True)
+                         capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(site)},
+                         check=True)
     where, count = out.stdout.split()
     assert Path(where) == site / "edgekd" / "targets" and int(count) == len(profiles)

@@ -60,14 +60,16 @@ def test_run_produces_report_bundles_and_passes(two_runs):
         assert prov["git_commit"] and prov["packages"]["coremltools"] == "9.0"
         assert run_cli("verify", out / "bundles" / f"{platform}.zip").returncode == 0
     gate = json.loads((out / "gate" / "gate.json").read_text())
-    assert gate["passed"] and (out / "gate" / "junit.xml").is_file() and (out / "gate" / "summary.md").is_file()
+    assert (gate["passed"] and (out / "gate" / "junit.xml").is_file()
+            and (out / "gate" / "summary.md").is_file())
 
 
 def test_same_seed_gives_byte_identical_bundles(two_runs):
     root, _, (ra, rb) = two_runs
     assert rb.returncode == 0, rb.stderr
     for platform in ("ios", "android"):
-        assert _sha(root / "a" / "bundles" / f"{platform}.zip") == _sha(root / "b" / "bundles" / f"{platform}.zip")
+        assert (_sha(root / "a" / "bundles" / f"{platform}.zip")
+                == _sha(root / "b" / "bundles" / f"{platform}.zip"))
 
 
 def test_unmeetable_policy_fails_with_exit_1_and_names_the_rules(two_runs, tmp_path):

@@ -10,26 +10,25 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers import run_cli
 
 from edgekd.errors import CheckFailed, InputError
 from edgekd.fileio import sha256_file
 from edgekd.gate import verify
 from edgekd.gate.bundle import load_baseline
 from edgekd.gate.verify import read_bundle_manifest, verify_bundle
+from helpers import run_cli
 
 MODEL = "student-fp32.onnx"
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from factories import make_checkpoint
-
     from edgekd.config import ExportConfig
     from edgekd.data import load_dataset
     from edgekd.export import export_checkpoint
     from edgekd.gate.bundle import write_bundle
     from edgekd.gate.verdict import Candidate
+    from factories import make_checkpoint
 
     root = tmp_path_factory.mktemp("verify")
     ckpt = make_checkpoint(root / "s", width=0.2, epochs=4)

@@ -27,17 +27,19 @@ class Op:
 
 
 TFLITE_KINDS = {
-    "CONV_2D": "conv", "CONV_3D": "conv", "DEPTHWISE_CONV_2D": "depthwise_conv", "FULLY_CONNECTED": "fully_connected",
-    "BATCH_MATMUL": "matmul", "MAX_POOL_2D": "pool", "AVERAGE_POOL_2D": "pool", "MEAN": "reduce", "SUM": "reduce",
-    "REDUCE_MAX": "reduce", "SOFTMAX": "softmax", "ADD": "elementwise", "SUB": "elementwise", "MUL": "elementwise",
+    "CONV_2D": "conv", "CONV_3D": "conv", "DEPTHWISE_CONV_2D": "depthwise_conv",
+    "FULLY_CONNECTED": "fully_connected", "BATCH_MATMUL": "matmul", "MAX_POOL_2D": "pool",
+    "AVERAGE_POOL_2D": "pool", "MEAN": "reduce", "SUM": "reduce", "REDUCE_MAX": "reduce",
+    "SOFTMAX": "softmax", "ADD": "elementwise", "SUB": "elementwise", "MUL": "elementwise",
     "DIV": "elementwise", "SQUARED_DIFFERENCE": "elementwise", "RSQRT": "elementwise", "SQRT": "elementwise",
-    "POW": "elementwise", "RELU": "activation", "RELU6": "activation", "LOGISTIC": "activation", "GELU": "activation",
-    "TANH": "activation", "RESHAPE": "layout", "TRANSPOSE": "layout", "SQUEEZE": "layout", "EXPAND_DIMS": "layout",
-    "STRIDED_SLICE": "layout", "SLICE": "layout", "CONCATENATION": "layout", "SPLIT": "layout", "GATHER": "layout",
-    "PAD": "layout", "QUANTIZE": "quant", "DEQUANTIZE": "quant",
+    "POW": "elementwise", "RELU": "activation", "RELU6": "activation", "LOGISTIC": "activation",
+    "GELU": "activation", "TANH": "activation", "RESHAPE": "layout", "TRANSPOSE": "layout",
+    "SQUEEZE": "layout", "EXPAND_DIMS": "layout", "STRIDED_SLICE": "layout", "SLICE": "layout",
+    "CONCATENATION": "layout", "SPLIT": "layout", "GATHER": "layout", "PAD": "layout", "QUANTIZE": "quant",
+    "DEQUANTIZE": "quant",
 }
-_TFL_DTYPE = {0: ("fp32", 4), 1: ("fp16", 2), 2: ("int32", 4), 3: ("int8", 1), 4: ("int64", 8), 7: ("int16", 2),
-              9: ("int8", 1), 17: ("int4", 0.5)}
+_TFL_DTYPE = {0: ("fp32", 4), 1: ("fp16", 2), 2: ("int32", 4), 3: ("int8", 1), 4: ("int64", 8),
+              7: ("int16", 2), 9: ("int8", 1), 17: ("int4", 0.5)}
 
 
 def _nbytes(shape, dtype_size) -> int:
@@ -67,13 +69,14 @@ def read_tflite(path: Path) -> list[Op]:
         # activations (dynamic range: XNNPACK quantises the activations on the fly)
         act_dtype = _TFL_DTYPE.get(acts[0].type if acts else tout[0].type, ("fp32", 4))[0]
         w_dtype = _TFL_DTYPE.get(weights[0].type, ("fp32", 4))[0] if weights else act_dtype
-        dtype = "int8" if "int8" in (act_dtype, w_dtype) and kind in ("conv", "depthwise_conv", "fully_connected",
-                                                                        "matmul") else act_dtype
+        int8_kernel = kind in ("conv", "depthwise_conv", "fully_connected", "matmul")
+        dtype = "int8" if "int8" in (act_dtype, w_dtype) and int8_kernel else act_dtype
         dtype = "fp32" if dtype not in ("fp32", "fp16", "int8") else dtype
         flops = _flops(kind, out_elems, [list(t.shape) for t in tin if t.shape is not None],
                        [list(t.shape) for t in weights if t.shape is not None])
         ops.append(Op(kind, name, dtype, flops, sum(_nbytes(t.shape, size(t)) for t in acts),
-                      sum(_nbytes(t.shape, size(t)) for t in tout), sum(_nbytes(t.shape, size(t)) for t in weights)))
+                      sum(_nbytes(t.shape, size(t)) for t in tout),
+                      sum(_nbytes(t.shape, size(t)) for t in weights)))
     return ops
 
 
@@ -81,7 +84,8 @@ def _flops(kind: str, out_elems: int, in_shapes: list[list[int]], w_shapes: list
     if kind in ("conv", "depthwise_conv") and w_shapes:
         w = w_shapes[0]
         # TFLite: (O, kh, kw, I) / depthwise (1, kh, kw, O); Core ML: (O, I/groups, *k)
-        per_out = math.prod(w[1:]) if kind == "conv" else math.prod(w[1:-1]) if len(w) == 4 else math.prod(w[2:])
+        per_out = (math.prod(w[1:]) if kind == "conv"
+                   else math.prod(w[1:-1]) if len(w) == 4 else math.prod(w[2:]))
         return 2.0 * out_elems * per_out
     if kind == "fully_connected" and w_shapes:
         return 2.0 * out_elems * w_shapes[0][-1]
@@ -97,11 +101,12 @@ def _flops(kind: str, out_elems: int, in_shapes: list[list[int]], w_shapes: list
 COREML_KINDS = {
     "conv": "conv", "linear": "fully_connected", "matmul": "matmul", "max_pool": "pool", "avg_pool": "pool",
     "reduce_mean": "reduce", "reduce_sum": "reduce", "reduce_max": "reduce", "softmax": "softmax",
-    "layer_norm": "norm", "batch_norm": "norm", "add": "elementwise", "sub": "elementwise", "mul": "elementwise",
-    "real_div": "elementwise", "sqrt": "elementwise", "rsqrt": "elementwise", "relu": "activation",
-    "gelu": "activation", "sigmoid": "activation", "reshape": "layout", "transpose": "layout", "squeeze": "layout",
-    "expand_dims": "layout", "slice_by_index": "layout", "split": "layout", "concat": "layout", "cast": "layout",
-    "identity": "layout", "quantize": "quant", "dequantize": "quant", "classify": "layout",
+    "layer_norm": "norm", "batch_norm": "norm", "add": "elementwise", "sub": "elementwise",
+    "mul": "elementwise", "real_div": "elementwise", "sqrt": "elementwise", "rsqrt": "elementwise",
+    "relu": "activation", "gelu": "activation", "sigmoid": "activation", "reshape": "layout",
+    "transpose": "layout", "squeeze": "layout", "expand_dims": "layout", "slice_by_index": "layout",
+    "split": "layout", "concat": "layout", "cast": "layout", "identity": "layout", "quantize": "quant",
+    "dequantize": "quant", "classify": "layout",
 }
 
 
@@ -115,7 +120,8 @@ def read_coreml(path: Path) -> list[Op]:
         if o.op_type == "const" and isinstance(o.outputs[0].val, np.ndarray):
             stored[o.outputs[0]] = int(o.outputs[0].val.nbytes)
         elif o.op_type.startswith("constexpr_"):
-            src = sum(int(v.val.nbytes) for v in o.inputs.values() if hasattr(v, "val") and isinstance(v.val, np.ndarray))
+            src = sum(int(v.val.nbytes) for v in o.inputs.values()
+                      if hasattr(v, "val") and isinstance(v.val, np.ndarray))
             for out in o.outputs:
                 stored[out] = src
     has_act_quant = any(o.op_type == "quantize" for o in ex.ops)
@@ -135,7 +141,8 @@ def read_coreml(path: Path) -> list[Op]:
         out_elems = sum(math.prod(int(s) for s in v.shape) for v in outs)
         flops = _flops(kind, out_elems, [list(v.shape) for v in acts + weights if _is_tensor(v)],
                        [list(v.shape) for v in weights])
-        ops.append(Op(kind, o.op_type, dtype, flops, sum(_nbytes(v.shape, esize) for v in acts if _is_tensor(v)),
+        ops.append(Op(kind, o.op_type, dtype, flops,
+                      sum(_nbytes(v.shape, esize) for v in acts if _is_tensor(v)),
                       out_elems * esize, sum(stored[v] for v in weights)))
     return ops
 

@@ -42,7 +42,8 @@ def op_time_us(op: Op, unit: Unit) -> float:
     compute_s = op.flops / (unit.peak_gops[op.dtype] * eff * 1e9) if op.flops else 0.0
     cache_bw = unit.cache_bandwidth_gbps or {}
     cache = cache_bw.get(op.kind, cache_bw.get("default", unit.memory_bandwidth_gbps))
-    memory_s = op.bytes_weights / (unit.memory_bandwidth_gbps * 1e9) + (op.bytes_in + op.bytes_out) / (cache * 1e9)
+    memory_s = (op.bytes_weights / (unit.memory_bandwidth_gbps * 1e9)
+                + (op.bytes_in + op.bytes_out) / (cache * 1e9))
     work_s = max(compute_s, memory_s) if unit.overlap else compute_s + memory_s
     return unit.dispatch_overhead_us + 1e6 * work_s
 
@@ -66,14 +67,16 @@ def simulate(ops: list[Op], target: Target) -> Simulation:
     prev_unit, prev_kind, total_us = None, None, target.invoke_overhead_us
     for op in ops:
         unit = place(op, target, prev_unit)
-        run_op = op if op.dtype in unit.peak_gops else Op(op.kind, op.name, _runnable_dtype(op, unit), op.flops,
-                                                          op.bytes_in, op.bytes_out, op.bytes_weights)
+        run_op = (op if op.dtype in unit.peak_gops
+                  else Op(op.kind, op.name, _runnable_dtype(op, unit), op.flops, op.bytes_in, op.bytes_out,
+                          op.bytes_weights))
         if not unit.accelerator and accelerators and op.kind != "layout":
             why = [f"{u.name}: " + ("dtype " + op.dtype if op.dtype not in u.peak_gops else "op " + op.kind)
                    for u in accelerators]
             fallbacks.append({"op": op.name, "kind": op.kind, "dtype": op.dtype, "reason": "; ".join(why)})
         t = op_time_us(run_op, unit)
-        if op.kind == "activation" and prev_unit is unit and unit.fuses_activation and prev_kind in FUSES_INTO:
+        follows_fusable = prev_unit is unit and unit.fuses_activation and prev_kind in FUSES_INTO
+        if op.kind == "activation" and follows_fusable:
             t = 0.0  # fused into the op before it
         if prev_unit is not None and unit is not prev_unit:
             t += target.unit_switch_us + 1e6 * op.bytes_in / (target.transfer_bandwidth_gbps * 1e9)

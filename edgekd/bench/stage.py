@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgekd.artifacts import load_artifacts
 from edgekd.bench.graph import read_graph
 from edgekd.bench.measure import measure, zip_size
 from edgekd.bench.simulator import simulate
@@ -16,7 +17,6 @@ from edgekd.bench.targets import Target
 from edgekd.checkpoint import load_checkpoint, read_checkpoint, training_data
 from edgekd.data import Dataset
 from edgekd.errors import InputError
-from edgekd.artifacts import load_artifacts
 from edgekd.fileio import dir_size, relative_to, resolve_in, sha256_tree, write_json
 from edgekd.models import WithProbabilities
 from edgekd.types import Measurement
@@ -29,7 +29,8 @@ def verify_artifact(base: Path, a: dict) -> str | None:
         return f"{path}: file is missing (listed in artifacts.json)"
 
     if dir_size(path) != a["size_bytes"]:
-        return f"{path}: size {dir_size(path)} differs from artifacts.json ({a['size_bytes']}): altered after export"
+        return (f"{path}: size {dir_size(path)} differs from artifacts.json ({a['size_bytes']}): "
+                "altered after export")
     if sha256_tree(path) != a["sha256"]:
         return f"{path}: sha256 differs from artifacts.json: altered after export"
     return None
@@ -37,7 +38,8 @@ def verify_artifact(base: Path, a: dict) -> str | None:
 
 def teacher_reference(manifest: dict, base: Path, data: Dataset) -> tuple[np.ndarray, float | None]:
     """The teacher's top-1 on the test split and its accuracy (for agreement and retention)."""
-    teacher_path = manifest.get("teacher") or (manifest["checkpoint"] if manifest.get("role") == "teacher" else None)
+    teacher_path = manifest.get("teacher") or (
+        manifest["checkpoint"] if manifest.get("role") == "teacher" else None)
     teacher_path = resolve_in(base, teacher_path) if teacher_path else None
     if teacher_path and teacher_path.exists():
         _, teacher = load_checkpoint(teacher_path)
@@ -65,10 +67,10 @@ def device_rows(common: dict, path: Path, delegates: list[str], threads: int) ->
             continue
         residency = None if r.residency is None else {"ops": round(r.residency, 4), "time": None}
         rows.append(Measurement(**where, threads=threads, latency_ms_p50=r.latency_ms_p50 or r.latency_ms_avg,
-                                latency_ms_p90=r.latency_ms_p90, latency_ms_avg=r.latency_ms_avg, load_ms=r.init_ms,
-                                peak_memory_bytes=r.peak_memory_bytes, delegated_nodes=r.delegated_nodes,
-                                accelerator=delegate in ("gpu", "nnapi"), accelerator_residency=residency,
-                                timed_runs=r.runs))
+                                latency_ms_p90=r.latency_ms_p90, latency_ms_avg=r.latency_ms_avg,
+                                load_ms=r.init_ms, peak_memory_bytes=r.peak_memory_bytes,
+                                delegated_nodes=r.delegated_nodes, accelerator=delegate in ("gpu", "nnapi"),
+                                accelerator_residency=residency, timed_runs=r.runs))
     return rows
 
 
@@ -116,7 +118,8 @@ def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target]
             rows.append(Measurement(**common, kind="measured", failed=problem))
             continue
         size = a["size_bytes"] if fmt != "torch" else _weights_size(path)
-        common.update(size_bytes=size, zip_size_bytes=zip_size(path if fmt != "torch" else path / "model.safetensors"))
+        common.update(size_bytes=size,
+                      zip_size_bytes=zip_size(path if fmt != "torch" else path / "model.safetensors"))
         try:
             measured = Measurement(**common, **measure(fmt, path, data.x_test, data.y_test, teacher_top1,
                                                        teacher_acc, threads))
@@ -156,8 +159,9 @@ def check_data_fits(manifest: dict, manifest_path: Path, data: Dataset) -> None:
         raise InputError(f"{manifest_path}: field 'input_shape' is {shape} but dataset {data.name!r} has "
                          f"{list(data.input_shape)}; bench on the data the model was trained for (--data)")
     if labels and len(labels) != data.num_classes:
-        raise InputError(f"{manifest_path}: field 'labels' has {len(labels)} classes but dataset {data.name!r} "
-                         f"has {data.num_classes}; bench on the data the model was trained for (--data)")
+        raise InputError(f"{manifest_path}: field 'labels' has {len(labels)} classes "
+                         f"but dataset {data.name!r} has {data.num_classes}; "
+                         "bench on the data the model was trained for (--data)")
 
 
 def _weights_size(ckpt_dir: Path) -> int:
@@ -175,5 +179,6 @@ def dataset_for_manifest(manifest_path: Path, name: str | None = None) -> Datase
         return training_data(read_checkpoint(ckpt))
     src = manifest.get("data") or {}
     if not src:
-        raise InputError(f"{manifest_path}: its checkpoint {ckpt} is gone and no dataset is recorded; pass --data")
+        raise InputError(f"{manifest_path}: its checkpoint {ckpt} is gone and no dataset is recorded; "
+                         "pass --data")
     return load_dataset(src["name"], src.get("path"), src.get("seed", 42))

@@ -91,7 +91,8 @@ def all_targets(directory: Path | None = None) -> dict[str, Target]:
     for p in sorted(d.glob("*.yaml")):
         t = load_target(p)
         if t.name != p.stem:
-            raise InputError(f"{p}: field 'name' is {t.name!r} but the file is {p.stem}.yaml; make them equal")
+            raise InputError(f"{p}: field 'name' is {t.name!r} but the file is {p.stem}.yaml; "
+                             "make them equal")
         out[t.name] = t
     return out
 
@@ -102,5 +103,6 @@ def get_targets(names: list[str] | None, directory: Path | None = None) -> list[
         return list(available.values())
     missing = [n for n in names if n not in available]
     if missing:
-        raise InputError(f"unknown target(s) {', '.join(missing)} (--targets); available: {', '.join(available)}")
+        raise InputError(f"unknown target(s) {', '.join(missing)} (--targets); "
+                         f"available: {', '.join(available)}")
     return [available[n] for n in names]

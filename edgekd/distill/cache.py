@@ -27,7 +27,8 @@ def teacher_outputs(teacher, x: np.ndarray, batch_size: int = 1024) -> tuple[np.
         feats.append(f)
         logits.append(teacher.head(f))
     if not logits:
-        return np.zeros((0, teacher.head.out_features), np.float32), np.zeros((0, teacher.feature_dim), np.float32)
+        return (np.zeros((0, teacher.head.out_features), np.float32),
+                np.zeros((0, teacher.feature_dim), np.float32))
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
 
@@ -50,7 +51,8 @@ def cached_teacher_outputs(teacher, teacher_sha256: str, x: np.ndarray, cache_di
     return logits, feats, False
 
 
-def cached_array(cache_dir: Path | None, name: str, make, row_shape: tuple[int, ...] | None = None) -> np.ndarray:
+def cached_array(cache_dir: Path | None, name: str, make,
+                 row_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """A generated array (e.g. a transfer set) kept on disk under `name` (which must cover every input
     that shapes it). An entry that does not load, or whose rows are not `row_shape`, is rebuilt."""
     path = Path(cache_dir or default_cache_dir()) / "arrays" / f"{name}.npy"

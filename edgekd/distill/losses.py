@@ -30,7 +30,8 @@ def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[labelled], labels[labelled])
 
 
-def hint_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, projection: nn.Module) -> torch.Tensor:
+def hint_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
+              projection: nn.Module) -> torch.Tensor:
     """FitNets (Romero et al. 2015): MSE between a learned projection of the student's features and the
     teacher's. student_features: (B, Ds); teacher_features: (B, Dt); projection maps Ds -> Dt."""
     return F.mse_loss(projection(student_features), teacher_features)

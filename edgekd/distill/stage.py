@@ -12,9 +12,9 @@ import torch
 from edgekd.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from edgekd.data import Dataset
 from edgekd.distill.cache import cached_array, cached_teacher_outputs
-from edgekd.fileio import json_sha256, relative_to
 from edgekd.distill.train import accuracy, train
 from edgekd.errors import CheckFailed, InputError
+from edgekd.fileio import json_sha256, relative_to
 from edgekd.metrics import retention
 from edgekd.models import Classifier, build_model
 from edgekd.types import Checkpoint, StudentResult
@@ -60,26 +60,28 @@ def prepare_teacher(data: Dataset, out_dir: Path, *, arch: str, width: float, de
     if checkpoint is not None:
         ckpt, model, acc = load_teacher(checkpoint, data)
     else:
-        key = json_sha256(dict(arch=arch, width=width, depth=depth, seed=seed, epochs=epochs, batch_size=batch_size,
-                               lr=lr, weight_decay=weight_decay, data=data.fingerprint))
+        key = json_sha256(dict(arch=arch, width=width, depth=depth, seed=seed, epochs=epochs,
+                               batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                               data=data.fingerprint))
         dest = Path(out_dir) / "teacher"
         if _finished(dest, key):
             ckpt, model, acc = load_teacher(dest, data)
         else:
             model = seeded_model(arch, data, width, depth, seed)
             train(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=lr,
-                  weight_decay=weight_decay, seed=seed, state_path=Path(out_dir) / f".teacher.{key[:12]}.state.pt",
-                  desc="teacher")
+                  weight_decay=weight_decay, seed=seed,
+                  state_path=Path(out_dir) / f".teacher.{key[:12]}.state.pt", desc="teacher")
             acc = accuracy(model, data.x_test, data.y_test)
-            ckpt = save_checkpoint(model, dest, name="teacher", role="teacher", arch=arch, width=width, depth=depth,
-                                   input_shape=data.input_shape, labels=data.labels, mean=data.mean, std=data.std,
-                                   data_fingerprint=data.fingerprint, accuracy=acc, provenance={"key": key, "data": data.source})
+            ckpt = save_checkpoint(model, dest, name="teacher", role="teacher", arch=arch, width=width,
+                                   depth=depth, input_shape=data.input_shape, labels=data.labels,
+                                   mean=data.mean, std=data.std, data_fingerprint=data.fingerprint,
+                                   accuracy=acc, provenance={"key": key, "data": data.source})
             (Path(out_dir) / f".teacher.{key[:12]}.state.pt").unlink(missing_ok=True)
     if acc < min_accuracy:
         raise CheckFailed(
             f"teacher {ckpt.path} reaches {acc:.4f} test accuracy on {data.name!r}, below the floor "
-            f"teacher.min_accuracy={min_accuracy}: a poor teacher caps every student. Train it longer or wider, "
-            "or lower the floor if you accept that")
+            f"teacher.min_accuracy={min_accuracy}: a poor teacher caps every student. "
+            "Train it longer or wider, or lower the floor if you accept that")
     return replace(ckpt, accuracy=acc), model
 
 
@@ -92,11 +94,11 @@ def transfer_inputs(data: Dataset, n: int, seed: int, cache_dir: Path | None) ->
                         lambda: data.transfer_set(n, seed), row_shape=data.input_shape)
 
 
-def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: Classifier, out_dir: Path, *, name: str,
-                    arch: str, width: float, depth: int | None, method: str = "kd", temperature: float,
-                    alpha: float, hint_weight: float = 0.0, cosine_weight: float = 0.0, transfer_samples: int,
-                    use_transfer: bool = True, cache_dir: Path | None, seed: int, epochs: int, batch_size: int,
-                    lr: float, weight_decay: float) -> StudentResult:
+def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: Classifier, out_dir: Path, *,
+                    name: str, arch: str, width: float, depth: int | None, method: str = "kd",
+                    temperature: float, alpha: float, hint_weight: float = 0.0, cosine_weight: float = 0.0,
+                    transfer_samples: int, use_transfer: bool = True, cache_dir: Path | None, seed: int,
+                    epochs: int, batch_size: int, lr: float, weight_decay: float) -> StudentResult:
     """Train one student (`method` "kd": against the teacher, on the training set plus a teacher-labelled
     transfer set; "label": cross-entropy on the labelled training set only) and save its checkpoint
     to `out_dir/NAME`. A finished student with the same inputs is reused."""
@@ -104,8 +106,9 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: Classifie
         raise InputError(f"unknown distillation method {method!r}; choose 'kd' or 'label'")
     n_transfer = transfer_samples if (method == "kd" and use_transfer) else 0
     key = json_sha256(dict(arch=arch, width=width, depth=depth, method=method, t=temperature, a=alpha,
-                           h=hint_weight, c=cosine_weight, n=n_transfer, seed=seed, epochs=epochs, bs=batch_size,
-                           lr=lr, wd=weight_decay, teacher=teacher.weights_sha256, data=data.fingerprint))
+                           h=hint_weight, c=cosine_weight, n=n_transfer, seed=seed, epochs=epochs,
+                           bs=batch_size, lr=lr, wd=weight_decay, teacher=teacher.weights_sha256,
+                           data=data.fingerprint))
     dest = Path(out_dir) / name
     model = seeded_model(arch, data, width, depth, seed)
     throughput = 0.0
@@ -122,18 +125,20 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: Classifie
             x, y = np.concatenate([x, xu]), np.concatenate([y, np.full(len(xu), -1, np.int64)])
             logits, feats = np.concatenate([lt, lu]), np.concatenate([ft, fu])
         state = Path(out_dir) / f".{name}.{key[:12]}.state.pt"
-        stats = train(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                      teacher_logits=logits, teacher_features=feats, temperature=temperature, alpha=alpha,
-                      hint_weight=hint_weight, cosine_weight=cosine_weight, state_path=state, desc=name)
+        stats = train(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                      seed=seed, teacher_logits=logits, teacher_features=feats, temperature=temperature,
+                      alpha=alpha, hint_weight=hint_weight, cosine_weight=cosine_weight, state_path=state,
+                      desc=name)
         throughput = stats.samples_per_s
         acc = accuracy(model, data.x_test, data.y_test)
         ckpt = save_checkpoint(model, dest, name=name, role="student", arch=arch, width=width, depth=depth,
                                input_shape=data.input_shape, labels=data.labels, mean=data.mean, std=data.std,
                                data_fingerprint=data.fingerprint, accuracy=acc,
-                               provenance={"key": key, "method": method, "teacher_sha256": teacher.weights_sha256,
-                                           "teacher_accuracy": teacher.accuracy, "teacher_params": teacher.params,
-                                           "teacher": relative_to(teacher.path, dest),
-                                           "data": data.source})
+                               provenance={"key": key, "method": method,
+                                           "teacher_sha256": teacher.weights_sha256,
+                                           "teacher_accuracy": teacher.accuracy,
+                                           "teacher_params": teacher.params,
+                                           "teacher": relative_to(teacher.path, dest), "data": data.source})
         state.unlink(missing_ok=True)
     return StudentResult(name=name, checkpoint=dest, params=ckpt.params, accuracy=acc,
                          retention=retention(acc, teacher.accuracy), compression=teacher.params / ckpt.params,

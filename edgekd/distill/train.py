@@ -63,7 +63,8 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
     use_feats = hint_weight > 0 or cosine_weight > 0
     if use_feats and tf is None and teacher is None:
         raise InputError("hint_weight/cosine_weight need teacher features (distill with a teacher)")
-    proj = nn.Linear(model.feature_dim, (tf.shape[1] if tf is not None else teacher.feature_dim)) if use_feats else None
+    proj = (nn.Linear(model.feature_dim, (tf.shape[1] if tf is not None else teacher.feature_dim))
+            if use_feats else None)
     params = list(model.parameters()) + (list(proj.parameters()) if proj is not None else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(xt) / batch_size)
@@ -128,7 +129,8 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1
     model.eval()
     hits = 0
     for i in range(0, len(x), batch_size):
-        hits += int((model(torch.from_numpy(x[i:i + batch_size])).argmax(-1).numpy() == y[i:i + batch_size]).sum())
+        pred = model(torch.from_numpy(x[i:i + batch_size])).argmax(-1).numpy()
+        hits += int((pred == y[i:i + batch_size]).sum())
     return hits / max(1, len(x))
 
 

@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
-
 from edgekd.registry import Registry
 
 

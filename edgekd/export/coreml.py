@@ -95,8 +95,8 @@ def _palette(nbits: int, target: str):
     import coremltools.optimize.coreml as cto
 
     if nbits <= 4 and int(target[3:]) >= 18:
-        return cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_grouped_channel", group_size=1,
-                                      weight_threshold=0)
+        return cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_grouped_channel",
+                                      group_size=1, weight_threshold=0)
     return cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", weight_threshold=0)
 
 

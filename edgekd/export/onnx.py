@@ -14,18 +14,25 @@ QUANTS = ("fp32", "dynamic-int8", "static-int8")
 
 
 @register("onnx", ".onnx", QUANTS)
-def write_onnx(model, sample: np.ndarray, dest: Path, quant: str, calib: np.ndarray, meta: ExportMeta) -> None:
+def write_onnx(model, sample: np.ndarray, dest: Path, quant: str, calib: np.ndarray,
+               meta: ExportMeta) -> None:
     import onnx
     import torch
 
     with tempfile.TemporaryDirectory() as tmpd:
         fp32 = Path(tmpd) / "fp32.onnx"
-        torch.onnx.export(model, (torch.from_numpy(sample),), str(fp32), input_names=["x"], output_names=["probs"],
-                          dynamic_axes={"x": {0: "batch"}, "probs": {0: "batch"}}, opset_version=17, dynamo=False)
+        torch.onnx.export(model, (torch.from_numpy(sample),), str(fp32), input_names=["x"],
+                          output_names=["probs"], dynamic_axes={"x": {0: "batch"}, "probs": {0: "batch"}},
+                          opset_version=17, dynamo=False)
         src = fp32
         if quant != "fp32":
-            from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
-                                                  quantize_static)
+            from onnxruntime.quantization import (
+                CalibrationDataReader,
+                QuantFormat,
+                QuantType,
+                quantize_dynamic,
+                quantize_static,
+            )
 
             src = Path(tmpd) / "q.onnx"
             if quant == "dynamic-int8":

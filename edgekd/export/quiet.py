@@ -11,14 +11,14 @@ import tempfile
 import warnings
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 
-
 IO_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 
 
 class ConverterFailed(Exception):
     def __init__(self, cause: BaseException, output: str):
         tail = [line for line in output.strip().splitlines() if line.strip()][-3:]
-        super().__init__(f"{type(cause).__name__}: {cause}" + ("".join(f"\n      | {t}" for t in tail) if tail else ""))
+        super().__init__(f"{type(cause).__name__}: {cause}"
+                         + ("".join(f"\n      | {t}" for t in tail) if tail else ""))
         self.cause, self.output = cause, output
 
     def io_error(self) -> OSError | None:
@@ -30,7 +30,8 @@ class ConverterFailed(Exception):
                 return e
             e = e.__cause__ or e.__context__
         text = self.output + str(self.cause)
-        for code, words in ((errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")):
+        for code, words in ((errno.ENOSPC, "No space left on device"),
+                            (errno.EROFS, "Read-only file system")):
             if words in text:
                 return OSError(code, words, getattr(self.cause, "filename", None))
         return None

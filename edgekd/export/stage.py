@@ -24,8 +24,8 @@ from edgekd.export.common import EXPORTERS, ExportMeta, file_name
 from edgekd.export.parity import measure_parity, parity_failure
 from edgekd.export.quiet import ConverterFailed, quiet
 from edgekd.fileio import dir_size, relative_to, resolve_in, sha256_tree, write_json
-from edgekd.runtimes import load_runner
 from edgekd.models import WithProbabilities
+from edgekd.runtimes import load_runner
 from edgekd.types import Artifact, Checkpoint
 
 
@@ -92,7 +92,8 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
     data = data or training_data(ckpt)
     check_fits(ckpt, data)
     wrapped = WithProbabilities(model).eval()
-    meta = ExportMeta(name=ckpt.name, labels=ckpt.labels, mean=ckpt.mean, std=ckpt.std, input_shape=ckpt.input_shape)
+    meta = ExportMeta(name=ckpt.name, labels=ckpt.labels, mean=ckpt.mean, std=ckpt.std,
+                      input_shape=ckpt.input_shape)
     held_out = data.x_test if parity_samples is None else data.x_test[:parity_samples]
     calib = data.x_train[np.random.default_rng(0).permutation(len(data.x_train))[:calibration_samples]]
     with torch.no_grad():
@@ -107,13 +108,15 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
         options = {"target": coreml_target} if fmt == "coreml" else {}
         try:
             artifacts.append(_export_one(wrapped, sample, dest, fmt, quant, calib, meta, options, held_out,
-                                         reference, min_top1_agreement, fp32_max_abs_diff, ckpt.params, threads))
+                                         reference, min_top1_agreement, fp32_max_abs_diff, ckpt.params,
+                                         threads))
         except _ParityMiss as e:
             failures.append(Failure(fmt, quant, str(e), e.parity.top1_agreement, e.required))
         except ConverterFailed as e:
             io_error = e.io_error()
             if io_error is not None:  # a full disk or a read-only folder is not the converter's fault
-                raise OSError(io_error.errno, io_error.strerror, str(out_dir / file_name(meta, fmt, quant))) from None
+                raise OSError(io_error.errno, io_error.strerror,
+                              str(out_dir / file_name(meta, fmt, quant))) from None
             failures.append(Failure(fmt, quant, str(e)))
     _write_manifest(out_dir, ckpt, artifacts, failures, coreml_target)
     if failures:
@@ -179,8 +182,9 @@ def _write_manifest(out_dir: Path, ckpt: Checkpoint, artifacts: list[Artifact], 
     prov = ckpt.provenance
     teacher = resolve_in(ckpt.path, prov["teacher"]) if prov.get("teacher") else None
     write_json(out_dir / "artifacts.json", {
-        "checkpoint": relative_to(ckpt.path, out_dir), "role": ckpt.role, "model": ckpt.name, "params": ckpt.params,
-        "labels": list(ckpt.labels), "mean": ckpt.mean, "std": ckpt.std, "input_shape": list(ckpt.input_shape),
+        "checkpoint": relative_to(ckpt.path, out_dir), "role": ckpt.role, "model": ckpt.name,
+        "params": ckpt.params, "labels": list(ckpt.labels), "mean": ckpt.mean, "std": ckpt.std,
+        "input_shape": list(ckpt.input_shape),
         "teacher_accuracy": prov.get("teacher_accuracy"),
         "teacher": relative_to(teacher, out_dir) if teacher else None,
         "checkpoint_accuracy": ckpt.accuracy, "data": prov.get("data"),

@@ -19,7 +19,8 @@ def _configure(qt, quant: str) -> None:
 
     ops = qtyping.TFLOperationName.ALL_SUPPORTED
     if quant == "fp16":
-        qt.add_weight_only_config(regex=".*", operation_name=ops, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
+        qt.add_weight_only_config(regex=".*", operation_name=ops, num_bits=16,
+                                  algorithm_key=AlgorithmName.FLOAT_CASTING)
     elif quant == "int8":  # weight-only: int8 weights, dequantised to float before each op
         qt.add_weight_only_config(regex=".*", operation_name=ops, num_bits=8)
     elif quant == "dynamic-int8":  # int8 weights, activations quantised on the fly
@@ -27,7 +28,8 @@ def _configure(qt, quant: str) -> None:
 
 
 @register("tflite", ".tflite", QUANTS)
-def write_tflite(model, sample: np.ndarray, dest: Path, quant: str, calib: np.ndarray, meta: ExportMeta) -> None:
+def write_tflite(model, sample: np.ndarray, dest: Path, quant: str, calib: np.ndarray,
+                 meta: ExportMeta) -> None:
     import litert_torch
     import torch
 
@@ -51,7 +53,8 @@ def write_tflite(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
                 sig = Interpreter(model_path=str(fp32)).get_signature_list()
                 key = next(iter(sig))
                 name = sig[key]["inputs"][0]
-                calibration = qt.calibrate({key: [{name: calib[i:i + 1]} for i in range(len(calib))]}, num_threads=1)
+                samples = [{name: calib[i:i + 1]} for i in range(len(calib))]
+                calibration = qt.calibrate({key: samples}, num_threads=1)
             data = bytes(qt.quantize(calibration, enable_progress_report=False).quantized_model)
         dest.write_bytes(attach_metadata(data, meta, quant))
 

@@ -158,8 +158,8 @@ def read_metadata(path: Path) -> dict:
 
     data = Path(path).read_bytes()
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
-    entry = next((m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name)
-                  == METADATA_NAME), None)
+    entry = next((m for m in (model.metadata or [])
+                  if (m.name.decode() if isinstance(m.name, bytes) else m.name) == METADATA_NAME), None)
     if entry is None:
         return {}
     raw = bytes(bytearray(model.buffers[entry.buffer].data))
@@ -173,7 +173,7 @@ def read_metadata(path: Path) -> dict:
     files = [_str(f, 0) for f in _vec_tables(tout, 6)]
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         labels = z.read(LABELS_FILE).decode().splitlines() if LABELS_FILE in z.namelist() else []
-    return {"name": _str(root, 0), "description": _str(root, 1), "version": _str(root, 2), "author": _str(root, 4),
-            "license": _str(root, 5), "min_parser_version": _str(root, 7), "input": _str(tin, 0),
-            "mean": _vec_floats(norm, 0), "std": _vec_floats(norm, 1), "output": _str(tout, 0),
-            "associated_files": files, "labels": labels}
+    return {"name": _str(root, 0), "description": _str(root, 1), "version": _str(root, 2),
+            "author": _str(root, 4), "license": _str(root, 5), "min_parser_version": _str(root, 7),
+            "input": _str(tin, 0), "mean": _vec_floats(norm, 0), "std": _vec_floats(norm, 1),
+            "output": _str(tout, 0), "associated_files": files, "labels": labels}

@@ -22,6 +22,7 @@ from edgekd.fileio import atomic_dir, atomic_path, sha256_file, sha256_tree
 from edgekd.gate.verdict import Candidate
 from edgekd.gate.verify import FORMAT, read_bundle_manifest, verify_bundle  # noqa: F401
 from edgekd.runtimes import load_runner
+
 PACKAGES = ("edgekd", "torch", "numpy", "coremltools", "litert-torch", "ai-edge-litert", "ai-edge-quantizer",
             "onnx", "onnxruntime")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -68,6 +69,8 @@ def _share(residency: dict | None) -> str:
 
 def model_card(manifest: dict) -> str:
     m, met, prov = manifest["model"], manifest["metrics"], manifest["provenance"]
+    norm = manifest["normalization"]
+    fingerprint = prov.get("data_fingerprint", "")[:16]
     sims = "\n".join(f"| {t} | {v['latency_ms']:.4f} | {_share(v['accelerator_residency'])} |"
                       for t, v in met["simulated"].items()) or "| (none) | | |"
     return f"""# Model card: {m['name']} ({manifest['platform']})
@@ -75,13 +78,13 @@ def model_card(manifest: dict) -> str:
 **File:** `{m['file']}` ({m['format']}, {m['quant']}), {m['size_bytes']} bytes, {m['params']} parameters.
 **Task:** classify inputs of shape {manifest['input_shape']} into {len(manifest['labels'])} classes
 ({', '.join(manifest['labels'][:10])}{'...' if len(manifest['labels']) > 10 else ''}).
-**Input:** float32, normalised as (x - {manifest['normalization']['mean']:.6g}) / {manifest['normalization']['std']:.6g}.
+**Input:** float32, normalised as (x - {norm['mean']:.6g}) / {norm['std']:.6g}.
 **Output:** class probabilities (softmax).
 
 ## How it was made
 Distilled with edgekd from a teacher (sha256 `{(prov.get('teacher_sha256') or 'n/a')[:16]}`, test accuracy
 {prov.get('teacher_accuracy')}) on dataset `{(prov.get('data') or {}).get('name')}` (fingerprint
-`{prov.get('data_fingerprint', '')[:16]}`), recipe `{prov.get('recipe_name')}`, edgekd commit `{prov['git_commit']}`.
+`{fingerprint}`), recipe `{prov.get('recipe_name')}`, edgekd commit `{prov['git_commit']}`.
 
 ## Quality (test split, through this file)
 - accuracy {met['accuracy']}, retention {met['retention']} (file accuracy / teacher accuracy)
@@ -99,7 +102,8 @@ from edgekd's roofline profiles (targets/), not from a device.
 
 
 def write_bundle(c: Candidate, platform: str, out_dir: Path, *, validation_x: np.ndarray, labels: list[str],
-                 mean: float, std: float, input_shape: list[int], params: int, provenance: dict) -> tuple[Path, Path]:
+                 mean: float, std: float, input_shape: list[int], params: int,
+                 provenance: dict) -> tuple[Path, Path]:
     """Write `out_dir/<platform>/` and `out_dir/<platform>.zip`; returns both paths."""
     src = Path(c.path)
     dest, zip_path = Path(out_dir) / platform, Path(out_dir) / f"{platform}.zip"
@@ -120,7 +124,8 @@ def write_bundle(c: Candidate, platform: str, out_dir: Path, *, validation_x: np
                                                    "git_commit": git_commit()},
         }
         (tmp / "MODEL_CARD.md").write_text(model_card(manifest))
-        manifest["files"] = {str(p.relative_to(tmp)): {"sha256": sha256_file(p), "size_bytes": p.stat().st_size}
+        manifest["files"] = {str(p.relative_to(tmp)): {"sha256": sha256_file(p),
+                                                        "size_bytes": p.stat().st_size}
                              for p in _files(tmp)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     with atomic_path(zip_path) as tmp_zip:

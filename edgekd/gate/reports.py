@@ -20,8 +20,8 @@ def junit_xml(v: Verdict) -> str:
             continue
         detail = "\n".join(f"{c.model}/{c.artifact}: " + "; ".join(str(f) for f in c.failures) for c in mine)
         cases.append(f"  <testcase classname=\"edgekd.gate\" name={name}>\n"
-                     f"    <failure message={quoteattr(f'no {platform} file passes the policy')}>{escape(detail)}"
-                     f"</failure>\n  </testcase>")
+                     f"    <failure message={quoteattr(f'no {platform} file passes the policy')}>"
+                     f"{escape(detail)}</failure>\n  </testcase>")
     failures = sum(1 for c in cases if "<failure" in c)
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name="edgekd-gate" tests="{len(cases)}" '
             f'failures="{failures}" errors="0">\n' + "\n".join(cases) + "\n</testsuite>\n")
@@ -40,7 +40,8 @@ def markdown(v: Verdict) -> str:
     failed = [c for c in v.candidates if c.failures]
     if failed:
         out += ["", "<details><summary>Rules each rejected file broke</summary>", ""]
-        out += [f"- **{c.platform}** `{c.model}/{c.artifact}`: " + "; ".join(str(f) for f in c.failures) for c in failed]
+        out += [f"- **{c.platform}** `{c.model}/{c.artifact}`: " + "; ".join(str(f) for f in c.failures)
+                for c in failed]
         out += ["", "</details>"]
     out += [f"- note: {n}" for n in v.notes]
     return "\n".join(out) + "\n"

@@ -42,8 +42,8 @@ class Candidate:
 
     def measured(self) -> Measurement | None:
         """The row retention and agreement come from: the file run by its runtime here."""
-        return next((r for r in self.rows if r.kind == "measured" and r.ok and not r.runner.startswith("android:")),
-                    None)
+        return next((r for r in self.rows
+                     if r.kind == "measured" and r.ok and not r.runner.startswith("android:")), None)
 
     def simulated_latency_ms(self) -> float | None:
         sims = [r.latency_ms_p50 for r in self.rows if r.kind == "simulated" and r.ok]
@@ -87,7 +87,8 @@ def load_bench_rows(paths: list[Path]) -> list[BenchRow]:
             raise InputError(f"{f}: not an edgekd bench.json (needs an object with 'artifacts' and a 'rows' "
                              "list); re-run `edgekd bench`")
         files_dir = resolve_in(f.parent, bench["artifacts"]).parent
-        out += [BenchRow(files_dir, Measurement.from_dict(r, f"{f}: rows[{i}]")) for i, r in enumerate(bench["rows"])]
+        out += [BenchRow(files_dir, Measurement.from_dict(r, f"{f}: rows[{i}]"))
+                for i, r in enumerate(bench["rows"])]
     return out
 
 
@@ -115,7 +116,8 @@ def evaluate(rows: list[BenchRow], policy: Policy, platforms: dict[str, str],
                 continue
             c = Candidate(platform, model, artifact, fmt, rs[0].quant, rs[0].size_bytes or 0,
                           str(dirs[(model, artifact)] / artifact), rs)
-            c.failures.extend(_check(c, policy, baseline if baseline and baseline.get("platform") == platform else None))
+            platform_baseline = baseline if baseline and baseline.get("platform") == platform else None
+            c.failures.extend(_check(c, policy, platform_baseline))
             candidates.append(c)
     chosen = {}
     for platform in platforms:
@@ -152,7 +154,8 @@ def _check(c: Candidate, p: Policy, baseline: dict | None) -> list[RuleFailure]:
     if p.min_teacher_agreement is not None:
         v = m.teacher_agreement if m else None
         if v is None or v < p.min_teacher_agreement:
-            fails.append(RuleFailure("min_teacher_agreement", m.where if m else "file", v, p.min_teacher_agreement))
+            fails.append(RuleFailure("min_teacher_agreement", m.where if m else "file", v,
+                                     p.min_teacher_agreement))
     if p.max_size_bytes is not None and c.size_bytes > p.max_size_bytes:
         fails.append(RuleFailure("max_size_bytes", "file", c.size_bytes, p.max_size_bytes))
     for name, limit in p.max_latency_ms.items():

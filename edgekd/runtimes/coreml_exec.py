@@ -138,7 +138,8 @@ def _layer_norm(a):
 def _batch_norm(a):
     x = a["x"]
     shape = [1, -1] + [1] * (x.dim() - 2)
-    y = (x - a["mean"].reshape(shape)) / torch.sqrt(a["variance"].reshape(shape) + float(a.get("epsilon", 1e-5)))
+    y = ((x - a["mean"].reshape(shape))
+         / torch.sqrt(a["variance"].reshape(shape) + float(a.get("epsilon", 1e-5))))
     if a.get("gamma") is not None:
         y = y * a["gamma"].reshape(shape)
     if a.get("beta") is not None:
@@ -243,7 +244,8 @@ def _value(v):
     """A MIL const value as a torch tensor (numbers) or a Python value (strings, bools)."""
     if isinstance(v, np.ndarray):
         if v.dtype.kind in "fiub":
-            return torch.from_numpy(np.ascontiguousarray(v).astype(np.float32 if v.dtype.kind == "f" else v.dtype))
+            dtype = np.float32 if v.dtype.kind == "f" else v.dtype
+            return torch.from_numpy(np.ascontiguousarray(v).astype(dtype))
         return v.tolist()
     if isinstance(v, (np.floating, float)):
         return torch.tensor(float(v))
@@ -263,14 +265,16 @@ class MILExecutor:
         model = ct.models.MLModel(str(path), skip_model_load=True)
         spec = model.get_spec()
         if spec.WhichOneof("Type") != "mlProgram":
-            raise InputError(f"{path}: not an ML Program (found {spec.WhichOneof('Type')}); edgekd exports mlprogram")
+            raise InputError(f"{path}: not an ML Program (found {spec.WhichOneof('Type')}); "
+                             "edgekd exports mlprogram")
         prog = load(spec, spec.specificationVersion, file_weights_dir=model.weights_dir)
         self.fn = prog.functions["main"]
         self.fp16 = types.fp16
         self.input_names = list(self.fn.inputs)
         self.output = self.fn.outputs[-1]  # classifier: (classLabel, probabilities); else the only output
         unsupported = sorted({o.op_type for o in self.fn.operations
-                              if o.op_type not in OPS and o.op_type != "const" and not o.op_type.startswith("constexpr_")})
+                              if o.op_type not in OPS and o.op_type != "const"
+                              and not o.op_type.startswith("constexpr_")})
         if unsupported:
             raise InputError(f"{path}: the Core ML executor does not support op(s) {', '.join(unsupported)}; "
                              "edgekd runs only the ops its own students produce")
@@ -285,7 +289,8 @@ class MILExecutor:
                 vals = vals if isinstance(vals, tuple) else (vals,)
                 for var, val in zip(o.outputs, vals):
                     self.consts[var] = _value(np.asarray(val))
-        self.ops = [o for o in self.fn.operations if o.op_type != "const" and not o.op_type.startswith("constexpr_")]
+        self.ops = [o for o in self.fn.operations
+                    if o.op_type != "const" and not o.op_type.startswith("constexpr_")]
 
     def _arg(self, env, v):
         if isinstance(v, (list, tuple)):
