@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -24,3 +25,22 @@ def run_main(argv: list, capsys) -> tuple[int, str]:
     finally:
         sys.argv = saved
     return code, capsys.readouterr().err
+
+
+@contextmanager
+def mounted_tmpfs(path: Path, options: str):
+    """A real small or read-only file system at `path` (a full disk, a read-only folder), for the test's
+    duration; skips the test where mounting is not allowed (needs root)."""
+    import os
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)]).returncode != 0:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)])

@@ -1,8 +1,6 @@
 """Export with the real converters and runtimes on tiny trained models."""
 
 import json
-import os
-import subprocess
 import zipfile
 
 import numpy as np
@@ -21,7 +19,7 @@ from edgekd.export.tflite_metadata import read_metadata
 from edgekd.models import WithProbabilities
 from edgekd.runtimes import load_runner
 from factories import make_checkpoint
-from helpers import run_cli
+from helpers import mounted_tmpfs, run_cli
 
 pytestmark = pytest.mark.heavy  # real converters on trained checkpoints
 DEFAULTS = ExportConfig().model_dump()
@@ -182,18 +180,10 @@ def test_export_cli_writes_artifacts(student, tmp_path):
     assert all((tmp_path / "o" / a["path"]).is_file() for a in manifest["artifacts"])
 
 
-@pytest.mark.heavy
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
 def test_a_full_disk_is_an_input_error_naming_the_path_not_a_converter_failure(student, tmp_path):
-    full = tmp_path / "full"
-    full.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(full)]).returncode != 0:
-        pytest.skip("this machine does not allow mounting a tmpfs")
-    try:
+    with mounted_tmpfs(tmp_path / "full", "size=8k") as full:
         r = run_cli("export", student, "--out", full / "out", "--formats", "onnx,tflite", "--quant", "fp32")
         assert r.returncode == 2, r.stderr
         assert "No space left on device" in r.stderr and str(full) in r.stderr, r.stderr
         assert "converter" not in r.stderr.lower() and "Traceback" not in r.stderr
         assert not (full / "out").exists()
-    finally:
-        subprocess.run(["umount", str(full)])
