@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ def check_writable(out: Path) -> bool:
         if existed and not out.is_dir():
             raise InputError(f"{out}: --out is a file, not a folder; choose a folder name")
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".edgekd-write-test.{os.getpid()}.tmp"
+        probe = out / f".edgekd-write-test.{os.getpid() % 10**8:08d}.tmp"  # a name the sweep knows
         probe.write_bytes(b"")
         probe.unlink()
         return not existed
@@ -111,16 +112,27 @@ def locked(out: Path) -> Iterator[None]:
         os.close(fd)  # releases the flock
 
 
+# edgekd's own temporary names: `.NAME.XXXXXXXX.tmp` (fileio.atomic_path/atomic_dir, mkstemp's 8
+# characters) and `.STEM.HEX8.tmp.SUFFIX` (export's files awaiting their parity check)
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+_SWEEP_DEPTH = 4  # out/export/STUDENT/.file.tmp is as deep as edgekd writes
+
+
 def sweep_temporaries(out: Path) -> list[Path]:
-    """Remove the temporary files and folders (`.NAME.XXXX.tmp...`) that a killed process left: under
-    the lock nothing else is writing them. Resume states (`.NAME.KEY.state.pt`) are kept."""
+    """Remove the temporary files and folders a killed process left: under the lock nothing else is
+    writing them. Only edgekd's own temporary names, only as deep as edgekd writes, never inside other
+    hidden folders (a user's `--out .` may hold .git or .venv). Resume states are kept."""
     removed = []
+    out = Path(out)
     for root, dirs, files in os.walk(out):
+        depth = len(Path(root).relative_to(out).parts)
         for name in [*dirs, *files]:
-            if name.startswith(".") and ".tmp" in name:
+            if _TEMPORARY.match(name):
                 p = Path(root) / name
-                (shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink()
-                 else p.unlink(missing_ok=True))
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
                 removed.append(p)
-        dirs[:] = [d for d in dirs if not (d.startswith(".") and ".tmp" in d)]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and depth < _SWEEP_DEPTH]
     return removed

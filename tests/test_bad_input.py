@@ -53,13 +53,15 @@ def test_temporaries_a_killed_run_left_are_swept_and_resume_states_kept(tmp_path
 
     out = tmp_path / "out"
     (out / "export" / "s" / ".s-fp16.1a2b3c4d.tmp.mlpackage").mkdir(parents=True)
-    (out / "export" / "s" / ".artifacts.json.x1y2.tmp").write_text("{")
+    (out / "export" / "s" / ".artifacts.json.x1y2z3w4.tmp").write_text("{")
+    (out / ".git").mkdir()
+    (out / ".git" / ".index.abcdefgh.tmp").write_text("not edgekd's")
     (out / ".teacher.0123456789ab.state.pt").write_bytes(b"resume")
     (out / "metrics.json").write_text("{}")
     with locked(out):
         left = sorted(str(p.relative_to(out)) for p in out.rglob("*")
                       if p.is_file() and ".edgekd" not in p.parts)
-    assert left == [".teacher.0123456789ab.state.pt", "metrics.json"]
+    assert left == [".git/.index.abcdefgh.tmp", ".teacher.0123456789ab.state.pt", "metrics.json"]
 
 
 def test_a_read_only_out_folder_exits_2(tmp_path, capsys):
