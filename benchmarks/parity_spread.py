@@ -29,17 +29,22 @@ def main() -> None:
     from edgekd.config import ExportConfig
     from edgekd.distill import distill_student
     from edgekd.export import export_checkpoint
-    from edgekd.parity import parity_failure
     from edgekd.pipeline import load_data
-    from edgekd.types import Parity
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--run", help="an existing `edgekd distill` output directory of the built-in recipe")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--rows", help="judge the rows of an earlier run's JSON against today's defaults "
+                                   "instead of exporting again (the rows are the raw measurements)")
     args = ap.parse_args()
     t0 = time.perf_counter()
+    if args.rows:
+        import json
+
+        rows = json.loads(Path(args.rows).read_text())["rows"]
+        return report(args.out, rows, t0, "(rows from " + args.rows + ")")
     recipe, run = distilled_run(args.run, "edgekd-parity-")
     data = load_data(recipe)
     teacher_ckpt, teacher = load_checkpoint(run / "teacher")
@@ -71,6 +76,16 @@ def main() -> None:
                              "max_abs_diff": p.max_abs_diff, "n": p.n})
             print(f"threads {threads} seed {seed} {name}: {len(rows)} rows so far", flush=True)
 
+    report(args.out, rows, t0, str(run))
+
+
+def report(out: str, rows: list[dict], t0: float, run: str) -> None:
+    """Per mode: the lowest agreement seen; every healthy file judged against today's defaults."""
+    from edgekd.config import ExportConfig
+    from edgekd.parity import parity_failure
+    from edgekd.types import Parity
+
+    defaults = ExportConfig()
     modes: dict[str, list[dict]] = {}
     for r in rows:
         modes.setdefault(f"{r['format']}/{r['quant']}", []).append(r)
@@ -97,7 +112,7 @@ def main() -> None:
         "interval_recorded": {"value": all(r["top1_ci95"] for r in rows), "goal": True,
                               "met": all(r["top1_ci95"] for r in rows)},
     }
-    write(args.out, {"benchmark": "parity_spread", "environment": environment(), "run": str(run),
+    write(out, {"benchmark": "parity_spread", "environment": environment(), "run": run,
                      "seconds": round(time.perf_counter() - t0, 1), "summary": summary, "dropped": dropped,
                      "rows": rows, "goals": goals})
     for mode, s in summary.items():

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from edgekd.errors import InputError
 
@@ -25,10 +25,19 @@ class TrainConfig(_Strict):
 
 
 class DataConfig(_Strict):
+    # a source in edgekd.data.DATASETS: mnist1d, digits, npz, idx, fashion-mnist, imagefolder, csv, parquet
     name: str = "mnist1d"
-    path: Path | None = None  # for name: npz
-    seed: int = 42  # the dataset's own split/generation seed
+    # npz/csv/parquet: the file; idx/imagefolder: the folder; fashion-mnist: the folder of its IDX files
+    # (default /usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist)
+    path: Path | None = None
+    # the dataset's own split/generation seed (and the 80/20 hold-out's, where a source has no test split)
+    seed: int = 42
     transfer_samples: int = Field(80_000, ge=0)  # extra unlabeled inputs the teacher labels
+    # imagefolder (required there): [height, width] in pixels every image is resized to
+    image_size: tuple[PositiveInt, PositiveInt] | None = None
+    # imagefolder: 1 (grey) or 3 (RGB); None: grey when every image is grey, else RGB
+    channels: Literal[1, 3] | None = None
+    label_column: str = "label"  # csv/parquet: the column holding each row's class (name or id 0..C-1)
 
 
 class TeacherConfig(_Strict):
@@ -67,10 +76,13 @@ class ExportConfig(_Strict):
     # threshold is a statistical statement (its 95% interval is recorded beside it)
     parity_samples: int | None = Field(None, ge=1)
     calibration_samples: int = Field(128, ge=1)  # training inputs for static quantisation
-    # Minimum top-1 agreement with PyTorch, by quantisation mode; "default" covers the rest.
-    # fp32 files must agree on every input and stay within fp32_max_abs_diff. 4-bit palettes and
-    # pruning without fine-tuning cost a tiny model more (measured: pal4 98.8%, prune-pal4 98.4%).
-    min_top1_agreement: dict[str, float] = {"fp16": 0.999, "pal4": 0.98, "prune-pal4": 0.97, "default": 0.99}
+    # Minimum top-1 agreement with PyTorch, by quantisation mode; "default" covers the rest. A file is
+    # dropped when its whole 95% interval lies below (edgekd.parity). fp32 files must agree on every
+    # input and stay within fp32_max_abs_diff. Set below the spread of healthy files
+    # (benchmarks/parity_spread.py, 12 files a mode: 2 students x 3 seeds x 1-2 threads): int8 modes
+    # 0.996-1.0, pal6/pal4 0.995-1.0, prune-pal4 0.944-0.995 (pruning without fine-tuning varies most
+    # with the seed; the gate's retention rule still judges the shipped file against the teacher).
+    min_top1_agreement: dict[str, float] = {"fp16": 0.999, "pal4": 0.98, "prune-pal4": 0.93, "default": 0.99}
     fp32_max_abs_diff: float = 1e-5
 
 
