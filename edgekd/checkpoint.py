@@ -4,12 +4,13 @@ normalisation). Loading validates both and names the file and the fix when somet
 from __future__ import annotations
 
 import json
+from dataclasses import fields, replace
 from pathlib import Path
 
 from edgekd.errors import InputError
 from edgekd.fileio import atomic_dir, read_json, sha256_file
-from edgekd.models import Classifier, build_model, count_params
-from edgekd.types import Checkpoint
+from edgekd.models import Classifier, count_params, resolve
+from edgekd.types import Checkpoint, ModelSpec
 
 FORMAT = "edgekd.checkpoint"
 VERSION = 1
@@ -19,7 +20,9 @@ WEIGHTS, META = "model.safetensors", "model.json"
 def save_checkpoint(model: Classifier, path: Path, *, name: str, role: str, arch: str, width: float,
                     depth: int | None, input_shape, labels, mean: float, std: float,
                     data_fingerprint: str, accuracy: float | None,
-                    provenance: dict | None = None) -> Checkpoint:
+                    provenance: dict | None = None, spec: ModelSpec | None = None) -> Checkpoint:
+    """Write `path/model.safetensors` and `path/model.json` (atomically). `spec` records how to rebuild a
+    network that is not a zoo entry (its weights are the ones saved here)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -31,10 +34,12 @@ def save_checkpoint(model: Classifier, path: Path, *, name: str, role: str, arch
             input_shape=tuple(int(s) for s in input_shape), labels=tuple(labels), mean=float(mean),
             std=float(std), params=count_params(model), weights_sha256=sha256_file(tmp / WEIGHTS),
             data_fingerprint=data_fingerprint, accuracy=accuracy, provenance=dict(provenance or {}),
+            spec=replace(spec, weights=None, rename={}) if spec is not None else None,
         )
         meta = {"format": FORMAT, "version": VERSION,
-                **{k: v for k, v in ckpt.__dict__.items() if k != "path"}}
+                **{k: v for k, v in ckpt.__dict__.items() if k not in ("path", "spec")}}
         meta["input_shape"], meta["labels"] = list(ckpt.input_shape), list(ckpt.labels)
+        meta["model"] = ckpt.model_spec.to_dict()
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
     return ckpt
 
@@ -66,6 +71,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
             weights_sha256=str(meta["weights_sha256"]), data_fingerprint=str(meta["data_fingerprint"]),
             accuracy=None if meta.get("accuracy") is None else float(meta["accuracy"]),
             provenance=dict(meta.get("provenance") or {}),
+            spec=_spec(meta.get("model"), meta_path),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{meta_path}: checkpoint metadata field {e} is missing or malformed") from None
@@ -77,7 +83,7 @@ def load_checkpoint(path: Path) -> tuple[Checkpoint, Classifier]:
     from safetensors.torch import load_file
 
     ckpt = read_checkpoint(path)
-    model = build_model(ckpt.arch, ckpt.input_shape, len(ckpt.labels), width=ckpt.width, depth=ckpt.depth)
+    model = resolve(ckpt.model_spec, ckpt.input_shape, len(ckpt.labels), where=f"checkpoint {ckpt.path}")
     weights = ckpt.path / WEIGHTS
     try:
         state = load_file(str(weights))
@@ -88,8 +94,8 @@ def load_checkpoint(path: Path) -> tuple[Checkpoint, Classifier]:
         model.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
-        raise InputError(f"{weights}: weights do not fit architecture {ckpt.arch!r} "
-                         f"(width {ckpt.width}, depth {ckpt.depth}): {first}") from None
+        raise InputError(f"{weights}: weights do not fit the network {ckpt.model_spec.label!r} "
+                         f"recorded in {META}: {first}") from None
     return ckpt, model.eval()
 
 
@@ -100,8 +106,19 @@ def training_data(ckpt: Checkpoint):
     src = ckpt.provenance.get("data")
     if not src:
         raise InputError(f"{ckpt.path / META}: no record of the training data; re-train it with edgekd")
-    data = load_dataset(src["name"], src.get("path"), src.get("seed", 42))
+    data = load_dataset(src["name"], src.get("path"), src.get("seed", 42), **src.get("options", {}))
     if data.fingerprint != ckpt.data_fingerprint:
         raise InputError(f"{ckpt.path}: its training data {src} changed since training "
                          "(fingerprint differs); re-run distill on the current data")
     return data
+
+
+def _spec(raw, meta_path: Path) -> ModelSpec | None:
+    """The `model` field of model.json (absent in older checkpoints: the zoo entry of `arch`)."""
+    if raw is None:
+        return None
+    known = {f.name for f in fields(ModelSpec)}
+    if not isinstance(raw, dict) or raw.get("kind") not in ("zoo", "factory", "program") or set(raw) - known:
+        raise InputError(f"{meta_path}: field 'model' is malformed ({raw!r}); "
+                         "re-run the training that wrote it")
+    return ModelSpec(**raw)

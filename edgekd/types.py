@@ -7,6 +7,37 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """Which network: a zoo entry (`arch`, `width`, `depth`), a factory `package.module:function` called
+    with `kwargs`, or a torch.export `program` file. `weights` (with `rename`, regex -> replacement
+    on the file's tensor names) loads a file into it; a checkpoint's own weights sit beside its spec."""
+
+    kind: str  # "zoo" | "factory" | "program"
+    arch: str | None = None
+    width: float = 1.0
+    depth: int | None = None
+    factory: str | None = None
+    kwargs: dict = field(default_factory=dict)
+    program: str | None = None
+    weights: str | None = None
+    rename: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v not in (None, {}) or k == "kind"}
+
+    @classmethod
+    def zoo(cls, arch: str, width: float = 1.0, depth: int | None = None) -> "ModelSpec":
+        return cls("zoo", arch=arch, width=float(width), depth=depth)
+
+    @property
+    def label(self) -> str:
+        """A short name for logs and reports."""
+        if self.kind == "zoo":
+            return f"{self.arch} x{self.width:g}" + (f" depth {self.depth}" if self.depth else "")
+        return self.factory if self.kind == "factory" else Path(self.program or "").name
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """A trained model on disk: `model.safetensors` + `model.json` in `path`."""
 
@@ -25,6 +56,11 @@ class Checkpoint:
     data_fingerprint: str
     accuracy: float | None = None  # on the dataset's test split
     provenance: dict = field(default_factory=dict)  # training key, data source, teacher, ...
+    spec: ModelSpec | None = None  # the network (its weights are the checkpoint's); None: the zoo's arch
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return self.spec or ModelSpec.zoo(self.arch, self.width, self.depth)
 
 
 @dataclass(frozen=True)

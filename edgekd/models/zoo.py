@@ -1,4 +1,4 @@
-"""Teachers and students by name, with width and depth multipliers.
+"""The zoo: teachers and students by name, with width and depth multipliers.
 
 Every family uses only layers that Core ML, TFLite and ONNX convert (Conv, BatchNorm, ReLU, MaxPool,
 Linear, LayerNorm, matmul + softmax attention, mean pooling), so any trained model can be exported.

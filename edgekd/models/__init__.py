@@ -1,0 +1,14 @@
+"""Networks: the zoo by name, and models from anywhere through one spec (`edgekd.models.spec`)."""
+
+from edgekd.models.spec import SOURCES, load_weights, read_state_dict, resolve
+from edgekd.models.zoo import (
+    MODELS,
+    Classifier,
+    WithProbabilities,
+    build_model,
+    count_params,
+    fold_batchnorm,
+)
+
+__all__ = ["MODELS", "SOURCES", "Classifier", "WithProbabilities", "build_model", "count_params",
+           "fold_batchnorm", "load_weights", "read_state_dict", "resolve"]

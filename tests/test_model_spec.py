@@ -1,0 +1,100 @@
+"""Models from anywhere (edgekd.models.spec): factories with weights, torch.export programs, and the
+checkpoint that records the spec so every stage rebuilds the same network."""
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.checkpoint import load_checkpoint, save_checkpoint
+from edgekd.errors import InputError
+from edgekd.models import resolve
+from edgekd.types import ModelSpec
+from own_nets import tiny_net
+
+SPEC = ModelSpec("factory", factory="own_nets:tiny_net", kwargs={"in_features": 16, "num_classes": 3})
+
+
+def _x() -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(0).normal(size=(5, 1, 16)).astype(np.float32))
+
+
+def _trained_state() -> dict:
+    torch.manual_seed(3)
+    return tiny_net().state_dict()
+
+
+def test_a_factory_with_safetensors_weights_and_a_renaming_map(tmp_path):
+    from safetensors.torch import save_file
+
+    state = _trained_state()
+    save_file({f"module.{k}": v for k, v in state.items()}, str(tmp_path / "w.safetensors"))
+    spec = ModelSpec(**{**SPEC.__dict__, "weights": str(tmp_path / "w.safetensors"), "rename": {r"^module\.": ""}})
+    model = resolve(spec, (1, 16), 3)
+    reference = tiny_net()
+    reference.load_state_dict(state)
+    torch.testing.assert_close(model(_x()), reference.eval()(_x()))
+
+
+def test_a_pytorch_state_dict_inside_a_training_checkpoint_wrapper(tmp_path):
+    torch.save({"epoch": 3, "state_dict": _trained_state()}, tmp_path / "w.pt")
+    model = resolve(ModelSpec(**{**SPEC.__dict__, "weights": str(tmp_path / "w.pt")}), (1, 16), 3)
+    assert torch.equal(model.state_dict()["1.weight"], _trained_state()["1.weight"])
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this would run code: create the marker file
+        return (open, (self.marker, "w"))
+
+
+def test_a_weights_file_that_holds_code_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({"1.weight": torch.zeros(8, 16), "payload": _Payload(str(marker))}, tmp_path / "evil.pt")
+    with pytest.raises(InputError, match="evil.pt: refused.*pickled code"):
+        resolve(ModelSpec(**{**SPEC.__dict__, "weights": str(tmp_path / "evil.pt")}), (1, 16), 3)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("edit, first", [
+    (lambda s: {k.replace("1.", "fc."): v for k, v in s.items()}, "the model's '1.weight' is not in the file"),
+    (lambda s: {**s, "1.weight": torch.zeros(8, 15)}, "'1.weight' has shape [8, 15] in the file, [8, 16]"),
+    (lambda s: {**s, "extra.bias": torch.zeros(2)}, "the file's 'extra.bias' is not in the model"),
+])
+def test_weights_that_do_not_fit_name_the_first_bad_key(tmp_path, edit, first):
+    torch.save(edit(_trained_state()), tmp_path / "w.pt")
+    with pytest.raises(InputError, match="weights do not fit") as e:
+        resolve(ModelSpec(**{**SPEC.__dict__, "weights": str(tmp_path / "w.pt")}), (1, 16), 3)
+    assert first in str(e.value) and "model.rename" in str(e.value)
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("no_such_package.nets:net", "module 'no_such_package.nets' does not import"),
+    ("own_nets:missing", "has no callable 'missing'"),
+    ("own_nets", "must read 'package.module:function'"),
+    ("own_nets:not_a_module", "returned str, not a torch nn.Module"),
+])
+def test_a_factory_that_does_not_work_is_named(ref, message):
+    with pytest.raises(InputError, match=message):
+        resolve(ModelSpec("factory", factory=ref), (1, 16), 3)
+
+
+def test_a_checkpoint_records_its_spec_and_rebuilds_the_same_network(tmp_path):
+    model = resolve(SPEC, (1, 16), 3)
+    ckpt = save_checkpoint(model, tmp_path / "ck", name="own", role="teacher", arch="factory", width=1.0,
+                           depth=None, input_shape=(1, 16), labels=("a", "b", "c"), mean=0.0, std=1.0,
+                           data_fingerprint="f", accuracy=None, spec=SPEC)
+    again, rebuilt = load_checkpoint(ckpt.path)
+    assert again.model_spec == SPEC and again.model_spec.kind == "factory"
+    torch.testing.assert_close(rebuilt(_x()), model(_x()))
+
+
+def test_a_torch_export_program(tmp_path):
+    model = tiny_net().eval()
+    torch.export.save(torch.export.export(model, (_x(),)), tmp_path / "m.pt2")
+    loaded = resolve(ModelSpec("program", program=str(tmp_path / "m.pt2")), (1, 16), 3)
+    torch.testing.assert_close(loaded(_x()), model(_x()))
+    with pytest.raises(InputError, match="not a readable torch.export program"):
+        (tmp_path / "bad.pt2").write_bytes(b"junk")
+        resolve(ModelSpec("program", program=str(tmp_path / "bad.pt2")), (1, 16), 3)
