@@ -22,7 +22,9 @@ from edgekd.types import Checkpoint
 
 
 def load_data(recipe: Recipe) -> Dataset:
-    return load_dataset(recipe.data.name, recipe.data.path, recipe.data.seed)
+    d = recipe.data  # each source takes the options it names (edgekd.data.source_options)
+    return load_dataset(d.name, d.path, d.seed, image_size=d.image_size, channels=d.channels,
+                        label_column=d.label_column)
 
 
 def validate(recipe: Recipe, data: Dataset) -> None:

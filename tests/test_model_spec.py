@@ -28,7 +28,8 @@ def test_a_factory_with_safetensors_weights_and_a_renaming_map(tmp_path):
 
     state = _trained_state()
     save_file({f"module.{k}": v for k, v in state.items()}, str(tmp_path / "w.safetensors"))
-    spec = ModelSpec(**{**SPEC.__dict__, "weights": str(tmp_path / "w.safetensors"), "rename": {r"^module\.": ""}})
+    spec = ModelSpec(**{**SPEC.__dict__, "weights": str(tmp_path / "w.safetensors"),
+                        "rename": {r"^module\.": ""}})
     model = resolve(spec, (1, 16), 3)
     reference = tiny_net()
     reference.load_state_dict(state)
@@ -58,7 +59,8 @@ def test_a_weights_file_that_holds_code_is_refused_and_nothing_runs(tmp_path):
 
 
 @pytest.mark.parametrize("edit, first", [
-    (lambda s: {k.replace("1.", "fc."): v for k, v in s.items()}, "the model's '1.weight' is not in the file"),
+    (lambda s: {k.replace("1.", "fc."): v for k, v in s.items()},
+     "the model's '1.weight' is not in the file"),
     (lambda s: {**s, "1.weight": torch.zeros(8, 15)}, "'1.weight' has shape [8, 15] in the file, [8, 16]"),
     (lambda s: {**s, "extra.bias": torch.zeros(2)}, "the file's 'extra.bias' is not in the model"),
 ])

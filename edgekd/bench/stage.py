@@ -181,4 +181,4 @@ def dataset_for_manifest(manifest_path: Path, name: str | None = None) -> Datase
     if not src:
         raise InputError(f"{manifest_path}: its checkpoint {ckpt} is gone and no dataset is recorded; "
                          "pass --data")
-    return load_dataset(src["name"], src.get("path"), src.get("seed", 42))
+    return load_dataset(src["name"], src.get("path"), src.get("seed", 42), **src.get("options", {}))

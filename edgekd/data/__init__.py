@@ -1,0 +1,108 @@
+"""Datasets by name. Each source (one module here, registered in DATASETS) returns raw arrays;
+`load_dataset` normalises them and records the statistics, so that an exported model's metadata can
+tell an app how to prepare its input, and fingerprints the result.
+
+Inputs are channel-first: (N, C, L) for signals, (N, C, H, W) for images, (N, 1, F) for table rows.
+
+    mnist1d, digits          built in (generated, or shipped with a package)
+    npz                      user arrays in one .npz file
+    idx, fashion-mnist       MNIST-layout IDX files in a folder
+    imagefolder              one sub-folder of PNG/JPEG images per class
+    csv, parquet             tables: numeric feature columns and a label column
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+# the sources register themselves on import
+from edgekd.data import csvfile, digits, fashion_mnist, idx, imagefolder, mnist1d, npz, parquet  # noqa: F401
+from edgekd.data.checks import check_splits
+from edgekd.data.source import DATASETS, RawData
+
+__all__ = ["DATASETS", "Dataset", "RawData", "check_splits", "load_dataset", "source_options"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    x_train: np.ndarray  # normalised float32, (N, *input_shape)
+    y_train: np.ndarray  # int64 (N,)
+    x_test: np.ndarray
+    y_test: np.ndarray
+    labels: tuple[str, ...]
+    mean: float
+    std: float
+    fingerprint: str  # sha256 over the normalised arrays and the source's options: keys the logit cache
+    # {name, path, seed, options}: how to load this dataset again, load_dataset(name, path, seed, **options)
+    source: dict = field(default_factory=dict)
+    _sample_unlabeled: Callable[[int, int], np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def normalise(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+
+    def transfer_set(self, n: int, seed: int) -> np.ndarray:
+        """`n` unlabeled inputs for distillation (normalised). From the task's generator when it has one;
+        otherwise mixup of training inputs (Beyer et al. 2022, "a good teacher is patient and consistent")."""
+        if n <= 0:
+            return np.zeros((0, *self.input_shape), np.float32)
+        if self._sample_unlabeled is not None:
+            return self.normalise(self._sample_unlabeled(n, seed))
+        rng = np.random.default_rng(seed)
+        i = rng.integers(0, len(self.x_train), n)
+        j = rng.integers(0, len(self.x_train), n)
+        lam = rng.beta(1.0, 1.0, n).astype(np.float32).reshape(-1, *[1] * len(self.input_shape))
+        return (lam * self.x_train[i] + (1 - lam) * self.x_train[j]).astype(np.float32)
+
+
+def source_options(source: Callable[..., RawData], options: dict) -> dict:
+    """The options `source` takes (its keyword-only parameters), each from `options` or the source's
+    default, in JSON form; options it does not take are dropped (a recipe's data.image_size means
+    nothing to a CSV file)."""
+    params = inspect.signature(source).parameters.values()
+    taken = {p.name: options.get(p.name, p.default) for p in params if p.kind is p.KEYWORD_ONLY}
+    return json.loads(json.dumps(taken))  # tuples become lists: the same record however it was called
+
+
+def load_dataset(name: str, path: Path | None = None, seed: int = 42, **options) -> Dataset:
+    """Load source `name` (data.path, data.seed and its options, e.g. image_size=[32, 32]), normalise it
+    with the training split's mean and std, and fingerprint it."""
+    source = DATASETS.get(name, "data.name")
+    taken = source_options(source, options)
+    raw = source(path=path, seed=seed, **taken)
+    check_splits(raw, str(path) if path is not None else f"dataset {name!r}")
+    x_train = np.asarray(raw.x_train, dtype=np.float64)
+    mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
+
+    def norm(a: np.ndarray) -> np.ndarray:
+        return ((np.asarray(a, dtype=np.float64) - mean) / std).astype(np.float32)
+
+    xtr, xte = norm(raw.x_train), norm(raw.x_test)
+    ytr, yte = np.asarray(raw.y_train, np.int64), np.asarray(raw.y_test, np.int64)
+    h = hashlib.sha256()
+    for a in (xtr, ytr, xte, yte):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update("\n".join(raw.labels).encode())
+    # the transfer set shapes every student: a source whose unlabeled inputs changed is other data
+    h.update(str(getattr(raw.sample_unlabeled, "fingerprint", "")).encode())
+    if taken:  # only sources with options: fingerprints of the option-less ones stay what they were
+        h.update(json.dumps(taken, sort_keys=True).encode())
+    record = {"name": name, "path": None if path is None else str(Path(path).resolve()), "seed": seed,
+              "options": taken}
+    return Dataset(name, xtr, ytr, xte, yte, raw.labels, mean, std, h.hexdigest(), record,
+                   raw.sample_unlabeled)
