@@ -28,6 +28,7 @@ from edgekd.distill.cache import cached_teacher_outputs  # noqa: E402
 from edgekd.distill.stage import seeded_model, transfer_inputs  # noqa: E402
 from edgekd.distill.train import train  # noqa: E402
 from edgekd.pipeline import load_data  # noqa: E402
+from edgekd.types import ModelSpec  # noqa: E402
 
 STUDENTS = {"cnn1d-5x": 0.45, "cnn1d-10x": 0.3125, "cnn1d-30x": 0.1667}  # cnn1d width multipliers
 
@@ -39,8 +40,9 @@ def throughput(data, teacher, teacher_model, cache_dir, width: float, n_transfer
     y = np.concatenate([data.y_train, np.full(len(xu), -1, np.int64)])
     logits, _, _ = cached_teacher_outputs(teacher_model, teacher.weights_sha256, x, cache_dir)
     common = dict(epochs=1, batch_size=256, lr=3e-3, weight_decay=0.0, seed=0)
-    cached = train(seeded_model("cnn1d", data, width, None, 0), x, y, teacher_logits=logits, **common)
-    online = train(seeded_model("cnn1d", data, width, None, 0), x, y, teacher=teacher_model, **common)
+    spec = ModelSpec.zoo("cnn1d", width)
+    cached = train(seeded_model(spec, data, 0), x, y, teacher_logits=logits, **common)
+    online = train(seeded_model(spec, data, 0), x, y, teacher=teacher_model, **common)
     return {"student_width": width, "samples": len(x), "cached_samples_per_s": round(cached.samples_per_s),
             "uncached_samples_per_s": round(online.samples_per_s),
             "speedup": round(cached.samples_per_s / online.samples_per_s, 2)}
@@ -59,7 +61,7 @@ def main() -> None:
     cache = work / "cache"
     data = load_data(recipe)
     t = recipe.teacher
-    teacher, teacher_model = prepare_teacher(data, work, arch=t.arch, width=t.width, depth=t.depth,
+    teacher, teacher_model = prepare_teacher(data, work, spec=t.spec(),
                                              checkpoint=None, min_accuracy=t.min_accuracy, seed=recipe.seed,
                                              **t.train.model_dump())
     teacher_s = time.perf_counter() - t_start
@@ -73,7 +75,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
                 r = distill_student(data, teacher, teacher_model, work / "students",
-                                    name=f"{name}-{method}-{seed}", arch="cnn1d", width=width, depth=None,
+                                    name=f"{name}-{method}-{seed}", spec=ModelSpec.zoo("cnn1d", width),
                                     method=method, temperature=d.temperature, alpha=d.alpha,
                                     transfer_samples=recipe.data.transfer_samples, cache_dir=cache, seed=seed,
                                     **train_cfg)

@@ -25,6 +25,7 @@ from _common import environment, write  # noqa: E402
 from edgekd.config import load_recipe  # noqa: E402
 from edgekd.distill import distill_student, prepare_teacher  # noqa: E402
 from edgekd.pipeline import load_data  # noqa: E402
+from edgekd.types import ModelSpec  # noqa: E402
 
 WIDTH_30X = 0.1667
 # Label-only variants beside the teacher's own recipe (the baseline distill_retention uses):
@@ -52,8 +53,8 @@ def main() -> None:
 
     teachers = []
     for seed in range(args.teachers):
-        ckpt, model = prepare_teacher(data, work / f"teacher-{seed}", arch=t.arch, width=t.width,
-                                      depth=t.depth, checkpoint=None, min_accuracy=t.min_accuracy, seed=seed,
+        ckpt, model = prepare_teacher(data, work / f"teacher-{seed}", spec=t.spec(),
+                                      checkpoint=None, min_accuracy=t.min_accuracy, seed=seed,
                                       **t.train.model_dump())
         teachers.append((ckpt, model))
         print(f"teacher seed {seed}: {ckpt.accuracy:.4f}", flush=True)
@@ -71,7 +72,7 @@ def main() -> None:
         accs = []
         for seed in range(args.seeds):
             r = distill_student(data, teacher, teacher_model, work / "kd", name=f"kd-{label}-{seed}",
-                                arch="cnn1d", width=WIDTH_30X, depth=None, method="kd",
+                                spec=ModelSpec.zoo("cnn1d", WIDTH_30X), method="kd",
                                 temperature=d.temperature, alpha=d.alpha, transfer_samples=n_transfer,
                                 cache_dir=work / "cache", seed=seed, epochs=epochs,
                                 batch_size=d.train.batch_size, lr=d.train.lr,
@@ -84,8 +85,8 @@ def main() -> None:
     label_only = []
     for epochs, bs, wd in [(t.train.epochs, t.train.batch_size, t.train.weight_decay), *LABEL_VARIANTS]:
         accs = [distill_student(data, teacher, teacher_model, work / "label",
-                                name=f"label-{epochs}-{bs}-{wd}-{s}", arch="cnn1d", width=WIDTH_30X,
-                                depth=None, method="label", temperature=d.temperature, alpha=d.alpha,
+                                name=f"label-{epochs}-{bs}-{wd}-{s}", spec=ModelSpec.zoo("cnn1d", WIDTH_30X),
+                                method="label", temperature=d.temperature, alpha=d.alpha,
                                 transfer_samples=0, cache_dir=work / "cache", seed=s, epochs=epochs,
                                 batch_size=bs, lr=t.train.lr, weight_decay=wd).accuracy
                 for s in range(args.seeds)]

@@ -55,8 +55,8 @@ def main() -> None:
                 students.append((seed, s.name, run / "students" / s.name))
                 continue
             d = recipe.distill
-            r = distill_student(data, teacher_ckpt, teacher, run / f"seed{seed}", name=s.name, arch=s.arch,
-                                width=s.width, depth=s.depth, temperature=d.temperature, alpha=d.alpha,
+            r = distill_student(data, teacher_ckpt, teacher, run / f"seed{seed}", name=s.name, spec=s.spec(),
+                                temperature=d.temperature, alpha=d.alpha,
                                 transfer_samples=recipe.data.transfer_samples, use_transfer=d.use_transfer,
                                 cache_dir=recipe.cache_dir, seed=seed, **recipe.student_train(s).model_dump())
             students.append((seed, s.name, r.checkpoint))

@@ -83,7 +83,8 @@ def _csv(value: Optional[str]) -> Optional[list[str]]:
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="Student (or teacher) checkpoint directory")],
+    checkpoint: Annotated[Path, typer.Argument(
+        help="A checkpoint directory, or a model file (YAML: model + data) for a network of yours")],
     out: OutOpt = Path("runs/export"),
     formats: Annotated[Optional[str], typer.Option(help="Comma list of coreml, tflite, onnx")] = None,
     quant: Annotated[Optional[str], typer.Option(
@@ -96,7 +97,7 @@ def export(
         help="Take export settings from this recipe's `export:`")] = None,
 ) -> None:
     """Convert a checkpoint to Core ML, TFLite and ONNX files, each checked against PyTorch. Writes OUT/artifacts.json."""  # noqa: E501
-    from edgekd.config import ExportConfig, load_recipe, validate_config
+    from edgekd.config import ExportConfig, load_model_file, load_recipe, validate_config
     from edgekd.export import export_checkpoint
 
     cfg = load_recipe(recipe)[0].export if recipe else ExportConfig()
@@ -105,7 +106,12 @@ def export(
     cfg = validate_config(ExportConfig,
                           {**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}},
                           "export options")
+    model_file = load_model_file(checkpoint) if checkpoint.suffix in (".yaml", ".yml") else None
     with _output_dir(out):
+        if model_file is not None:  # a network of yours: imported as a checkpoint beside its files
+            from edgekd.pipeline import import_model
+
+            checkpoint = import_model(model_file, out / "model")
         artifacts = export_checkpoint(checkpoint, out, **cfg.model_dump())
     for a in artifacts:
         p = a.parity

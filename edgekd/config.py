@@ -8,9 +8,19 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgekd.errors import InputError
+from edgekd.types import ModelSpec
 
 
 class _Strict(BaseModel):
@@ -38,15 +48,52 @@ class DataConfig(_Strict):
     # imagefolder: 1 (grey) or 3 (RGB); None: grey when every image is grey, else RGB
     channels: Literal[1, 3] | None = None
     label_column: str = "label"  # csv/parquet: the column holding each row's class (name or id 0..C-1)
+    # inputs become (x - mean) / std with this fixed [mean, std] (a pretrained network's own, e.g.
+    # EfficientNet-Lite's [127.5, 128] on 0..255 pixels) instead of the training split's statistics
+    normalization: tuple[float, PositiveFloat] | None = None
+
+
+class ModelConfig(_Strict):
+    """A network that is not a zoo entry: a factory `package.module:function` called with `kwargs`, or a
+    torch.export program; `weights` (safetensors, or a state dict read with weights_only) loaded into
+    it, with `rename` (regex: replacement) applied to the file's tensor names first."""
+
+    factory: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    kwargs: dict = {}
+    program: Path | None = None
+    weights: Path | None = None
+    rename: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.factory is None) == (self.program is None):
+            raise ValueError("give exactly one of factory ('package.module:function') "
+                             "or program (a .pt2 file)")
+        if self.program is not None and (self.kwargs or self.weights):
+            raise ValueError("a program carries its own weights and arguments: drop kwargs and weights")
+        return self
+
+    def spec(self) -> ModelSpec:
+        if self.program is not None:
+            return ModelSpec("program", program=str(self.program))
+        weights = None if self.weights is None else str(self.weights)
+        return ModelSpec("factory", factory=self.factory, kwargs=dict(self.kwargs), weights=weights,
+                         rename=dict(self.rename))
 
 
 class TeacherConfig(_Strict):
     arch: str = "cnn1d"
     width: float = Field(1.0, gt=0)
     depth: int | None = Field(None, ge=1)
+    model: ModelConfig | None = None  # your own network instead of arch/width/depth; with weights: pretrained
     checkpoint: Path | None = None  # load this teacher instead of training one
     min_accuracy: float = Field(0.9, ge=0, le=1)  # refuse to distill from a worse teacher
     train: TrainConfig = TrainConfig(epochs=60, batch_size=128, lr=3e-3, weight_decay=5e-4)
+
+    def spec(self) -> ModelSpec:
+        if self.model is not None:
+            return self.model.spec()
+        return ModelSpec.zoo(self.arch, self.width, self.depth)
 
 
 class StudentConfig(_Strict):
@@ -54,9 +101,35 @@ class StudentConfig(_Strict):
     arch: str = "cnn1d"
     width: float = Field(0.25, gt=0)
     depth: int | None = Field(None, ge=1)
+    # A budget instead of a width: teacher params / student params, or a parameter count. edgekd picks
+    # the width (and the depth, from `depths`) that lands within 10% and reports the compression reached.
+    compression: float | None = Field(None, gt=1)
+    params: int | None = Field(None, ge=1)
+    depths: list[int] | None = None  # depths the budget search may use (default: the family's own)
+    model: ModelConfig | None = None  # your own network instead of arch/width
     # This student's training budget, field by field over distill.train (the smallest students of a
     # ladder gain from a longer one: benchmarks/kd_ceiling.py)
     train: TrainConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        given = [k for k in ("width", "compression", "params", "model") if k in self.model_fields_set]
+        if len(given) > 1:
+            raise ValueError(f"give one of width, compression, params or model, not {' and '.join(given)}")
+        if self.depths is not None and not ({"compression", "params"} & self.model_fields_set):
+            raise ValueError("depths is the range a budget (compression or params) searches; set one of them")
+        return self
+
+    @property
+    def budget(self) -> tuple[str, float] | None:
+        if self.compression is not None:
+            return ("compression", self.compression)
+        return ("params", float(self.params)) if self.params is not None else None
+
+    def spec(self) -> ModelSpec:
+        if self.model is not None:
+            return self.model.spec()
+        return ModelSpec.zoo(self.arch, self.width, self.depth)
 
 
 class DistillConfig(_Strict):
@@ -113,6 +186,15 @@ class Policy(_Strict):
     min_accelerator_residency: dict[str, float] = {}  # target name -> minimum share of ops on its accelerator
     max_regression: RegressionLimits | None = None  # against --baseline BUNDLE
     prefer: Literal["size", "latency"] = "size"  # how to pick among files that pass
+
+
+class ModelFile(_Strict):
+    """A model of yours for `edgekd export MODEL.yaml` / `edgekd bench`, with no distill run: the network
+    and the data its files are checked and measured on (parity, calibration, accuracy)."""
+
+    name: str = Field("model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: ModelConfig
+    data: DataConfig
 
 
 class GateConfig(_Strict):
@@ -187,6 +269,13 @@ def _resolve(base: Path, p: Path | None) -> Path | None:
     return None if p is None or p.is_absolute() else (base / p)
 
 
+def _resolve_model(base: Path, m: ModelConfig | None) -> ModelConfig | None:
+    if m is None:
+        return None
+    return m.model_copy(update={"weights": _resolve(base, m.weights) or m.weights,
+                                "program": _resolve(base, m.program) or m.program})
+
+
 def load_recipe(path: Path | None = None) -> tuple[Recipe, Path]:
     """Read and validate a recipe; relative paths inside it are taken from the recipe's folder.
     With no path, the built-in MNIST-1D recipe."""
@@ -199,11 +288,26 @@ def load_recipe(path: Path | None = None) -> tuple[Recipe, Path]:
     base = path.resolve().parent
     data = recipe.data.model_copy(update={"path": _resolve(base, recipe.data.path) or recipe.data.path})
     teacher = recipe.teacher.model_copy(
-        update={"checkpoint": _resolve(base, recipe.teacher.checkpoint) or recipe.teacher.checkpoint})
+        update={"checkpoint": _resolve(base, recipe.teacher.checkpoint) or recipe.teacher.checkpoint,
+                "model": _resolve_model(base, recipe.teacher.model)})
+    students = [s.model_copy(update={"model": _resolve_model(base, s.model)}) for s in recipe.students]
     cache = _resolve(base, recipe.cache_dir) or recipe.cache_dir
     gate = recipe.gate.model_copy(update={"policy": _resolve(base, recipe.gate.policy) or recipe.gate.policy})
-    resolved = {"data": data, "teacher": teacher, "cache_dir": cache, "gate": gate}
+    resolved = {"data": data, "teacher": teacher, "students": students, "cache_dir": cache, "gate": gate}
     return recipe.model_copy(update=resolved), path
+
+
+def load_model_file(path: Path) -> ModelFile:
+    """Read and validate a model file; relative paths inside it are taken from its folder."""
+    path = Path(path)
+    raw = read_yaml(path, "model file")
+    try:
+        m = ModelFile.model_validate(raw)
+    except ValidationError as e:
+        raise InputError(format_validation(path, e, "model file")) from None
+    base = path.resolve().parent
+    data = m.data.model_copy(update={"path": _resolve(base, m.data.path) or m.data.path})
+    return m.model_copy(update={"model": _resolve_model(base, m.model), "data": data})
 
 
 def load_policy(path: Path | None = None) -> Policy:

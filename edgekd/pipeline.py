@@ -11,56 +11,103 @@ from pathlib import Path
 
 import torch
 
-from edgekd.config import Recipe
+from edgekd.config import ModelFile, Recipe
 from edgekd.data import Dataset, load_dataset
 from edgekd.distill import distill_student, prepare_teacher
 from edgekd.errors import InputError
 from edgekd.fileio import json_sha256, relative_to, resolve_in, sha256_file, write_json
-from edgekd.models import build_model
+from edgekd.models import count_params, resolve
+from edgekd.models.budget import fit_width
 from edgekd.runfolder import RunRecord, write_record
-from edgekd.types import Checkpoint
+from edgekd.types import Checkpoint, ModelSpec
 
 
 def load_data(recipe: Recipe) -> Dataset:
     d = recipe.data  # each source takes the options it names (edgekd.data.source_options)
     return load_dataset(d.name, d.path, d.seed, image_size=d.image_size, channels=d.channels,
-                        label_column=d.label_column)
+                        label_column=d.label_column, normalization=d.normalization)
 
 
-def validate(recipe: Recipe, data: Dataset) -> None:
-    """Everything that can be checked before any output is written: the teacher, model names and shapes."""
+def validate(recipe: Recipe, data: Dataset) -> list[ModelSpec]:
+    """Everything that can be checked before any output is written: the teacher, every network's
+    spec against the data, students' budgets. Returns each student's network (a budget resolved)."""
+    from edgekd.distill.stage import check_teacher_fits
+
     if recipe.teacher.checkpoint is not None:
         from edgekd.checkpoint import read_checkpoint
-        from edgekd.distill.stage import check_teacher_fits
 
-        check_teacher_fits(read_checkpoint(recipe.teacher.checkpoint), data)
-    models = [] if recipe.teacher.checkpoint is not None else [("teacher", recipe.teacher)]
-    for where, m in [*models, *((f"students.{s.name}", s) for s in recipe.students)]:
-        try:
-            build_model(m.arch, data.input_shape, data.num_classes, width=m.width, depth=m.depth)
-        except InputError as e:
-            raise InputError(f"{where}: {e}") from None
+        teacher = read_checkpoint(recipe.teacher.checkpoint)
+        check_teacher_fits(teacher, data)
+        teacher_params = teacher.params
+    else:
+        model = _checked(recipe.teacher.spec(), data, "teacher")
+        teacher_params = count_params(model)
+    specs = []
+    for s in recipe.students:
+        where = f"students.{s.name}"
+        spec = s.spec()
+        if spec.kind == "program":
+            raise InputError(f"{where}: a torch.export program cannot be trained; "
+                             "give a factory or a zoo arch")
+        if s.budget is not None:
+            kind, value = s.budget
+            target = teacher_params / value if kind == "compression" else value
+            width, depth, _ = fit_width(s.arch, data.input_shape, data.num_classes, target,
+                                        list(s.depths) if s.depths else [s.depth], f"{where}.{kind}")
+            spec = ModelSpec.zoo(s.arch, width, depth)
+        _checked(spec, data, where)
+        specs.append(spec)
+    return specs
+
+
+def _checked(spec: ModelSpec, data: Dataset, where: str):
+    from edgekd.distill.stage import check_fits_data
+
+    try:
+        model = resolve(spec, data.input_shape, data.num_classes, where)
+        check_fits_data(model, data, spec.label)
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+    return model
+
+
+def import_model(model_file: ModelFile, dest: Path) -> Path:
+    """A model of yours as an edgekd checkpoint in `dest` (its spec, weights, labels, normalisation and
+    data recorded), measured on the data's test split: what export and bench take."""
+    from edgekd.checkpoint import save_checkpoint
+    from edgekd.distill.train import accuracy
+
+    d = model_file.data
+    data = load_dataset(d.name, d.path, d.seed, image_size=d.image_size, channels=d.channels,
+                        label_column=d.label_column, normalization=d.normalization)
+    spec = model_file.model.spec()
+    model = _checked(spec, data, "model")
+    save_checkpoint(model, dest, name=model_file.name, role="teacher", arch=spec.kind, width=1.0, depth=None,
+                    input_shape=data.input_shape, labels=data.labels, mean=data.mean, std=data.std,
+                    data_fingerprint=data.fingerprint, accuracy=accuracy(model, data.x_test, data.y_test),
+                    provenance={"data": data.source, "imported": spec.to_dict()}, spec=spec)
+    return Path(dest)
 
 
 def teacher_stage(recipe: Recipe, data: Dataset, out: Path):
     t = recipe.teacher
-    return prepare_teacher(data, out, arch=t.arch, width=t.width, depth=t.depth, checkpoint=t.checkpoint,
-                           min_accuracy=t.min_accuracy, seed=recipe.seed, **t.train.model_dump())
+    return prepare_teacher(data, out, spec=t.spec(), checkpoint=t.checkpoint, min_accuracy=t.min_accuracy,
+                           seed=recipe.seed, **t.train.model_dump())
 
 
 def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None) -> dict:
     """Teacher, then every student; writes `out/metrics.json` and returns it."""
     torch.set_num_threads(recipe.threads)
     data = data or load_data(recipe)
-    validate(recipe, data)
+    specs = validate(recipe, data)
     out = Path(out)
     teacher, teacher_model = teacher_stage(recipe, data, out)
     d = recipe.distill
     students = []
-    for s in recipe.students:
+    for s, spec in zip(recipe.students, specs):
         students.append(distill_student(
-            data, teacher, teacher_model, out / "students", name=s.name, arch=s.arch, width=s.width,
-            depth=s.depth, method="kd", temperature=d.temperature, alpha=d.alpha, hint_weight=d.hint_weight,
+            data, teacher, teacher_model, out / "students", name=s.name, spec=spec, method="kd",
+            temperature=d.temperature, alpha=d.alpha, hint_weight=d.hint_weight,
             cosine_weight=d.cosine_weight, transfer_samples=recipe.data.transfer_samples,
             use_transfer=d.use_transfer, cache_dir=recipe.cache_dir, seed=recipe.seed,
             **recipe.student_train(s).model_dump()))
@@ -113,7 +160,8 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     with _step(1, "distill (teacher first, then students)", progress) as note:
         metrics = distill_stage(recipe, out, data)
         note(f"teacher {metrics['teacher_accuracy']:.4f}; " + ", ".join(
-            f"{s['name']} {s['accuracy']:.4f} (retention {s['retention']:.3f})" for s in metrics["students"]))
+            f"{s['name']} {s['accuracy']:.4f} (retention {s['retention']:.3f}, {s['compression']:.1f}x)"
+            for s in metrics["students"]))
     with _step(2, "export", progress) as note:
         export_students(recipe, out, data, marks, note)
     with _step(3, "bench (runtimes here + simulated targets)", progress):

@@ -136,6 +136,69 @@ def _edited_input_shape(d: Path):
         "model.json", "input_shape"
 
 
+def _own_teacher(d: Path, model: dict) -> Path:
+    npz = d / "data.npz"
+    np.savez(npz, x=X, y=Y)
+    return _recipe(d, npz, teacher={"model": model, "min_accuracy": 0.0, "train": {"epochs": 1}})
+
+
+def _factory_that_does_not_import(d: Path):
+    recipe = _own_teacher(d, {"factory": "no_such_package.nets:net"})
+    return ["distill", str(recipe), "--out", str(d / "out")], "no_such_package.nets:net", "teacher"
+
+
+def _weights_that_do_not_fit(d: Path):
+    import torch
+
+    torch.save({"fc.weight": torch.zeros(3, 16)}, d / "w.pt")
+    model = {"factory": "own_nets:tiny_net", "kwargs": {"in_features": 16}, "weights": "w.pt"}
+    return ["distill", str(_own_teacher(d, model)), "--out", str(d / "out")], "w.pt", "'1.weight'"
+
+
+class CodePayload:
+    """Unpickling this runs code (it creates a file): a weights file holding it must be refused unrun."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _weights_holding_code(d: Path):
+    import torch
+
+    torch.save({"1.weight": torch.zeros(8, 16), "x": CodePayload(str(d / "code-ran"))}, d / "evil.pt")
+    model = {"factory": "own_nets:tiny_net", "kwargs": {"in_features": 16}, "weights": "evil.pt"}
+    return ["distill", str(_own_teacher(d, model)), "--out", str(d / "out")], "evil.pt", "pickled code"
+
+
+def _png_folder(d: Path, classes: list[str], broken: bool = False) -> Path:
+    from PIL import Image
+
+    root = d / "images"
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(root / c / f"{i}.png")
+    if broken:
+        (root / classes[0] / "broken.png").write_bytes(b"\x89PNG not really")
+    return root
+
+
+def _image_folder_case(classes: list[str], broken: bool, file: str, field: str):
+    def make(d: Path):
+        root = _png_folder(d, classes, broken)
+        recipe = _recipe(d, root, data={"name": "imagefolder", "path": str(root), "image_size": [8, 8],
+                                        "transfer_samples": 10},
+                         teacher={"arch": "mobilenet2d", "width": 0.25, "min_accuracy": 0.0,
+                                  "train": {"epochs": 1}},
+                         students=[{"name": "s", "arch": "mobilenet2d", "width": 0.125}])
+        return ["distill", str(recipe), "--out", str(d / "out")], file, field
+
+    return make
+
+
 CASES = [
     # 6. bad data that used to go through silently
     Case("nan-in-test-split", _npz_case("x_test", x_test=_nan(XT), y_test=YT)),
@@ -159,4 +222,10 @@ CASES = [
     Case("bench-row-empty", _bench_row_empty),
     Case("bench-json-is-a-list", _bench_is_a_list),
     Case("zip-bad-crc", _zip_bad_crc),
+    # issue 10: your own model and data
+    Case("factory-that-does-not-import", _factory_that_does_not_import),
+    Case("weights-keys-do-not-fit", _weights_that_do_not_fit),
+    Case("weights-file-holding-code", _weights_holding_code),
+    Case("image-folder-with-one-class", _image_folder_case(["only"], False, "images", "class")),
+    Case("unreadable-image", _image_folder_case(["a", "b"], True, "broken.png", "image")),
 ]

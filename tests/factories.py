@@ -6,13 +6,14 @@ from edgekd.checkpoint import save_checkpoint
 from edgekd.data import load_dataset
 from edgekd.distill.stage import seeded_model
 from edgekd.distill.train import accuracy, train
+from edgekd.types import ModelSpec
 
 
 def make_checkpoint(path: Path, arch: str = "cnn1d", dataset: str = "mnist1d", width: float = 0.15,
                     depth: int | None = None, epochs: int = 10, name: str = "student",
                     teacher_accuracy: float | None = 0.99) -> Path:
     data = load_dataset(dataset)
-    model = seeded_model(arch, data, width, depth, 0)
+    model = seeded_model(ModelSpec.zoo(arch, width, depth), data, 0)
     if epochs:
         train(model, data.x_train, data.y_train, epochs=epochs, batch_size=128, lr=3e-3, weight_decay=0.0,
               seed=0)

@@ -5,9 +5,14 @@ from pathlib import Path
 
 
 def run_cli(*args, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the real `edgekd` command (exit codes and stderr as a user sees them)."""
+    """Run the real `edgekd` command (exit codes and stderr as a user sees them). tests/ is on its
+    PYTHONPATH, so a model spec can name the test networks (`own_nets:tiny_net`) as a user names theirs."""
+    import os
+
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "edgekd.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout)
+                          text=True, cwd=cwd, timeout=timeout, env=env)
 
 
 def run_main(argv: list, capsys) -> tuple[int, str]:

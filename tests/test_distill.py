@@ -14,7 +14,10 @@ from edgekd.distill.stage import seeded_model
 from edgekd.distill.train import accuracy, train
 from edgekd.errors import InputError, TrainingError
 from edgekd.models import build_model
+from edgekd.types import ModelSpec
 from helpers import run_cli, run_main
+
+CNN_025 = ModelSpec.zoo("cnn1d", 0.25)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,7 @@ def _small_train(model, data, state_path=None, epochs=2, n=512, **kw):
 
 @pytest.mark.heavy
 def test_training_is_deterministic_and_learns(data):
-    m1, m2 = seeded_model("cnn1d", data, 0.25, None, 7), seeded_model("cnn1d", data, 0.25, None, 7)
+    m1, m2 = seeded_model(CNN_025, data, 7), seeded_model(CNN_025, data, 7)
     torch.manual_seed(123)  # the batch order must come from the training seed, not the caller's state
     _small_train(m1, data, n=4000)
     _small_train(m2, data, n=4000)
@@ -39,7 +42,7 @@ def test_training_is_deterministic_and_learns(data):
 
 
 def test_resume_after_interruption_gives_the_same_weights(data, tmp_path, monkeypatch):
-    reference = seeded_model("cnn1d", data, 0.25, None, 1)
+    reference = seeded_model(CNN_025, data, 1)
     _small_train(reference, data, epochs=3)
 
     real_save = train_mod._save_state
@@ -52,9 +55,9 @@ def test_resume_after_interruption_gives_the_same_weights(data, tmp_path, monkey
     monkeypatch.setattr(train_mod, "_save_state", save_then_crash)
     state = tmp_path / "state.pt"
     with pytest.raises(KeyboardInterrupt):
-        _small_train(seeded_model("cnn1d", data, 0.25, None, 1), data, state, epochs=3)
+        _small_train(seeded_model(CNN_025, data, 1), data, state, epochs=3)
     monkeypatch.setattr(train_mod, "_save_state", real_save)
-    resumed = seeded_model("cnn1d", data, 0.25, None, 1)
+    resumed = seeded_model(CNN_025, data, 1)
     stats = _small_train(resumed, data, state, epochs=3)
     assert stats.resumed_from_epoch == 1
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
@@ -307,8 +310,8 @@ def test_a_student_can_have_its_own_training_budget(tmp_path):
     distill_stage(recipe, tmp_path / "run", data)
     teacher, teacher_model = teacher_stage(recipe, data, tmp_path / "run")
     d = recipe.distill
-    by_hand = distill_student(data, teacher, teacher_model, tmp_path / "by-hand", name="longer", arch="cnn1d",
-                              width=0.125, depth=None, temperature=d.temperature, alpha=d.alpha,
+    by_hand = distill_student(data, teacher, teacher_model, tmp_path / "by-hand", name="longer",
+                              spec=ModelSpec.zoo("cnn1d", 0.125), temperature=d.temperature, alpha=d.alpha,
                               transfer_samples=recipe.data.transfer_samples, cache_dir=None, seed=recipe.seed,
                               epochs=1, batch_size=128, lr=0.003, weight_decay=0.0)
     sha = {n: load_checkpoint(tmp_path / "run" / "students" / n)[0].weights_sha256

@@ -100,3 +100,33 @@ def test_a_torch_export_program(tmp_path):
     with pytest.raises(InputError, match="not a readable torch.export program"):
         (tmp_path / "bad.pt2").write_bytes(b"junk")
         resolve(ModelSpec("program", program=str(tmp_path / "bad.pt2")), (1, 16), 3)
+
+
+@pytest.mark.heavy
+def test_export_and_bench_a_model_of_yours_with_no_distill_run(tmp_path):
+    """`edgekd export MODEL.yaml`: a factory with weights, the data it is checked on, and nothing else."""
+    import json
+
+    from helpers import run_cli
+
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    x = rng.normal(0, 0.3, (90, 1, 16)).astype(np.float32)
+    x[np.arange(90), 0, y * 5] += 3.0
+    np.savez(tmp_path / "d.npz", x=x, y=y, labels=np.array(["a", "b", "c"]))
+    torch.save(_trained_state(), tmp_path / "w.pt")
+    (tmp_path / "model.yaml").write_text(
+        "name: mine\nmodel: {factory: 'own_nets:tiny_net', kwargs: {in_features: 16}, weights: w.pt}\n"
+        "data: {name: npz, path: d.npz, normalization: [0.0, 1.0]}\n")
+    r = run_cli("export", tmp_path / "model.yaml", "--out", tmp_path / "e", "--formats", "onnx,tflite",
+                "--quant", "fp32")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "e" / "model" / "model.json").read_text())
+    assert meta["model"]["factory"] == "own_nets:tiny_net" and meta["mean"] == 0.0 and meta["std"] == 1.0
+    manifest = json.loads((tmp_path / "e" / "artifacts.json").read_text())
+    assert {a["format"] for a in manifest["artifacts"]} == {"onnx", "tflite"}
+    assert all(a["parity"]["top1_agreement"] == 1.0 for a in manifest["artifacts"])
+    b = run_cli("bench", tmp_path / "e", "--out", tmp_path / "b", "--targets", "host-cpu")
+    assert b.returncode == 0, b.stderr
+    rows = json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]
+    assert {r["format"] for r in rows} == {"torch", "onnx", "tflite"} and all("failed" not in r for r in rows)

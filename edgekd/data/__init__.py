@@ -79,15 +79,20 @@ def source_options(source: Callable[..., RawData], options: dict) -> dict:
     return json.loads(json.dumps(taken))  # tuples become lists: the same record however it was called
 
 
-def load_dataset(name: str, path: Path | None = None, seed: int = 42, **options) -> Dataset:
+def load_dataset(name: str, path: Path | None = None, seed: int = 42, *,
+                 normalization: tuple[float, float] | list[float] | None = None, **options) -> Dataset:
     """Load source `name` (data.path, data.seed and its options, e.g. image_size=[32, 32]), normalise it
-    with the training split's mean and std, and fingerprint it."""
+    with the training split's mean and std, or with a fixed `normalization` (mean, std): the one a
+    pretrained network was trained with, and fingerprint it."""
     source = DATASETS.get(name, "data.name")
     taken = source_options(source, options)
     raw = source(path=path, seed=seed, **taken)
     check_splits(raw, str(path) if path is not None else f"dataset {name!r}")
-    x_train = np.asarray(raw.x_train, dtype=np.float64)
-    mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
+    if normalization is not None:
+        mean, std = float(normalization[0]), float(normalization[1])
+    else:
+        x_train = np.asarray(raw.x_train, dtype=np.float64)
+        mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
 
     def norm(a: np.ndarray) -> np.ndarray:
         return ((np.asarray(a, dtype=np.float64) - mean) / std).astype(np.float32)
@@ -100,6 +105,8 @@ def load_dataset(name: str, path: Path | None = None, seed: int = 42, **options)
     h.update("\n".join(raw.labels).encode())
     # the transfer set shapes every student: a source whose unlabeled inputs changed is other data
     h.update(str(getattr(raw.sample_unlabeled, "fingerprint", "")).encode())
+    if normalization is not None:  # recorded with the options, so a checkpoint reloads it the same way
+        taken = {**taken, "normalization": [mean, std]}
     if taken:  # only sources with options: fingerprints of the option-less ones stay what they were
         h.update(json.dumps(taken, sort_keys=True).encode())
     record = {"name": name, "path": None if path is None else str(Path(path).resolve()), "seed": seed,

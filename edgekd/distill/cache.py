@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from edgekd.fileio import atomic_path
+from edgekd.models import eval_mode
 
 
 def default_cache_dir() -> Path:
@@ -19,16 +20,19 @@ def default_cache_dir() -> Path:
 
 @torch.no_grad()
 def teacher_outputs(teacher, x: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Run the teacher: logits (N, C) and penultimate features (N, D), float32."""
-    teacher.eval()
+    """Run the teacher: logits (N, C) and penultimate features (N, D), float32. A network without
+    `features`/`head` (your own, or a torch.export program) gives logits only: features (N, 0)."""
+    eval_mode(teacher)
+    split = callable(getattr(teacher, "features", None)) and hasattr(teacher, "head")
     logits, feats = [], []
     for i in range(0, len(x), batch_size):
-        f = teacher.features(torch.from_numpy(x[i:i + batch_size]))
+        xb = torch.from_numpy(x[i:i + batch_size])
+        f = teacher.features(xb) if split else torch.zeros(len(xb), 0)
+        logits.append(teacher.head(f) if split else teacher(xb))
         feats.append(f)
-        logits.append(teacher.head(f))
     if not logits:
-        return (np.zeros((0, teacher.head.out_features), np.float32),
-                np.zeros((0, teacher.feature_dim), np.float32))
+        n_out, n_feat = (teacher.head.out_features, teacher.feature_dim) if split else (0, 0)
+        return np.zeros((0, n_out), np.float32), np.zeros((0, n_feat), np.float32)
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
 

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from edgekd.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from edgekd.data import Dataset
 from edgekd.distill.cache import cached_array, cached_teacher_outputs
 from edgekd.distill.train import accuracy, train
 from edgekd.errors import CheckFailed, InputError
-from edgekd.fileio import json_sha256, relative_to
+from edgekd.fileio import json_sha256, relative_to, sha256_file
 from edgekd.metrics import retention
-from edgekd.models import Classifier, build_model
-from edgekd.types import Checkpoint, StudentResult
+from edgekd.models import resolve
+from edgekd.types import Checkpoint, ModelSpec, StudentResult
 
 
 def _finished(dest: Path, key: str) -> bool:
@@ -29,10 +30,36 @@ def _finished(dest: Path, key: str) -> bool:
         return False
 
 
-def seeded_model(arch: str, data: Dataset, width: float, depth: int | None, seed: int) -> Classifier:
-    """A freshly initialised model whose weights depend only on `seed`."""
+def seeded_model(spec: ModelSpec, data: Dataset, seed: int) -> nn.Module:
+    """The spec's network for this data, its fresh weights depending only on `seed` (a spec with a
+    weights file: those weights). Its output must be one logit per class of the data."""
     torch.manual_seed(seed)
-    return build_model(arch, data.input_shape, data.num_classes, width=width, depth=depth)
+    model = resolve(spec, data.input_shape, data.num_classes)
+    check_fits_data(model, data, spec.label)
+    return model
+
+
+def check_fits_data(model: nn.Module, data: Dataset, label: str) -> None:
+    """One forward pass on a test input: the network must take the data's input shape and give one
+    logit per class (a factory's kwargs or a program's shapes can disagree with the data)."""
+    try:
+        with torch.no_grad():
+            out = model(torch.from_numpy(data.x_test[:2]))
+    except Exception as e:  # noqa: BLE001 - the user's network: report what it said
+        raise InputError(f"model {label!r} does not take the data's inputs of shape "
+                         f"{list(data.input_shape)} ({type(e).__name__}: {str(e)[:200]})") from None
+    if tuple(out.shape) != (2, data.num_classes):
+        raise InputError(f"model {label!r} gives outputs of shape {list(out.shape)[1:]} for dataset "
+                         f"{data.name!r}, which has {data.num_classes} classes; set its number of classes")
+
+
+def model_key(spec: ModelSpec) -> dict:
+    """What identifies a network in a training key: the zoo's (arch, width, depth) as before, or the
+    whole spec with the weights file's hash."""
+    if spec.kind == "zoo":
+        return dict(arch=spec.arch, width=spec.width, depth=spec.depth)
+    weights = sha256_file(Path(spec.weights)) if spec.weights else None
+    return dict(model={**spec.to_dict(), "weights": weights})
 
 
 def check_teacher_fits(ckpt: Checkpoint, data: Dataset) -> None:
@@ -45,37 +72,42 @@ def check_teacher_fits(ckpt: Checkpoint, data: Dataset) -> None:
                          f"{data.name!r} has {list(data.input_shape)}")
 
 
-def load_teacher(path: Path, data: Dataset) -> tuple[Checkpoint, Classifier, float]:
+def load_teacher(path: Path, data: Dataset) -> tuple[Checkpoint, nn.Module, float]:
     """Load a given teacher, check it fits the data, and measure it on the test split."""
     ckpt, model = load_checkpoint(path)
     check_teacher_fits(ckpt, data)
     return ckpt, model, accuracy(model, data.x_test, data.y_test)
 
 
-def prepare_teacher(data: Dataset, out_dir: Path, *, arch: str, width: float, depth: int | None,
-                    checkpoint: Path | None, min_accuracy: float, seed: int, epochs: int, batch_size: int,
-                    lr: float, weight_decay: float) -> tuple[Checkpoint, Classifier]:
-    """Return the teacher: the given checkpoint, or one trained here (reused from `out_dir` when the
-    same recipe already trained it). Refuses a teacher whose test accuracy is below `min_accuracy`."""
+def prepare_teacher(data: Dataset, out_dir: Path, *, spec: ModelSpec, checkpoint: Path | None,
+                    min_accuracy: float, seed: int, epochs: int, batch_size: int, lr: float,
+                    weight_decay: float) -> tuple[Checkpoint, nn.Module]:
+    """Return the teacher: the given checkpoint, a pretrained network (a spec with weights, used as it
+    is), or one trained here (reused from `out_dir` when the same recipe already trained it). Refuses a
+    teacher whose test accuracy is below `min_accuracy`."""
     if checkpoint is not None:
         ckpt, model, acc = load_teacher(checkpoint, data)
     else:
-        key = json_sha256(dict(arch=arch, width=width, depth=depth, seed=seed, epochs=epochs,
+        pretrained = spec.weights is not None or spec.kind == "program"
+        key = json_sha256(dict(**model_key(spec), seed=seed, epochs=0 if pretrained else epochs,
                                batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                data=data.fingerprint))
         dest = Path(out_dir) / "teacher"
         if _finished(dest, key):
             ckpt, model, acc = load_teacher(dest, data)
         else:
-            model = seeded_model(arch, data, width, depth, seed)
-            train(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=lr,
-                  weight_decay=weight_decay, seed=seed,
-                  state_path=Path(out_dir) / f".teacher.{key[:12]}.state.pt", desc="teacher")
+            model = seeded_model(spec, data, seed)
+            if not pretrained:
+                train(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=lr,
+                      weight_decay=weight_decay, seed=seed,
+                      state_path=Path(out_dir) / f".teacher.{key[:12]}.state.pt", desc="teacher")
             acc = accuracy(model, data.x_test, data.y_test)
-            ckpt = save_checkpoint(model, dest, name="teacher", role="teacher", arch=arch, width=width,
-                                   depth=depth, input_shape=data.input_shape, labels=data.labels,
-                                   mean=data.mean, std=data.std, data_fingerprint=data.fingerprint,
-                                   accuracy=acc, provenance={"key": key, "data": data.source})
+            ckpt = save_checkpoint(model, dest, name="teacher", role="teacher", arch=spec.arch or spec.kind,
+                                   width=spec.width, depth=spec.depth, input_shape=data.input_shape,
+                                   labels=data.labels, mean=data.mean, std=data.std,
+                                   data_fingerprint=data.fingerprint, accuracy=acc,
+                                   provenance={"key": key, "data": data.source, "pretrained": pretrained},
+                                   spec=spec if spec.kind != "zoo" else None)
             (Path(out_dir) / f".teacher.{key[:12]}.state.pt").unlink(missing_ok=True)
     if acc < min_accuracy:
         raise CheckFailed(
@@ -94,8 +126,8 @@ def transfer_inputs(data: Dataset, n: int, seed: int, cache_dir: Path | None) ->
                         lambda: data.transfer_set(n, seed), row_shape=data.input_shape)
 
 
-def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: Classifier, out_dir: Path, *,
-                    name: str, arch: str, width: float, depth: int | None, method: str = "kd",
+def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module, out_dir: Path, *,
+                    name: str, spec: ModelSpec, method: str = "kd",
                     temperature: float, alpha: float, hint_weight: float = 0.0, cosine_weight: float = 0.0,
                     transfer_samples: int, use_transfer: bool = True, cache_dir: Path | None, seed: int,
                     epochs: int, batch_size: int, lr: float, weight_decay: float) -> StudentResult:
@@ -105,12 +137,12 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: Classifie
     if method not in ("kd", "label"):
         raise InputError(f"unknown distillation method {method!r}; choose 'kd' or 'label'")
     n_transfer = transfer_samples if (method == "kd" and use_transfer) else 0
-    key = json_sha256(dict(arch=arch, width=width, depth=depth, method=method, t=temperature, a=alpha,
+    key = json_sha256(dict(**model_key(spec), method=method, t=temperature, a=alpha,
                            h=hint_weight, c=cosine_weight, n=n_transfer, seed=seed, epochs=epochs,
                            bs=batch_size, lr=lr, wd=weight_decay, teacher=teacher.weights_sha256,
                            data=data.fingerprint))
     dest = Path(out_dir) / name
-    model = seeded_model(arch, data, width, depth, seed)
+    model = seeded_model(spec, data, seed)
     throughput = 0.0
     if _finished(dest, key):
         ckpt, model = load_checkpoint(dest)
@@ -131,9 +163,11 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: Classifie
                       desc=name)
         throughput = stats.samples_per_s
         acc = accuracy(model, data.x_test, data.y_test)
-        ckpt = save_checkpoint(model, dest, name=name, role="student", arch=arch, width=width, depth=depth,
-                               input_shape=data.input_shape, labels=data.labels, mean=data.mean, std=data.std,
+        ckpt = save_checkpoint(model, dest, name=name, role="student", arch=spec.arch or spec.kind,
+                               width=spec.width, depth=spec.depth, input_shape=data.input_shape,
+                               labels=data.labels, mean=data.mean, std=data.std,
                                data_fingerprint=data.fingerprint, accuracy=acc,
+                               spec=spec if spec.kind != "zoo" else None,
                                provenance={"key": key, "method": method,
                                            "teacher_sha256": teacher.weights_sha256,
                                            "teacher_accuracy": teacher.accuracy,

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from edgekd.distill.losses import ce_loss, cosine_loss, hint_loss, kd_loss
 from edgekd.errors import InputError, TrainingError
 from edgekd.fileio import atomic_path
+from edgekd.models import eval_mode
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
     use_feats = hint_weight > 0 or cosine_weight > 0
     if use_feats and tf is None and teacher is None:
         raise InputError("hint_weight/cosine_weight need teacher features (distill with a teacher)")
+    if use_feats and ((tf is not None and tf.shape[1] == 0) or not hasattr(model, "feature_dim")):
+        raise InputError("distill.hint_weight/cosine_weight need teacher and student networks with "
+                         "features() and head (the zoo's): set them to 0 for your own networks")
     proj = (nn.Linear(model.feature_dim, (tf.shape[1] if tf is not None else teacher.feature_dim))
             if use_feats else None)
     params = list(model.parameters()) + (list(proj.parameters()) if proj is not None else [])
@@ -126,7 +130,7 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> float:
-    model.eval()
+    eval_mode(model)
     hits = 0
     for i in range(0, len(x), batch_size):
         pred = model(torch.from_numpy(x[i:i + batch_size])).argmax(-1).numpy()

@@ -7,8 +7,9 @@ from edgekd.models.zoo import (
     WithProbabilities,
     build_model,
     count_params,
+    eval_mode,
     fold_batchnorm,
 )
 
-__all__ = ["MODELS", "SOURCES", "Classifier", "WithProbabilities", "build_model", "count_params",
+__all__ = ["MODELS", "SOURCES", "Classifier", "WithProbabilities", "build_model", "count_params", "eval_mode",
            "fold_batchnorm", "load_weights", "read_state_dict", "resolve"]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import InputError
-from edgekd.models.zoo import build_model
+from edgekd.models.zoo import build_model, eval_mode
 from edgekd.registry import Registry
 from edgekd.types import ModelSpec
 
@@ -34,10 +34,8 @@ def resolve(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int,
     model = SOURCES.get(spec.kind, f"{where}: kind")(spec, tuple(input_shape), num_classes)
     if spec.weights is not None:
         load_weights(model, Path(spec.weights), spec.rename, where)
-    try:
-        return model.eval()
-    except NotImplementedError:  # a torch.export program's module: already fixed in the mode it was exported
-        return model
+    return eval_mode(model)
+
 
 
 @SOURCES.register("zoo")

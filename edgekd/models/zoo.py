@@ -177,6 +177,22 @@ class WithProbabilities(nn.Module):
     def forward(self, x):  # (B, *input_shape) -> (B, C)
         return torch.softmax(self.model(x), dim=-1)
 
+    def train(self, mode: bool = True):
+        self.training = mode
+        if mode:
+            self.model.train()
+        else:
+            eval_mode(self.model)
+        return self
+
+
+def eval_mode(model: nn.Module) -> nn.Module:
+    """`model.eval()`, also for a torch.export program's module (fixed in the mode it was exported in)."""
+    try:
+        return model.eval()
+    except NotImplementedError:
+        return model
+
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of `model` (eval mode) with every Conv -> BatchNorm pair inside an nn.Sequential fused."""
@@ -184,7 +200,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    model = copy.deepcopy(model).eval()
+    model = eval_mode(copy.deepcopy(model))
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
         names = list(seq._modules)
         for a, b in zip(names, names[1:]):
