@@ -34,6 +34,11 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
 
 
+class AugmentConfig(_Strict):
+    crop: int = Field(0, ge=0)  # random crop after zero-padding by this many pixels (images)
+    flip: bool = False  # random horizontal flip
+
+
 class DataConfig(_Strict):
     # a source in edgekd.data.DATASETS: mnist1d, digits, npz, idx, fashion-mnist, imagefolder, csv, parquet
     name: str = "mnist1d"
@@ -51,6 +56,9 @@ class DataConfig(_Strict):
     # inputs become (x - mean) / std with this fixed [mean, std] (a pretrained network's own, e.g.
     # EfficientNet-Lite's [127.5, 128] on 0..255 pixels) instead of the training split's statistics
     normalization: tuple[float, PositiveFloat] | None = None
+    # images: augment each training batch in the loader; students then learn from a teacher that runs
+    # on the same augmented view (not from cached outputs)
+    augment: AugmentConfig | None = None
 
 
 class ModelConfig(_Strict):
@@ -138,6 +146,7 @@ class DistillConfig(_Strict):
     hint_weight: float = Field(0.0, ge=0)  # FitNets hint loss on penultimate features
     cosine_weight: float = Field(0.0, ge=0)  # DistilBERT cosine loss on penultimate features
     use_transfer: bool = True
+    workers: int = Field(0, ge=0)  # DataLoader worker processes reading batches (0: in the training process)
     train: TrainConfig = TrainConfig()
 
 

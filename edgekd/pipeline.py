@@ -14,6 +14,7 @@ import torch
 from edgekd.config import ModelFile, Recipe
 from edgekd.data import Dataset, load_dataset
 from edgekd.distill import distill_student, prepare_teacher
+from edgekd.distill.batches import Augment
 from edgekd.errors import InputError
 from edgekd.fileio import json_sha256, relative_to, resolve_in, sha256_file, write_json
 from edgekd.models import count_params, resolve
@@ -102,15 +103,19 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None) -> dic
     specs = validate(recipe, data)
     out = Path(out)
     teacher, teacher_model = teacher_stage(recipe, data, out)
-    d = recipe.distill
+    d, a = recipe.distill, recipe.data.augment
+    augment = Augment(a.crop, a.flip) if a is not None and (a.crop or a.flip) else None
+    if augment is not None and len(data.input_shape) != 3:
+        raise InputError(f"data.augment crops and flips images; dataset {data.name!r} has inputs of shape "
+                         f"{list(data.input_shape)}: remove data.augment")
     students = []
     for s, spec in zip(recipe.students, specs):
         students.append(distill_student(
             data, teacher, teacher_model, out / "students", name=s.name, spec=spec, method="kd",
             temperature=d.temperature, alpha=d.alpha, hint_weight=d.hint_weight,
             cosine_weight=d.cosine_weight, transfer_samples=recipe.data.transfer_samples,
-            use_transfer=d.use_transfer, cache_dir=recipe.cache_dir, seed=recipe.seed,
-            **recipe.student_train(s).model_dump()))
+            use_transfer=d.use_transfer, cache_dir=recipe.cache_dir, seed=recipe.seed, workers=d.workers,
+            augment=augment, **recipe.student_train(s).model_dump()))
     metrics = distill_metrics(teacher, students, out)
     write_json(out / "metrics.json", metrics)
     return metrics

@@ -47,8 +47,8 @@ def test_resume_after_interruption_gives_the_same_weights(data, tmp_path, monkey
 
     real_save = train_mod._save_state
 
-    def save_then_crash(path, model, proj, opt, sched, gen, epoch):
-        real_save(path, model, proj, opt, sched, gen, epoch)
+    def save_then_crash(path, model, proj, opt, sched, gen, epoch, *rest):
+        real_save(path, model, proj, opt, sched, gen, epoch, *rest)
         if epoch == 1:
             raise KeyboardInterrupt
 
@@ -128,18 +128,24 @@ def test_logit_cache_hits_on_second_call_and_rejects_damage(data, tmp_path):
     teacher = build_model("cnn1d", (1, 40), 10, width=0.25).eval()
     x = data.x_train[:300]
     l1, f1, hit1 = cached_teacher_outputs(teacher, "abc", x, tmp_path)
+    l1 = np.array(l1)  # a copy: the test damages the mapped file in place below
     l2, f2, hit2 = cached_teacher_outputs(teacher, "abc", x, tmp_path)
     assert (hit1, hit2) == (False, True)
     np.testing.assert_array_equal(l1, l2)
     with torch.no_grad():
         np.testing.assert_allclose(l1, teacher(torch.from_numpy(x)).numpy(), atol=1e-5)
+    assert isinstance(l2, np.memmap) and not l2.flags.writeable  # read from disk as batches need it
+    del l2, f2, f1
     _, _, hit_other = cached_teacher_outputs(teacher, "other-teacher", x, tmp_path)
     assert not hit_other
-    for f in (tmp_path / "logits").iterdir():
-        f.write_bytes(b"garbage")
+    for entry in (tmp_path / "logits").iterdir():
+        (entry / "logits.npy").write_bytes(b"garbage")
     l3, _, hit3 = cached_teacher_outputs(teacher, "abc", x, tmp_path)
     assert not hit3
     np.testing.assert_array_equal(l1, l3)
+    for entry in (tmp_path / "logits").iterdir():  # a short entry (rows missing) is not trusted either
+        np.save(entry / "features.npy", np.zeros((10, 3), np.float32))
+    assert not cached_teacher_outputs(teacher, "abc", x, tmp_path)[2]
 
 
 def test_checkpoint_roundtrip_and_corruption(data, tmp_path):
@@ -318,3 +324,36 @@ def test_a_student_can_have_its_own_training_budget(tmp_path):
            for n in ("plain", "longer")}
     assert sha["longer"] == load_checkpoint(by_hand.checkpoint)[0].weights_sha256
     assert sha["plain"] != sha["longer"]
+
+
+def test_batches_from_chained_memory_maps_train_exactly_like_arrays_in_memory(data, tmp_path):
+    """The loader reads rows a batch at a time from memory maps (a chain of the labelled set and the
+    transfer set); the student it trains is the one whole in-memory arrays would give."""
+    from edgekd.distill.batches import Chain
+
+    x, y = data.x_train[:384], data.y_train[:384]
+    np.save(tmp_path / "a.npy", x[:256])
+    np.save(tmp_path / "b.npy", x[256:])
+    chained = Chain(np.load(tmp_path / "a.npy", mmap_mode="r"), np.load(tmp_path / "b.npy", mmap_mode="r"))
+    idx = np.array([300, 2, 255, 256, 383, 0])
+    np.testing.assert_array_equal(chained[idx], x[idx])
+    m1, m2 = seeded_model(CNN_025, data, 5), seeded_model(CNN_025, data, 5)
+    _small_train(m1, data, n=384)
+    train(m2, chained, Chain(y[:256], y[256:]), epochs=2, batch_size=128, lr=3e-3, weight_decay=0.0, seed=3,
+          workers=0)
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_augmentation_changes_the_batches_deterministically_and_needs_an_online_teacher(data):
+    from edgekd.distill.batches import Augment
+
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    aug = Augment(crop=1, flip=True)
+    a = aug(x, torch.Generator().manual_seed(0))
+    b = aug(x, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == x.shape and not torch.equal(a, x)
+    with pytest.raises(ValueError, match="augmentation needs the teacher"):
+        train(build_model("mlp", (1, 40), 10, width=0.1), data.x_train[:8], data.y_train[:8], epochs=1,
+              batch_size=8, lr=1e-3, weight_decay=0.0, seed=0, teacher_logits=np.zeros((8, 10), np.float32),
+              augment=aug)

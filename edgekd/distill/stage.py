@@ -12,6 +12,7 @@ from torch import nn
 
 from edgekd.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from edgekd.data import Dataset
+from edgekd.distill.batches import Augment, Chain
 from edgekd.distill.cache import cached_array, cached_teacher_outputs
 from edgekd.distill.train import accuracy, train
 from edgekd.errors import CheckFailed, InputError
@@ -130,14 +131,17 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
                     name: str, spec: ModelSpec, method: str = "kd",
                     temperature: float, alpha: float, hint_weight: float = 0.0, cosine_weight: float = 0.0,
                     transfer_samples: int, use_transfer: bool = True, cache_dir: Path | None, seed: int,
-                    epochs: int, batch_size: int, lr: float, weight_decay: float) -> StudentResult:
+                    epochs: int, batch_size: int, lr: float, weight_decay: float, workers: int = 0,
+                    augment: Augment | None = None) -> StudentResult:
     """Train one student (`method` "kd": against the teacher, on the training set plus a teacher-labelled
     transfer set; "label": cross-entropy on the labelled training set only) and save its checkpoint
-    to `out_dir/NAME`. A finished student with the same inputs is reused."""
+    to `out_dir/NAME`. A finished student with the same inputs is reused. With `augment`, the teacher
+    runs on each augmented batch instead of reading cached outputs (it must see the student's view)."""
     if method not in ("kd", "label"):
         raise InputError(f"unknown distillation method {method!r}; choose 'kd' or 'label'")
     n_transfer = transfer_samples if (method == "kd" and use_transfer) else 0
-    key = json_sha256(dict(**model_key(spec), method=method, t=temperature, a=alpha,
+    key = json_sha256(dict(**model_key(spec), **({"augment": augment.__dict__} if augment else {}),
+                           method=method, t=temperature, a=alpha,
                            h=hint_weight, c=cosine_weight, n=n_transfer, seed=seed, epochs=epochs,
                            bs=batch_size, lr=lr, wd=weight_decay, teacher=teacher.weights_sha256,
                            data=data.fingerprint))
@@ -152,15 +156,20 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
         logits = feats = None
         if method == "kd":
             xu = transfer_inputs(data, n_transfer, seed=0, cache_dir=cache_dir)
-            lt, ft, _ = cached_teacher_outputs(teacher_model, teacher.weights_sha256, data.x_train, cache_dir)
-            lu, fu, _ = cached_teacher_outputs(teacher_model, teacher.weights_sha256, xu, cache_dir)
-            x, y = np.concatenate([x, xu]), np.concatenate([y, np.full(len(xu), -1, np.int64)])
-            logits, feats = np.concatenate([lt, lu]), np.concatenate([ft, fu])
+            # labelled rows, then transfer rows (label -1), read in batches from memory maps: nothing
+            # is concatenated in memory
+            x, y = Chain(x, xu), Chain(y, np.full(len(xu), -1, np.int64))
+            if augment is None:
+                lt, ft, _ = cached_teacher_outputs(teacher_model, teacher.weights_sha256, data.x_train,
+                                                   cache_dir)
+                lu, fu, _ = cached_teacher_outputs(teacher_model, teacher.weights_sha256, xu, cache_dir)
+                logits, feats = Chain(lt, lu), Chain(ft, fu)
         state = Path(out_dir) / f".{name}.{key[:12]}.state.pt"
         stats = train(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                       seed=seed, teacher_logits=logits, teacher_features=feats, temperature=temperature,
                       alpha=alpha, hint_weight=hint_weight, cosine_weight=cosine_weight, state_path=state,
-                      desc=name)
+                      desc=name, workers=workers, augment=augment,
+                      teacher=teacher_model if (augment is not None and method == "kd") else None)
         throughput = stats.samples_per_s
         acc = accuracy(model, data.x_test, data.y_test)
         ckpt = save_checkpoint(model, dest, name=name, role="student", arch=spec.arch or spec.kind,

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from edgekd.distill.batches import Augment, Rows, batches
+from edgekd.distill.cache import run_teacher
 from edgekd.distill.losses import ce_loss, cosine_loss, hint_loss, kd_loss
 from edgekd.errors import InputError, TrainingError
 from edgekd.fileio import atomic_path
@@ -47,20 +49,26 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
           weight_decay: float, seed: int, teacher_logits: np.ndarray | None = None,
           teacher_features: np.ndarray | None = None, teacher: nn.Module | None = None,
           temperature: float = 4.0, alpha: float = 0.1, hint_weight: float = 0.0, cosine_weight: float = 0.0,
-          state_path: Path | None = None, desc: str = "train") -> TrainStats:
-    """Train `model` on inputs x (N, ...) and labels y (N,) (-1 = unlabeled).
+          state_path: Path | None = None, desc: str = "train", workers: int = 0,
+          augment: Augment | None = None) -> TrainStats:
+    """Train `model` on inputs x (N, ...) and labels y (N,) (-1 = unlabeled), read a batch at a time
+    (x, y and the teacher outputs may be memory maps or a `Chain` of them: nothing is copied whole).
 
     With `teacher_logits` (N, C) (or a `teacher` to run on every batch) the loss is Hinton KD; without,
     plain CE on the labelled rows. `hint_weight`/`cosine_weight` add FitNets/DistilBERT feature losses
-    against `teacher_features` (N, D) through a learned linear projection.
+    against `teacher_features` (N, D) through a learned linear projection. `augment` transforms each
+    training batch; the teacher then runs on the same view (a consistent teacher: Beyer et al. 2022),
+    so it needs `teacher`, not cached logits.
     """
     # --- set up
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, np.int64))
+    if augment is not None and teacher_logits is not None:
+        raise ValueError("augmentation needs the teacher to see the augmented view: pass teacher, not logits")
+    rows = Rows(x, y, teacher_logits, teacher_features)
+    aug_gen = torch.Generator().manual_seed(seed + 1)
     kd = teacher_logits is not None or teacher is not None
-    tl = torch.from_numpy(teacher_logits) if teacher_logits is not None else None
-    tf = torch.from_numpy(teacher_features) if teacher_features is not None else None
+    tf = teacher_features
     use_feats = hint_weight > 0 or cosine_weight > 0
     if use_feats and tf is None and teacher is None:
         raise InputError("hint_weight/cosine_weight need teacher features (distill with a teacher)")
@@ -71,35 +79,35 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
             if use_feats else None)
     params = list(model.parameters()) + (list(proj.parameters()) if proj is not None else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(xt) / batch_size)
+    steps_per_epoch = math.ceil(len(rows) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
     start_epoch = 0
     if state_path is not None and Path(state_path).is_file():
-        start_epoch = _load_state(Path(state_path), model, proj, opt, sched, gen)
+        start_epoch = _load_state(Path(state_path), model, proj, opt, sched, gen, aug_gen)
     if teacher is not None:
-        teacher.eval()
+        eval_mode(teacher)
+    loader = batches(rows, batch_size, gen, workers)
 
     # --- loop
     model.train()
     step, loss_value, t0, seen = start_epoch * steps_per_epoch, float("nan"), time.perf_counter(), 0
     bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, leave=False, disable=None)
     for epoch in range(start_epoch, epochs):
-        perm = torch.randperm(len(xt), generator=gen)
-        for i in range(0, len(xt), batch_size):
-            idx = perm[i:i + batch_size]
-            xb, yb = xt[idx], yt[idx]
+        for b in loader:
+            xb, yb = b["x"], b["y"]
+            if augment is not None:
+                xb = augment(xb, aug_gen)
             if use_feats:
                 s_feat = model.features(xb)
                 s_logits = model.head(s_feat)
             else:
                 s_logits = model(xb)
             if kd:
-                if tl is not None:
-                    t_logits, t_feat = tl[idx], (tf[idx] if tf is not None else None)
+                if "logits" in b:
+                    t_logits, t_feat = b["logits"], b.get("features")
                 else:
                     with torch.no_grad():
-                        t_feat = teacher.features(xb)
-                        t_logits = teacher.head(t_feat)
+                        t_logits, t_feat = run_teacher(teacher, xb)
                 loss = kd_loss(s_logits, t_logits, yb, temperature=temperature, alpha=alpha)
                 if hint_weight > 0:
                     loss = loss + hint_weight * hint_loss(s_feat, t_feat, proj)
@@ -116,12 +124,12 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
             loss.backward()
             opt.step()
             sched.step()
-            step, seen, loss_value = step + 1, seen + len(idx), loss.item()
+            step, seen, loss_value = step + 1, seen + len(yb), loss.item()
             bar.update(1)
             if step % 50 == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.4f}")
         if state_path is not None:
-            _save_state(Path(state_path), model, proj, opt, sched, gen, epoch + 1)
+            _save_state(Path(state_path), model, proj, opt, sched, gen, epoch + 1, aug_gen)
     bar.close()
     model.eval()
     elapsed = time.perf_counter() - t0
@@ -138,22 +146,25 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1
     return hits / max(1, len(x))
 
 
-def _save_state(path: Path, model, proj, opt, sched, gen, epoch: int) -> None:
+def _save_state(path: Path, model, proj, opt, sched, gen, epoch: int, aug_gen) -> None:
     state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-             "gen": gen.get_state(), "epoch": epoch, "rng": torch.get_rng_state()}
+             "gen": gen.get_state(), "epoch": epoch, "rng": torch.get_rng_state(),
+             "aug_gen": aug_gen.get_state()}
     if proj is not None:
         state["proj"] = proj.state_dict()
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _load_state(path: Path, model, proj, opt, sched, gen) -> int:
+def _load_state(path: Path, model, proj, opt, sched, gen, aug_gen) -> int:
     try:
         state = torch.load(path, weights_only=True)  # tensors and plain containers only: no pickle code
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
+        if "aug_gen" in state:
+            aug_gen.set_state(state["aug_gen"])
         torch.set_rng_state(state["rng"])
         if proj is not None:
             proj.load_state_dict(state["proj"])

@@ -1,0 +1,119 @@
+"""Training batches from arrays that need not fit in memory: rows of parallel arrays (in-memory, or
+memory-mapped cache files, or a chain of both) read a batch at a time through a DataLoader.
+
+    x (N, *input_shape), y (N,), teacher logits (N, C), teacher features (N, D)  ->  dicts of tensors
+
+The batch order comes from the training seed alone (a seeded RandomSampler: the same permutation as
+`torch.randperm(N, generator)`), whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+class Chain:
+    """Two arrays with the same row shape read as one (the labelled set, then the transfer set),
+    without copying either into memory."""
+
+    def __init__(self, first, second):
+        if tuple(first.shape[1:]) != tuple(second.shape[1:]):
+            raise ValueError(f"rows differ: {first.shape[1:]} and {second.shape[1:]}")
+        self.first, self.second = first, second
+        self.shape = (len(first) + len(second), *first.shape[1:])
+        self.dtype = first.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> np.ndarray:
+        idx = np.asarray(idx)
+        out = np.empty((len(idx), *self.shape[1:]), self.dtype)
+        low = idx < len(self.first)
+        out[low] = take(self.first, idx[low])
+        out[~low] = take(self.second, idx[~low] - len(self.first))
+        return out
+
+
+def take(a, idx: np.ndarray) -> np.ndarray:
+    """Rows `idx` of an array or a memory map, read in ascending order (sequential on disk) and
+    returned in the order asked."""
+    if len(idx) == 0:
+        return np.empty((0, *a.shape[1:]), a.dtype)
+    order = np.argsort(idx, kind="stable")
+    rows = np.asarray(a[idx[order]])
+    out = np.empty_like(rows)
+    out[order] = rows
+    return out
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Image augmentation applied as batches are read (training rows only): a random crop after
+    zero-padding by `crop` pixels, and a horizontal flip with probability 0.5 when `flip`."""
+
+    crop: int = 0
+    flip: bool = False
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:  # (B, C, H, W)
+        if self.crop:
+            b, _, h, w = x.shape
+            padded = torch.nn.functional.pad(x, (self.crop,) * 4)
+            dy = torch.randint(0, 2 * self.crop + 1, (b,), generator=gen)
+            dx = torch.randint(0, 2 * self.crop + 1, (b,), generator=gen)
+            x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+        if self.flip:
+            mask = torch.rand(len(x), generator=gen) < 0.5
+            x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+        return x
+
+
+class Rows(torch.utils.data.Dataset):
+    """Parallel arrays as a map-style dataset that serves whole batches (`__getitems__`)."""
+
+    def __init__(self, x, y, logits=None, features=None):
+        self.arrays = {"x": x, "y": y, "logits": logits, "features": features}
+        n = {k: len(a) for k, a in self.arrays.items() if a is not None}
+        if len(set(n.values())) != 1:
+            raise ValueError(f"arrays of different lengths: {n}")
+        self.n = n["x"]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        idx = np.asarray(idx)
+        batch = {k: torch.from_numpy(np.ascontiguousarray(a[idx] if isinstance(a, Chain) else take(a, idx)))
+                 for k, a in self.arrays.items() if a is not None}
+        batch["y"] = batch["y"].long()
+        return batch
+
+
+class ShuffledBatches(Sampler[list[int]]):
+    """Each epoch: one `torch.randperm(n, generator)`, cut into batches (the last one may be short)."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=self.generator)
+        for i in range(0, self.n, self.batch_size):
+            yield perm[i:i + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+
+def _as_is(batch):
+    return batch
+
+
+def batches(rows: Rows, batch_size: int, generator: torch.Generator, workers: int = 0) -> DataLoader:
+    """An epoch of shuffled batches; each `iter()` draws the next permutation from `generator` (in this
+    process, so the order does not depend on `workers`)."""
+    return DataLoader(rows, batch_sampler=ShuffledBatches(len(rows), batch_size, generator),
+                      collate_fn=_as_is, num_workers=workers)
