@@ -30,6 +30,12 @@ def write(path: str | Path, obj: dict) -> None:
     print(f"wrote {path}")
 
 
+def print_goals(goals: dict) -> None:
+    """One line per bar of the issue: value, goal, met or MISSED."""
+    for name, g in goals.items():
+        print(f"{name}: {g['value']} (goal {g['goal']}) {'met' if g['met'] else 'MISSED'}")
+
+
 def teacher_and_student_args(doc: str, prefix: str):
     """(args, recipe, {"teacher": dir, "student-10x": dir}) for the scripts that measure the built-in
     recipe's teacher and ~10x student: parses --out and --run, distilling first when --run is absent."""

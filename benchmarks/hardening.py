@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT / "tests"))
-from _common import environment, write  # noqa: E402
+from _common import environment, print_goals, write  # noqa: E402
 from bad_inputs import CASES  # noqa: E402
 
 
@@ -76,8 +76,7 @@ def main() -> None:
     if fast_s is not None:
         goals["fast_tier_seconds"] = {"value": fast_s, "goal": "< 60", "met": fast_s < 60}
     write(args.out, {"benchmark": "hardening", "environment": environment(), "rows": rows, "goals": goals})
-    for name, g in goals.items():
-        print(f"{name}: {g['value']} (goal {g['goal']}) {'met' if g['met'] else 'MISSED'}")
+    print_goals(goals)
 
 
 if __name__ == "__main__":

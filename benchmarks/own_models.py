@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import environment, write  # noqa: E402
+from _common import environment, print_goals, write  # noqa: E402
 from export_matrix import weight_bytes  # noqa: E402
 
 INT8 = {"int8", "dynamic-int8", "full-int8", "static-int8", "w8a8"}
@@ -142,8 +142,7 @@ def main() -> None:
     for r in files:
         print(f"{r['format']:7s} {r['quant']:13s} {r['size_bytes']:>11,d} B ({r['size_ratio_vs_fp32']:.3f}x) "
               f"top1 {r['top1_agreement']:.4f}  {'kept' if r['kept_under_defaults'] else 'DROPPED'}")
-    for name, g in goals.items():
-        print(f"{name}: {g['value']} (goal {g['goal']}) {'met' if g['met'] else 'MISSED'}")
+    print_goals(goals)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import distilled_run, environment, write  # noqa: E402
+from _common import distilled_run, environment, print_goals, write  # noqa: E402
 
 
 def main() -> None:
@@ -118,8 +118,7 @@ def report(out: str, rows: list[dict], t0: float, run: str) -> None:
     for mode, s in summary.items():
         print(f"{mode:22s} files {s['files']:2d}  min {s['min_agreement']:.4f}  ci {s['min_ci95']}  "
               f"mean {s['mean_agreement']:.4f}  default {s['required_default']}")
-    for name, g in goals.items():
-        print(f"{name}: {g['value']} (goal {g['goal']}) {'met' if g['met'] else 'MISSED'}")
+    print_goals(goals)
 
 
 if __name__ == "__main__":
