@@ -13,7 +13,7 @@ from edgekd.config import ExportConfig
 from edgekd.data import load_dataset
 from edgekd.errors import CheckFailed, InputError
 from edgekd.export import export_checkpoint, plan_exports
-from edgekd.export.common import EXPORTERS
+from edgekd.export.common import EXPORTERS, ExportMeta
 from edgekd.export.parity import measure_parity
 from edgekd.export.tflite_metadata import read_metadata
 from edgekd.models import WithProbabilities
@@ -187,3 +187,17 @@ def test_a_full_disk_is_an_input_error_naming_the_path_not_a_converter_failure(s
         assert "No space left on device" in r.stderr and str(full) in r.stderr, r.stderr
         assert "converter" not in r.stderr.lower() and "Traceback" not in r.stderr
         assert not (full / "out").exists()
+
+
+def test_coreml_executor_runs_relu6_and_padding_as_efficientnet_lite_needs(tmp_path):
+    """clip (ReLU6) and pad (TF 'SAME' padding as a ZeroPad2d) are executed, matching PyTorch."""
+    model = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 4, 3, stride=2), nn.ReLU6(), nn.Flatten(),
+                          nn.Linear(4 * 8 * 8, 5)).eval()
+    wrapped = WithProbabilities(model).eval()
+    x = np.random.default_rng(0).normal(size=(8, 3, 16, 16)).astype(np.float32) * 4
+    meta = ExportMeta(name="t", labels=tuple("abcde"), mean=0.0, std=1.0, input_shape=(3, 16, 16))
+    EXPORTERS.get("coreml").write(wrapped, x[:1], tmp_path / "t.mlpackage", "fp32", x, meta, target="iOS18")
+    with torch.no_grad():
+        reference = wrapped(torch.from_numpy(x)).numpy()
+    p = measure_parity(reference, load_runner("coreml", tmp_path / "t.mlpackage").predict(x))
+    assert p.top1_agreement == 1.0 and p.max_abs_diff < 1e-5

@@ -179,6 +179,23 @@ def _expand(x, axes):
     return x
 
 
+@op("clip")
+def _clip(a):  # ReLU6 and other bounded activations: min(max(x, alpha), beta)
+    return torch.clamp(a["x"], float(a["alpha"]), float(a["beta"]))
+
+
+@op("pad")
+def _pad(a):
+    """MIL pad: `pad` holds [begin, end] pairs for the last len(pad)/2 dims, first of them first."""
+    mode = str(a.get("mode", "constant"))
+    pads = _torch_pad([int(v) for v in np.atleast_1d(a["pad"])])
+    if mode == "constant":
+        return F.pad(a["x"], pads, value=float(a.get("constant_val", 0.0)))
+    if mode not in ("reflect", "replicate"):
+        raise ValueError(f"pad mode {mode!r}")
+    return F.pad(a["x"], pads, mode=mode)
+
+
 @op("slice_by_index")
 def _slice_by_index(a):
     x = a["x"]
