@@ -44,6 +44,8 @@ def take(a, idx: np.ndarray) -> np.ndarray:
     returned in the order asked."""
     if len(idx) == 0:
         return np.empty((0, *a.shape[1:]), a.dtype)
+    if not isinstance(a, np.memmap):  # in memory: no disk order to respect
+        return a[idx]
     order = np.argsort(idx, kind="stable")
     rows = np.asarray(a[idx[order]])
     out = np.empty_like(rows)
