@@ -1,6 +1,6 @@
 """The whole product, stage by stage. Only this module and the CLI read recipe objects.
 
-    distill (teacher first) -> export -> bench -> report -> gate -> bundles
+    distill (teacher first) -> export -> bench -> gate -> report -> bundles
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from edgekd.config import ModelFile, Recipe
+from edgekd.config import DataConfig, ModelFile, Recipe
 from edgekd.data import Dataset, load_dataset
 from edgekd.distill import distill_student, prepare_teacher
 from edgekd.distill.batches import Augment
@@ -24,7 +24,11 @@ from edgekd.types import Checkpoint, ModelSpec
 
 
 def load_data(recipe: Recipe) -> Dataset:
-    d = recipe.data  # each source takes the options it names (edgekd.data.source_options)
+    return data_from(recipe.data)
+
+
+def data_from(d: DataConfig) -> Dataset:
+    # each source takes the options it names (edgekd.data.source_options)
     return load_dataset(d.name, d.path, d.seed, image_size=d.image_size, channels=d.channels,
                         label_column=d.label_column, normalization=d.normalization)
 
@@ -78,9 +82,7 @@ def import_model(model_file: ModelFile, dest: Path) -> Path:
     from edgekd.checkpoint import save_checkpoint
     from edgekd.distill.train import accuracy
 
-    d = model_file.data
-    data = load_dataset(d.name, d.path, d.seed, image_size=d.image_size, channels=d.channels,
-                        label_column=d.label_column, normalization=d.normalization)
+    data = data_from(model_file.data)
     spec = model_file.model.spec()
     model = _checked(spec, data, "model")
     save_checkpoint(model, dest, name=model_file.name, role="teacher", arch=spec.kind, width=1.0, depth=None,
