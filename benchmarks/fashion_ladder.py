@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--subset", type=int, help="train on the first N images only (a cost probe)")
     ap.add_argument("--teacher-epochs", type=int, default=15)
     ap.add_argument("--student-epochs", type=int, default=10)
+    ap.add_argument("--teacher-floor", type=float, help="teacher.min_accuracy (a cost probe's short teacher)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="edgekd-fashion-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -95,6 +96,8 @@ def main() -> None:
     for seed in seeds:
         r = recipe_for(rungs, seed, args.teacher_epochs, args.student_epochs, args.subset,
                        None if seed == seeds[0] else teacher_dir / "teacher")
+        if args.teacher_floor is not None:
+            r["teacher"]["min_accuracy"] = args.teacher_floor
         if args.subset:
             r["data"]["path"] = str(subset_npz(work, args.subset))
         recipe_path = work / f"recipe-{seed}.yaml"
