@@ -51,7 +51,8 @@ def cached_teacher_outputs(teacher, teacher_sha256: str, x, cache_dir: Path | No
     with atomic_dir(path) as tmp:
         logits = features = None
         for i in range(0, len(x), batch_size):
-            lb, fb = run_teacher(teacher, torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])))
+            xb = np.array(x[i:i + batch_size], dtype=np.float32)  # a writable copy: x may be a read-only map
+            lb, fb = run_teacher(teacher, torch.from_numpy(xb))
             if logits is None:  # shapes are known after the first batch: allocate on disk, not in memory
                 logits = open_memmap(tmp / "logits.npy", "w+", np.float32, (len(x), lb.shape[1]))
                 features = open_memmap(tmp / "features.npy", "w+", np.float32, (len(x), fb.shape[1]))
