@@ -48,15 +48,18 @@ def main() -> None:
             key = f"{r['model']}/{r['format']}/{r['quant']}"
             sim.setdefault(r["target"], {})[key] = round(r["latency_ms_p50"], 5)
     host = {f"{r['model']}/{r['runner']}/{r['quant']}": round(r["latency_ms_p50"], 5) for r in measured}
+    speedup = teacher_tfl["latency_ms_p50"] / fastest["latency_ms_p50"]
     write(args.out, {
         "rows": rows,
-        "student_speedup": teacher_tfl["latency_ms_p50"] / fastest["latency_ms_p50"],
+        "student_speedup": speedup,
         "speedup_detail": {"teacher_tflite_fp32_p50_ms": teacher_tfl["latency_ms_p50"],
                            "fastest_student_file": fastest["artifact"],
                            "fastest_student_runner": fastest["runner"],
                            "fastest_student_p50_ms": fastest["latency_ms_p50"],
                            "fastest_student_retention": fastest["retention"]},
         "measured_p50_ms_here": host, "simulated_p50_ms": sim,
+        "goals": {"student_speedup": {"value": round(speedup, 2), "goal": ">= 10 (issue 4)",
+                                      "met": speedup >= 10}},
         "environment": environment(),
     })
 
