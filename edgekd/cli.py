@@ -71,9 +71,9 @@ def distill(recipe: RecipeArg = None, out: OutOpt = Path("runs/distill")) -> Non
 
     r, _ = load_recipe(recipe)
     data = pipeline.load_data(r)
-    pipeline.validate(r, data)
+    specs = pipeline.validate(r, data)
     with _output_dir(out):
-        metrics = pipeline.distill_stage(r, out, data)
+        metrics = pipeline.distill_stage(r, out, data, specs)
     _echo_json({k: v for k, v in metrics.items() if k != "students"})
 
 

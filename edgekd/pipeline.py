@@ -98,11 +98,13 @@ def teacher_stage(recipe: Recipe, data: Dataset, out: Path):
                            seed=recipe.seed, **t.train.model_dump())
 
 
-def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None) -> dict:
-    """Teacher, then every student; writes `out/metrics.json` and returns it."""
+def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
+                  specs: list[ModelSpec] | None = None) -> dict:
+    """Teacher, then every student (`specs`: their networks as `validate` resolved them; validated
+    here when not given); writes `out/metrics.json` and returns it."""
     torch.set_num_threads(recipe.threads)
     data = data or load_data(recipe)
-    specs = validate(recipe, data)
+    specs = specs if specs is not None else validate(recipe, data)
     out = Path(out)
     teacher, teacher_model = teacher_stage(recipe, data, out)
     d, a = recipe.distill, recipe.data.augment
@@ -158,14 +160,14 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     policy = load_policy(policy_path or recipe.gate.policy)  # every input is checked before any work
     targets = get_targets(recipe.bench.targets)
     data = load_data(recipe)
-    validate(recipe, data)
+    specs = validate(recipe, data)
     base = load_baseline(baseline, list(data.labels), list(data.input_shape)) if baseline else None
     record = RunRecord(recipe.name, tuple(s.name for s in recipe.students), dict(recipe.bundle.platforms))
     write_record(out, record, recipe.model_dump(mode="json"))
     marks = _Marks(out / ".edgekd" / "stages.json")
 
     with _step(1, "distill (teacher first, then students)", progress) as note:
-        metrics = distill_stage(recipe, out, data)
+        metrics = distill_stage(recipe, out, data, specs)
         note(f"teacher {metrics['teacher_accuracy']:.4f}; " + ", ".join(
             f"{s['name']} {s['accuracy']:.4f} (retention {s['retention']:.3f}, {s['compression']:.1f}x)"
             for s in metrics["students"]))

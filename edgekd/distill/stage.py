@@ -146,12 +146,12 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
                            bs=batch_size, lr=lr, wd=weight_decay, teacher=teacher.weights_sha256,
                            data=data.fingerprint))
     dest = Path(out_dir) / name
-    model = seeded_model(spec, data, seed)
     throughput = 0.0
     if _finished(dest, key):
         ckpt, model = load_checkpoint(dest)
         acc = accuracy(model, data.x_test, data.y_test)
     else:
+        model = seeded_model(spec, data, seed)
         x, y = data.x_train, data.y_train
         logits = feats = None
         if method == "kd":
