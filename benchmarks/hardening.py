@@ -22,23 +22,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT / "tests"))
 from _common import environment, print_goals, write  # noqa: E402
-from bad_inputs import CASES  # noqa: E402
-
-
-def _tree(d: Path) -> dict[str, int]:
-    return {str(p.relative_to(d)): p.stat().st_size for p in d.rglob("*") if not p.is_dir()}
+from bad_inputs import CASES, tree  # noqa: E402
 
 
 def run_case(case, env: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgekd-bad-") as tmp:
         d = Path(tmp)
         argv, file, field = case.make(d)
-        before = _tree(d)
+        before = tree(d)
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "edgekd.cli", *argv], capture_output=True, text=True,
                            env=env)
         wall = time.perf_counter() - t0
-        left = sorted(set(_tree(d).items()) - set(before.items()))
+        left = sorted(set(tree(d).items()) - set(before.items()))
         err = r.stderr.strip()
         return {"case": case.id, "exit_code": r.returncode, "seconds": round(wall, 2),
                 "one_message": err.startswith("edgekd: error:") and "Traceback" not in err,

@@ -100,7 +100,6 @@ def main() -> None:
     from edgekd.artifacts import load_artifacts
     from edgekd.bench.stage import bench_artifacts
     from edgekd.bench.targets import get_targets
-    from edgekd.checkpoint import read_checkpoint, training_data
     from edgekd.config import ExportConfig, load_model_file
     from edgekd.export import ExportMisses, export_checkpoint
     from edgekd.models import resolve
@@ -133,14 +132,15 @@ def main() -> None:
         "name": "efficientnet-lite0",
         "model": {"factory": FACTORY, "weights": str(weights_path())},
         "data": {"name": "npz", "path": "photos.npz", "normalization": [127.5, 128.0]}}))
-    ckpt = import_model(load_model_file(model_file), work / "export" / "model")
+    ckpt, data = import_model(load_model_file(model_file), work / "export" / "model")
     data_s = time.perf_counter() - t0
 
     # export: every format x mode, no threshold, so that every file is measured
     cfg = {**ExportConfig().model_dump(), "min_top1_agreement": {"default": 0.0}, "fp32_max_abs_diff": 1.0}
     t0 = time.perf_counter()
     try:
-        artifacts, failures = export_checkpoint(ckpt, work / "export", **cfg, threads=args.threads), []
+        artifacts = export_checkpoint(ckpt, work / "export", **cfg, data=data, threads=args.threads)
+        failures = []
     except ExportMisses as e:  # a converter or runtime that could not take a mode: listed, the rest measured
         manifest = load_artifacts(work / "export")
         artifacts, failures = [], [f.__dict__ for f in e.failures]
@@ -148,7 +148,6 @@ def main() -> None:
             parity = Parity(**{**a["parity"], "top1_ci95": tuple(a["parity"]["top1_ci95"])})
             artifacts.append(SimpleNamespace(**{**a, "path": work / "export" / a["path"], "parity": parity}))
     export_s = time.perf_counter() - t0
-    data = training_data(read_checkpoint(ckpt))
     t0 = time.perf_counter()
     bench = bench_artifacts(work / "export" / "artifacts.json", work / "bench", targets=get_targets(None),
                             data=data, threads=args.threads)

@@ -101,12 +101,12 @@ def load_checkpoint(path: Path) -> tuple[Checkpoint, Classifier]:
 
 def training_data(ckpt: Checkpoint):
     """The dataset a checkpoint was trained on, reloaded from its provenance and checked unchanged."""
-    from edgekd.data import load_dataset
+    from edgekd.data import load_recorded
 
     src = ckpt.provenance.get("data")
     if not src:
         raise InputError(f"{ckpt.path / META}: no record of the training data; re-train it with edgekd")
-    data = load_dataset(src["name"], src.get("path"), src.get("seed", 42), **src.get("options", {}))
+    data = load_recorded(src)
     if data.fingerprint != ckpt.data_fingerprint:
         raise InputError(f"{ckpt.path}: its training data {src} changed since training "
                          "(fingerprint differs); re-run distill on the current data")

@@ -111,8 +111,10 @@ def export(
         if model_file is not None:  # a network of yours: imported as a checkpoint beside its files
             from edgekd.pipeline import import_model
 
-            checkpoint = import_model(model_file, out / "model")
-        artifacts = export_checkpoint(checkpoint, out, **cfg.model_dump())
+            checkpoint, data = import_model(model_file, out / "model")
+        else:
+            data = None  # export reloads the data recorded in the checkpoint
+        artifacts = export_checkpoint(checkpoint, out, **cfg.model_dump(), data=data)
     for a in artifacts:
         p = a.parity
         typer.echo(f"{a.format:7s} {a.quant:13s} {a.size_bytes:>10,d} B  top1 {p.top1_agreement:.4f}  "
@@ -226,7 +228,7 @@ def gate(
 @app.command()
 def verify(bundle: Annotated[Path, typer.Argument(help="Bundle directory or .zip")]) -> None:
     """Recheck a bundle's hashes and re-run its validation inputs. Exit 1 when anything differs."""
-    from edgekd.gate.bundle import verify_bundle
+    from edgekd.gate.verify import verify_bundle
 
     _echo_json(verify_bundle(bundle))
 

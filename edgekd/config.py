@@ -89,7 +89,16 @@ class ModelConfig(_Strict):
                          rename=dict(self.rename))
 
 
-class TeacherConfig(_Strict):
+class _Network(_Strict):
+    """A teacher or student: its own network (`model`), else the zoo's arch at a width and depth."""
+
+    def spec(self) -> ModelSpec:
+        if self.model is not None:
+            return self.model.spec()
+        return ModelSpec.zoo(self.arch, self.width, self.depth)
+
+
+class TeacherConfig(_Network):
     arch: str = "cnn1d"
     width: float = Field(1.0, gt=0)
     depth: int | None = Field(None, ge=1)
@@ -98,13 +107,8 @@ class TeacherConfig(_Strict):
     min_accuracy: float = Field(0.9, ge=0, le=1)  # refuse to distill from a worse teacher
     train: TrainConfig = TrainConfig(epochs=60, batch_size=128, lr=3e-3, weight_decay=5e-4)
 
-    def spec(self) -> ModelSpec:
-        if self.model is not None:
-            return self.model.spec()
-        return ModelSpec.zoo(self.arch, self.width, self.depth)
 
-
-class StudentConfig(_Strict):
+class StudentConfig(_Network):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     arch: str = "cnn1d"
     width: float = Field(0.25, gt=0)
@@ -124,6 +128,8 @@ class StudentConfig(_Strict):
         given = [k for k in ("width", "compression", "params", "model") if k in self.model_fields_set]
         if len(given) > 1:
             raise ValueError(f"give one of width, compression, params or model, not {' and '.join(given)}")
+        if self.model is not None and self.model.program is not None:
+            raise ValueError("a torch.export program cannot be trained; give a factory or a zoo arch")
         if self.depths is not None and not ({"compression", "params"} & self.model_fields_set):
             raise ValueError("depths is the range a budget (compression or params) searches; set one of them")
         return self
@@ -133,11 +139,6 @@ class StudentConfig(_Strict):
         if self.compression is not None:
             return ("compression", self.compression)
         return ("params", float(self.params)) if self.params is not None else None
-
-    def spec(self) -> ModelSpec:
-        if self.model is not None:
-            return self.model.spec()
-        return ModelSpec.zoo(self.arch, self.width, self.depth)
 
 
 class DistillConfig(_Strict):

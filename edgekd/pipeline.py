@@ -19,7 +19,7 @@ from edgekd.errors import InputError
 from edgekd.fileio import json_sha256, relative_to, resolve_in, sha256_file, write_json
 from edgekd.models import count_params, resolve
 from edgekd.models.budget import fit_width
-from edgekd.runfolder import RunRecord, write_record
+from edgekd.runfolder import STATE_DIR, RunRecord, write_record
 from edgekd.types import Checkpoint, ModelSpec
 
 
@@ -51,9 +51,6 @@ def validate(recipe: Recipe, data: Dataset) -> list[ModelSpec]:
     for s in recipe.students:
         where = f"students.{s.name}"
         spec = s.spec()
-        if spec.kind == "program":
-            raise InputError(f"{where}: a torch.export program cannot be trained; "
-                             "give a factory or a zoo arch")
         if s.budget is not None:
             kind, value = s.budget
             target = teacher_params / value if kind == "compression" else value
@@ -76,7 +73,7 @@ def _checked(spec: ModelSpec, data: Dataset, where: str):
     return model
 
 
-def import_model(model_file: ModelFile, dest: Path) -> Path:
+def import_model(model_file: ModelFile, dest: Path) -> tuple[Path, Dataset]:
     """A model of yours as an edgekd checkpoint in `dest` (its spec, weights, labels, normalisation and
     data recorded), measured on the data's test split: what export and bench take."""
     from edgekd.checkpoint import save_checkpoint
@@ -89,7 +86,7 @@ def import_model(model_file: ModelFile, dest: Path) -> Path:
                     input_shape=data.input_shape, labels=data.labels, mean=data.mean, std=data.std,
                     data_fingerprint=data.fingerprint, accuracy=accuracy(model, data.x_test, data.y_test),
                     provenance={"data": data.source, "imported": spec.to_dict()}, spec=spec)
-    return Path(dest)
+    return Path(dest), data
 
 
 def teacher_stage(recipe: Recipe, data: Dataset, out: Path):
@@ -164,7 +161,7 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     base = load_baseline(baseline, list(data.labels), list(data.input_shape)) if baseline else None
     record = RunRecord(recipe.name, tuple(s.name for s in recipe.students), dict(recipe.bundle.platforms))
     write_record(out, record, recipe.model_dump(mode="json"))
-    marks = _Marks(out / ".edgekd" / "stages.json")
+    marks = _Marks(out / STATE_DIR / "stages.json")
 
     with _step(1, "distill (teacher first, then students)", progress) as note:
         metrics = distill_stage(recipe, out, data, specs)

@@ -24,6 +24,11 @@ class Case:
     heavy: bool = False  # needs a trained checkpoint, a converter or a mounted file system
 
 
+def tree(d: Path) -> dict[str, int]:
+    """Every file under `d` with its size: compared before and after a case to find leftovers."""
+    return {str(p.relative_to(d)): p.stat().st_size for p in d.rglob("*") if not p.is_dir()}
+
+
 def _signals(n: int = 60, classes: int = 3, length: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = np.arange(n) % classes

@@ -2,29 +2,24 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bad_inputs import CASES, _recipe, _signals
+from bad_inputs import CASES, _recipe, _signals, tree
 from helpers import mounted_tmpfs, run_main
-
-
-def _tree(d: Path) -> dict[str, int]:
-    return {str(p.relative_to(d)): p.stat().st_size for p in d.rglob("*") if not p.is_dir()}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.heavy] if c.heavy else [])
                                   for c in CASES])
 def test_bad_input_exits_2_naming_file_and_field_and_leaves_nothing(case, tmp_path, capsys):
     argv, file, field = case.make(tmp_path)
-    before = _tree(tmp_path)
+    before = tree(tmp_path)
     code, err = run_main(argv, capsys)
     assert code == 2, err
     assert err.startswith("edgekd: error:") and "Traceback" not in err, err
     assert file in err and field in err, err
-    assert _tree(tmp_path) == before, "the failed command left files behind"
+    assert tree(tmp_path) == before, "the failed command left files behind"
 
 
 def test_a_second_run_on_a_locked_folder_is_refused_with_the_holders_pid(tmp_path, capsys):

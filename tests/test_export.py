@@ -14,9 +14,9 @@ from edgekd.data import load_dataset
 from edgekd.errors import CheckFailed, InputError
 from edgekd.export import export_checkpoint, plan_exports
 from edgekd.export.common import EXPORTERS, ExportMeta
-from edgekd.export.parity import measure_parity
 from edgekd.export.tflite_metadata import read_metadata
 from edgekd.models import WithProbabilities
+from edgekd.parity import measure_parity
 from edgekd.runtimes import load_runner
 from factories import make_checkpoint
 from helpers import mounted_tmpfs, run_cli

@@ -10,9 +10,10 @@ import yaml
 
 from edgekd.config import BundleConfig, Policy, load_policy
 from edgekd.errors import CheckFailed, InputError
-from edgekd.gate.bundle import deterministic_zip, load_baseline, verify_bundle, write_bundle
+from edgekd.gate.bundle import deterministic_zip, load_baseline, write_bundle
 from edgekd.gate.reports import junit_xml, markdown
 from edgekd.gate.verdict import BenchRow, evaluate, explain
+from edgekd.gate.verify import verify_bundle
 from edgekd.types import Measurement
 
 

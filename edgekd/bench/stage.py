@@ -169,7 +169,7 @@ def _weights_size(ckpt_dir: Path) -> int:
 
 
 def dataset_for_manifest(manifest_path: Path, name: str | None = None) -> Dataset:
-    from edgekd.data import load_dataset
+    from edgekd.data import load_dataset, load_recorded
 
     manifest = load_artifacts(manifest_path)
     ckpt = resolve_in(Path(manifest_path).parent, manifest["checkpoint"])
@@ -181,4 +181,4 @@ def dataset_for_manifest(manifest_path: Path, name: str | None = None) -> Datase
     if not src:
         raise InputError(f"{manifest_path}: its checkpoint {ckpt} is gone and no dataset is recorded; "
                          "pass --data")
-    return load_dataset(src["name"], src.get("path"), src.get("seed", 42), **src.get("options", {}))
+    return load_recorded(src)

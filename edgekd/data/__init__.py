@@ -113,3 +113,10 @@ def load_dataset(name: str, path: Path | None = None, seed: int = 42, *,
               "options": taken}
     return Dataset(name, xtr, ytr, xte, yte, raw.labels, mean, std, h.hexdigest(), record,
                    raw.sample_unlabeled)
+
+
+def load_recorded(source: dict) -> Dataset:
+    """A dataset again from its `Dataset.source` record (name, path, seed, options with normalization),
+    as checkpoints and artifacts.json keep it."""
+    options = source.get("options", {})
+    return load_dataset(source["name"], source.get("path"), source.get("seed", 42), **options)

@@ -21,10 +21,10 @@ from edgekd.data import Dataset
 from edgekd.errors import CheckFailed, InputError
 from edgekd.export import coreml, onnx, tflite  # noqa: F401 - registers the exporters
 from edgekd.export.common import EXPORTERS, ExportMeta, file_name
-from edgekd.export.parity import measure_parity, parity_failure
 from edgekd.export.quiet import ConverterFailed, quiet
 from edgekd.fileio import dir_size, relative_to, resolve_in, sha256_tree, write_json
 from edgekd.models import WithProbabilities
+from edgekd.parity import measure_parity, parity_failure
 from edgekd.runtimes import load_runner
 from edgekd.types import Artifact, Checkpoint
 

@@ -20,7 +20,7 @@ import numpy as np
 from edgekd.errors import InputError
 from edgekd.fileio import atomic_dir, atomic_path, sha256_file, sha256_tree
 from edgekd.gate.verdict import Candidate
-from edgekd.gate.verify import FORMAT, read_bundle_manifest, verify_bundle  # noqa: F401
+from edgekd.gate.verify import FORMAT, read_bundle_manifest, verify_bundle  # noqa: F401 - the old import path
 from edgekd.runtimes import load_runner
 
 PACKAGES = ("edgekd", "torch", "numpy", "coremltools", "litert-torch", "ai-edge-litert", "ai-edge-quantizer",
