@@ -388,14 +388,17 @@ def test_the_fashion_mnist_recipe_validates_and_builds():
 
     from edgekd.config import load_recipe
     from edgekd.models import build_model, count_params
+    from edgekd.models.budget import fit_width
 
     recipe, _ = load_recipe(Path(str(resources.files("edgekd") / "recipes" / "fashion-mnist.yaml")))
     assert recipe.data.name == "fashion-mnist" and recipe.teacher.min_accuracy == 0.9
     teacher = count_params(build_model(recipe.teacher.arch, (1, 28, 28), 10, width=recipe.teacher.width,
                                        depth=recipe.teacher.depth))
     for s in recipe.students:
-        params = count_params(build_model(s.arch, (1, 28, 28), 10, width=s.width, depth=s.depth))
         claimed = float(s.name.rsplit("-", 1)[1].rstrip("x"))
+        assert s.compression == claimed, s.name  # the name says the budget it asks for
+        width, depth, _ = fit_width(s.arch, (1, 28, 28), 10, teacher / s.compression, s.depths, s.name)
+        params = count_params(build_model(s.arch, (1, 28, 28), 10, width=width, depth=depth))
         assert abs(teacher / params - claimed) <= 0.1 * claimed, (s.name, teacher / params)
 
 

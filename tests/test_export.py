@@ -70,7 +70,8 @@ def test_quantised_files_are_smaller(student, tmp_path):
         assert arts[(fmt, "int8")] < arts[(fmt, "fp16")] < arts[(fmt, "fp32")]
 
 
-SHAPES = {"cnn1d": "mnist1d", "mlp": "mnist1d", "transformer": "mnist1d", "mobilenet2d": "digits"}
+SHAPES = {"cnn1d": "mnist1d", "mlp": "mnist1d", "transformer": "mnist1d", "mobilenet2d": "digits",
+          "mobilenet2d-s2": "digits"}
 
 
 @pytest.mark.parametrize("arch", sorted(SHAPES))

@@ -79,13 +79,15 @@ class MobileNet2d(Classifier):
     """MobileNet-v1 style (Howard et al. 2017): a 3x3 stem, then `depth` depthwise-separable blocks;
     blocks 1 and 3 halve the resolution and double the channels."""
 
+    stem_stride = 1  # tiny inputs (8x8 digits) keep their resolution; MobileNet2dS2 halves it
+
     def __init__(self, input_shape, num_classes, width: float = 1.0, depth: int = 4):
         super().__init__()
         _expect_rank(input_shape, (3,), "mobilenet2d")
-        c = _channels(32, width)
-        layers: list[nn.Module] = [nn.Conv2d(input_shape[0], c, 3, 1, 1, bias=False), nn.BatchNorm2d(c),
+        c, s = _channels(32, width), self.stem_stride
+        layers: list[nn.Module] = [nn.Conv2d(input_shape[0], c, 3, s, 1, bias=False), nn.BatchNorm2d(c),
                                    nn.ReLU()]
-        size = min(input_shape[1:])
+        size = (min(input_shape[1:]) + s - 1) // s
         for i in range(depth):
             down = i in (1, 3) and size >= 4
             cout = c * 2 if down else c
@@ -96,6 +98,14 @@ class MobileNet2d(Classifier):
 
     def features(self, x):
         return self.body(x).mean(dim=(-2, -1))  # (B, C, H, W) -> (B, C)
+
+
+@MODELS.register("mobilenet2d-s2")
+class MobileNet2dS2(MobileNet2d):
+    """mobilenet2d with MobileNet's own stride-2 stem: every layer runs at half the resolution, a quarter
+    of the compute, for images of 28x28 and up (Fashion-MNIST trains ~4x faster)."""
+
+    stem_stride = 2
 
 
 @MODELS.register("mlp")
