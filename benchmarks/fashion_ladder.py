@@ -41,8 +41,8 @@ def recipe_for(rungs: list[int], seed: int, teacher_epochs: int | None, student_
     if teacher is not None:
         r["teacher"] = {"checkpoint": str(teacher), "min_accuracy": r["teacher"]["min_accuracy"]}
     family = r["students"][0]
-    r["students"] = [{"name": f"kd-{c}x", "arch": family["arch"], "compression": c, "depths": family["depths"]}
-                     for c in rungs]
+    r["students"] = [{"name": f"kd-{c}x", "arch": family["arch"], "compression": c,
+                      "depths": family["depths"]} for c in rungs]
     if student_epochs:
         r["distill"]["train"]["epochs"] = student_epochs
     r["export"] = {"formats": ["tflite"], "quants": ["fp32", "int8", "dynamic-int8", "full-int8"]}

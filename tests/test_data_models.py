@@ -67,7 +67,8 @@ def test_unknown_dataset_lists_the_choices():
         load_dataset("cifar")
 
 
-SHAPES = {"cnn1d": (1, 40), "mobilenet2d": (1, 8, 8), "mobilenet2d-s2": (1, 8, 8), "mlp": (1, 40), "transformer": (1, 40)}
+SHAPES = {"cnn1d": (1, 40), "mobilenet2d": (1, 8, 8), "mobilenet2d-s2": (1, 8, 8), "mlp": (1, 40),
+          "transformer": (1, 40)}
 
 
 @pytest.mark.parametrize("arch", MODELS.names())
