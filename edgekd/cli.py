@@ -233,6 +233,54 @@ def verify(bundle: Annotated[Path, typer.Argument(help="Bundle directory or .zip
     _echo_json(verify_bundle(bundle))
 
 
+@app.command()
+def simulate(
+    network_or_file: Annotated[str, typer.Argument(
+        metavar="NETWORK|FILE", help="A built-in standard network (mobilenet_v2, resnet18, efficientnet_b0, "
+                                     "vit_b_16, distilbert, ...) or an exported .tflite / .mlpackage")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Target profile name (targets/*.yaml)")],
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | w8a16 (networks; a file has its own)")]
+    = "fp16",
+    input_shape: Annotated[Optional[str], typer.Option(help="e.g. 1,3,224,224 (networks)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Predicted latency, accelerator residency and fallback ops of one network or file on one target."""
+    from edgekd.bench.predict import describe, predict
+    from edgekd.bench.targets import get_targets
+    from edgekd.errors import InputError
+
+    shape = None
+    if input_shape is not None:
+        try:
+            shape = tuple(int(v) for v in input_shape.split(","))
+        except ValueError:
+            raise InputError(f"--input-shape {input_shape!r}: give integers separated by commas, "
+                             "e.g. 1,3,224,224") from None
+    (profile,) = get_targets([target])
+    result = predict(network_or_file, profile, precision, shape)
+    typer.echo(json.dumps(result, indent=2) if as_json else describe(result))
+
+
+@app.command()
+def calibrate(
+    target: Annotated[str, typer.Argument(help="Target profile to fit (calibration.chipset names its rows)")],
+    csv_file: Annotated[Path, typer.Option("--csv", help="Published latencies (published_calibration.csv)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the fitted profile YAML goes")],
+) -> None:
+    """Fit a mobile target profile to published on-device latencies; prints its held-out error."""
+    from edgekd.bench.calibrate import calibrate as fit_profile
+    from edgekd.bench.calibrate import write_profile
+    from edgekd.bench.targets import get_targets, targets_dir
+
+    (profile,) = get_targets([target])
+    res = fit_profile(profile, csv_file, progress=lambda m: typer.echo(f"  {m}", err=True))
+    write_profile(res.profile, out, targets_dir() / f"{target}.yaml")
+    c = res.profile["calibration"]
+    typer.echo(f"{target}: {c['rows']} rows, {c['networks']} networks; median error on networks left out "
+               f"{c['median_abs_error']:.1%}, 80% band x{c['error_band'][0]}-x{c['error_band'][1]}; "
+               f"{len(res.skipped)} rows left out; wrote {out}")
+
+
 def _quiet_backends() -> None:
     """The converters announce optional pieces they could not load (Core ML's macOS-only runtime, CUDA
     kernels, untested-version notices) on every import; users cannot act on them."""

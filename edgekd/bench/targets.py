@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from edgekd.config import format_validation, read_yaml
 from edgekd.errors import InputError
 
-Dtype = Literal["fp32", "fp16", "int8"]
+Dtype = Literal["fp32", "fp16", "int8", "int16"]  # int16: 16-bit integer activations (w8a16)
 OP_KINDS = ("conv", "depthwise_conv", "fully_connected", "matmul", "pool", "reduce", "softmax", "norm",
             "elementwise", "activation", "layout", "quant")
 
@@ -48,6 +48,25 @@ class Unit(BaseModel):
         return ("*" in self.ops or kind in self.ops) and dtype in self.peak_gops
 
 
+class Calibration(BaseModel):
+    """Where a profile's free parameters came from, and how far its predictions were seen to miss."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chipset: str | None = None  # the calibration set's `chipset_norm` rows it is fitted to; None: no rows
+    rows: int = Field(0, ge=0)  # rows the fit used
+    networks: int = Field(0, ge=0)
+    source: str = ""  # the file and how it was fitted
+    # 80% interval of published / predicted latency on networks left out of the fit (leave one out):
+    # the true latency lies within [predicted * low, predicted * high] for 8 in 10 unseen networks
+    error_band: tuple[float, float] | None = None
+    median_abs_error: float | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        return self.rows > 0 and self.error_band is not None
+
+
 class Target(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,6 +77,7 @@ class Target(BaseModel):
     unit_switch_us: float = Field(ge=0)  # each time execution moves between units
     transfer_bandwidth_gbps: float = Field(gt=0)  # activations copied at a unit switch
     units: list[Unit] = Field(min_length=1)  # in preference order; the last one must run every op
+    calibration: Calibration = Calibration()  # absent: assumed figures, checked against nothing
 
     @model_validator(mode="after")
     def _fallback(self):

@@ -1,0 +1,308 @@
+"""Fit a target profile's free parameters to published on-device latencies of standard networks.
+
+The model stays the simulator's roofline (edgekd.bench.simulator): per op, dispatch + max(compute,
+memory), on the unit the op support table places it. What the fit moves are the accelerator's physics
+that no datasheet gives: the share of peak each op class reaches, the integer rates relative to fp16,
+the per-op dispatch and per-inference overheads, and the bandwidth activations move at. Peak fp16
+throughput and DRAM bandwidth stay the datasheet's. A network the fit never saw is predicted from its
+ops alone, so a profile explains *why* a network is slow (compute, memory, dispatch, fallback).
+
+Rows: `published_calibration.csv` (one published latency per row, with its chip, precision, runtime and
+where the layers ran). A profile's `calibration.chipset` names the rows it fits; rows whose layers
+partly ran on the CPU are residency evidence, not the accelerator's speed, and are left out of the fit.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.bench.graph import Op
+from edgekd.bench.simulator import FUSES_INTO, op_time_us, place
+from edgekd.bench.targets import Target
+from edgekd.errors import InputError
+
+EFF_KINDS = ("conv", "depthwise_conv", "fully_connected", "matmul", "norm", "elementwise", "default")
+# free parameters, all fitted in log space: efficiency per op class; the effective fp16 peak as a multiple
+# of the datasheet's (a third-party figure for most chips), int8 as a multiple of that, int16 of int8;
+# dispatch per op (us), overhead per inference (us), and the bandwidth activations (and layout ops) move at
+PARAMS = (*[f"eff:{k}" for k in EFF_KINDS], "rate:fp16", "rate:int8", "rate:int16", "dispatch_us",
+          "invoke_us", "act_gbps", "layout_gbps")
+# physical ranges: a share of peak is at most 1; the effective fp16 peak within 2x of the datasheet's;
+# int8 between the fp16 rate and 4x it; int16 (w8a16) at most the int8 rate, at least a quarter of it
+BOUNDS = {"eff": (1e-4, 1.0), "rate:fp16": (0.5, 2.0), "rate:int8": (1.0, 4.0), "rate:int16": (0.25, 1.0),
+          "dispatch_us": (0.01, 200.0), "invoke_us": (1.0, 20000.0), "act_gbps": (1.0, 5000.0),
+          "layout_gbps": (1.0, 1e5)}
+
+
+def precision_of(text: str) -> str | None:
+    """The published `precision` cell as the simulator's precision (None: not modelled)."""
+    t = text.strip().lower()
+    if "mixed_int16" in t or t.startswith("w8a16"):
+        return "w8a16"
+    if t.startswith("w8a8") or t.startswith("int8") or t.startswith("uint8"):
+        return "int8"
+    if "weight-only" in t or t.startswith("w8 "):
+        return "w8"
+    if t in ("float",) or t.startswith("fp16") or t.startswith("float16"):
+        return "fp16"  # Qualcomm AI Hub's "float" runs in fp16 on Hexagon
+    if t.startswith("fp32"):
+        return "fp32"
+    return None
+
+
+@dataclass
+class Row:
+    row_id: str
+    network: str
+    variant: str
+    input_shape: tuple[int, ...]
+    precision: str
+    runtime: str
+    latency_ms: float
+    layers_npu: float | None
+    layers_cpu: float | None
+    layers_total: float | None
+
+
+def read_rows(csv_path: Path, chipset: str) -> tuple[list[Row], list[dict]]:
+    """(rows the fit can use, rows left out with why) for one chip."""
+    from edgekd.nets.standard import from_constructor
+
+    if not Path(csv_path).is_file():
+        raise InputError(f"{csv_path}: no such calibration file (--csv)")
+    used, skipped = [], []
+    with open(csv_path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["chipset_norm"] != chipset:
+                continue
+            network, precision = from_constructor(r["torch_constructor"]), precision_of(r["precision"])
+            why = ("network not buildable here" if network is None else
+                   "precision not modelled" if precision is None else
+                   "ran on CPU/GPU" if any(k in r["compute_target"].upper() for k in ("CPU", "GPU"))
+                   and "NPU" not in r["compute_target"].upper() else None)
+            if why:
+                skipped.append({"row_id": r["row_id"], "model": r["model"], "precision": r["precision"],
+                                "runtime": r["runtime"], "why": why})
+                continue
+            num = lambda k: float(r[k]) if r.get(k) not in (None, "") else None  # noqa: E731
+            used.append(Row(r["row_id"], network, r["model_variant"], _shape(r["input_shape"], network),
+                            precision, r["runtime"], float(r["latency_ms"]), num("layers_npu"),
+                            num("layers_cpu"), num("layers_total")))
+    return used, skipped
+
+
+def _shape(text: str, network: str) -> tuple[int, ...]:
+    from edgekd.nets.standard import TEXT, default_shape
+
+    nums = [int(n) for n in __import__("re").findall(r"\d+", text)]
+    if network in TEXT:
+        return (1, nums[-1]) if nums else default_shape(network)
+    side = [n for n in nums if n >= 32]
+    return (1, 3, side[0], side[-1]) if side else default_shape(network)
+
+
+def row_ops(row: Row, cache: dict) -> list[Op]:
+    """The op list of a row's network at its precision (built once per network, shape and precision)."""
+    from edgekd.bench.torchgraph import export_ops
+    from edgekd.nets.standard import build
+
+    key = (row.network, row.input_shape, row.precision)
+    if key not in cache:
+        model, example = build(row.network, row.input_shape)
+        if row.precision == "w8":  # 8-bit weights, fp16 compute: the weights move at a byte each
+            cache[key] = [Op(o.kind, o.name, o.dtype, o.flops, o.bytes_in, o.bytes_out, o.bytes_weights // 2)
+                          for o in export_ops(model, example, "fp16")]
+        else:
+            cache[key] = export_ops(model, example, row.precision)
+    return cache[key]
+
+
+class Packed:
+    """Every row's ops as flat arrays: the accelerator's ops are priced from the parameters; the rest
+    (CPU fallbacks, unit switches) at the profile's fixed cost. Placement depends only on op kinds and
+    dtypes, so it is decided once."""
+
+    def __init__(self, rows: list[list[Op]], target: Target):
+        self.target = target
+        acc = next(u for u in target.units if u.accelerator)
+        cols = {k: [] for k in ("row", "kind", "layout", "dtype", "flops", "w", "a")}
+        self.fixed_us = np.zeros(len(rows))
+        self.n_rows = len(rows)
+        for i, ops in enumerate(rows):
+            prev_unit, prev_kind = None, None
+            for op in ops:
+                unit = place(op, target, prev_unit)
+                fused = (op.kind == "activation" and prev_unit is unit and unit.fuses_activation
+                         and prev_kind in FUSES_INTO)
+                if prev_unit is not None and unit is not prev_unit:
+                    self.fixed_us[i] += target.unit_switch_us + 1e6 * op.bytes_in / (
+                        target.transfer_bandwidth_gbps * 1e9)
+                if unit is acc and not fused:
+                    cols["row"].append(i)
+                    cols["kind"].append(EFF_KINDS.index(op.kind if op.kind in EFF_KINDS else "default"))
+                    cols["layout"].append(op.kind == "layout")
+                    cols["dtype"].append(op.dtype)
+                    cols["flops"].append(op.flops)
+                    cols["w"].append(op.bytes_weights)
+                    cols["a"].append(op.bytes_in + op.bytes_out)
+                elif not fused:
+                    self.fixed_us[i] += op_time_us(op, unit)
+                prev_unit, prev_kind = unit, op.kind
+        self.row = np.array(cols["row"], dtype=int)
+        self.kind = np.array(cols["kind"], dtype=int)
+        self.layout = np.array(cols["layout"], dtype=bool)
+        self.dtype = np.array(cols["dtype"])
+        self.flops = np.array(cols["flops"], dtype=float)
+        self.w = np.array(cols["w"], dtype=float)
+        self.a = np.array(cols["a"], dtype=float)
+        self.peak_fp16 = acc.peak_gops.get("fp16", max(acc.peak_gops.values()))
+        self.mem_gbps = acc.memory_bandwidth_gbps
+
+    def predict_ms(self, theta: np.ndarray) -> np.ndarray:
+        p = dict(zip(PARAMS, np.exp(theta)))
+        eff = np.array([p[f"eff:{k}"] for k in EFF_KINDS])[self.kind]
+        rate = np.where(self.dtype == "int8", p["rate:int8"],
+                        np.where(self.dtype == "int16", p["rate:int8"] * p["rate:int16"], 1.0))
+        rate = np.where(self.dtype == "fp32", 0.5, rate)  # fp32 at half the fp16 rate where a unit takes it
+        compute = self.flops / (self.peak_fp16 * p["rate:fp16"] * rate * eff * 1e3)
+        act_gbps = np.where(self.layout, p["layout_gbps"], p["act_gbps"])
+        memory = self.w / (self.mem_gbps * 1e3) + self.a / (act_gbps * 1e3)
+        per_op = p["dispatch_us"] + np.maximum(compute, memory)
+        total = np.bincount(self.row, weights=per_op, minlength=self.n_rows)
+        return (total + self.fixed_us + p["invoke_us"]) / 1000
+
+
+def initial_theta(target: Target) -> np.ndarray:
+    acc = next(u for u in target.units if u.accelerator)
+    fp16 = acc.peak_gops.get("fp16", max(acc.peak_gops.values()))
+    cache = (acc.cache_bandwidth_gbps or {}).get("default", acc.memory_bandwidth_gbps)
+    start = {**{f"eff:{k}": acc.efficiency.get(k, acc.efficiency["default"]) for k in EFF_KINDS},
+             "rate:fp16": 1.0, "rate:int8": acc.peak_gops.get("int8", fp16) / fp16,
+             "rate:int16": acc.peak_gops.get("int16", fp16) / acc.peak_gops.get("int8", fp16),
+             "dispatch_us": max(acc.dispatch_overhead_us, 0.1),
+             "invoke_us": max(target.invoke_overhead_us, 1.0),
+             "act_gbps": cache, "layout_gbps": (acc.cache_bandwidth_gbps or {}).get("layout", cache)}
+    return np.log([start[k] for k in PARAMS])
+
+
+def fit(packed: Packed, published_ms: np.ndarray, theta0: np.ndarray) -> np.ndarray:
+    """Least squares on log(predicted / published), robust to a few odd rows (soft L1)."""
+    from scipy.optimize import least_squares
+
+    lo = np.log([BOUNDS.get(k, BOUNDS.get(k.split(":")[0]))[0] for k in PARAMS])
+    hi = np.log([BOUNDS.get(k, BOUNDS.get(k.split(":")[0]))[1] for k in PARAMS])
+    x0 = np.clip(theta0, lo + 1e-9, hi - 1e-9)
+    res = least_squares(lambda th: np.log(packed.predict_ms(th) / published_ms), x0, bounds=(lo, hi),
+                        loss="soft_l1", f_scale=0.2, max_nfev=2000)
+    return res.x
+
+
+def apply(target: Target, theta: np.ndarray, calibration: dict) -> dict:
+    """The profile (as YAML data) with the fitted parameters written in."""
+    p = dict(zip(PARAMS, np.exp(theta)))
+    data = target.model_dump(exclude_none=True)
+    for u in data["units"]:
+        if not u["accelerator"]:
+            continue
+        fp16 = _sig(u["peak_gops"].get("fp16", max(u["peak_gops"].values())) * p["rate:fp16"])
+        u["peak_gops"] = {**u["peak_gops"], "fp16": fp16, "int8": _sig(fp16 * p["rate:int8"]),
+                          "int16": _sig(fp16 * p["rate:int8"] * p["rate:int16"])}
+        u["efficiency"] = {**u["efficiency"], **{k: _sig(p[f"eff:{k}"]) for k in EFF_KINDS}}
+        u["dispatch_overhead_us"] = _sig(p["dispatch_us"])
+        u["cache_bandwidth_gbps"] = {"layout": _sig(p["layout_gbps"]), "default": _sig(p["act_gbps"])}
+        break
+    data["invoke_overhead_us"] = _sig(p["invoke_us"])
+    data["calibration"] = calibration
+    return data
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.4g}") if x and math.isfinite(x) else float(x)
+
+
+@dataclass
+class Result:
+    profile: dict  # the fitted profile, as YAML data
+    rows: list[dict]  # per published row: network, precision, runtime, published and predicted latency
+    skipped: list[dict]  # rows left out, with why
+    build_s: float  # tracing the networks
+    fit_s: float  # the fits (the full one and leave-one-network-out)
+
+
+def calibrate(target: Target, csv_path: Path, progress=lambda m: None, cache: dict | None = None) -> Result:
+    """Fit `target` to its chip's rows; every row's out-of-sample prediction comes from a fit that never saw
+    its network (leave one network out), and those residuals give the profile's error band."""
+    import time
+
+    chipset = target.calibration.chipset
+    if not chipset:
+        raise InputError(f"profile {target.name!r} names no calibration.chipset: the calibration set has no "
+                         "rows for it; it stays uncalibrated")
+    rows, skipped = read_rows(csv_path, chipset)
+    fallback = [r for r in rows if (r.layers_cpu or 0) > 0]
+    skipped += [{"row_id": r.row_id, "model": r.network, "precision": r.precision, "runtime": r.runtime,
+                 "why": f"{r.layers_cpu:.0f} of {r.layers_total:.0f} layers ran on the CPU (residency row)"}
+                for r in fallback]
+    rows = [r for r in rows if r not in fallback]
+    if not rows:
+        raise InputError(f"{csv_path}: no usable rows for chipset {chipset!r} (profile {target.name})")
+    t0, cache = time.perf_counter(), {} if cache is None else cache
+    ops = []
+    for r in rows:
+        progress(f"{r.network} {r.precision}")
+        ops.append(row_ops(r, cache))
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    published = np.array([r.latency_ms for r in rows])
+    packed = Packed(ops, target)
+    theta0 = initial_theta(target)
+    theta = fit(packed, published, theta0)
+    fitted = packed.predict_ms(theta)
+    networks = sorted({r.network for r in rows})
+    held_out = np.zeros(len(rows))
+    for net in networks:
+        keep = np.array([r.network != net for r in rows])
+        sub = Packed([o for o, k in zip(ops, keep) if k], target)
+        th = fit(sub, published[keep], theta)
+        held_out[~keep] = Packed([o for o, k in zip(ops, keep) if not k], target).predict_ms(th)
+    fit_s = time.perf_counter() - t0
+    ratio = published / held_out
+    band = (float(np.quantile(ratio, 0.1)), float(np.quantile(ratio, 0.9)))
+    calibration = {"chipset": chipset, "rows": len(rows), "networks": len(networks),
+                   "source": f"{Path(csv_path).name}: roofline parameters fitted by edgekd calibrate "
+                             "(least squares on log latency); band from leave-one-network-out",
+                   "error_band": [round(band[0], 3), round(band[1], 3)],
+                   "median_abs_error": round(float(np.median(np.abs(held_out / published - 1))), 3)}
+    out_rows = [{"row_id": r.row_id, "network": r.network, "variant": r.variant,
+                 "input_shape": list(r.input_shape), "precision": r.precision,
+                 "runtime": r.runtime, "published_ms": r.latency_ms, "fitted_ms": round(float(f), 4),
+                 "held_out_ms": round(float(h), 4), "held_out_error": round(float(h / r.latency_ms - 1), 4)}
+                for r, f, h in zip(rows, fitted, held_out)]
+    return Result(apply(target, theta, calibration), out_rows, skipped, build_s, fit_s)
+
+
+def write_profile(data: dict, path: Path, header_from: Path | None = None) -> None:
+    """The fitted profile as YAML, keeping the comment block (sources, assumptions) of the profile it came
+    from; written whole or not at all."""
+    import yaml
+
+    from edgekd.fileio import atomic_path
+
+    header = []
+    if header_from is not None and Path(header_from).is_file():
+        for line in Path(header_from).read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            if not line.startswith("# Calibrated"):
+                header.append(line)
+    c = data["calibration"]
+    header.append(f"# Calibrated on {c['rows']} published rows ({c['networks']} networks) of {c['chipset']}: "
+                  f"median error {c['median_abs_error']:.0%} on networks left out")
+    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110)
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text("\n".join(header) + "\n" + body)

@@ -1,0 +1,71 @@
+"""`edgekd simulate`: one network or exported file on one target profile, without a run folder.
+
+A standard network (by its constructor's name) is traced with torch.export at the requested precision;
+a .tflite or Core ML file is read as exported (its own precision).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from edgekd.bench.graph import read_coreml, read_tflite
+from edgekd.bench.simulator import simulate
+from edgekd.bench.targets import Target
+from edgekd.errors import InputError
+
+
+def load_ops(source: str, precision: str, input_shape: tuple[int, ...] | None):
+    """(op list, what it is): a file by its suffix, else a built-in standard network."""
+    path = Path(source)
+    if path.suffix in (".tflite", ".mlpackage", ".mlmodel") or path.exists():
+        if not path.exists():
+            raise InputError(f"{path}: no such file (NETWORK|FILE)")
+        if path.suffix == ".tflite":
+            return read_tflite(path), {"file": str(path), "format": "tflite"}
+        if path.suffix in (".mlpackage", ".mlmodel"):
+            return read_coreml(path), {"file": str(path), "format": "coreml"}
+        raise InputError(f"{path}: the simulator reads .tflite and Core ML (.mlpackage) files; export "
+                         "the model first, or name a built-in network")
+    from edgekd.bench.torchgraph import export_ops
+    from edgekd.nets.standard import build, names
+
+    if source not in names():
+        raise InputError(f"unknown network {source!r} (NETWORK|FILE): not a file, and not one of the "
+                         f"built-in networks: {', '.join(names())}")
+    model, example = build(source, input_shape)
+    return export_ops(model, example, precision), {"network": source, "precision": precision,
+                                                   "input_shape": list(example[0].shape)}
+
+
+def predict(source: str, target: Target, precision: str = "fp16",
+            input_shape: tuple[int, ...] | None = None) -> dict:
+    ops, what = load_ops(source, precision, input_shape)
+    sim = simulate(ops, target)
+    band = target.calibration.error_band if target.calibration.calibrated else None
+    fallbacks = Counter((f["kind"], f["reason"]) for f in sim.fallbacks)
+    return {
+        **what, "target": target.name, "ops": len(ops),
+        "latency_ms": round(sim.latency_ms, 4),
+        # the profile's 80% interval on networks its fit never saw; None: the profile is uncalibrated
+        "latency_band_ms": [round(sim.latency_ms * band[0], 4), round(sim.latency_ms * band[1], 4)]
+        if band else None,
+        "calibrated": target.calibration.calibrated,
+        "accelerator_share": round(sim.residency_ops, 4) if any(u.accelerator for u in target.units)
+        else None,
+        "accelerator_time_share": round(sim.residency_time, 4),
+        "fallback_ops": [{"kind": k, "reason": r, "count": n} for (k, r), n in fallbacks.items()],
+    }
+
+
+def describe(p: dict) -> str:
+    what = p.get("network") or p.get("file")
+    band = (f" (80% band {p['latency_band_ms'][0]:.3g}-{p['latency_band_ms'][1]:.3g} ms)"
+            if p["latency_band_ms"] else " (uncalibrated profile: no error band)")
+    lines = [f"{what} on {p['target']}: {p['latency_ms']:.3g} ms{band}, {p['ops']} ops"]
+    if p["accelerator_share"] is not None:
+        lines.append(f"  on the accelerator: {p['accelerator_share']:.0%} of ops, "
+                     f"{p['accelerator_time_share']:.0%} of time")
+    for f in p["fallback_ops"]:
+        lines.append(f"  fallback: {f['count']} {f['kind']} op(s) on the CPU ({f['reason']})")
+    return "\n".join(lines)

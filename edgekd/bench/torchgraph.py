@@ -1,0 +1,168 @@
+"""A PyTorch network as the simulator's op list, without a converter: `torch.export` traces it, and each
+aten op becomes an `Op` with its work (what a TFLite or Core ML file of it would run).
+
+What a converter does to the graph is done here too, so the list reads like an exported file's: batch
+norm after a convolution is folded into it, shape-only ops (view, flatten, getitem, dropout) vanish, and
+an attention kernel is two matmuls and a softmax. The precision says what the target computes in:
+fp32 / fp16 (weights and activations), int8 (w8a8: both 8-bit), w8a16 (8-bit weights, 16-bit
+activations: Qualcomm's default integer mode).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from edgekd.bench.graph import Op
+from edgekd.errors import InputError
+
+# precision -> (compute dtype of conv/linear/matmul, activation bytes, weight bytes, other ops' dtype)
+PRECISIONS = {"fp32": ("fp32", 4, 4, "fp32"), "fp16": ("fp16", 2, 2, "fp16"),
+              "int8": ("int8", 1, 1, "int8"), "w8a16": ("int16", 2, 1, "int16")}
+
+KERNELS = ("conv", "depthwise_conv", "fully_connected", "matmul")  # what runs in the precision's kernels
+_KINDS = {
+    "conv1d": "conv", "conv2d": "conv", "conv3d": "conv", "convolution": "conv", "conv_transpose2d": "conv",
+    "linear": "fully_connected", "addmm": "fully_connected",
+    "matmul": "matmul", "mm": "matmul", "bmm": "matmul", "baddbmm": "matmul", "einsum": "matmul",
+    "max_pool2d": "pool", "avg_pool2d": "pool", "adaptive_avg_pool2d": "pool", "adaptive_avg_pool1d": "pool",
+    "max_pool1d": "pool", "avg_pool1d": "pool", "max_pool2d_with_indices": "pool",
+    "mean": "reduce", "sum": "reduce", "amax": "reduce", "max": "reduce", "var_mean": "reduce",
+    "softmax": "softmax", "_softmax": "softmax", "log_softmax": "softmax",
+    "layer_norm": "norm", "group_norm": "norm", "native_layer_norm": "norm", "batch_norm": "norm",
+    "_native_batch_norm_legit_no_training": "norm", "rms_norm": "norm",
+    "relu": "activation", "relu_": "activation", "relu6": "activation", "hardtanh": "activation",
+    "hardtanh_": "activation", "hardswish": "activation", "hardswish_": "activation",
+    "hardsigmoid": "activation", "sigmoid": "activation", "silu": "activation", "silu_": "activation",
+    "gelu": "activation", "tanh": "activation", "elu": "activation", "leaky_relu": "activation",
+    "clamp": "activation", "clamp_min": "activation", "erf": "activation", "exp": "elementwise",
+    "add": "elementwise", "add_": "elementwise", "sub": "elementwise", "rsub": "elementwise",
+    "mul": "elementwise", "mul_": "elementwise", "div": "elementwise", "pow": "elementwise",
+    "sqrt": "elementwise", "rsqrt": "elementwise", "neg": "elementwise", "where": "elementwise",
+    "permute": "layout", "transpose": "layout", "t": "layout", "cat": "layout", "stack": "layout",
+    "pad": "layout", "constant_pad_nd": "layout", "embedding": "layout", "roll": "layout",
+    "pixel_shuffle": "layout", "channel_shuffle": "layout", "upsample_nearest2d": "layout",
+    "index_select": "layout", "gather": "layout", "repeat": "layout", "expand": "layout",
+    "slice": "layout", "select": "layout", "split": "layout", "split_with_sizes": "layout",
+    "chunk": "layout", "unbind": "layout", "narrow": "layout",
+}
+# shape-only ops: a converter folds them into a tensor's description, no kernel runs
+_NO_KERNEL = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze", "contiguous",
+              "clone", "dropout", "dropout_", "alias", "detach", "getitem", "_assert_tensor_metadata",
+              "lift_fresh_copy", "_to_copy", "to", "type_as", "size", "sym_size", "scalar_tensor", "arange",
+              "zeros", "ones", "full", "zeros_like", "ones_like", "_assert_scalar", "identity", "copy_",
+              "feature_dropout", "alpha_dropout", "stochastic_depth"}
+_ATTENTION = {"scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu"}
+
+
+def _op_name(node) -> str:
+    target = node.target
+    name = getattr(target, "__name__", str(target))
+    if hasattr(target, "_schema"):
+        name = target._schema.name.split("::")[-1]
+    return name.split(".")[0]
+
+
+def _shape(v) -> list[int] | None:
+    val = v.meta.get("val") if hasattr(v, "meta") else None
+    if isinstance(val, (list, tuple)):
+        val = val[0] if val else None
+    if isinstance(val, torch.Tensor):
+        return [int(s) for s in val.shape]
+    return None
+
+
+def export_ops(model: nn.Module, example: tuple, precision: str = "fp32") -> list[Op]:
+    """The op list of `model` run on `example` (a tuple of inputs) at `precision`."""
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    try:
+        program = torch.export.export(model.eval(), tuple(example), strict=False)
+    except Exception as e:  # noqa: BLE001 - the user's network: any tracing failure is theirs to see
+        raise InputError(f"torch.export could not trace the network ({type(e).__name__}: {e})") from None
+    return graph_ops(program, precision)
+
+
+def graph_ops(program, precision: str) -> list[Op]:
+    kernel_dtype, abytes, wbytes, other_dtype = PRECISIONS[precision]
+    sig = program.graph_signature
+    consts = set(sig.inputs_to_parameters) | set(sig.inputs_to_buffers) | set(
+        getattr(sig, "inputs_to_lifted_tensor_constants", {}))
+    ops: list[Op] = []
+    last_kind_by_node: dict[object, str] = {}
+    for node in program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = _op_name(node)
+        if name in _NO_KERNEL:
+            continue
+        tensor_args = [a for a in _flat(node.args) if hasattr(a, "meta") and _shape(a) is not None]
+        weights = [a for a in tensor_args if a.name in consts]
+        acts = [a for a in tensor_args if a.name not in consts]
+        out = _shape(node) or []
+        out_elems = math.prod(out) if out else 0
+        if name in _ATTENTION:  # q @ k^T, softmax, @ v
+            q, k = _shape(tensor_args[0]), _shape(tensor_args[1])
+            scores = math.prod(q[:-1]) * k[-2]
+            io = lambda n: int(n * abytes)  # noqa: E731
+            ops += [Op("matmul", name, kernel_dtype, 2.0 * scores * q[-1], io(math.prod(q) + math.prod(k)),
+                       io(scores), 0),
+                    Op("softmax", name, other_dtype, 5.0 * scores, io(scores), io(scores), 0),
+                    Op("matmul", name, kernel_dtype, 2.0 * out_elems * k[-2], io(scores + math.prod(k)),
+                       io(out_elems), 0)]
+            continue
+        kind = _KINDS.get(name, "elementwise")
+        if "batch_norm" in name:
+            src = acts[0] if acts else None
+            if src is not None and last_kind_by_node.get(src) in KERNELS[:3]:
+                last_kind_by_node[node] = last_kind_by_node[src]  # folded into the conv before it
+                continue
+        if kind == "conv" and _groups(node, name) > 1:
+            kind = "depthwise_conv"
+        flops = _work(kind, out_elems, [_shape(a) for a in acts], [_shape(a) for a in weights], name)
+        dtype = kernel_dtype if kind in KERNELS else other_dtype
+        w_elems = sum(math.prod(_shape(a)) for a in weights)
+        ops.append(Op(kind, name, dtype, flops, int(sum(math.prod(_shape(a)) for a in acts) * abytes),
+                      int(out_elems * abytes), int(w_elems * wbytes)))
+        last_kind_by_node[node] = kind
+    return ops
+
+
+def _groups(node, name: str) -> int:
+    # conv2d(input, weight, bias, stride, padding, dilation, groups);
+    # convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+    at = 8 if name == "convolution" else 6
+    groups = node.args[at] if len(node.args) > at else node.kwargs.get("groups", 1)
+    return groups if isinstance(groups, int) else 1
+
+
+def _flat(args) -> list:
+    out = []
+    for a in args:
+        if isinstance(a, (list, tuple)):
+            out += _flat(a)
+        else:
+            out.append(a)
+    return out
+
+
+def _work(kind: str, out_elems: int, in_shapes: list, w_shapes: list, name: str) -> float:
+    """Multiply-adds count 2; the same rules as the file readers (graph._flops), in PyTorch's layouts."""
+    if kind in ("conv", "depthwise_conv") and w_shapes:
+        return 2.0 * out_elems * math.prod(w_shapes[0][1:])  # (O, I/groups, *k)
+    if kind == "fully_connected" and w_shapes:
+        return 2.0 * out_elems * w_shapes[0][-1] if name == "linear" else 2.0 * out_elems * w_shapes[-1][0]
+    if kind == "fully_connected" and len(in_shapes) >= 2:  # addmm(bias, x, w) with w an activation
+        return 2.0 * out_elems * in_shapes[-1][0]
+    if kind == "matmul" and len(in_shapes) >= 2 and in_shapes[0]:
+        return 2.0 * out_elems * in_shapes[0][-1]
+    if kind == "matmul" and in_shapes and w_shapes:
+        return 2.0 * out_elems * in_shapes[0][-1]
+    if kind in ("layout", "quant"):
+        return 0.0
+    if kind in ("reduce", "pool") and in_shapes and in_shapes[0]:
+        return float(math.prod(in_shapes[0]))
+    return float(out_elems) * (5 if kind in ("softmax", "norm") else 1)
+
