@@ -193,6 +193,9 @@ class Policy(_Strict):
     min_teacher_agreement: float | None = Field(None, ge=0, le=1)  # top-1 agreement with the teacher
     max_size_bytes: int | None = Field(None, gt=0)
     max_latency_ms: dict[str, float] = {}  # runner (tflite, onnxruntime, ...) or target name -> p50 limit
+    # simulated targets: meet max_latency_ms even at the upper edge of the profile's error band (a
+    # profile without a band, i.e. uncalibrated, then fails the rule: its number is a guess)
+    latency_margin: Literal["none", "band"] = "none"
     min_accelerator_residency: dict[str, float] = {}  # target name -> minimum share of ops on its accelerator
     max_regression: RegressionLimits | None = None  # against --baseline BUNDLE
     prefer: Literal["size", "latency"] = "size"  # how to pick among files that pass

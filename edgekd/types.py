@@ -146,6 +146,9 @@ class Measurement:
     fallback_ops: tuple[dict, ...] = ()  # ops an accelerator could not take, and why
     delegated_nodes: tuple[int, int] | None = None
     per_op: tuple[dict, ...] = ()
+    # simulated: the profile's 80% interval [low, high] ms from its calibration on published phone
+    # latencies; None: the profile is uncalibrated (its figures were checked against no real device)
+    latency_band_ms: tuple[float, float] | None = None
     failed: str | None = None
 
     @property
@@ -183,8 +186,9 @@ class Measurement:
         kw = {k: v for k, v in d.items() if k in known}
         kw["fallback_ops"] = tuple(kw.get("fallback_ops") or ())
         kw["per_op"] = tuple(kw.get("per_op") or ())
-        if kw.get("delegated_nodes") is not None:
-            kw["delegated_nodes"] = tuple(kw["delegated_nodes"])
+        for k in ("delegated_nodes", "latency_band_ms"):
+            if kw.get(k) is not None:
+                kw[k] = tuple(kw[k])
         try:
             return cls(**kw)
         except TypeError as e:

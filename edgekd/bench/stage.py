@@ -77,6 +77,7 @@ def device_rows(common: dict, path: Path, delegates: list[str], threads: int) ->
 def simulated_row(common: dict, target: Target, graph, measured: Measurement) -> Measurement:
     sim = simulate(graph, target)
     has_accelerator = any(u.accelerator for u in target.units)
+    band = target.calibration.error_band if target.calibration.calibrated else None
     return Measurement(
         **common, kind="simulated", target=target.name, runner=f"sim:{target.name}",
         latency_ms_p50=sim.latency_ms, latency_ms_p90=sim.latency_ms, accuracy=measured.accuracy,
@@ -85,6 +86,8 @@ def simulated_row(common: dict, target: Target, graph, measured: Measurement) ->
         accelerator_residency={"ops": round(sim.residency_ops, 4), "time": round(sim.residency_time, 4)}
         if has_accelerator else None,
         fallback_ops=tuple(sim.fallbacks),
+        latency_band_ms=(round(sim.latency_ms * band[0], 6), round(sim.latency_ms * band[1], 6))
+        if band else None,
         per_op=tuple({"op": o.name, "unit": o.unit, "dtype": o.dtype, "time_us": round(o.time_us, 3)}
                      for o in sim.ops))
 

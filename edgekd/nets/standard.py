@@ -37,8 +37,8 @@ def import_torchvision():
     try:
         import torchvision
     except ImportError:
-        raise InputError("the standard networks need torchvision and timm: "
-                         "pip install 'edgekd[sim]' (after torch==2.13.0)") from None
+        raise InputError("the standard networks need torchvision (an edgekd dependency): reinstall edgekd "
+                         "(pip install torch==2.13.0 first, then edgekd)") from None
     return torchvision
 
 

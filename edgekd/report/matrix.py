@@ -136,6 +136,9 @@ def _latency_detail(row: Measurement) -> str:
         parts.append(f"{row.threads} thread{'s' if row.threads > 1 else ''}")
     if row.kind == "simulated":
         parts.append(f"accelerator: {cells.residency(row)}")
+        band = row.latency_band_ms
+        parts.append(f"80% band {cells.ms(band[0])}-{cells.ms(band[1])} ms (calibrated on published phones)"
+                     if band else "uncalibrated profile: no error band")
     return "; ".join(parts)
 
 

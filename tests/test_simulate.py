@@ -1,0 +1,187 @@
+"""The simulator on standard networks: the torch.export reader, the calibration fit, `edgekd simulate`, and
+the error band from a profile's calibration through bench rows and the gate."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgekd.bench.calibrate import PARAMS, Packed, calibrate, fit, initial_theta, precision_of, write_profile
+from edgekd.bench.simulator import simulate
+from edgekd.bench.targets import Target, all_targets, load_target
+from edgekd.bench.torchgraph import export_ops
+from edgekd.config import Policy
+from edgekd.gate.verdict import BenchRow, evaluate
+from edgekd.nets.standard import build, from_constructor
+from edgekd.types import Measurement
+
+HEXAGON = "snapdragon-8-gen3-hexagon"
+
+
+def test_torch_reader_counts_the_work_a_converter_would_run():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Flatten(), nn.Linear(8 * 16 * 16, 10))
+    ops = export_ops(net, (torch.randn(1, 3, 16, 16),), "int8")
+    assert [o.kind for o in ops] == ["conv", "activation", "depthwise_conv", "fully_connected"]  # BN folded
+    conv, _, dw, fc = ops
+    assert conv.flops == 2 * 8 * 16 * 16 * 3 * 9 and dw.flops == 2 * 8 * 16 * 16 * 9
+    assert fc.flops == 2 * 10 * 8 * 16 * 16
+    assert conv.bytes_weights == 8 * 3 * 9 + 8 and conv.bytes_in == 3 * 16 * 16  # int8: a byte each
+    assert {o.dtype for o in ops} == {"int8"}
+    fp16 = export_ops(net, (torch.randn(1, 3, 16, 16),), "fp16")
+    assert fp16[0].bytes_weights == 2 * conv.bytes_weights
+
+
+@pytest.mark.parametrize("name,gmacs", [("mobilenet_v2", 0.30), ("resnet18", 1.82), ("vit_b_16", 17.6)])
+def test_standard_networks_have_their_published_size(name, gmacs):
+    """Multiply-adds as their papers give them (MobileNetV2 300M, ResNet-18 1.8G, ViT-B/16 17.6G)."""
+    model, example = build(name)
+    flops = sum(o.flops for o in export_ops(model, example, "fp16"))
+    assert flops / 2e9 == pytest.approx(gmacs, rel=0.05)
+
+
+def test_attention_is_two_matmuls_and_a_softmax():
+    ops = export_ops(*build("distilbert", (1, 32)), "fp16")
+    kinds = [o.kind for o in ops]
+    assert kinds.count("softmax") == 6 and kinds.count("matmul") == 12  # 6 layers
+
+
+def test_published_cells_map_to_networks_and_precisions():
+    assert from_constructor("torchvision.models.mobilenet_v3_large()") == "mobilenet_v3_large"
+    assert from_constructor("timm.create_model('mobilevit_s') [AI Hub]") == "mobilevit_s"
+    assert from_constructor("transformers DistilBertForMaskedLM(DistilBertConfig())") == "distilbert"
+    assert from_constructor("ultralytics YOLO('yolov8n.yaml')") is None
+    assert [precision_of(p) for p in ("float", "w8a16", "w8a8_mixed_int16", "W8 weight-only (post)",
+                                      "fp16 (Core ML default)", "uint8 (QAT)", "bf16")] == \
+        ["fp16", "w8a16", "w8a16", "w8", "fp16", "int8", None]
+
+
+NETS = ("squeezenet1_1", "mobilenet_v3_small", "shufflenet_v2_x0_5", "mnasnet0_5", "resnet18")
+CONSTRUCTOR = "torchvision.models.{}()"
+
+
+def _synthetic_csv(path, truth: Target, chipset: str):
+    """Latencies a known profile predicts, in the published file's columns: what the fit must recover."""
+    cols = ["row_id", "model", "model_variant", "torch_constructor", "input_shape", "precision", "runtime",
+            "compute_target", "chipset_norm", "latency_ms", "layers_total", "layers_npu", "layers_gpu",
+            "layers_cpu"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for i, net in enumerate(NETS):
+            for j, (cell, prec) in enumerate((("float", "fp16"), ("w8a8", "int8"))):
+                ms = simulate(export_ops(*build(net), prec), truth).latency_ms
+                w.writerow({"row_id": f"{i}{j}", "model": net, "model_variant": net,
+                            "torch_constructor": CONSTRUCTOR.format(net), "input_shape": "224x224",
+                            "precision": cell, "runtime": "TFLite", "compute_target": "NPU",
+                            "chipset_norm": chipset, "latency_ms": f"{ms:.5f}", "layers_total": "",
+                            "layers_npu": "", "layers_gpu": "", "layers_cpu": ""})
+        w.writerow({"row_id": "99", "model": "yolo", "model_variant": "", "chipset_norm": chipset,
+                    "torch_constructor": "ultralytics YOLO('yolov8n.yaml')", "input_shape": "640x640",
+                    "precision": "float", "runtime": "TFLite", "compute_target": "NPU", "latency_ms": "2"})
+
+
+@pytest.mark.heavy
+def test_the_fit_recovers_a_known_profile_and_predicts_networks_it_did_not_see(tmp_path):
+    base = all_targets()[HEXAGON].model_dump()
+    truth = dict(base, calibration={"chipset": "Test Chip"})
+    acc = truth["units"][0]
+    acc["efficiency"] = {**acc["efficiency"], "conv": 0.3, "depthwise_conv": 0.1, "default": 0.05}
+    acc["dispatch_overhead_us"], truth["invoke_overhead_us"] = 7.0, 300.0
+    truth = Target.model_validate(truth)
+    _synthetic_csv(tmp_path / "rows.csv", truth, "Test Chip")
+    start = Target.model_validate(dict(base, calibration={"chipset": "Test Chip"}))
+    res = calibrate(start, tmp_path / "rows.csv")
+    assert res.profile["calibration"]["rows"] == 10 and res.profile["calibration"]["networks"] == 5
+    assert [s["why"] for s in res.skipped] == ["network not buildable here"]
+    fitted = [r["fitted_ms"] / r["published_ms"] for r in res.rows]
+    assert max(abs(np.log(fitted))) < 0.05, fitted  # the model can express its own kind exactly
+    held_out = [abs(r["held_out_error"]) for r in res.rows]
+    assert np.median(held_out) < 0.10, held_out  # and predicts networks left out of the fit
+    # the written profile is valid, and simulates what the fit predicted
+    write_profile(res.profile, tmp_path / "fitted.yaml", None)
+    prof = load_target(tmp_path / "fitted.yaml")
+    assert prof.calibration.calibrated and prof.calibration.rows == 10
+    row = next(r for r in res.rows if r["network"] == "resnet18" and r["precision"] == "int8")
+    assert simulate(export_ops(*build("resnet18"), "int8"), prof).latency_ms == pytest.approx(row["fitted_ms"],
+                                                                                               rel=1e-3)
+
+
+def test_vectorised_fit_prices_ops_as_the_simulator_does():
+    target = all_targets()[HEXAGON]
+    ops = [export_ops(*build(n), p) for n, p in (("squeezenet1_1", "fp16"), ("mnasnet0_5", "int8"),
+                                                   ("resnet18", "w8a16"))]
+    packed = Packed(ops, target)
+    theta = initial_theta(target)
+    from edgekd.bench.calibrate import apply
+
+    prof = Target.model_validate(apply(target, theta, {"chipset": "x"}))
+    assert packed.predict_ms(theta) == pytest.approx([simulate(o, prof).latency_ms for o in ops], rel=1e-6)
+    assert len(theta) == len(PARAMS)
+    # fitting to the profile's own predictions stays there
+    th = fit(packed, packed.predict_ms(theta), theta)
+    assert packed.predict_ms(th) == pytest.approx(packed.predict_ms(theta), rel=1e-3)
+
+
+def test_shipped_profiles_say_whether_they_are_calibrated():
+    targets = all_targets()
+    for name in (HEXAGON, "apple-a17-pro-ane", "apple-a14-ane"):
+        c = targets[name].calibration
+        assert c.calibrated and c.rows > 0 and c.error_band[0] < 1 < c.error_band[1], name
+    for name in ("google-tensor-g3", "arm-cortex-a78"):
+        assert not targets[name].calibration.calibrated, name  # no published rows for these chips
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "edgekd.cli", *args], capture_output=True, text=True)
+
+
+def test_simulate_command_prints_latency_band_residency_and_fallbacks():
+    r = _cli("simulate", "mobilenet_v2", "--target", HEXAGON, "--precision", "int8", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["latency_ms"] > 0 and out["accelerator_share"] == 1.0 and out["fallback_ops"] == []
+    lo, hi = out["latency_band_ms"]
+    assert lo < out["latency_ms"] < hi and out["calibrated"]
+    # fp32 does not run on Hexagon: every op falls back, and says why
+    r = _cli("simulate", "mobilenet_v2", "--target", HEXAGON, "--precision", "fp32", "--json")
+    out = json.loads(r.stdout)
+    assert out["accelerator_share"] == 0.0 and out["fallback_ops"]
+    assert all("dtype fp32" in f["reason"] for f in out["fallback_ops"])
+    r = _cli("simulate", "resnet18", "--target", "google-tensor-g3", "--input-shape", "1,3,160,160")
+    assert r.returncode == 0 and "uncalibrated" in r.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["nonet", "--target", HEXAGON], "unknown network 'nonet'"),
+    (["mobilenet_v2", "--target", "pixel-99"], "unknown target(s) pixel-99"),
+    (["mobilenet_v2", "--target", HEXAGON, "--input-shape", "1,3,x"], "--input-shape"),
+    (["mobilenet_v2", "--target", HEXAGON, "--precision", "int4"], "unknown precision 'int4'"),
+    (["pyproject.toml", "--target", HEXAGON], "reads .tflite and Core ML"),
+])
+def test_simulate_bad_input_exits_2(args, needle):
+    r = _cli("simulate", *args)
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
+
+
+def _sim_row(tmp_path, band):
+    common = {"model": "s", "artifact": "a.tflite", "format": "tflite", "quant": "fp32", "size_bytes": 10}
+    return [BenchRow(tmp_path, Measurement(**common, kind="measured", runner="tflite", retention=1.0,
+                                           teacher_agreement=1.0, latency_ms_p50=0.01)),
+            BenchRow(tmp_path, Measurement(**common, kind="simulated", target=HEXAGON, runner=f"sim:{HEXAGON}",
+                                           latency_ms_p50=1.0, latency_band_ms=band))]
+
+
+def test_gate_can_require_the_latency_limit_at_the_band_edge(tmp_path):
+    plain = Policy(max_latency_ms={HEXAGON: 1.2})
+    margin = Policy(max_latency_ms={HEXAGON: 1.2}, latency_margin="band")
+    assert evaluate(_sim_row(tmp_path, (0.8, 1.1)), margin, {"android": "tflite"}).passed
+    assert evaluate(_sim_row(tmp_path, (0.8, 1.5)), plain, {"android": "tflite"}).passed
+    v = evaluate(_sim_row(tmp_path, (0.8, 1.5)), margin, {"android": "tflite"})
+    assert not v.passed and any(f.rule == "max_latency_ms (band edge)" for c in v.candidates for f in c.failures)
+    assert not evaluate(_sim_row(tmp_path, None), margin, {"android": "tflite"}).passed  # uncalibrated
