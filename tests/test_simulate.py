@@ -174,7 +174,8 @@ def _sim_row(tmp_path, band):
     return [BenchRow(tmp_path, Measurement(**common, kind="measured", runner="tflite", retention=1.0,
                                            teacher_agreement=1.0, latency_ms_p50=0.01)),
             BenchRow(tmp_path, Measurement(**common, kind="simulated", target=HEXAGON,
-                                           runner=f"sim:{HEXAGON}", latency_ms_p50=1.0, latency_band_ms=band))]
+                                           runner=f"sim:{HEXAGON}", latency_ms_p50=1.0,
+                                           latency_band_ms=band))]
 
 
 def test_gate_can_require_the_latency_limit_at_the_band_edge(tmp_path):
