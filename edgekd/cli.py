@@ -147,6 +147,8 @@ def bench(
     with _output_dir(out):
         result = bench_artifacts(manifest, out, targets=chosen, data=dataset, threads=threads,
                                  android=_csv(android))
+    if result.get("host_profile"):
+        typer.echo(result["host_profile"], err=True)
     typer.echo(text_table([Measurement.from_dict(r) for r in result["rows"]]))
 
 
@@ -263,15 +265,34 @@ def simulate(
 
 @app.command()
 def calibrate(
-    target: Annotated[str, typer.Argument(help="Target profile to fit (calibration.chipset names its rows)")],
-    csv_file: Annotated[Path, typer.Option("--csv", help="Published latencies (published_calibration.csv)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the fitted profile YAML goes")],
+    target: Annotated[str, typer.Argument(
+        help="'host' (measure this machine) or a mobile target profile (fitted to published latencies)")],
+    csv_file: Annotated[Optional[Path], typer.Option(
+        "--csv", help="Mobile: published latencies (published_calibration.csv)")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Where the profile YAML goes (host default: your edgekd config folder)")] = None,
+    threads: Annotated[int, typer.Option(help="Host: runtime threads to calibrate for")] = 1,
 ) -> None:
-    """Fit a mobile target profile to published on-device latencies; prints its held-out error."""
+    """Fit a target profile: `host` on latencies measured here (written where bench finds it), or a mobile
+    profile on published on-device latencies; prints the error on models the fit did not see."""
     from edgekd.bench.calibrate import calibrate as fit_profile
     from edgekd.bench.calibrate import write_profile
-    from edgekd.bench.targets import get_targets, targets_dir
+    from edgekd.bench.targets import get_targets, targets_dir, user_targets_dir
+    from edgekd.errors import InputError
 
+    if target in ("host", "host-cpu"):
+        from edgekd.bench.host import calibrate_host
+
+        (base,) = get_targets(["host-cpu"])
+        data, _ = calibrate_host(base, threads, progress=lambda m: typer.echo(f"  {m}", err=True))
+        dest = out or user_targets_dir() / "host-cpu.yaml"
+        write_profile(data, dest, targets_dir() / "host-cpu.yaml")
+        c = data["calibration"]
+        typer.echo(f"host-cpu: {c['source']}; wrote {dest}")
+        return
+    if csv_file is None or out is None:
+        raise InputError(f"calibrate {target}: a mobile profile needs --csv (the published latencies) and "
+                         "--out (where the fitted profile goes)")
     (profile,) = get_targets([target])
     res = fit_profile(profile, csv_file, progress=lambda m: typer.echo(f"  {m}", err=True))
     write_profile(res.profile, out, targets_dir() / f"{target}.yaml")

@@ -34,6 +34,15 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
 
 
+def config_dir() -> Path:
+    """The user's edgekd folder: $EDGEKD_CONFIG_DIR, else $XDG_CONFIG_HOME/edgekd, else ~/.config/edgekd."""
+    import os
+
+    if os.environ.get("EDGEKD_CONFIG_DIR"):
+        return Path(os.environ["EDGEKD_CONFIG_DIR"])
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "edgekd"
+
+
 class AugmentConfig(_Strict):
     crop: int = Field(0, ge=0)  # random crop after zero-padding by this many pixels (images)
     flip: bool = False  # random horizontal flip

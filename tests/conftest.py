@@ -9,6 +9,8 @@ import yaml
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Each test session gets its own teacher-logit cache, never the user's."""
     monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    # and the packaged target profiles, never a host profile the user fitted (edgekd calibrate host)
+    monkeypatch.setenv("EDGEKD_CONFIG_DIR", str(tmp_path_factory.getbasetemp() / "config"))
 
 
 @pytest.fixture

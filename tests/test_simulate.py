@@ -187,3 +187,25 @@ def test_gate_can_require_the_latency_limit_at_the_band_edge(tmp_path):
     rules = {f.rule for c in v.candidates for f in c.failures}
     assert not v.passed and "max_latency_ms (band edge)" in rules
     assert not evaluate(_sim_row(tmp_path, None), margin, {"android": "tflite"}).passed  # uncalibrated
+
+
+@pytest.mark.heavy
+def test_a_host_profile_fitted_here_replaces_the_packaged_one(tmp_path, monkeypatch):
+    from edgekd.bench.host import CALIBRATION, HELD_OUT, calibrate_host, cpu_model, host_profile_note
+    from edgekd.bench.targets import user_targets_dir
+
+    monkeypatch.setenv("EDGEKD_CONFIG_DIR", str(tmp_path / "config"))
+    packaged = all_targets()["host-cpu"]
+    assert "packaged" in host_profile_note(packaged) and "warning" in host_profile_note(packaged)
+    data, rows = calibrate_host(packaged, calibration=CALIBRATION[::4], held_out=HELD_OUT[:2])
+    assert len(rows) == len(CALIBRATION[::4]) + 2 and all(r["measured_ms"] > 0 for r in rows)
+    write_profile(data, user_targets_dir() / "host-cpu.yaml", None)
+    mine = all_targets()["host-cpu"]
+    assert mine.calibration.host_cpu == cpu_model() and mine.calibration.fitted_at
+    assert mine.units[0].model_dump() != packaged.units[0].model_dump()
+    note = host_profile_note(mine)
+    assert "yours" in note and "warning" not in note
+    # moved to another machine: the note says so
+    text = (user_targets_dir() / "host-cpu.yaml").read_text().replace(cpu_model(), "Some Other CPU")
+    (user_targets_dir() / "host-cpu.yaml").write_text(text)
+    assert "warning: fitted on Some Other CPU" in host_profile_note(all_targets()["host-cpu"])

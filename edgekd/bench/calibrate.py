@@ -302,7 +302,8 @@ def write_profile(data: dict, path: Path, header_from: Path | None = None) -> No
                 header.append(line)
     c = data["calibration"]
     header.append(f"# Calibrated on {c['rows']} published rows ({c['networks']} networks) of {c['chipset']}: "
-                  f"median error {c['median_abs_error']:.0%} on networks left out")
+                  f"median error {c['median_abs_error']:.0%} on networks left out" if c.get("chipset") else
+                  f"# Calibrated on this host ({c['host_cpu']}) at {c['fitted_at']}: {c['source']}")
     body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110)
     with atomic_path(Path(path)) as tmp:
         tmp.write_text("\n".join(header) + "\n" + body)

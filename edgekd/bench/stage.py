@@ -11,6 +11,7 @@ import torch
 
 from edgekd.artifacts import load_artifacts
 from edgekd.bench.graph import read_graph
+from edgekd.bench.host import host_profile_note
 from edgekd.bench.measure import measure, zip_size
 from edgekd.bench.simulator import simulate
 from edgekd.bench.targets import Target
@@ -150,6 +151,7 @@ def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target]
     out_dir = Path(out_dir)
     result = {"artifacts": relative_to(manifest_path, out_dir), "model": manifest["model"],
               "teacher_accuracy": teacher_acc, "targets": [t.name for t in targets],
+              "host_profile": next((host_profile_note(t) for t in targets if t.name == "host-cpu"), None),
               "rows": [r.to_dict() for r in rows]}
     write_json(out_dir / "bench.json", result)
     return result

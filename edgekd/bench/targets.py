@@ -61,6 +61,8 @@ class Calibration(BaseModel):
     # the true latency lies within [predicted * low, predicted * high] for 8 in 10 unseen networks
     error_band: tuple[float, float] | None = None
     median_abs_error: float | None = None
+    host_cpu: str | None = None  # a host profile: the CPU model it was measured on
+    fitted_at: str | None = None  # when (UTC, ISO 8601)
 
     @property
     def calibrated(self) -> bool:
@@ -105,10 +107,20 @@ def load_target(path: Path) -> Target:
         raise InputError(format_validation(path, e, "target profile")) from None
 
 
+def user_targets_dir() -> Path:
+    """Profiles fitted on this machine (`edgekd calibrate host`): used instead of packaged ones by name."""
+    from edgekd.config import config_dir
+
+    return config_dir() / "targets"
+
+
 def all_targets(directory: Path | None = None) -> dict[str, Target]:
     d = directory or targets_dir()
     out = {}
-    for p in sorted(d.glob("*.yaml")):
+    paths = {p.stem: p for p in sorted(d.glob("*.yaml"))}
+    if directory is None and user_targets_dir().is_dir():
+        paths.update({p.stem: p for p in sorted(user_targets_dir().glob("*.yaml"))})
+    for p in paths.values():
         t = load_target(p)
         if t.name != p.stem:
             raise InputError(f"{p}: field 'name' is {t.name!r} but the file is {p.stem}.yaml; "

@@ -1,0 +1,175 @@
+"""`edgekd calibrate host`: fit the host CPU profile on the machine that uses it.
+
+The packaged host profile was fitted on one build machine; on another CPU its predictions drift (60%
+of held-out models within +-10% where 90% held on the machine it came from). This measures the
+calibration models here (TFLite, XNNPACK, the configured threads), fits the profile's per-class costs
+(non-negative least squares on relative error), checks it on held-out models, and writes it into the
+user's edgekd config folder, where `all_targets` finds it before the packaged one.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.bench.graph import read_tflite
+from edgekd.bench.simulator import simulate
+from edgekd.bench.targets import Target, user_targets_dir
+
+CLASSES = {"conv": ("conv",), "depthwise": ("depthwise_conv",), "fc": ("fully_connected",),
+           "matmul": ("matmul",),
+           "other": ("pool", "reduce", "softmax", "norm", "elementwise", "activation", "layout", "quant")}
+# (family, input shape, width, depth)
+CALIBRATION = [("cnn1d", (1, 40), w, d) for w in (0.125, 0.5, 1.0, 2.0) for d in (2, 4)] + \
+              [("mlp", (1, 40), w, 2) for w in (0.25, 1.0, 4.0)] + \
+              [("mobilenet2d", (1, 8, 8), w, 4) for w in (0.5, 1.0, 2.0)] + \
+              [("transformer", (1, 40), w, 2) for w in (0.5, 1.0)] + \
+              [("cnn1d", (1, 40), 0.25, 3), ("cnn1d", (1, 40), 0.375, 2), ("cnn1d", (1, 40), 3.0, 2),
+               ("mlp", (1, 40), 0.5, 1), ("mlp", (1, 40), 2.0, 1), ("mlp", (1, 40), 8.0, 1),
+               ("mobilenet2d", (1, 8, 8), 0.25, 2), ("mobilenet2d", (1, 8, 8), 3.0, 3),
+               ("transformer", (1, 40), 0.25, 1), ("transformer", (1, 40), 2.0, 2),
+               ("transformer", (1, 40), 1.0, 4), ("cnn1d", (1, 40), 0.625, 4), ("cnn1d", (1, 40), 1.25, 2),
+               ("mlp", (1, 40), 3.0, 3)]
+HELD_OUT = [("cnn1d", (1, 40), w, d)
+            for w, d in ((0.3125, 3), (0.75, 4), (1.5, 3), (0.1667, 4), (1.0, 6))] + \
+           [("mlp", (1, 40), 2.0, 3), ("mobilenet2d", (1, 8, 8), 1.5, 3), ("mobilenet2d", (1, 8, 8), 0.75, 5),
+            ("transformer", (1, 40), 0.75, 3), ("transformer", (1, 40), 1.5, 1)]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def features(ops) -> list[float]:
+    f = [1.0, float(len(ops))]
+    for kinds in CLASSES.values():
+        f.append(sum(o.flops for o in ops if o.kind in kinds))
+    f.append(sum(o.bytes_weights for o in ops))
+    for kinds in CLASSES.values():  # activation traffic, per op class
+        f.append(sum(o.bytes_in + o.bytes_out for o in ops if o.kind in kinds))
+    return f
+
+
+def measure_model(family, shape, width, depth, work: Path, threads: int) -> dict:
+    import torch
+
+    from edgekd.bench.measure import time_runs
+    from edgekd.export.common import ExportMeta
+    from edgekd.export.quiet import quiet
+    from edgekd.export.tflite import write_tflite
+    from edgekd.models import WithProbabilities, build_model, count_params
+    from edgekd.runtimes import load_runner
+
+    torch.manual_seed(0)
+    model = WithProbabilities(build_model(family, shape, 10, width=width, depth=depth)).eval()
+    path = work / f"{family}-{width}-{depth}.tflite"
+    meta = ExportMeta(name=path.stem, labels=tuple(str(i) for i in range(10)), mean=0.0, std=1.0,
+                      input_shape=shape)
+    x = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
+    with quiet():
+        write_tflite(model, x, path, "fp32", x, meta)
+    runner = load_runner("tflite", path, threads=threads)
+    times = time_runs(runner.run_one, x, warmup=50, min_runs=300, min_seconds=1.0)
+    ops = read_tflite(path)
+    return {"model": f"{family} w={width} d={depth}", "params": count_params(model), "ops": len(ops),
+            "measured_ms": float(np.median(times)), "graph": ops}
+
+
+def _per_kind(values, convert) -> dict[str, float]:
+    out = {}
+    for (name, kinds), v in zip(CLASSES.items(), values):
+        for k in kinds:
+            out[k] = convert(v)
+    out["default"] = out["elementwise"]
+    return out
+
+
+def fit_host(rows: list[dict], base: Target) -> Target:
+    """The host profile whose simulated latency best matches `rows` (relative error, so small models count
+    as much as big); a term the fit drives to zero shows as 1e4 (no measurable cost of its own)."""
+    from scipy.optimize import nnls
+
+    X = np.array([features(r["graph"]) for r in rows])
+    y = np.array([r["measured_ms"] * 1000 for r in rows])  # us
+    coef, _ = nnls(X / y[:, None], np.ones(len(y)))
+    n = len(CLASSES)
+    invoke_us, dispatch_us = coef[:2]
+    per_flop, per_weight_byte, per_act_byte = coef[2:2 + n], coef[2 + n], coef[3 + n:]
+    thr = {k: (1e-3 / c if c > 1e-12 else 1e4) for k, c in zip(CLASSES, per_flop)}  # GFLOP/s per class
+    peak = max(thr.values())
+    eff = {}
+    for name, kinds in CLASSES.items():
+        for k in kinds:
+            eff[k] = float(f"{max(1e-6, min(1.0, thr[name] / peak)):.4g}")
+    eff["default"] = eff["elementwise"]
+    bw = lambda c: float(f"{1e-3 / c:.4g}") if c > 1e-12 else 1e4  # noqa: E731 - us per byte -> GB/s
+    peak = float(f"{peak:.4g}")
+    unit = base.units[0].model_copy(update={
+        "peak_gops": {"fp32": peak, "fp16": peak, "int8": peak},
+        "efficiency": eff, "dispatch_overhead_us": float(f"{dispatch_us:.4g}"),
+        "memory_bandwidth_gbps": bw(per_weight_byte), "cache_bandwidth_gbps": _per_kind(per_act_byte, bw),
+        "overlap": False})
+    return base.model_copy(update={"invoke_overhead_us": float(f"{invoke_us:.4g}"), "units": [unit]})
+
+
+def calibrate_host(base: Target, threads: int = 1, progress=lambda m: None, calibration=CALIBRATION,
+                   held_out=HELD_OUT) -> tuple[dict, list[dict]]:
+    """(the fitted profile as YAML data, per-model rows with measured and predicted latency)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgekd-host-") as work:
+        measured = {}
+        for group, models in (("calibration", calibration), ("held_out", held_out)):
+            measured[group] = []
+            for m in models:
+                progress(f"{group}: {m[0]} width {m[2]} depth {m[3]}")
+                measured[group].append(measure_model(*m, Path(work), threads))
+    fitted = fit_host(measured["calibration"], base)
+    rows = []
+    for group, rs in measured.items():
+        for r in rs:
+            pred = simulate(r["graph"], fitted).latency_ms
+            rows.append({"set": group, "model": r["model"], "params": r["params"], "ops": r["ops"],
+                         "measured_ms": round(r["measured_ms"], 5), "predicted_ms": round(float(pred), 5),
+                         "error": round(float(pred / r["measured_ms"] - 1), 4)})
+    held = [r for r in rows if r["set"] == "held_out"]
+    within = sum(abs(r["error"]) <= 0.10 for r in held) / len(held)
+    ratios = np.array([r["measured_ms"] / r["predicted_ms"] for r in held])
+    data = fitted.model_dump(exclude_none=True)
+    data["description"] = f"This host's CPU ({cpu_model()}), TFLite XNNPACK, {threads} thread(s), calibrated"
+    data["calibration"] = {
+        "host_cpu": cpu_model(), "fitted_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "rows": len(measured["calibration"]), "networks": len(measured["calibration"]),
+        "source": f"edgekd calibrate host: {len(calibration)} models measured here, {len(held_out)} held out;"
+                  " "
+                  f"held-out share within +-10%: {within:.2f}; took {time.perf_counter() - t0:.0f} s",
+        "error_band": [round(float(np.quantile(ratios, 0.1)), 3), round(float(np.quantile(ratios, 0.9)), 3)],
+        "median_abs_error": round(float(np.median([abs(r["error"]) for r in held])), 3)}
+    return data, rows
+
+
+def host_profile_note(target: Target) -> str:
+    """Which host profile a bench used, when it was fitted, and a warning when it was fitted elsewhere."""
+    c = target.calibration
+    mine = (user_targets_dir() / f"{target.name}.yaml").is_file()
+    where = f"yours ({user_targets_dir() / f'{target.name}.yaml'})" if mine else "packaged"
+    when = f", fitted {c.fitted_at} on {c.host_cpu}" if c.fitted_at and c.host_cpu else ""
+    note = f"host profile {target.name}: {where}{when}"
+    here = cpu_model()
+    if c.host_cpu != here:
+        note += (f"; warning: fitted on {c.host_cpu or 'another machine'}, this host is {here}: its "
+                 "predictions may be off here; run `edgekd calibrate host`")
+    return note
