@@ -41,9 +41,10 @@ def simulated(measured: Measurement, target: str, p50: float) -> Measurement:
     `accelerator`, not print them."""
     accelerator = target != CPU_TARGET
     share = {"ops": 0.9, "time": 0.75} if accelerator else {"ops": 0.0, "time": 0.0}
+    band = (p50 * 0.8, p50 * 1.3) if target == ANE_TARGET else None  # the A17 profile is calibrated
     return dataclasses.replace(measured, kind="simulated", target=target, runner=f"sim:{target}",
                                latency_ms_p50=p50, latency_ms_p90=p50, runtime_version=None, threads=None,
-                               accelerator=accelerator, accelerator_residency=share)
+                               accelerator=accelerator, accelerator_residency=share, latency_band_ms=band)
 
 
 def student_rows(model: str, scale: float) -> list[Measurement]:
@@ -171,13 +172,23 @@ def test_cpu_only_target_shows_no_accelerator_share(tmp_path, rows, verdict):
     page = write_report(rows, tmp_path, title="t", teacher_accuracy=0.91, verdict=verdict)[1].read_text()
     _, small, _, full = parse(page).tables
     header = next(text for text, _ in small[0] if text.startswith(CPU_TARGET))
-    assert header == f"{CPU_TARGET} p50 ms, CPU only"
+    assert header == f"{CPU_TARGET} p50 ms, CPU only, uncalibrated"
     assert all("%" not in cell for cell in column(small, CPU_TARGET))
     cpu_rows = [r for r in full[1:] if r[4][0] == CPU_TARGET]
     assert cpu_rows and {r[-1][0] for r in cpu_rows} == {"CPU only"}
     assert not re.search(r"(?<![\d.])0%", page)
     accel_rows = [r for r in full[1:] if r[4][0] == ACCEL_TARGET and not r[5][0].startswith("failed")]
     assert {r[-1][0] for r in accel_rows} == {"90% ops / 75% time"}
+
+
+def test_simulated_columns_say_whether_their_profile_was_held_against_real_phones(tmp_path, rows, verdict):
+    page = write_report(rows, tmp_path, title="t", teacher_accuracy=0.91, verdict=verdict)[1].read_text()
+    _, small, _, _ = parse(page).tables
+    headers = [text for text, _ in small[0]]
+    assert f"{ANE_TARGET} p50 ms" in headers and f"{ACCEL_TARGET} p50 ms, uncalibrated" in headers
+    ane = next(i for i, h in enumerate(headers) if h.startswith(ANE_TARGET))
+    cell = next(row[ane] for row in small[1:] if row[ane][0])
+    assert "80% band 0.48-0.78 ms" in cell[1]["title"], cell  # coreml/fp16: 0.6 ms, band x0.8-x1.3
 
 
 def test_plots_are_written_and_inlined(tmp_path, rows, verdict):

@@ -71,12 +71,13 @@ def build(rows: list[Measurement], ships: dict[tuple[str, str], tuple[str, ...]]
     """One matrix per student, students and columns in the order the bench wrote them; `ships` maps
     (student, artifact) to the platforms that ship it."""
     cpu_only = cpu_only_columns(rows)
+    uncalibrated = uncalibrated_columns(rows)
     matrices = []
     for model in _unique(r.model for r in rows):
         mine = [r for r in rows if r.model == model]
         latency = _unique(sorted((column_of(r) for r in mine), key=_column_rank(rows)))
         columns = [Column(m) for m in METRICS]
-        columns += [Column(c, _latency_note(c, cpu_only)) for c in latency]
+        columns += [Column(c, _latency_note(c, cpu_only, uncalibrated)) for c in latency]
         artifacts = sorted(_unique(r.artifact for r in mine), key=lambda a: _file_rank(mine, a))
         files = [_file_line(mine, model, a, latency, ships.get((model, a), ())) for a in artifacts]
         matrices.append(Matrix(model, tuple(columns), tuple(files)))
@@ -88,6 +89,11 @@ def cpu_only_columns(rows: list[Measurement]) -> set[str]:
     sims = [r for r in rows if r.kind == "simulated" and r.ok]
     names = {column_of(r) for r in sims}
     return {n for n in names if not any(r.accelerator for r in sims if column_of(r) == n)}
+
+
+def uncalibrated_columns(rows: list[Measurement]) -> set[str]:
+    """Simulated targets whose profile was never held against a real device (no error band)."""
+    return {column_of(r) for r in rows if r.kind == "simulated" and r.ok and r.latency_band_ms is None}
 
 
 def _file_line(rows: list[Measurement], model: str, artifact: str, latency: list[str],
@@ -142,10 +148,11 @@ def _latency_detail(row: Measurement) -> str:
     return "; ".join(parts)
 
 
-def _latency_note(column: str, cpu_only: set[str]) -> str:
+def _latency_note(column: str, cpu_only: set[str], uncalibrated: set[str] = frozenset()) -> str:
     if column == HOST:
         return "p50 ms, measured"
-    return "p50 ms, CPU only" if column in cpu_only else "p50 ms"
+    note = "p50 ms, CPU only" if column in cpu_only else "p50 ms"
+    return note + (", uncalibrated" if column in uncalibrated else "")
 
 
 def _column_rank(rows: list[Measurement]):
