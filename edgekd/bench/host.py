@@ -9,7 +9,6 @@ user's edgekd config folder, where `all_targets` finds it before the packaged on
 
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.bench.graph import read_tflite
+from edgekd.bench.measure import cpu_model
 from edgekd.bench.simulator import simulate
 from edgekd.bench.targets import Target, user_targets_dir
 
@@ -39,16 +39,6 @@ HELD_OUT = [("cnn1d", (1, 40), w, d)
             for w, d in ((0.3125, 3), (0.75, 4), (1.5, 3), (0.1667, 4), (1.0, 6))] + \
            [("mlp", (1, 40), 2.0, 3), ("mobilenet2d", (1, 8, 8), 1.5, 3), ("mobilenet2d", (1, 8, 8), 0.75, 5),
             ("transformer", (1, 40), 0.75, 3), ("transformer", (1, 40), 1.5, 1)]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def features(ops) -> list[float]:
