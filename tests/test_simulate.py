@@ -209,3 +209,29 @@ def test_a_host_profile_fitted_here_replaces_the_packaged_one(tmp_path, monkeypa
     text = (user_targets_dir() / "host-cpu.yaml").read_text().replace(cpu_model(), "Some Other CPU")
     (user_targets_dir() / "host-cpu.yaml").write_text(text)
     assert "warning: fitted on Some Other CPU" in host_profile_note(all_targets()["host-cpu"])
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("arch,shape", [("mobilenet2d", (1, 8, 8)), ("transformer", (1, 40))])
+def test_torch_reader_agrees_with_the_exported_tflite_file(tmp_path, arch, shape):
+    """The shortcut (no converter) reads the same work as the file a converter writes."""
+    from edgekd.bench.graph import read_tflite
+    from edgekd.export.common import ExportMeta
+    from edgekd.export.quiet import quiet
+    from edgekd.export.tflite import write_tflite
+    from edgekd.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(arch, shape, 10, width=0.5).eval()
+    x = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
+    meta = ExportMeta(name="m", labels=tuple(str(i) for i in range(10)), mean=0.0, std=1.0, input_shape=shape)
+    with quiet():
+        write_tflite(model, x, tmp_path / "m.tflite", "fp32", x, meta)
+    from_file = read_tflite(tmp_path / "m.tflite")
+    from_torch = export_ops(model, (torch.from_numpy(x),), "fp32")
+    for kinds in (("conv", "depthwise_conv"), ("fully_connected", "matmul")):
+        a = sum(o.flops for o in from_file if o.kind in kinds)
+        b = sum(o.flops for o in from_torch if o.kind in kinds)
+        assert b == pytest.approx(a, rel=0.02), (kinds, a, b)
+    assert sum(o.bytes_weights for o in from_torch) == pytest.approx(sum(o.bytes_weights for o in from_file),
+                                                                     rel=0.05)
