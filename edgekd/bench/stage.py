@@ -159,14 +159,8 @@ def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target]
 
 def check_data_fits(manifest: dict, manifest_path: Path, data: Dataset) -> None:
     """The data must be the task the files were exported for: same input shape and label count."""
-    shape, labels = list(manifest.get("input_shape") or []), manifest.get("labels") or []
-    if shape and tuple(shape) != data.input_shape:
-        raise InputError(f"{manifest_path}: field 'input_shape' is {shape} but dataset {data.name!r} has "
-                         f"{list(data.input_shape)}; bench on the data the model was trained for (--data)")
-    if labels and len(labels) != data.num_classes:
-        raise InputError(f"{manifest_path}: field 'labels' has {len(labels)} classes "
-                         f"but dataset {data.name!r} has {data.num_classes}; "
-                         "bench on the data the model was trained for (--data)")
+    data.check_task(manifest_path, "the exported model", manifest.get("input_shape"),
+                    len(manifest.get("labels") or []), "bench on the data the model was trained for (--data)")
 
 
 def _weights_size(ckpt_dir: Path) -> int:

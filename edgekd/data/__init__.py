@@ -53,6 +53,20 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    def check_task(self, where: Path | str, subject: str, input_shape, num_labels: int | None,
+                   fix: str) -> None:
+        """A model recorded for inputs of `input_shape` and `num_labels` classes must be this data's task;
+        the error names the record (`where`), its field, and `fix`. Unknown (empty) values are not checked."""
+        from edgekd.errors import InputError
+
+        if input_shape and tuple(input_shape) != self.input_shape:
+            raise InputError(f"{where}: {subject} takes inputs of shape {list(input_shape)} "
+                             f"(field 'input_shape') but dataset {self.name!r} has {list(self.input_shape)}; "
+                             f"{fix}")
+        if num_labels and num_labels != self.num_classes:
+            raise InputError(f"{where}: {subject} predicts {num_labels} classes (field 'labels') but dataset "
+                             f"{self.name!r} has {self.num_classes}; {fix}")
+
     def normalise(self, x: np.ndarray) -> np.ndarray:
         return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
 

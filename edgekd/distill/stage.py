@@ -64,13 +64,8 @@ def model_key(spec: ModelSpec) -> dict:
 
 
 def check_teacher_fits(ckpt: Checkpoint, data: Dataset) -> None:
-    where = ckpt.path / "model.json"
-    if len(ckpt.labels) != data.num_classes:
-        raise InputError(f"{where}: the teacher predicts {len(ckpt.labels)} classes but dataset "
-                         f"{data.name!r} has {data.num_classes}; use a teacher trained on this data")
-    if tuple(ckpt.input_shape) != data.input_shape:
-        raise InputError(f"{where}: the teacher takes inputs of shape {list(ckpt.input_shape)} but dataset "
-                         f"{data.name!r} has {list(data.input_shape)}")
+    data.check_task(ckpt.path / "model.json", "the teacher", ckpt.input_shape, len(ckpt.labels),
+                    "use a teacher trained on this data")
 
 
 def load_teacher(path: Path, data: Dataset) -> tuple[Checkpoint, nn.Module, float]:

@@ -127,14 +127,8 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
 def check_fits(ckpt: Checkpoint, data: Dataset) -> None:
     """The checkpoint's recorded input shape and labels must be those of its data (an edited model.json
     would ship wrong metadata on a graph of another shape)."""
-    where = ckpt.path / "model.json"
-    if tuple(ckpt.input_shape) != data.input_shape:
-        raise InputError(f"{where}: field 'input_shape' is {list(ckpt.input_shape)} but its data "
-                         f"{data.name!r} has inputs of shape {list(data.input_shape)}; restore model.json "
-                         "or re-run the training that wrote it")
-    if len(ckpt.labels) != data.num_classes:
-        raise InputError(f"{where}: field 'labels' has {len(ckpt.labels)} classes but its data {data.name!r} "
-                         f"has {data.num_classes}; restore model.json or re-run the training that wrote it")
+    data.check_task(ckpt.path / "model.json", "the checkpoint", ckpt.input_shape, len(ckpt.labels),
+                    "restore model.json or re-run the training that wrote it")
 
 
 class _ParityMiss(Exception):
