@@ -37,6 +37,7 @@ def test_torch_reader_counts_the_work_a_converter_would_run():
     assert fp16[0].bytes_weights == 2 * conv.bytes_weights
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name,gmacs", [("mobilenet_v2", 0.30), ("resnet18", 1.82), ("vit_b_16", 17.6)])
 def test_standard_networks_have_their_published_size(name, gmacs):
     """Multiply-adds as their papers give them (MobileNetV2 300M, ResNet-18 1.8G, ViT-B/16 17.6G)."""
@@ -45,6 +46,7 @@ def test_standard_networks_have_their_published_size(name, gmacs):
     assert flops / 2e9 == pytest.approx(gmacs, rel=0.05)
 
 
+@pytest.mark.heavy
 def test_attention_is_two_matmuls_and_a_softmax():
     ops = export_ops(*build("distilbert", (1, 32)), "fp16")
     kinds = [o.kind for o in ops]
@@ -112,6 +114,7 @@ def test_the_fit_recovers_a_known_profile_and_predicts_networks_it_did_not_see(t
     assert predicted == pytest.approx(row["fitted_ms"], rel=1e-3)
 
 
+@pytest.mark.heavy
 def test_vectorised_fit_prices_ops_as_the_simulator_does():
     target = all_targets()[HEXAGON]
     ops = [export_ops(*build(n), p) for n, p in (("squeezenet1_1", "fp16"), ("mnasnet0_5", "int8"),
@@ -141,6 +144,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "edgekd.cli", *args], capture_output=True, text=True)
 
 
+@pytest.mark.heavy
 def test_simulate_command_prints_latency_band_residency_and_fallbacks():
     r = _cli("simulate", "mobilenet_v2", "--target", HEXAGON, "--precision", "int8", "--json")
     assert r.returncode == 0, r.stderr
@@ -157,6 +161,7 @@ def test_simulate_command_prints_latency_band_residency_and_fallbacks():
     assert r.returncode == 0 and "uncalibrated" in r.stdout
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("args,needle", [
     (["nonet", "--target", HEXAGON], "unknown network 'nonet'"),
     (["mobilenet_v2", "--target", "pixel-99"], "unknown target(s) pixel-99"),
