@@ -115,6 +115,9 @@ class TeacherConfig(_Network):
     checkpoint: Path | None = None  # load this teacher instead of training one
     min_accuracy: float = Field(0.9, ge=0, le=1)  # refuse to distill from a worse teacher
     train: TrainConfig = TrainConfig(epochs=60, batch_size=128, lr=3e-3, weight_decay=5e-4)
+    # images: crop/flip while the teacher trains (a stronger teacher); students still learn from its
+    # cached outputs on the plain inputs (data.augment is what augments the students' batches)
+    augment: AugmentConfig | None = None
 
 
 class StudentConfig(_Network):

@@ -91,8 +91,18 @@ def import_model(model_file: ModelFile, dest: Path) -> tuple[Path, Dataset]:
 
 def teacher_stage(recipe: Recipe, data: Dataset, out: Path):
     t = recipe.teacher
+    augment = _augment(t.augment, data, "teacher.augment")
     return prepare_teacher(data, out, spec=t.spec(), checkpoint=t.checkpoint, min_accuracy=t.min_accuracy,
-                           seed=recipe.seed, **t.train.model_dump())
+                           seed=recipe.seed, augment=augment, **t.train.model_dump())
+
+
+def _augment(cfg, data: Dataset, field: str) -> Augment | None:
+    """The loader's crop/flip for a config, refused (exit 2) on data that are not images."""
+    augment = Augment(cfg.crop, cfg.flip) if cfg is not None and (cfg.crop or cfg.flip) else None
+    if augment is not None and len(data.input_shape) != 3:
+        raise InputError(f"{field} crops and flips images; dataset {data.name!r} has inputs of shape "
+                         f"{list(data.input_shape)}: remove {field}")
+    return augment
 
 
 def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
@@ -104,11 +114,8 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
     specs = specs if specs is not None else validate(recipe, data)
     out = Path(out)
     teacher, teacher_model = teacher_stage(recipe, data, out)
-    d, a = recipe.distill, recipe.data.augment
-    augment = Augment(a.crop, a.flip) if a is not None and (a.crop or a.flip) else None
-    if augment is not None and len(data.input_shape) != 3:
-        raise InputError(f"data.augment crops and flips images; dataset {data.name!r} has inputs of shape "
-                         f"{list(data.input_shape)}: remove data.augment")
+    d = recipe.distill
+    augment = _augment(recipe.data.augment, data, "data.augment")
     students = []
     for s, spec in zip(recipe.students, specs):
         students.append(distill_student(

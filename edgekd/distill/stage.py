@@ -77,7 +77,7 @@ def load_teacher(path: Path, data: Dataset) -> tuple[Checkpoint, nn.Module, floa
 
 def prepare_teacher(data: Dataset, out_dir: Path, *, spec: ModelSpec, checkpoint: Path | None,
                     min_accuracy: float, seed: int, epochs: int, batch_size: int, lr: float,
-                    weight_decay: float) -> tuple[Checkpoint, nn.Module]:
+                    weight_decay: float, augment: Augment | None = None) -> tuple[Checkpoint, nn.Module]:
     """Return the teacher: the given checkpoint, a pretrained network (a spec with weights, used as it
     is), or one trained here (reused from `out_dir` when the same recipe already trained it). Refuses a
     teacher whose test accuracy is below `min_accuracy`."""
@@ -87,7 +87,7 @@ def prepare_teacher(data: Dataset, out_dir: Path, *, spec: ModelSpec, checkpoint
         pretrained = spec.weights is not None or spec.kind == "program"
         key = json_sha256(dict(**model_key(spec), seed=seed, epochs=0 if pretrained else epochs,
                                batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                               data=data.fingerprint))
+                               data=data.fingerprint, **({"augment": augment.__dict__} if augment else {})))
         dest = Path(out_dir) / "teacher"
         if _finished(dest, key):
             ckpt, model, acc = load_teacher(dest, data)
@@ -95,7 +95,7 @@ def prepare_teacher(data: Dataset, out_dir: Path, *, spec: ModelSpec, checkpoint
             model = seeded_model(spec, data, seed)
             if not pretrained:
                 train(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=lr,
-                      weight_decay=weight_decay, seed=seed,
+                      weight_decay=weight_decay, seed=seed, augment=augment,
                       state_path=Path(out_dir) / f".teacher.{key[:12]}.state.pt", desc="teacher")
             acc = accuracy(model, data.x_test, data.y_test)
             ckpt = save_checkpoint(model, dest, name="teacher", role="teacher", arch=spec.arch or spec.kind,
