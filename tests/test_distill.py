@@ -358,3 +358,24 @@ def test_augmentation_changes_the_batches_deterministically_and_needs_an_online_
         train(build_model("mlp", (1, 40), 10, width=0.1), data.x_train[:8], data.y_train[:8], epochs=1,
               batch_size=8, lr=1e-3, weight_decay=0.0, seed=0, teacher_logits=np.zeros((8, 10), np.float32),
               augment=aug)
+
+
+def test_teacher_augment_trains_another_teacher_and_is_refused_on_signals(tmp_path):
+    """teacher.augment changes what the teacher learns from, so it is part of the teacher's key; on
+    data that are not images it is refused with the field named."""
+    from edgekd.config import Recipe
+    from edgekd.pipeline import teacher_stage
+
+    digits = load_dataset("digits")
+    base = tiny_recipe(data={"name": "digits"},
+                       teacher={"arch": "mobilenet2d", "width": 0.25, "depth": 1, "min_accuracy": 0.0,
+                                "train": {"epochs": 1, "batch_size": 256, "lr": 3e-3, "weight_decay": 0.0}})
+    plain, _ = teacher_stage(Recipe.model_validate(base), digits, tmp_path / "a")
+    base["teacher"]["augment"] = {"crop": 1, "flip": True}
+    augmented, _ = teacher_stage(Recipe.model_validate(base), digits, tmp_path / "b")
+    key = lambda c: json.loads((c.path / "model.json").read_text())["provenance"]["key"]  # noqa: E731
+    assert key(plain) != key(augmented)
+    assert load_checkpoint(plain.path)[0].weights_sha256 != load_checkpoint(augmented.path)[0].weights_sha256
+    signals = tiny_recipe(teacher={"augment": {"flip": True}, "min_accuracy": 0.0})
+    with pytest.raises(InputError, match="teacher.augment crops and flips images.*remove teacher.augment"):
+        teacher_stage(Recipe.model_validate(signals), load_dataset("mnist1d"), tmp_path / "c")
