@@ -3,7 +3,7 @@ latencies of one set of models, then predict held-out models (other widths, dept
 
     python benchmarks/simulator_accuracy.py --out results/simulator_accuracy.json [--write-profile]
 
-The measuring and the fit are `edgekd calibrate host`'s (edgekd.bench.host): non-negative least squares
+The measuring and the fit are `edgekd calibrate host`'s (edgekd.hostprofile): non-negative least squares
 of measured p50 latency on the graph's features (invocation, dispatch per op, FLOPs per op class, bytes),
 which is the simulator's cost model on a unit whose memory is not the bottleneck. --write-profile stores
 the fit as the packaged profile, targets/host-cpu.yaml (users fit their own with `edgekd calibrate host`).
@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import environment, write  # noqa: E402
 from edgekd.bench.calibrate import write_profile  # noqa: E402
-from edgekd.bench.host import calibrate_host  # noqa: E402
 from edgekd.bench.targets import load_target, targets_dir  # noqa: E402
+from edgekd.hostprofile import calibrate_host  # noqa: E402
 
 
 def main() -> None:

@@ -86,14 +86,14 @@ def export_check(networks: list[str]) -> list[dict]:
 
     from edgekd.bench.graph import read_tflite
     from edgekd.bench.simulator import simulate
-    from edgekd.bench.targets import all_targets
+    from edgekd.bench.targets import all_targets, targets_dir
     from edgekd.bench.torchgraph import export_ops
     from edgekd.export.common import ExportMeta
     from edgekd.export.quiet import quiet
     from edgekd.export.tflite import write_tflite
     from edgekd.nets.standard import build
 
-    cpu, out = all_targets()["arm-cortex-a78"], []
+    cpu, out = all_targets(targets_dir())["arm-cortex-a78"], []
     with tempfile.TemporaryDirectory(prefix="edgekd-export-check-") as work:
         for name in networks:
             model, (x,) = build(name)
@@ -131,7 +131,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     csv_path = Path(args.csv)
-    targets = all_targets()
+    targets = all_targets(targets_dir())
     rows, goals, per_chip, cache = [], {}, {}, {}
     for name in LATENCY_CHIPS:
         t0 = time.perf_counter()
@@ -165,7 +165,7 @@ def main() -> None:
                                          "met": per_chip[name]["within_35pct"] >= 0.70}
         goals[f"{name}_calibrate_minutes"] = {"value": round(wall / 60, 2), "goal": "< 5", "met": wall < 300}
 
-    res_rows, full_cpu = residency(csv_path, all_targets() if args.write_profiles else targets, cache)
+    res_rows, full_cpu = residency(csv_path, all_targets(targets_dir()), cache)  # placement: no fitted value
     close = [abs(r["published_npu_share"] - r["predicted_npu_share"]) <= 0.10 for r in res_rows]
     goals["residency_within_10pts"] = {"value": round(float(np.mean(close)), 4) if close else None,
                                        "goal": ">= 0.80", "met": bool(close) and float(np.mean(close)) >= 0.8}
@@ -177,16 +177,16 @@ def main() -> None:
     model, example = build("densenet121")  # ~300 ops
     ops = export_ops(model, example, "fp16")
     t0 = time.perf_counter()
-    for t in all_targets().values():
+    for t in all_targets(targets_dir()).values():
         simulate(ops, t)
     sim_s = time.perf_counter() - t0
     goals["simulate_all_targets_s"] = {"value": round(sim_s, 4), "goal": f"< 1 ({len(ops)} ops)",
                                        "met": sim_s < 1}
     # the host: `edgekd calibrate host` here, then its held-out models
-    from edgekd.bench.host import calibrate_host
+    from edgekd.hostprofile import calibrate_host
 
     t0 = time.perf_counter()
-    host_profile, host_rows = calibrate_host(all_targets()["host-cpu"], threads=1)
+    host_profile, host_rows = calibrate_host(all_targets(targets_dir())["host-cpu"], threads=1)
     held = [r for r in host_rows if r["set"] == "held_out"]
     within = sum(abs(r["error"]) <= 0.10 for r in held) / len(held)
     goals["host_after_calibrate_within_10pct"] = {"value": round(within, 3), "goal": ">= 0.90",

@@ -281,7 +281,7 @@ def calibrate(
     from edgekd.errors import InputError
 
     if target in ("host", "host-cpu"):
-        from edgekd.bench.host import calibrate_host
+        from edgekd.hostprofile import calibrate_host
 
         (base,) = get_targets(["host-cpu"])
         data, _ = calibrate_host(base, threads, progress=lambda m: typer.echo(f"  {m}", err=True))

@@ -282,9 +282,12 @@ def read_yaml(path: Path, what: str) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: no such {what} file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise InputError(f"{path}: not valid YAML ({e})") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the {what} as UTF-8") \
+            from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: a {what} must be a YAML mapping of fields, got {type(data).__name__}")
     return data

@@ -180,7 +180,7 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     with _step(3, "bench (runtimes here + simulated targets)", progress) as note:
         bench_students(recipe, out, data, targets, marks)
         if any(t.name == "host-cpu" for t in targets):
-            from edgekd.bench.host import host_profile_note
+            from edgekd.bench.targets import host_profile_note
 
             note(host_profile_note(next(t for t in targets if t.name == "host-cpu")))
     rows = load_bench_rows(record.bench_files(out))

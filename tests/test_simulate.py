@@ -196,8 +196,9 @@ def test_gate_can_require_the_latency_limit_at_the_band_edge(tmp_path):
 
 @pytest.mark.heavy
 def test_a_host_profile_fitted_here_replaces_the_packaged_one(tmp_path, monkeypatch):
-    from edgekd.bench.host import CALIBRATION, HELD_OUT, calibrate_host, cpu_model, host_profile_note
-    from edgekd.bench.targets import user_targets_dir
+    from edgekd.bench.measure import cpu_model
+    from edgekd.bench.targets import host_profile_note, user_targets_dir
+    from edgekd.hostprofile import CALIBRATION, HELD_OUT, calibrate_host
 
     monkeypatch.setenv("EDGEKD_CONFIG_DIR", str(tmp_path / "config"))
     packaged = all_targets()["host-cpu"]

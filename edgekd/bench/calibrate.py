@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from edgekd.bench.graph import Op
-from edgekd.bench.simulator import FUSES_INTO, op_time_us, place
+from edgekd.bench.simulator import FUSES_INTO, _runnable_dtype, op_time_us, place
 from edgekd.bench.targets import Target
 from edgekd.errors import InputError
 
@@ -76,30 +77,61 @@ def read_rows(csv_path: Path, chipset: str) -> tuple[list[Row], list[dict]]:
     if not Path(csv_path).is_file():
         raise InputError(f"{csv_path}: no such calibration file (--csv)")
     used, skipped = [], []
-    with open(csv_path, newline="") as f:
-        for r in csv.DictReader(f):
-            if r["chipset_norm"] != chipset:
-                continue
-            network, precision = from_constructor(r["torch_constructor"]), precision_of(r["precision"])
-            why = ("network not buildable here" if network is None else
-                   "precision not modelled" if precision is None else
-                   "ran on CPU/GPU" if any(k in r["compute_target"].upper() for k in ("CPU", "GPU"))
-                   and "NPU" not in r["compute_target"].upper() else None)
-            if why:
-                skipped.append({"row_id": r["row_id"], "model": r["model"], "precision": r["precision"],
-                                "runtime": r["runtime"], "why": why})
-                continue
-            num = lambda k: float(r[k]) if r.get(k) not in (None, "") else None  # noqa: E731
-            used.append(Row(r["row_id"], network, r["model_variant"], _shape(r["input_shape"], network),
-                            precision, r["runtime"], float(r["latency_ms"]), num("layers_npu"),
-                            num("layers_cpu"), num("layers_total")))
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+            if missing:
+                raise InputError(f"{csv_path}: no column {missing[0]!r} (the published-latency columns: "
+                                 f"{', '.join(REQUIRED)})")
+            rows = list(reader)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{csv_path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 CSV") \
+            from None
+    for r in rows:
+        if (r.get("chipset_norm") or "") != chipset:
+            continue
+        if any(r.get(c) is None for c in REQUIRED):
+            raise InputError(f"{csv_path}: row {r.get('row_id')!r} has fewer cells than the header")
+        network, precision = from_constructor(r["torch_constructor"]), precision_of(r["precision"])
+        why = ("network not buildable here" if network is None else
+               "precision not modelled" if precision is None else
+               "ran on CPU/GPU" if any(k in r["compute_target"].upper() for k in ("CPU", "GPU"))
+               and "NPU" not in r["compute_target"].upper() else None)
+        if why:
+            skipped.append({"row_id": r["row_id"], "model": r["model"], "precision": r["precision"],
+                            "runtime": r["runtime"], "why": why})
+            continue
+        num = lambda k: _number(r, k, csv_path)  # noqa: E731
+        latency = num("latency_ms")
+        if latency is None or latency <= 0:
+            raise InputError(f"{csv_path}: row {r['row_id']!r}: field 'latency_ms' is "
+                             f"{r['latency_ms']!r}; give the published latency in ms (> 0)")
+        used.append(Row(r["row_id"], network, r["model_variant"], _shape(r["input_shape"], network),
+                        precision, r["runtime"], latency, num("layers_npu"), num("layers_cpu"),
+                        num("layers_total")))
     return used, skipped
+
+
+REQUIRED = ("row_id", "model", "model_variant", "torch_constructor", "input_shape", "precision", "runtime",
+            "compute_target", "chipset_norm", "latency_ms")
+
+
+def _number(r: dict, key: str, csv_path: Path) -> float | None:
+    text = (r.get(key) or "").strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"{csv_path}: row {r.get('row_id')!r}: field {key!r} is {text!r}, not a number") \
+            from None
 
 
 def _shape(text: str, network: str) -> tuple[int, ...]:
     from edgekd.nets.standard import TEXT, default_shape
 
-    nums = [int(n) for n in __import__("re").findall(r"\d+", text)]
+    nums = [int(n) for n in re.findall(r"\d+", text)]
     if network in TEXT:
         return (1, nums[-1]) if nums else default_shape(network)
     side = [n for n in nums if n >= 32]
@@ -114,11 +146,7 @@ def row_ops(row: Row, cache: dict) -> list[Op]:
     key = (row.network, row.input_shape, row.precision)
     if key not in cache:
         model, example = build(row.network, row.input_shape)
-        if row.precision == "w8":  # 8-bit weights, fp16 compute: the weights move at a byte each
-            cache[key] = [Op(o.kind, o.name, o.dtype, o.flops, o.bytes_in, o.bytes_out, o.bytes_weights // 2)
-                          for o in export_ops(model, example, "fp16")]
-        else:
-            cache[key] = export_ops(model, example, row.precision)
+        cache[key] = export_ops(model, example, row.precision)
     return cache[key]
 
 
@@ -129,7 +157,7 @@ class Packed:
 
     def __init__(self, rows: list[list[Op]], target: Target):
         self.target = target
-        acc = next(u for u in target.units if u.accelerator)
+        acc = accelerator_of(target)
         cols = {k: [] for k in ("row", "kind", "layout", "dtype", "flops", "w", "a")}
         self.fixed_us = np.zeros(len(rows))
         self.n_rows = len(rows)
@@ -150,8 +178,8 @@ class Packed:
                     cols["flops"].append(op.flops)
                     cols["w"].append(op.bytes_weights)
                     cols["a"].append(op.bytes_in + op.bytes_out)
-                elif not fused:
-                    self.fixed_us[i] += op_time_us(op, unit)
+                elif not fused:  # priced as simulate() prices it, in a dtype the unit runs
+                    self.fixed_us[i] += op_time_us(replace(op, dtype=_runnable_dtype(op, unit)), unit)
                 prev_unit, prev_kind = unit, op.kind
         self.row = np.array(cols["row"], dtype=int)
         self.kind = np.array(cols["kind"], dtype=int)
@@ -161,24 +189,35 @@ class Packed:
         self.w = np.array(cols["w"], dtype=float)
         self.a = np.array(cols["a"], dtype=float)
         self.peak_fp16 = acc.peak_gops.get("fp16", max(acc.peak_gops.values()))
+        # dtypes other than int8/int16 keep their datasheet ratio to fp16 (apply() scales them together)
+        self.fixed_rate = np.array([acc.peak_gops.get(d, self.peak_fp16) / self.peak_fp16
+                                    for d in self.dtype])
         self.mem_gbps = acc.memory_bandwidth_gbps
+        self.overlap = acc.overlap
 
     def predict_ms(self, theta: np.ndarray) -> np.ndarray:
         p = dict(zip(PARAMS, np.exp(theta)))
         eff = np.array([p[f"eff:{k}"] for k in EFF_KINDS])[self.kind]
         rate = np.where(self.dtype == "int8", p["rate:int8"],
-                        np.where(self.dtype == "int16", p["rate:int8"] * p["rate:int16"], 1.0))
-        rate = np.where(self.dtype == "fp32", 0.5, rate)  # fp32 at half the fp16 rate where a unit takes it
+                        np.where(self.dtype == "int16", p["rate:int8"] * p["rate:int16"], self.fixed_rate))
         compute = self.flops / (self.peak_fp16 * p["rate:fp16"] * rate * eff * 1e3)
         act_gbps = np.where(self.layout, p["layout_gbps"], p["act_gbps"])
         memory = self.w / (self.mem_gbps * 1e3) + self.a / (act_gbps * 1e3)
-        per_op = p["dispatch_us"] + np.maximum(compute, memory)
+        per_op = p["dispatch_us"] + (np.maximum(compute, memory) if self.overlap else compute + memory)
         total = np.bincount(self.row, weights=per_op, minlength=self.n_rows)
         return (total + self.fixed_us + p["invoke_us"]) / 1000
 
 
+def accelerator_of(target: Target):
+    acc = next((u for u in target.units if u.accelerator), None)
+    if acc is None:
+        raise InputError(f"profile {target.name!r} has no accelerator unit: calibrating a CPU-only profile "
+                         "is `edgekd calibrate host`'s job")
+    return acc
+
+
 def initial_theta(target: Target) -> np.ndarray:
-    acc = next(u for u in target.units if u.accelerator)
+    acc = accelerator_of(target)
     fp16 = acc.peak_gops.get("fp16", max(acc.peak_gops.values()))
     cache = (acc.cache_bandwidth_gbps or {}).get("default", acc.memory_bandwidth_gbps)
     start = {**{f"eff:{k}": acc.efficiency.get(k, acc.efficiency["default"]) for k in EFF_KINDS},
@@ -209,10 +248,11 @@ def apply(target: Target, theta: np.ndarray, calibration: dict) -> dict:
     for u in data["units"]:
         if not u["accelerator"]:
             continue
-        fp16 = _sig(u["peak_gops"].get("fp16", max(u["peak_gops"].values())) * p["rate:fp16"])
-        u["peak_gops"] = {**u["peak_gops"], "fp16": fp16, "int8": _sig(fp16 * p["rate:int8"]),
-                          "int16": _sig(fp16 * p["rate:int8"] * p["rate:int16"])}
-        u["efficiency"] = {**u["efficiency"], **{k: _sig(p[f"eff:{k}"]) for k in EFF_KINDS}}
+        # only the dtypes the unit runs: a fit never gives a unit a precision it lacks
+        fp16 = u["peak_gops"].get("fp16", max(u["peak_gops"].values())) * p["rate:fp16"]
+        rates = {"int8": fp16 * p["rate:int8"], "int16": fp16 * p["rate:int8"] * p["rate:int16"]}
+        u["peak_gops"] = {d: _sig(rates.get(d, v * p["rate:fp16"])) for d, v in u["peak_gops"].items()}
+        u["efficiency"] = {k: _sig(p[f"eff:{k}"]) for k in EFF_KINDS}  # what the fit priced, nothing else
         u["dispatch_overhead_us"] = _sig(p["dispatch_us"])
         u["cache_bandwidth_gbps"] = {"layout": _sig(p["layout_gbps"]), "default": _sig(p["act_gbps"])}
         break
@@ -246,11 +286,13 @@ def calibrate(target: Target, csv_path: Path, progress=lambda m: None, cache: di
     rows, skipped = read_rows(csv_path, chipset)
     fallback = [r for r in rows if (r.layers_cpu or 0) > 0]
     skipped += [{"row_id": r.row_id, "model": r.network, "precision": r.precision, "runtime": r.runtime,
-                 "why": f"{r.layers_cpu:.0f} of {r.layers_total:.0f} layers ran on the CPU (residency row)"}
+                 "why": f"{r.layers_cpu:.0f} of {r.layers_total or 0:.0f} layers ran on the CPU "
+                        "(residency row)"}
                 for r in fallback]
     rows = [r for r in rows if r not in fallback]
-    if not rows:
-        raise InputError(f"{csv_path}: no usable rows for chipset {chipset!r} (profile {target.name})")
+    if len({r.network for r in rows}) < 2:
+        raise InputError(f"{csv_path}: rows of fewer than 2 buildable networks for chipset {chipset!r} "
+                         f"(profile {target.name}): nothing to hold out; the profile stays uncalibrated")
     t0, cache = time.perf_counter(), {} if cache is None else cache
     ops = []
     for r in rows:
@@ -265,10 +307,10 @@ def calibrate(target: Target, csv_path: Path, progress=lambda m: None, cache: di
     fitted = packed.predict_ms(theta)
     networks = sorted({r.network for r in rows})
     held_out = np.zeros(len(rows))
-    for net in networks:
+    for net in networks:  # from the profile's own figures: never from the full fit, which saw this network
         keep = np.array([r.network != net for r in rows])
         sub = Packed([o for o, k in zip(ops, keep) if k], target)
-        th = fit(sub, published[keep], theta)
+        th = fit(sub, published[keep], theta0)
         held_out[~keep] = Packed([o for o, k in zip(ops, keep) if not k], target).predict_ms(th)
     fit_s = time.perf_counter() - t0
     ratio = published / held_out

@@ -11,10 +11,9 @@ import torch
 
 from edgekd.artifacts import load_artifacts
 from edgekd.bench.graph import read_graph
-from edgekd.bench.host import host_profile_note
 from edgekd.bench.measure import measure, zip_size
 from edgekd.bench.simulator import simulate
-from edgekd.bench.targets import Target
+from edgekd.bench.targets import Target, host_profile_note
 from edgekd.checkpoint import load_checkpoint, read_checkpoint, training_data
 from edgekd.data import Dataset
 from edgekd.errors import InputError

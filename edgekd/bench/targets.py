@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edgekd.config import format_validation, read_yaml
+from edgekd.config import config_dir, format_validation, read_yaml
 from edgekd.errors import InputError
 
 Dtype = Literal["fp32", "fp16", "int8", "int16"]  # int16: 16-bit integer activations (w8a16)
@@ -109,8 +109,6 @@ def load_target(path: Path) -> Target:
 
 def user_targets_dir() -> Path:
     """Profiles fitted on this machine (`edgekd calibrate host`): used instead of packaged ones by name."""
-    from edgekd.config import config_dir
-
     return config_dir() / "targets"
 
 
@@ -121,7 +119,13 @@ def all_targets(directory: Path | None = None) -> dict[str, Target]:
     if directory is None and user_targets_dir().is_dir():
         paths.update({p.stem: p for p in sorted(user_targets_dir().glob("*.yaml"))})
     for p in paths.values():
-        t = load_target(p)
+        try:
+            t = load_target(p)
+        except InputError as e:
+            if p.parent != user_targets_dir():
+                raise
+            raise InputError(f"{e} (your own profile, used instead of the packaged {p.stem}: fix it, delete "
+                             "it, or re-run `edgekd calibrate host`)") from None
         if t.name != p.stem:
             raise InputError(f"{p}: field 'name' is {t.name!r} but the file is {p.stem}.yaml; "
                              "make them equal")
@@ -138,3 +142,19 @@ def get_targets(names: list[str] | None, directory: Path | None = None) -> list[
         raise InputError(f"unknown target(s) {', '.join(missing)} (--targets); "
                          f"available: {', '.join(available)}")
     return [available[n] for n in names]
+
+
+def host_profile_note(target: Target) -> str:
+    """Which host profile a bench used, when it was fitted, and a warning when it was fitted elsewhere."""
+    from edgekd.bench.measure import cpu_model
+
+    c = target.calibration
+    mine = (user_targets_dir() / f"{target.name}.yaml").is_file()
+    where = f"yours ({user_targets_dir() / f'{target.name}.yaml'})" if mine else "packaged"
+    when = f", fitted {c.fitted_at} on {c.host_cpu}" if c.fitted_at and c.host_cpu else ""
+    note = f"host profile {target.name}: {where}{when}"
+    here = cpu_model()
+    if c.host_cpu != here:
+        note += (f"; warning: fitted on {c.host_cpu or 'another machine'}, this host is {here}: its "
+                 "predictions may be off here; run `edgekd calibrate host`")
+    return note

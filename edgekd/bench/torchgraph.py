@@ -4,8 +4,8 @@ aten op becomes an `Op` with its work (what a TFLite or Core ML file of it would
 What a converter does to the graph is done here too, so the list reads like an exported file's: batch
 norm after a convolution is folded into it, shape-only ops (view, flatten, getitem, dropout) vanish, and
 an attention kernel is two matmuls and a softmax. The precision says what the target computes in:
-fp32 / fp16 (weights and activations), int8 (w8a8: both 8-bit), w8a16 (8-bit weights, 16-bit
-activations: Qualcomm's default integer mode).
+fp32 / fp16 (weights and activations), w8 (8-bit weights computed in fp16), int8 (w8a8: both 8-bit),
+w8a16 (8-bit weights, 16-bit activations: Qualcomm's default integer mode).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from edgekd.errors import InputError
 
 # precision -> (compute dtype of conv/linear/matmul, activation bytes, weight bytes, other ops' dtype)
 PRECISIONS = {"fp32": ("fp32", 4, 4, "fp32"), "fp16": ("fp16", 2, 2, "fp16"),
+              "w8": ("fp16", 2, 1, "fp16"),  # 8-bit weights decompressed to fp16 (weight-only)
               "int8": ("int8", 1, 1, "int8"), "w8a16": ("int16", 2, 1, "int16")}
 
 KERNELS = ("conv", "depthwise_conv", "fully_connected", "matmul")  # what runs in the precision's kernels
@@ -54,6 +55,7 @@ _NO_KERNEL = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeez
               "lift_fresh_copy", "_to_copy", "to", "type_as", "size", "sym_size", "scalar_tensor", "arange",
               "zeros", "ones", "full", "zeros_like", "ones_like", "_assert_scalar", "identity", "copy_",
               "feature_dropout", "alpha_dropout", "stochastic_depth"}
+_LOOKUPS = {"embedding", "index_select", "gather"}
 _ATTENTION = {"scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu"}
 
 
@@ -119,11 +121,14 @@ def graph_ops(program, precision: str) -> list[Op]:
             if src is not None and last_kind_by_node.get(src) in KERNELS[:3]:
                 last_kind_by_node[node] = last_kind_by_node[src]  # folded into the conv before it
                 continue
-        if kind == "conv" and _groups(node, name) > 1:
-            kind = "depthwise_conv"
-        flops = _work(kind, out_elems, [_shape(a) for a in acts], [_shape(a) for a in weights], name)
+        w_shape = _shape(node.args[1]) if kind == "conv" and len(node.args) > 1 else None
+        if kind == "conv" and w_shape and w_shape[1] == 1 and _groups(node, name) > 1:
+            kind = "depthwise_conv"  # one input channel per group; other grouped convs stay conv
+        flops = _work(kind, node, name, out_elems, acts)
         dtype = kernel_dtype if kind in KERNELS else other_dtype
-        w_elems = sum(math.prod(_shape(a)) for a in weights)
+        # a lookup (embedding, gather) reads the rows it returns, not its whole table
+        w_elems = (out_elems if name in _LOOKUPS and weights
+                   else sum(math.prod(_shape(a)) for a in weights))
         ops.append(Op(kind, name, dtype, flops, int(sum(math.prod(_shape(a)) for a in acts) * abytes),
                       int(out_elems * abytes), int(w_elems * wbytes)))
         last_kind_by_node[node] = kind
@@ -148,21 +153,21 @@ def _flat(args) -> list:
     return out
 
 
-def _work(kind: str, out_elems: int, in_shapes: list, w_shapes: list, name: str) -> float:
-    """Multiply-adds count 2; the same rules as the file readers (graph._flops), in PyTorch's layouts."""
-    if kind in ("conv", "depthwise_conv") and w_shapes:
-        return 2.0 * out_elems * math.prod(w_shapes[0][1:])  # (O, I/groups, *k)
-    if kind == "fully_connected" and w_shapes:
-        return 2.0 * out_elems * w_shapes[0][-1] if name == "linear" else 2.0 * out_elems * w_shapes[-1][0]
-    if kind == "fully_connected" and len(in_shapes) >= 2:  # addmm(bias, x, w) with w an activation
-        return 2.0 * out_elems * in_shapes[-1][0]
-    if kind == "matmul" and len(in_shapes) >= 2 and in_shapes[0]:
-        return 2.0 * out_elems * in_shapes[0][-1]
-    if kind == "matmul" and in_shapes and w_shapes:
-        return 2.0 * out_elems * in_shapes[0][-1]
+def _work(kind: str, node, name: str, out_elems: int, acts: list) -> float:
+    """Multiply-adds count 2; the same rules as the file readers (graph._flops), with the reduction length
+    K taken from the operand each aten op reduces over."""
+    if kind in ("conv", "depthwise_conv"):
+        w = _shape(node.args[1])
+        return 2.0 * out_elems * math.prod(w[1:]) if w else 0.0  # weight (O, I/groups, *k)
+    if kind in ("fully_connected", "matmul"):
+        # linear(x, w, b), mm/bmm/matmul(a, b): K is the last dim of the first operand;
+        # addmm(bias, a, b), baddbmm(input, a, b): of the second; einsum(eq, [a, b]): of a (an estimate)
+        at = 1 if name in ("addmm", "baddbmm") else 0
+        operand = node.args[1][0] if name == "einsum" else node.args[at] if len(node.args) > at else None
+        shape = _shape(operand) if hasattr(operand, "meta") else None
+        return 2.0 * out_elems * shape[-1] if shape else 0.0
     if kind in ("layout", "quant"):
         return 0.0
-    if kind in ("reduce", "pool") and in_shapes and in_shapes[0]:
-        return float(math.prod(in_shapes[0]))
+    if kind in ("reduce", "pool") and acts:
+        return float(math.prod(_shape(acts[0])))
     return float(out_elems) * (5 if kind in ("softmax", "norm") else 1)
-

@@ -165,8 +165,10 @@ def _check(c: Candidate, p: Policy, baseline: dict | None) -> list[RuleFailure]:
                 if p.latency_margin == "band" and r.kind == "simulated":
                     v = r.latency_band_ms[1] if r.latency_band_ms else None  # uncalibrated: no margin known
                 if v is None or v > limit:
-                    at_edge = v is not None and v != r.latency_ms_p50
-                    rule = "max_latency_ms (band edge)" if at_edge else "max_latency_ms"
+                    at_edge = p.latency_margin == "band" and r.kind == "simulated"
+                    rule = ("max_latency_ms (band edge)" if at_edge and v is not None else
+                            "max_latency_ms (uncalibrated profile: no error band)" if at_edge else
+                            "max_latency_ms")
                     fails.append(RuleFailure(rule, name, v, limit))
     for name, limit in p.min_accelerator_residency.items():
         for r in c.rows:

@@ -68,6 +68,12 @@ def default_shape(name: str) -> tuple[int, ...]:
 def build(name: str, input_shape: tuple[int, ...] | None = None) -> tuple[nn.Module, tuple]:
     """(network in eval mode, example inputs) for a standard network; random weights."""
     shape = tuple(input_shape or default_shape(name))
+    if name not in names():
+        raise InputError(f"unknown network {name!r}; built in: {', '.join(names())}")
+    want = "1,L (token ids; L <= 512)" if name in TEXT else "N,3,H,W (RGB images)"
+    rank_ok = len(shape) == 2 and shape[1] <= 512 if name in TEXT else len(shape) == 4 and shape[1] == 3
+    if not rank_ok or min(shape) < 1:
+        raise InputError(f"--input-shape {','.join(map(str, shape))} does not fit {name}: give {want}")
     torch.manual_seed(0)
     if name in TORCHVISION:
         tv = import_torchvision()

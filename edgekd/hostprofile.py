@@ -4,7 +4,9 @@ The packaged host profile was fitted on one build machine; on another CPU its pr
 of held-out models within +-10% where 90% held on the machine it came from). This measures the
 calibration models here (TFLite, XNNPACK, the configured threads), fits the profile's per-class costs
 (non-negative least squares on relative error), checks it on held-out models, and writes it into the
-user's edgekd config folder, where `all_targets` finds it before the packaged one.
+user's edgekd config folder, where `all_targets` finds it before the packaged one. It sits above the
+stages (like the pipeline): it exports the calibration models and measures them, and export and bench
+never import each other.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from edgekd.bench.graph import read_tflite
 from edgekd.bench.measure import cpu_model
 from edgekd.bench.simulator import simulate
-from edgekd.bench.targets import Target, user_targets_dir
+from edgekd.bench.targets import Target
 
 CLASSES = {"conv": ("conv",), "depthwise": ("depthwise_conv",), "fc": ("fully_connected",),
            "matmul": ("matmul",),
@@ -150,16 +152,3 @@ def calibrate_host(base: Target, threads: int = 1, progress=lambda m: None, cali
         "median_abs_error": round(float(np.median([abs(r["error"]) for r in held])), 3)}
     return data, rows
 
-
-def host_profile_note(target: Target) -> str:
-    """Which host profile a bench used, when it was fitted, and a warning when it was fitted elsewhere."""
-    c = target.calibration
-    mine = (user_targets_dir() / f"{target.name}.yaml").is_file()
-    where = f"yours ({user_targets_dir() / f'{target.name}.yaml'})" if mine else "packaged"
-    when = f", fitted {c.fitted_at} on {c.host_cpu}" if c.fitted_at and c.host_cpu else ""
-    note = f"host profile {target.name}: {where}{when}"
-    here = cpu_model()
-    if c.host_cpu != here:
-        note += (f"; warning: fitted on {c.host_cpu or 'another machine'}, this host is {here}: its "
-                 "predictions may be off here; run `edgekd calibrate host`")
-    return note
