@@ -241,3 +241,31 @@ def test_torch_reader_agrees_with_the_exported_tflite_file(tmp_path, arch, shape
         assert b == pytest.approx(a, rel=0.02), (kinds, a, b)
     assert sum(o.bytes_weights for o in from_torch) == pytest.approx(sum(o.bytes_weights for o in from_file),
                                                                      rel=0.05)
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda rows: [{k: v for k, v in r.items() if k != "latency_ms"} for r in rows],
+     "no column 'latency_ms'"),
+    (lambda rows: [dict(r, latency_ms="fast") for r in rows], "field 'latency_ms' is 'fast', not a number"),
+    (lambda rows: [dict(r, latency_ms="0") for r in rows], "field 'latency_ms' is '0'"),
+    (lambda rows: rows[:1], "fewer than 2 buildable networks"),
+])
+def test_a_bad_calibration_file_is_refused_naming_row_and_field(tmp_path, edit, needle):
+    from edgekd.errors import InputError
+
+    rows = [{"row_id": str(i), "model": n, "model_variant": n, "torch_constructor": CONSTRUCTOR.format(n),
+             "input_shape": "224x224", "precision": "float", "runtime": "TFLite", "compute_target": "NPU",
+             "chipset_norm": "Test Chip", "latency_ms": "1.0"} for i, n in enumerate(NETS[:2])]
+    rows = edit(rows)
+    with open(tmp_path / "bad.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    chip = {"chipset": "Test Chip"}
+    target = Target.model_validate(dict(all_targets()[HEXAGON].model_dump(), calibration=chip))
+    with pytest.raises(InputError, match="bad.csv.*") as e:
+        calibrate(target, tmp_path / "bad.csv")
+    assert needle in str(e.value)
+    cpu_only = all_targets()["arm-cortex-a78"].model_dump()
+    with pytest.raises(InputError, match="no accelerator unit"):
+        calibrate(Target.model_validate(dict(cpu_only, calibration=chip)), tmp_path / "bad.csv")

@@ -280,6 +280,7 @@ def calibrate(target: Target, csv_path: Path, progress=lambda m: None, cache: di
     import time
 
     chipset = target.calibration.chipset
+    accelerator_of(target)
     if not chipset:
         raise InputError(f"profile {target.name!r} names no calibration.chipset: the calibration set has no "
                          "rows for it; it stays uncalibrated")
