@@ -65,6 +65,17 @@ def shipped_retention(out: Path, student: str) -> float | None:
     return chosen.measured().retention if chosen is not None and chosen.measured() else None
 
 
+def best_file_retention(out: Path, student: str) -> float | None:
+    """The highest retention measured through any of the rung's exported files (whether or not the policy
+    ships it): what a rung that ships nothing came closest to."""
+    from edgekd.gate.verdict import load_bench_rows
+
+    rows = load_bench_rows([out / "bench" / student / "bench.json"])
+    values = [r.row.retention for r in rows if r.row.kind == "measured" and r.row.ok
+              and r.row.retention is not None and r.row.format != "torch"]
+    return max(values) if values else None
+
+
 def subset_npz(work: Path, n: int) -> Path:
     """The first `n` Fashion-MNIST training images and the whole test split, as an .npz."""
     import numpy as np
@@ -140,6 +151,7 @@ def main() -> None:
                          "kd_retention_torch": m["retention"], "label_accuracy": label.accuracy,
                          "label_retention": label.retention,
                          "shipped_file_retention": shipped_retention(out, s.name),
+                         "best_file_retention": best_file_retention(out, s.name),
                          "teacher_accuracy": metrics["teacher_accuracy"], "label_train_s":
                          round(time.perf_counter() - t1, 1), "run_s": round(run_s, 1)})
             print(rows[-1], flush=True)
