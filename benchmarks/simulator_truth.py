@@ -56,7 +56,9 @@ def residency(csv_path: Path, targets: dict, cache: dict) -> tuple[list[dict], l
 
     chips = {t.calibration.chipset: t for t in targets.values() if t.calibration.chipset}
     rows, full_cpu = [], []
-    for r in csv.DictReader(open(csv_path, newline="")):
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        published = list(csv.DictReader(f))
+    for r in published:
         if r["layers_total"] in ("", None):
             continue
         total, npu = float(r["layers_total"]), float(r["layers_npu"] or 0)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import csv
 import math
 import re
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgekd.bench.graph import Op
-from edgekd.bench.simulator import FUSES_INTO, _runnable_dtype, op_time_us, place
+from edgekd.bench.simulator import op_time_us, walk
 from edgekd.bench.targets import Target
 from edgekd.errors import InputError
 
@@ -156,21 +157,16 @@ class Packed:
     dtypes, so it is decided once."""
 
     def __init__(self, rows: list[list[Op]], target: Target):
-        self.target = target
         acc = accelerator_of(target)
         cols = {k: [] for k in ("row", "kind", "layout", "dtype", "flops", "w", "a")}
         self.fixed_us = np.zeros(len(rows))
         self.n_rows = len(rows)
         for i, ops in enumerate(rows):
-            prev_unit, prev_kind = None, None
-            for op in ops:
-                unit = place(op, target, prev_unit)
-                fused = (op.kind == "activation" and prev_unit is unit and unit.fuses_activation
-                         and prev_kind in FUSES_INTO)
-                if prev_unit is not None and unit is not prev_unit:
-                    self.fixed_us[i] += target.unit_switch_us + 1e6 * op.bytes_in / (
-                        target.transfer_bandwidth_gbps * 1e9)
-                if unit is acc and not fused:
+            for op, unit, fused, switch_us in walk(ops, target):  # the simulator's own placement
+                self.fixed_us[i] += switch_us
+                if fused:
+                    continue
+                if unit is acc:
                     cols["row"].append(i)
                     cols["kind"].append(EFF_KINDS.index(op.kind if op.kind in EFF_KINDS else "default"))
                     cols["layout"].append(op.kind == "layout")
@@ -178,9 +174,8 @@ class Packed:
                     cols["flops"].append(op.flops)
                     cols["w"].append(op.bytes_weights)
                     cols["a"].append(op.bytes_in + op.bytes_out)
-                elif not fused:  # priced as simulate() prices it, in a dtype the unit runs
-                    self.fixed_us[i] += op_time_us(replace(op, dtype=_runnable_dtype(op, unit)), unit)
-                prev_unit, prev_kind = unit, op.kind
+                else:
+                    self.fixed_us[i] += op_time_us(op, unit)
         self.row = np.array(cols["row"], dtype=int)
         self.kind = np.array(cols["kind"], dtype=int)
         self.layout = np.array(cols["layout"], dtype=bool)
@@ -277,8 +272,6 @@ class Result:
 def calibrate(target: Target, csv_path: Path, progress=lambda m: None, cache: dict | None = None) -> Result:
     """Fit `target` to its chip's rows; every row's out-of-sample prediction comes from a fit that never saw
     its network (leave one network out), and those residuals give the profile's error band."""
-    import time
-
     chipset = target.calibration.chipset
     accelerator_of(target)
     if not chipset:

@@ -10,7 +10,7 @@ Layout ops stay on the unit before them; an activation right after conv/linear o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edgekd.bench.graph import Op
 from edgekd.bench.targets import Target, Unit
@@ -61,28 +61,34 @@ def _runnable_dtype(op: Op, unit: Unit) -> str:
     return op.dtype if op.dtype in unit.peak_gops else next(iter(unit.peak_gops))
 
 
+def walk(ops: list[Op], target: Target):
+    """Per op: (the op in a dtype its unit runs, the unit, fused into the op before it, unit-switch cost in
+    us). Where each op runs depends only on kinds and dtypes, not on any rate: the calibration fit walks
+    once and prices the accelerator's ops itself."""
+    prev_unit, prev_kind = None, None
+    for op in ops:
+        unit = place(op, target, prev_unit)
+        run_op = op if op.dtype in unit.peak_gops else replace(op, dtype=_runnable_dtype(op, unit))
+        fused = (op.kind == "activation" and prev_unit is unit and unit.fuses_activation
+                 and prev_kind in FUSES_INTO)
+        switch_us = (target.unit_switch_us + 1e6 * op.bytes_in / (target.transfer_bandwidth_gbps * 1e9)
+                     if prev_unit is not None and unit is not prev_unit else 0.0)
+        yield run_op, unit, fused, switch_us
+        prev_unit, prev_kind = unit, op.kind
+
+
 def simulate(ops: list[Op], target: Target) -> Simulation:
     times, fallbacks = [], []
     accelerators = [u for u in target.units if u.accelerator]
-    prev_unit, prev_kind, total_us = None, None, target.invoke_overhead_us
-    for op in ops:
-        unit = place(op, target, prev_unit)
-        run_op = (op if op.dtype in unit.peak_gops
-                  else Op(op.kind, op.name, _runnable_dtype(op, unit), op.flops, op.bytes_in, op.bytes_out,
-                          op.bytes_weights))
+    total_us = target.invoke_overhead_us
+    for op, (run_op, unit, fused, switch_us) in zip(ops, walk(ops, target)):
         if not unit.accelerator and accelerators and op.kind != "layout":
             why = [f"{u.name}: " + ("dtype " + op.dtype if op.dtype not in u.peak_gops else "op " + op.kind)
                    for u in accelerators]
             fallbacks.append({"op": op.name, "kind": op.kind, "dtype": op.dtype, "reason": "; ".join(why)})
-        t = op_time_us(run_op, unit)
-        follows_fusable = prev_unit is unit and unit.fuses_activation and prev_kind in FUSES_INTO
-        if op.kind == "activation" and follows_fusable:
-            t = 0.0  # fused into the op before it
-        if prev_unit is not None and unit is not prev_unit:
-            t += target.unit_switch_us + 1e6 * op.bytes_in / (target.transfer_bandwidth_gbps * 1e9)
+        t = (0.0 if fused else op_time_us(run_op, unit)) + switch_us  # fused: into the op before it
         times.append(OpTime(op.name, op.kind, run_op.dtype, unit.name, t))
         total_us += t
-        prev_unit, prev_kind = unit, op.kind
     acc_names = {u.name for u in accelerators}
     counted = [t for t in times if t.kind != "layout"] or times
     op_total = sum(t.time_us for t in times) or 1.0
