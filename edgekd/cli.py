@@ -235,6 +235,86 @@ def verify(bundle: Annotated[Path, typer.Argument(help="Bundle directory or .zip
     _echo_json(verify_bundle(bundle))
 
 
+BudgetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--budget", help="TARGET=MS: a latency budget on a target profile, or host (TFLite timed here); "
+                     "repeat it")]
+StorageOpt = Annotated[Optional[str], typer.Option(
+    help="Optuna storage URL shared by workers, e.g. postgresql://user@host:5432/db "
+         "(default: SQLite in --out)")]
+
+
+@app.command()
+def search(
+    recipe: RecipeArg = None,
+    out: OutOpt = Path("runs/search"),
+    budget: BudgetOpt = None,
+    max_size_bytes: Annotated[Optional[int], typer.Option(help="Every rung's file at most this size")] = None,
+    trials: Annotated[int, typer.Option(help="Finished trials the study holds at the end (all budgets)")] \
+            = 40,
+    workers: Annotated[int, typer.Option(help="Local worker processes on the same storage")] = 1,
+    storage: StorageOpt = None,
+    heartbeat_s: Annotated[int, typer.Option(
+        help="Seconds between a running trial's heartbeats; a trial silent for twice that is failed")] = 30,
+    report: Annotated[Optional[Path], typer.Option(
+        help="Redraw the ladder of the search in this folder from its study, without running trials")] = None,
+) -> None:
+    """Search students and KD settings under device budgets (Optuna; resumes a study it finds), then write
+    the ladder: the best student per budget, the Pareto fronts and each rung's recipe."""
+    from edgekd.config import load_recipe
+    from edgekd.search import search as run_search
+    from edgekd.search import write_ladder
+
+    if report is not None:
+        _echo_ladder(write_ladder(report, _stored_url(report, storage)))
+        return
+    from edgekd.bench.targets import all_targets
+    from edgekd.search.budgets import parse_budgets
+
+    r, _ = load_recipe(recipe)
+    budgets = parse_budgets(budget or [], all_targets())
+    with _output_dir(out):
+        summary = run_search(r, out, budgets, trials=trials, workers=workers, storage_url=storage,
+                             max_size_bytes=max_size_bytes, heartbeat_s=heartbeat_s,
+                             progress=lambda m: typer.echo(m, err=True))
+    _echo_ladder(summary)
+
+
+@app.command()
+def ladder(
+    search_dir: Annotated[Path, typer.Argument(help="The --out folder of an `edgekd search`")],
+    budget: BudgetOpt = None,
+    storage: StorageOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where the ladder goes "
+                                                "(default: SEARCH_DIR/ladder)")] = None,
+) -> None:
+    """Budgets in, the best student per budget out, from a search's trials (default: its own budgets):
+    a table, the Pareto front per target and each rung's recipe for `edgekd run`. Trains nothing."""
+    from edgekd.bench.targets import all_targets
+    from edgekd.search import write_ladder
+    from edgekd.search.budgets import parse_budgets
+
+    budgets = parse_budgets(budget, all_targets()) if budget else None
+    _echo_ladder(write_ladder(search_dir, _stored_url(search_dir, storage), budgets=budgets, dest=out))
+
+
+def _stored_url(search_dir: Path, storage: Optional[str]) -> str:
+    from edgekd.errors import InputError
+    from edgekd.search.stage import read_search
+
+    record = read_search(search_dir)
+    url = storage or record.get("storage") or f"sqlite:///{(Path(search_dir) / 'study.db').resolve()}"
+    if "***" in url:
+        raise InputError(f"{search_dir}/search.json keeps the storage URL without its password; "
+                         "give it with --storage")
+    return url
+
+
+def _echo_ladder(summary: dict) -> None:
+    typer.echo((Path(summary["dir"]) / "ladder.md").read_text())
+    if summary["monotone_problems"]:
+        raise typer.Exit(1)
+
+
 @app.command()
 def simulate(
     network_or_file: Annotated[str, typer.Argument(
@@ -302,25 +382,11 @@ def calibrate(
                f"{len(res.skipped)} rows left out; wrote {out}")
 
 
-def _quiet_backends() -> None:
-    """The converters announce optional pieces they could not load (Core ML's macOS-only runtime, CUDA
-    kernels, untested-version notices) on every import; users cannot act on them."""
-    import logging
-    import os
-    import warnings
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for name in ("coremltools", "torchao", "torch.utils._pytree", "absl"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-
 def main() -> None:
+    from edgekd.console import quiet_backends
     from edgekd.errors import EdgekdError
 
-    _quiet_backends()
+    quiet_backends()
     try:
         app()
     except EdgekdError as e:

@@ -222,6 +222,48 @@ class ModelFile(_Strict):
     data: DataConfig
 
 
+class SearchConfig(_Strict):
+    """`edgekd search`: the ranges a trial's student and KD settings are drawn from (Optuna), and what a
+    trial exports. A range is [low, high] (equal: a fixed value); every default lives here."""
+
+    archs: list[str] = ["cnn1d"]  # zoo families a trial may use
+    width: tuple[PositiveFloat, PositiveFloat] = (0.05, 0.5)  # zoo width multiplier, sampled on a log scale
+    depth: tuple[PositiveInt, PositiveInt] | None = None  # None: the family's own depth
+    temperature: tuple[PositiveFloat, PositiveFloat] = (1.0, 8.0)
+    alpha: tuple[float, float] = (0.0, 0.5)  # weight of the hard-label CE
+    lr: tuple[PositiveFloat, PositiveFloat] = (1e-3, 1e-2)  # sampled on a log scale
+    epochs: tuple[PositiveInt, PositiveInt] = (3, 12)
+    # teacher-labelled inputs a trial trains on (a cheaper proxy than the full run's); None: data's own
+    transfer_samples: int | None = Field(None, ge=0)
+    # export modes a trial tries, in the formats that have them
+    quants: list[str] = ["fp16", "int8", "dynamic-int8"]
+    pruner: Literal["median", "none"] = "median"  # stop trials below the median of their rung's at an epoch
+    startup_trials: int = Field(5, ge=1)  # random trials per rung before the sampler models the results
+    pruner_startup_trials: int = Field(3, ge=1)  # finished trials per rung before any pruning
+    validation_samples: int = Field(2000, ge=100)  # fresh unlabeled inputs the pruner's agreement is read on
+
+    @field_validator("width", "depth", "temperature", "alpha", "lr", "epochs")
+    @classmethod
+    def _range(cls, v, info):
+        if v is not None and v[0] > v[1]:
+            raise ValueError(f"inverted range [{v[0]}, {v[1]}]: write it as [low, high]")
+        return v
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, v):
+        if not (0 <= v[0] and v[1] <= 1):
+            raise ValueError("alpha is a weight in [0, 1]")
+        return v
+
+    @field_validator("archs", "quants")
+    @classmethod
+    def _nonempty(cls, v):
+        if not v:
+            raise ValueError("empty list: name at least one")
+        return v
+
+
 class GateConfig(_Strict):
     policy: Path | None = None  # None: the built-in policy (min_retention 0.97)
 
@@ -239,6 +281,7 @@ class Recipe(_Strict):
     bench: BenchConfig = BenchConfig()
     bundle: BundleConfig = BundleConfig()
     gate: GateConfig = GateConfig()
+    search: SearchConfig = SearchConfig()  # `edgekd search` / `edgekd ladder`
 
     def student_train(self, student: StudentConfig) -> TrainConfig:
         """distill.train with the fields this student's own `train` sets."""

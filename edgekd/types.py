@@ -193,3 +193,25 @@ class Measurement:
             return cls(**kw)
         except TypeError as e:
             raise InputError(f"{where}: malformed row ({e}); re-run `edgekd bench`") from None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A latency limit for the search and the ladder: `name` as the user typed it (a simulated target
+    profile, or `host` / a runner timed here), `where` the bench rows it is read from (a Measurement's
+    `where`), `format` the export format those rows measure."""
+
+    name: str
+    where: str
+    latency_ms: float
+    format: str
+    measured: bool  # True: a runner timed on this machine; False: a simulated target
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}={self.latency_ms:g}"
+
+    @property
+    def slug(self) -> str:
+        """The key as a file name."""
+        return self.key.replace("=", "-")

@@ -127,11 +127,12 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
                     temperature: float, alpha: float, hint_weight: float = 0.0, cosine_weight: float = 0.0,
                     transfer_samples: int, use_transfer: bool = True, cache_dir: Path | None, seed: int,
                     epochs: int, batch_size: int, lr: float, weight_decay: float, workers: int = 0,
-                    augment: Augment | None = None) -> StudentResult:
+                    augment: Augment | None = None, on_epoch=None) -> StudentResult:
     """Train one student (`method` "kd": against the teacher, on the training set plus a teacher-labelled
     transfer set; "label": cross-entropy on the labelled training set only) and save its checkpoint
     to `out_dir/NAME`. A finished student with the same inputs is reused. With `augment`, the teacher
-    runs on each augmented batch instead of reading cached outputs (it must see the student's view)."""
+    runs on each augmented batch instead of reading cached outputs (it must see the student's view).
+    `on_epoch(epochs_done, model)` is called after every epoch (edgekd.distill.train)."""
     if method not in ("kd", "label"):
         raise InputError(f"unknown distillation method {method!r}; choose 'kd' or 'label'")
     n_transfer = transfer_samples if (method == "kd" and use_transfer) else 0
@@ -164,7 +165,8 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
                       seed=seed, teacher_logits=logits, teacher_features=feats, temperature=temperature,
                       alpha=alpha, hint_weight=hint_weight, cosine_weight=cosine_weight, state_path=state,
                       desc=name, workers=workers, augment=augment,
-                      teacher=teacher_model if (augment is not None and method == "kd") else None)
+                      teacher=teacher_model if (augment is not None and method == "kd") else None,
+                      on_epoch=on_epoch)
         throughput = stats.samples_per_s
         acc = accuracy(model, data.x_test, data.y_test)
         ckpt = save_checkpoint(model, dest, name=name, role="student", arch=spec.arch or spec.kind,

@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -50,7 +51,8 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
           teacher_features: np.ndarray | None = None, teacher: nn.Module | None = None,
           temperature: float = 4.0, alpha: float = 0.1, hint_weight: float = 0.0, cosine_weight: float = 0.0,
           state_path: Path | None = None, desc: str = "train", workers: int = 0,
-          augment: Augment | None = None) -> TrainStats:
+          augment: Augment | None = None,
+          on_epoch: Callable[[int, nn.Module], None] | None = None) -> TrainStats:
     """Train `model` on inputs x (N, ...) and labels y (N,) (-1 = unlabeled), read a batch at a time
     (x, y and the teacher outputs may be memory maps or a `Chain` of them: nothing is copied whole).
 
@@ -58,7 +60,9 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
     plain CE on the labelled rows. `hint_weight`/`cosine_weight` add FitNets/DistilBERT feature losses
     against `teacher_features` (N, D) through a learned linear projection. `augment` transforms each
     training batch; the teacher then runs on the same view (a consistent teacher: Beyer et al. 2022),
-    so it needs `teacher`, not cached logits.
+    so it needs `teacher`, not cached logits. `on_epoch(epochs_done, model)` runs after each epoch's state
+    is saved, with the model in eval mode (the search's pruner reads it; an exception it raises stops
+    training and discards the resume state, as any failure does).
     """
     # --- set up
     torch.manual_seed(seed)
@@ -130,6 +134,10 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.4f}")
         if state_path is not None:
             _save_state(Path(state_path), model, proj, opt, sched, gen, epoch + 1, aug_gen)
+        if on_epoch is not None:
+            model.eval()
+            on_epoch(epoch + 1, model)
+            model.train()
     bar.close()
     model.eval()
     elapsed = time.perf_counter() - t0

@@ -1,0 +1,120 @@
+"""Budgets (`TARGET=MS`): parsed against the target profiles, and read off a trial's bench rows.
+
+A budget names a simulated target profile (its latency comes from the simulator) or a runner timed on
+this machine: `host` (the TFLite interpreter), `tflite` or `onnxruntime`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgekd.errors import InputError
+from edgekd.types import Budget, Measurement
+
+# runners timed here a budget may name -> (the runner's name in bench rows, the format it runs)
+MEASURED = {
+    "host": ("tflite", "tflite"),
+    "tflite": ("tflite", "tflite"),
+    "onnxruntime": ("onnxruntime", "onnx"),
+}
+
+
+def parse_budgets(texts: list[str], targets: dict) -> list[Budget]:
+    """`TARGET=MS` strings -> budgets; `targets` maps profile names to profiles (edgekd.bench.targets)."""
+    if not texts:
+        raise InputError(
+            "no budget given: add --budget TARGET=MS (a target profile, or host), "
+            f"e.g. --budget {next(iter(targets), 'host')}=0.5"
+        )
+    budgets = []
+    for text in texts:
+        name, sep, value = text.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise InputError(f"--budget {text!r}: write TARGET=MS, e.g. host=0.05")
+        try:
+            ms = float(value)
+        except ValueError:
+            raise InputError(f"--budget {text!r}: {value!r} is not a number of milliseconds") from None
+        if not ms > 0:
+            raise InputError(f"--budget {text!r}: a latency budget must be above 0 ms")
+        if name in MEASURED:
+            where, fmt = MEASURED[name]
+            budgets.append(Budget(name, where, ms, fmt, measured=True))
+        elif name in targets:
+            formats = targets[name].formats
+            budgets.append(Budget(name, name, ms, formats[0], measured=False))
+        else:
+            raise InputError(
+                f"--budget {text!r}: unknown target {name!r}; targets: {', '.join(targets)}; "
+                f"runners timed here: {', '.join(MEASURED)}"
+            )
+    keys = [b.key for b in budgets]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise InputError(f"--budget {dupes[0]} is given twice; give each budget once")
+    return budgets
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """One exported file of a trial, as the ladder reads it: its retention through the file and its
+    latency on every runner or target it was measured or simulated on."""
+
+    artifact: str
+    format: str
+    quant: str
+    size_bytes: int
+    sha256: str
+    retention: float | None
+    latency_ms: dict  # where -> p50 ms
+
+    def meets(self, budget: Budget, max_size_bytes: int | None) -> bool:
+        ms = self.latency_ms.get(budget.where)
+        return (
+            ms is not None
+            and ms <= budget.latency_ms
+            and self.retention is not None
+            and (max_size_bytes is None or self.size_bytes <= max_size_bytes)
+        )
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def file_results(rows: list[Measurement], hashes: dict[str, str]) -> list[FileResult]:
+    """Bench rows (every file, measured and simulated) -> one result per exported file that was measured."""
+    files: dict[str, FileResult] = {}
+    for r in rows:
+        if not r.ok or r.format == "torch":
+            continue
+        f = files.get(r.artifact) or FileResult(
+            r.artifact, r.format, r.quant, r.size_bytes, hashes.get(r.artifact, ""), None, {}
+        )
+        if r.kind == "measured" and not r.runner.startswith("android:"):
+            f = FileResult(**{**f.__dict__, "retention": r.retention})
+        if r.latency_ms_p50 is not None:
+            f.latency_ms[r.where] = r.latency_ms_p50
+        files[r.artifact] = f
+    return list(files.values())
+
+
+def best_file(files: list[FileResult], budget: Budget, max_size_bytes: int | None) -> FileResult | None:
+    """The file with the highest retention that meets the budget (ties: the smaller file)."""
+    ok = [f for f in files if f.meets(budget, max_size_bytes)]
+    return max(ok, key=lambda f: (f.retention, -f.size_bytes)) if ok else None
+
+
+def overshoot(files: list[FileResult], budget: Budget, max_size_bytes: int | None) -> float:
+    """How far the closest file misses the budget, as a share (0: a file meets it): the constraint the
+    sampler is told, so it learns where the feasible region is."""
+    misses = []
+    for f in files:
+        ms = f.latency_ms.get(budget.where)
+        if ms is None or f.retention is None:
+            continue
+        miss = max(0.0, ms / budget.latency_ms - 1)
+        if max_size_bytes is not None:
+            miss = max(miss, f.size_bytes / max_size_bytes - 1)
+        misses.append(miss)
+    return min(misses) if misses else 1.0

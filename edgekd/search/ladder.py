@@ -1,0 +1,295 @@
+"""The ladder: from a study's trials, the best student per budget (one teacher, several students), the
+Pareto front of retention against latency per target, and each rung's winner as a recipe `edgekd run`
+takes as is. Drawn from the storage alone, so `edgekd search --report` and `edgekd ladder` never train.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from edgekd.errors import InputError
+from edgekd.fileio import atomic_path, write_json
+from edgekd.report.pareto import pareto_front
+from edgekd.search.budgets import FileResult, best_file
+from edgekd.search.study import PREFIX, describe_url, open_storage
+from edgekd.types import Budget
+
+PLATFORM = {"coreml": "ios", "tflite": "android", "onnx": "onnx"}  # the bundle a rung's file ships as
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A finished trial as the storage keeps it."""
+
+    study: str
+    number: int
+    state: str  # "COMPLETE" | "PRUNED"
+    student: dict  # edgekd.search.space.Candidate fields
+    seed: int
+    params: int | None
+    files: tuple[FileResult, ...]
+    seconds: float
+    outcome: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.study.rsplit(':', 1)[-1]}#{self.number}"
+
+
+@dataclass(frozen=True)
+class Rung:
+    budget: Budget
+    trial: TrialRecord | None
+    file: FileResult | None
+
+
+def load_records(url: str, recipe_name: str) -> list[TrialRecord]:
+    """Every finished trial of every study of this recipe in the storage."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = open_storage(url, heartbeat_s=60)
+    records = []
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if not s.study_name.startswith(f"{PREFIX}:{recipe_name}:"):
+            continue
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            a = t.user_attrs
+            records.append(
+                TrialRecord(
+                    study=s.study_name,
+                    number=t.number,
+                    state=t.state.name,
+                    student=a.get("student", {}),
+                    seed=a.get("seed", 0),
+                    params=a.get("params"),
+                    files=tuple(FileResult(**f) for f in a.get("files", [])),
+                    seconds=a.get("seconds", 0.0),
+                    outcome=a.get("outcome", ""),
+                )
+            )
+    return records
+
+
+def rungs(records: list[TrialRecord], budgets: list[Budget], max_size_bytes: int | None) -> list[Rung]:
+    """For each budget, the trial file with the best retention that meets it, across all trials."""
+    out = []
+    for b in budgets:
+        best: tuple[TrialRecord, FileResult] | None = None
+        for r in records:
+            f = best_file(list(r.files), b, max_size_bytes)
+            if f is not None and (
+                best is None or (f.retention, -f.size_bytes) > (best[1].retention, -best[1].size_bytes)
+            ):
+                best = (r, f)
+        out.append(Rung(b, *(best or (None, None))))
+    return out
+
+
+def monotone(ladder: list[Rung]) -> list[str]:
+    """Where a larger budget on the same target got a worse student than a smaller one (empty: none)."""
+    problems = []
+    by_where: dict[str, list[Rung]] = {}
+    for r in ladder:
+        by_where.setdefault(r.budget.where, []).append(r)
+    for where, rs in by_where.items():
+        rs = sorted(rs, key=lambda r: r.budget.latency_ms)
+        for small, large in zip(rs, rs[1:]):
+            if small.file is not None and (large.file is None or large.file.retention < small.file.retention):
+                problems.append(f"{large.budget.key} got a worse student than {small.budget.key}")
+    return problems
+
+
+def fronts(records: list[TrialRecord]) -> dict[str, list[tuple[float, float, str]]]:
+    """Per runner or target: the (latency ms, retention, trial/file) points no other file beats on both."""
+    points: dict[str, list[tuple[float, float, str]]] = {}
+    for r in records:
+        for f in r.files:
+            if f.retention is None:
+                continue
+            for where, ms in f.latency_ms.items():
+                points.setdefault(where, []).append((ms, f.retention, f"{r.label} {f.artifact}"))
+    return {w: sorted(p[i] for i in pareto_front([(x, y) for x, y, _ in p])) for w, p in points.items()}
+
+
+def write_ladder(out: Path, url: str, budgets: list[Budget] | None = None, dest: Path | None = None) -> dict:
+    """ladder.json, ladder.md, pareto.png and rungs/*.yaml in `dest` (default OUT/ladder), for `budgets`
+    (default: the search's own), from the study in the storage alone."""
+    from edgekd.search.stage import read_search
+
+    out = Path(out)
+    record = read_search(out)
+    recipe = record["recipe"]  # as the search dumped it (all fields)
+    max_size = record.get("max_size_bytes")
+    budgets = budgets or [Budget(**b) for b in record["budgets"]]
+    records = load_records(url, recipe["name"])
+    measured_on = {w for r in records for f in r.files for w in f.latency_ms}
+    for b in budgets:
+        if records and b.where not in measured_on:
+            raise InputError(
+                f"--budget {b.key}: no trial of this search was measured on {b.where!r} (measured: "
+                f"{', '.join(sorted(measured_on))}); run `edgekd search` with a budget on it"
+            )
+    ladder = rungs(records, budgets, max_size)
+    dest = Path(dest or out / "ladder")
+    (dest / "rungs").mkdir(parents=True, exist_ok=True)
+    for r in ladder:
+        if r.trial is not None:
+            _write_rung_recipe(dest / "rungs", recipe, record, r, max_size, out / "teacher")
+    summary = {
+        "recipe": recipe["name"],
+        "storage": describe_url(url),
+        "max_size_bytes": max_size,
+        "trials": {
+            "finished": len(records),
+            "complete": sum(r.state == "COMPLETE" for r in records),
+            "pruned": sum(r.state == "PRUNED" for r in records),
+            "trial_seconds": round(sum(r.seconds for r in records), 1),
+        },
+        "rungs": [_rung_dict(r) for r in ladder],
+        "monotone_problems": monotone(ladder),
+        "fronts": {
+            w: [{"latency_ms": x, "retention": y, "file": lab} for x, y, lab in p]
+            for w, p in fronts(records).items()
+        },
+    }
+    write_json(dest / "ladder.json", summary)
+    with atomic_path(dest / "ladder.md") as tmp:
+        tmp.write_text(_markdown(summary))
+    _plot(fronts(records), ladder, dest / "pareto.png")
+    summary["dir"] = str(dest)
+    return summary
+
+
+def _rung_dict(r: Rung) -> dict:
+    d = {"budget": r.budget.key, "where": r.budget.where, "latency_budget_ms": r.budget.latency_ms}
+    if r.trial is None:
+        return {**d, "met": False}
+    return {
+        **d,
+        "met": True,
+        "trial": r.trial.label,
+        "student": r.trial.student,
+        "params": r.trial.params,
+        "file": r.file.artifact,
+        "format": r.file.format,
+        "quant": r.file.quant,
+        "size_bytes": r.file.size_bytes,
+        "sha256": r.file.sha256,
+        "retention": r.file.retention,
+        "latency_ms": r.file.latency_ms.get(r.budget.where),
+        "recipe": f"rungs/{r.budget.slug}.yaml",
+    }
+
+
+def _write_rung_recipe(
+    folder: Path, recipe: dict, record: dict, r: Rung, max_size: int | None, teacher: Path
+) -> None:
+    """The winner as a recipe: the same teacher and data, this trial's student and KD settings, its file's
+    format and mode, and a policy holding the budget. `edgekd run` on it trains the same student."""
+    s, f, b = r.trial.student, r.file, r.budget
+    import copy
+
+    rec = {k: copy.deepcopy(v) for k, v in recipe.items() if k != "search"}
+    rec["name"] = f"{recipe['name']}-{b.slug}"
+    rec["seed"] = r.trial.seed
+    if rec["teacher"]["checkpoint"] is None:  # the search's own teacher: the same one the trial learned from
+        rec["teacher"]["checkpoint"] = str(teacher.resolve())
+    rec["students"] = [
+        {
+            "name": f"{b.slug}",
+            "arch": s["arch"],
+            "width": s["width"],
+            **({"depth": s["depth"]} if s.get("depth") else {}),
+        }
+    ]
+    rec["distill"].update(temperature=s["temperature"], alpha=s["alpha"])
+    rec["distill"]["train"].update(epochs=s["epochs"], lr=s["lr"])
+    if recipe["search"]["transfer_samples"] is not None:  # what the trial trained on
+        rec["data"]["transfer_samples"] = recipe["search"]["transfer_samples"]
+    rec["export"].update(formats=[f.format], quants=[f.quant])
+    rec["bench"]["targets"] = [] if b.measured else [b.where]
+    rec["bundle"]["platforms"] = {PLATFORM[f.format]: f.format}
+    from edgekd.config import load_policy
+
+    policy = {
+        "min_retention": load_policy(None).min_retention,
+        "max_latency_ms": {b.where: b.latency_ms},
+        **({"max_size_bytes": max_size} if max_size else {}),
+    }
+    with atomic_path(folder / f"{b.slug}.policy.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(policy, sort_keys=False))
+    rec["gate"] = {"policy": f"{b.slug}.policy.yaml"}
+    header = (
+        f"# Rung {b.key} of the {recipe['name']} ladder: trial {r.trial.label}, {f.artifact}\n"
+        f"# retention {f.retention:.4f} through the file, {f.latency_ms.get(b.where):.4g} ms on {b.where}, "
+        f"{f.size_bytes} bytes; `edgekd run` on this file trains the same student\n"
+    )
+    with atomic_path(folder / f"{b.slug}.yaml") as tmp:
+        tmp.write_text(header + yaml.safe_dump(rec, sort_keys=False))
+
+
+def _markdown(s: dict) -> str:
+    t = s["trials"]
+    lines = [
+        f"# Ladder: {s['recipe']}",
+        "",
+        f"{t['finished']} finished trials ({t['complete']} complete, {t['pruned']} pruned), "
+        f"{t['trial_seconds']:.0f} s of trials; storage {s['storage']}"
+        + (f"; files at most {s['max_size_bytes']} bytes" if s["max_size_bytes"] else ""),
+        "",
+        "| budget | student | params | file | size (B) | latency (ms) | retention | recipe |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in s["rungs"]:
+        if not r["met"]:
+            lines.append(f"| {r['budget']} | no trial meets it | | | | | | |")
+            continue
+        st = r["student"]
+        who = f"{st['arch']} x{st['width']:g}" + (f" d{st['depth']}" if st.get("depth") else "")
+        lines.append(
+            f"| {r['budget']} | {who} ({r['trial']}) | {r['params']} | {r['file']} | {r['size_bytes']} | "
+            f"{r['latency_ms']:.4g} | {r['retention']:.4f} | {r['recipe']} |"
+        )
+    if s["monotone_problems"]:
+        lines += ["", "Not monotone: " + "; ".join(s["monotone_problems"])]
+    for where, pts in s["fronts"].items():
+        lines += [
+            "",
+            f"## Pareto front on {where}",
+            "",
+            "| latency (ms) | retention | file |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {p['latency_ms']:.4g} | {p['retention']:.4f} | {p['file']} |" for p in pts]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(fr: dict, ladder: list[Rung], path: Path) -> None:
+    """One panel per runner or target: the front, and each budget as a vertical line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wheres = sorted(fr) or ["(no trials)"]
+    fig, axes = plt.subplots(1, len(wheres), figsize=(4.2 * len(wheres), 3.4), squeeze=False)
+    for ax, where in zip(axes[0], wheres):
+        pts = fr.get(where, [])
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=4)
+        for r in ladder:
+            if r.budget.where == where:
+                ax.axvline(r.budget.latency_ms, color="grey", ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_title(where, fontsize=9)
+        ax.set_xlabel("latency (ms)")
+        ax.set_ylabel("retention")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,168 @@
+"""One trial of the search, as named steps: draw a candidate -> price it on the simulated budgets (no
+training for one that cannot fit) -> distill (pruned early on its agreement with the teacher) ->
+export the formats the budgets read -> bench -> score against its rung's budget.
+
+Everything a trial needs to be reproduced and ranked is stored on the Optuna trial as user attributes:
+its student and KD settings, seed, files (with their hashes, retention and latencies), and time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekd.bench.targets import Target
+from edgekd.data import Dataset
+from edgekd.search.budgets import FileResult, best_file, file_results, overshoot
+from edgekd.search.space import Candidate, sample
+from edgekd.types import Budget, Checkpoint
+
+# A candidate whose simulated latency (its fastest precision, from the PyTorch graph) exceeds its rung's
+# budget by more than this factor is not trained: the traced graph was seen within 7.2% of the converted
+# file's simulated latency (benchmarks/simulator_truth.py), so this leaves room for the converter.
+PRESCREEN_SLACK = 1.2
+PRESCREEN_PRECISIONS = ("fp16", "w8", "int8")
+VALIDATION_SEED = 1_000_003  # the pruner's inputs: drawn apart from the training transfer set (seed 0)
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """What every trial of one search shares: the data, the teacher, the settings it trains with."""
+
+    data: Dataset
+    teacher: Checkpoint
+    teacher_model: torch.nn.Module
+    out: Path  # trial folders go under out/trials
+    seed: int
+    transfer_samples: int
+    use_transfer: bool
+    cache_dir: Path | None
+    batch_size: int
+    weight_decay: float
+    space: object  # the recipe's SearchConfig: the ranges candidates are drawn from
+    export: dict  # export_checkpoint's settings (the recipe's export section)
+    quants: tuple[str, ...]  # the search's export modes that the budgets' formats have
+    targets: tuple[Target, ...]  # profiles of the simulated budgets
+    budgets: tuple[Budget, ...]
+    max_size_bytes: int | None
+    val_x: np.ndarray  # inputs the pruner reads the student's agreement with the teacher on
+    val_teacher_top1: np.ndarray
+
+
+def run_trial(trial, t: Trainer, rung: Budget) -> float:
+    """The objective of `rung`'s study: the best retention through a file meeting the rung's budget; the
+    constraint (user attribute) says how far the closest file missed it (0: met)."""
+    import optuna
+
+    t0 = time.perf_counter()
+    cand = sample(trial, t.space)
+    trial.set_user_attr("student", cand.to_dict())
+    trial.set_user_attr("seed", t.seed)
+    trial.set_user_attr("worker_pid", os.getpid())
+    trial.set_user_attr("constraint", [0.0])  # pruned trials are read as feasible
+    predicted = prescreen(cand, t)
+    trial.set_user_attr("predicted_ms", predicted)
+    if rung.key in predicted and predicted[rung.key] > PRESCREEN_SLACK * rung.latency_ms:
+        trial.set_user_attr("constraint", [predicted[rung.key] / rung.latency_ms - 1])
+        trial.set_user_attr("outcome", "over budget before training (simulated)")
+        trial.set_user_attr("files", [])
+        trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
+        return 0.0
+
+    def report(epoch: int, model) -> None:
+        with torch.no_grad():
+            top1 = model(torch.from_numpy(t.val_x)).argmax(-1).numpy()
+        trial.report(float((top1 == t.val_teacher_top1).mean()), epoch)
+        if trial.should_prune():
+            trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
+            trial.set_user_attr("outcome", f"pruned after epoch {epoch} of {cand.epochs}")
+            raise optuna.TrialPruned()
+
+    dest = t.out / "trials" / f"{rung.slug}-{trial.number:03d}"
+    student = _distill(cand, t, dest, report)
+    files = _export_and_bench(student, t, dest)
+    best = best_file(files, rung, t.max_size_bytes)
+    trial.set_user_attr("params", student.params)
+    trial.set_user_attr("student_accuracy", student.accuracy)
+    trial.set_user_attr("files", [f.to_dict() for f in files])
+    trial.set_user_attr("constraint", [overshoot(files, rung, t.max_size_bytes)])
+    trial.set_user_attr(
+        "outcome", f"meets {rung.key} with {best.artifact}" if best else f"no file meets {rung.key}"
+    )
+    trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
+    retained = [f.retention for f in files if f.retention is not None]
+    return best.retention if best else (max(retained) if retained else 0.0)
+
+
+def prescreen(cand: Candidate, t: Trainer) -> dict[str, float]:
+    """Simulated latency (ms) of the untrained candidate on each simulated budget's target, at its
+    fastest precision: known before a second of training."""
+    from edgekd.bench.simulator import simulate
+    from edgekd.bench.torchgraph import export_ops
+    from edgekd.models import resolve
+
+    sims = [b for b in t.budgets if not b.measured]
+    if not sims:
+        return {}
+    model = resolve(cand.spec, t.data.input_shape, t.data.num_classes).eval()
+    example = (torch.from_numpy(t.data.x_test[:1]),)
+    graphs = [export_ops(model, example, p) for p in PRESCREEN_PRECISIONS]
+    targets = {x.name: x for x in t.targets}
+    return {b.key: round(min(simulate(g, targets[b.where]).latency_ms for g in graphs), 6) for b in sims}
+
+
+def _distill(cand: Candidate, t: Trainer, dest: Path, on_epoch):
+    from edgekd.distill import distill_student
+
+    return distill_student(
+        t.data,
+        t.teacher,
+        t.teacher_model,
+        dest,
+        name="student",
+        spec=cand.spec,
+        method="kd",
+        temperature=cand.temperature,
+        alpha=cand.alpha,
+        transfer_samples=t.transfer_samples,
+        use_transfer=t.use_transfer,
+        cache_dir=t.cache_dir,
+        seed=t.seed,
+        epochs=cand.epochs,
+        batch_size=t.batch_size,
+        lr=cand.lr,
+        weight_decay=t.weight_decay,
+        on_epoch=on_epoch,
+    )
+
+
+def _export_and_bench(student, t: Trainer, dest: Path) -> list[FileResult]:
+    """Export the formats the budgets read (files that miss parity are dropped, as in `edgekd run`),
+    then bench them here and on the simulated targets."""
+    from edgekd.artifacts import load_artifacts
+    from edgekd.bench.stage import bench_artifacts
+    from edgekd.export import ExportMisses, export_checkpoint
+    from edgekd.types import Measurement
+
+    formats = sorted({b.format for b in t.budgets})
+    try:
+        export_checkpoint(
+            student.checkpoint,
+            dest / "export",
+            **{**t.export, "formats": formats, "quants": list(t.quants)},
+            data=t.data,
+            threads=1,
+        )
+    except ExportMisses:
+        pass  # the kept files are listed in artifacts.json; a trial ranks what it could ship
+    manifest = dest / "export" / "artifacts.json"
+    hashes = {a["path"]: a["sha256"] for a in load_artifacts(manifest)["artifacts"]}
+    bench = bench_artifacts(
+        manifest, dest / "bench", targets=list(t.targets), data=t.data, threads=1, include_source=False
+    )
+    return file_results([Measurement.from_dict(r) for r in bench["rows"]], hashes)
