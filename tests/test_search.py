@@ -1,0 +1,372 @@
+"""edgekd search / ladder: budgets, ranges and storage checked before any work; studies on real SQLite and
+PostgreSQL storage with real workers (killed, resumed); the ladder drawn from the storage alone."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tiny_recipe
+from edgekd.bench.targets import all_targets
+from edgekd.errors import InputError
+from edgekd.search.budgets import FileResult, best_file, overshoot, parse_budgets
+from edgekd.search.ladder import TrialRecord, fronts, monotone, rungs
+from edgekd.types import Budget
+from helpers import run_cli, run_main
+
+# A search that runs in seconds: tiny teacher, 2,000 transfer inputs, 1-3 epoch students, two export modes
+SEARCH = {
+    "width": [0.05, 0.3],
+    "epochs": [1, 3],
+    "startup_trials": 2,
+    "pruner_startup_trials": 1,
+    "validation_samples": 200,
+    "quants": ["fp16", "dynamic-int8"],
+}
+
+
+def search_recipe(write_recipe, **search):
+    r = tiny_recipe(search={**SEARCH, **search}, export={"parity_samples": 256})
+    r["teacher"]["train"]["epochs"] = 4
+    return write_recipe(r)
+
+
+# --- budgets and files: plain arithmetic
+
+
+def test_budgets_parse_targets_and_host_runner():
+    b = parse_budgets(["apple-a17-pro-ane=0.2", "host=1.5"], all_targets())
+    assert [(x.where, x.format, x.measured, x.latency_ms) for x in b] == [
+        ("apple-a17-pro-ane", "coreml", False, 0.2),
+        ("tflite", "tflite", True, 1.5),
+    ]
+    assert b[1].key == "host=1.5" and b[1].slug == "host-1.5"
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("pixel9=1", "unknown target 'pixel9'"),
+        ("host", "write TARGET=MS"),
+        ("host=fast", "not a number"),
+        ("host=0", "above 0 ms"),
+        ("=3", "write TARGET=MS"),
+    ],
+)
+def test_bad_budget_is_refused(text, says):
+    with pytest.raises(InputError, match=says):
+        parse_budgets([text], all_targets())
+
+
+def test_no_budget_and_repeated_budget_are_refused():
+    with pytest.raises(InputError, match="no budget given"):
+        parse_budgets([], all_targets())
+    with pytest.raises(InputError, match="given twice"):
+        parse_budgets(["host=1", "host=1.0"], all_targets())
+
+
+def _file(name, retention, ms, size=1000, where="tflite"):
+    return FileResult(name, "tflite", "fp16", size, "h", retention, {where: ms})
+
+
+def test_best_file_meets_latency_and_size_and_prefers_retention_then_size():
+    host = Budget("host", "tflite", 1.0, "tflite", True)
+    files = [
+        _file("a", 0.99, 1.2),
+        _file("b", 0.95, 0.8, 900),
+        _file("c", 0.95, 0.5, 500),
+        _file("d", 0.97, 0.9, 5000),
+    ]
+    assert best_file(files, host, None).artifact == "d"
+    assert best_file(files, host, 1000).artifact == "c"  # d is too big; b and c tie: the smaller
+    assert best_file(files, host, 100) is None
+    assert overshoot(files, host, None) == 0.0
+    assert overshoot([_file("a", 0.99, 1.5)], host, None) == pytest.approx(0.5)
+    assert overshoot([_file("a", 0.99, 0.5, 3000)], host, 1000) == pytest.approx(2.0)
+
+
+def _record(n, files, study="edgekd:r:host=1"):
+    return TrialRecord(study, n, "COMPLETE", {"arch": "cnn1d", "width": 0.1}, 0, 100, tuple(files), 1.0, "")
+
+
+def test_ladder_rungs_are_the_best_file_per_budget_across_every_trial_and_monotone():
+    recs = [
+        _record(0, [_file("a", 0.90, 0.4)]),
+        _record(1, [_file("b", 0.97, 0.9)]),
+        _record(2, [_file("c", 0.99, 3.0)]),
+    ]
+    budgets = [Budget("host", "tflite", ms, "tflite", True) for ms in (0.5, 1.0, 2.0, 0.1)]
+    ladder = rungs(recs, budgets, None)
+    assert [(r.file.artifact if r.file else None) for r in ladder] == ["a", "b", "b", None]
+    assert monotone(ladder) == []
+    # a worse student for a larger budget is reported
+    from edgekd.search.ladder import Rung
+
+    broken = [
+        Rung(budgets[0], recs[1], _file("b", 0.97, 0.4)),
+        Rung(budgets[1], recs[0], _file("a", 0.90, 0.9)),
+    ]
+    assert monotone(broken) == ["host=1 got a worse student than host=0.5"]
+    front = fronts(recs)["tflite"]
+    assert [p[2].split()[-1] for p in front] == ["a", "b", "c"]
+
+
+# --- settings checked before any output
+
+
+@pytest.mark.parametrize(
+    "search, says",
+    [
+        ({"width": [0.5, 0.1]}, "search.width: Value error, inverted range"),
+        ({"archs": []}, "search.archs: Value error, empty list"),
+        ({"alpha": [0.2, 1.5]}, "search.alpha: Value error, alpha is a weight"),
+        ({"quants": ["pal4"]}, "search.quants ['pal4'] has no mode of tflite"),
+        ({"archs": ["resnet"]}, "search.archs: unknown zoo family 'resnet'"),
+    ],
+)
+def test_bad_search_section_exits_2_naming_the_field(write_recipe, tmp_path, capsys, search, says):
+    rec = search_recipe(write_recipe, **search)
+    code, err = run_main(["search", rec, "--out", tmp_path / "o", "--budget", "host=1"], capsys)
+    assert code == 2 and says in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unreachable_storage_names_host_and_port(write_recipe, tmp_path, capsys):
+    from postgres import free_port
+
+    port = free_port()
+    rec = search_recipe(write_recipe)
+    code, err = run_main(
+        [
+            "search",
+            rec,
+            "--out",
+            tmp_path / "o",
+            "--budget",
+            "host=1",
+            "--storage",
+            f"postgresql://edgekd@127.0.0.1:{port}/x",
+        ],
+        capsys,
+    )
+    assert code == 2 and f"127.0.0.1:{port}" in err and "start the database server" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_too_many_workers_is_refused(write_recipe, tmp_path, capsys):
+    code, err = run_main(
+        [
+            "search",
+            search_recipe(write_recipe),
+            "--out",
+            tmp_path / "o",
+            "--budget",
+            "host=1",
+            "--workers",
+            str((os.cpu_count() or 1) + 1),
+        ],
+        capsys,
+    )
+    assert code == 2 and "--workers" in err and "CPUs" in err
+
+
+# --- real searches
+
+
+def _ladder(out: Path) -> dict:
+    return json.loads((out / "ladder" / "ladder.json").read_text())
+
+
+def _trials(url: str, recipe: str = "tiny") -> list:
+    import optuna
+
+    trials = []
+    for s in optuna.get_all_study_summaries(url):
+        if s.study_name.startswith(f"edgekd:{recipe}:"):
+            trials += [
+                (s.study_name, t) for t in optuna.load_study(study_name=s.study_name, storage=url).trials
+            ]
+    return trials
+
+
+@pytest.mark.heavy
+def test_search_on_sqlite_writes_a_ladder_resumes_and_redraws(write_recipe, tmp_path):
+    rec, out = search_recipe(write_recipe), tmp_path / "s"
+    # a budget no cnn1d can meet on the simulated A17 (prescreened, never trained) and one it can on host
+    args = ["search", rec, "--out", out, "--budget", "apple-a17-pro-ane=0.0001", "--budget", "host=5"]
+    r = run_cli(*args, "--trials", 4)
+    assert r.returncode == 0, r.stderr
+    url = f"sqlite:///{out / 'study.db'}"
+    trials = _trials(url)
+    assert len(trials) == 4 and {t.state.name for _, t in trials} <= {"COMPLETE", "PRUNED"}
+    ane = [t for name, t in trials if name.endswith("apple-a17-pro-ane=0.0001")]
+    assert ane and all(t.user_attrs["outcome"].startswith("over budget before training") for t in ane)
+    assert all(t.user_attrs["constraint"][0] > 0 for t in ane)  # the sampler is told they are infeasible
+    assert not any((out / "trials").glob("apple-a17-pro-ane-0.0001-*"))  # nothing was trained for them
+    ladder = _ladder(out)
+    by = {x["budget"]: x for x in ladder["rungs"]}
+    assert by["apple-a17-pro-ane=0.0001"]["met"] is False
+    host = by["host=5"]
+    assert host["met"] and host["latency_ms"] <= 5 and host["format"] == "tflite"
+    # every file of every finished trial is recorded with its hash, retention and latency
+    done = [t for _, t in trials if t.user_attrs.get("files")]
+    assert all(
+        len(f["sha256"]) == 64 and f["retention"] is not None for t in done for f in t.user_attrs["files"]
+    )
+
+    # the rung's recipe trains the same student: `edgekd run` on it reaches the trial's accuracy
+    rung = out / "ladder" / host["recipe"]
+    cfg = yaml.safe_load(rung.read_text())
+    assert cfg["students"][0]["width"] == host["student"]["width"]
+    r = run_cli("distill", rung, "--out", tmp_path / "rerun")
+    assert r.returncode == 0, r.stderr
+    trial = next(t for n, t in trials if f"{n.rsplit(':', 1)[-1]}#{t.number}" == host["trial"])
+    assert json.loads(r.stdout)["student_accuracy"] == pytest.approx(trial.user_attrs["student_accuracy"])
+
+    # resumed: one more trial, not four
+    r = run_cli(*args, "--trials", 5)
+    assert r.returncode == 0, r.stderr
+    assert len(_trials(url)) == 5
+    # redrawn from the storage alone: same ladder, nothing trained
+    before = sorted(p.name for p in (out / "trials").iterdir())
+    (out / "ladder").rename(tmp_path / "old-ladder")
+    r = run_cli("search", "--report", out)
+    assert r.returncode == 0, r.stderr
+    assert _ladder(out)["rungs"] == json.loads((tmp_path / "old-ladder" / "ladder.json").read_text())["rungs"]
+    assert sorted(p.name for p in (out / "trials").iterdir()) == before
+    # another budget list from the same trials
+    r = run_cli("ladder", out, "--budget", "host=0.0001", "--out", tmp_path / "l2")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "l2" / "ladder.json").read_text())["rungs"][0]["met"] is False
+
+
+@pytest.mark.heavy
+def test_pruner_stops_trials_that_trail_their_rung(write_recipe, tmp_path):
+    """The same search with and without the pruner: only the pruned one stops trials early."""
+    states = {}
+    for pruner in ("median", "none"):
+        rec = search_recipe(write_recipe, pruner=pruner, epochs=[3, 3])
+        out = tmp_path / pruner
+        r = run_cli("search", rec, "--out", out, "--budget", "host=5", "--trials", 6)
+        assert r.returncode == 0, r.stderr
+        states[pruner] = [t.state.name for _, t in _trials(f"sqlite:///{out / 'study.db'}")]
+    assert states["none"].count("PRUNED") == 0 and len(states["none"]) == 6
+    assert states["median"].count("PRUNED") >= 1, states
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    from postgres import Server
+
+    server = Server()
+    yield server
+    server.stop()
+
+
+def test_another_recipe_of_the_same_name_in_the_storage_is_refused(postgres, write_recipe, tmp_path, capsys):
+    import optuna
+
+    url = postgres.create_db("other_recipe")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=url, study_name="edgekd:tiny:host=1", direction="maximize")
+    study.set_user_attr("recipe_sha256", "0" * 64)
+    study.set_user_attr("max_size_bytes", None)
+    code, err = run_main(
+        [
+            "search",
+            search_recipe(write_recipe),
+            "--out",
+            tmp_path / "o",
+            "--budget",
+            "host=1",
+            "--storage",
+            url,
+        ],
+        capsys,
+    )
+    assert code == 2 and "from another recipe of the same name" in err and "--storage" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.heavy
+def test_two_workers_on_postgres_record_every_trial_once_and_survive_a_killed_worker(
+    postgres, write_recipe, tmp_path
+):
+    url = postgres.create_db("two_workers")
+    rec = search_recipe(write_recipe, epochs=[3, 3], pruner="none")
+    out = tmp_path / "s"
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgekd.cli",
+        "search",
+        str(rec),
+        "--out",
+        str(out),
+        "--budget",
+        "host=5",
+        "--budget",
+        "apple-a17-pro-ane=1",
+        "--trials",
+        "6",
+        "--workers",
+        "2",
+        "--storage",
+        url,
+        "--heartbeat-s",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
+    victim = None
+    end = time.time() + 300
+    while victim is None and time.time() < end and proc.poll() is None:
+        running = [t for _, t in _trials(url) if t.state.name == "RUNNING" and "worker_pid" in t.user_attrs]
+        if running:
+            victim = running[0]
+            os.kill(victim.user_attrs["worker_pid"], signal.SIGKILL)
+        time.sleep(0.2)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert victim is not None, stderr
+    assert proc.returncode == 0, stderr
+    assert "killed by signal 9" in stderr
+    trials = _trials(url)
+    states = {(n, t.number): t.state.name for n, t in trials}
+    killed = next(
+        k
+        for k in states
+        if k[1] == victim.number and k[0] == next(n for n, t in trials if t._trial_id == victim._trial_id)
+    )
+    assert states[killed] == "FAIL"  # marked failed by heartbeat, not lost, not left running
+    assert sum(s in ("COMPLETE", "PRUNED") for s in states.values()) == 6
+    assert "RUNNING" not in states.values()
+    # every trial recorded once: numbers unique per study, one folder per trained trial
+    assert len(states) == len(trials)
+    # the study resumes where it stopped
+    r = run_cli(
+        "search",
+        rec,
+        "--out",
+        out,
+        "--budget",
+        "host=5",
+        "--budget",
+        "apple-a17-pro-ane=1",
+        "--trials",
+        7,
+        "--storage",
+        url,
+    )
+    assert r.returncode == 0, r.stderr
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for _, t in _trials(url)) == 7
