@@ -1,0 +1,212 @@
+"""The search against the built-in recipe: students found under device budgets on MNIST-1D, pruning's
+saving, two workers against one, and the ladder's monotonicity.
+
+    python benchmarks/search_ladder.py --out results/search_ladder.json [--work DIR] [--trials 40]
+        [--scaling-trials 8]
+
+Steps (each reuses what an earlier run left in --work):
+1. `edgekd run` of the built-in recipe: its teacher, and its two students' files measured here and on
+   every simulated target. The search reuses that teacher (its checkpoint), so both sides learn from it.
+2. Three budgets, set from the default students' own files by a fixed rule (so neither side picks them):
+   the A17 Pro Neural Engine at 0.7x the fastest default file (no default student meets it), a Cortex-A78
+   at the 30x student's fastest file (only the 30x meets it), and the host's TFLite at the 10x student's
+   fastest file (both meet it).
+3. The same search twice, `--trials` each, one worker: with the median pruner and without it.
+4. Scaling: a search whose trials all cost the same (fixed width, depth and epochs) on one worker and on
+   two (1 torch thread each), `--scaling-trials` trials each; trials/hour from the storage's timestamps.
+5. The ladder of the pruned search over four budgets per target (edgekd ladder): rungs must be monotone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import environment, print_goals, write  # noqa: E402
+
+SEARCH = {"archs": ["cnn1d"], "width": [0.05, 0.6], "depth": [2, 5], "temperature": [1.0, 8.0],
+          "alpha": [0.0, 0.5], "lr": [0.001, 0.01], "epochs": [3, 12], "transfer_samples": 20000,
+          "quants": ["fp16", "int8", "dynamic-int8"]}
+TARGETS = ("apple-a17-pro-ane", "arm-cortex-a78", "tflite")  # tflite: the host's interpreter, measured
+
+
+def default_run(work: Path) -> tuple[dict, list, float]:
+    """The built-in recipe through `edgekd run` (reused when finished): (recipe dict, bench rows, seconds)."""
+    from edgekd import pipeline
+    from edgekd.config import default_recipe_path, load_recipe
+    from edgekd.gate.verdict import load_bench_rows
+
+    recipe, path = load_recipe(default_recipe_path())
+    out = work / "default"
+    t0 = time.perf_counter()
+    pipeline.run(recipe, path, out, progress=print)
+    rows = [b.row for b in load_bench_rows([out / "bench" / s.name / "bench.json" for s in recipe.students])]
+    return yaml.safe_load(path.read_text()), rows, time.perf_counter() - t0
+
+
+def default_files(rows) -> list[dict]:
+    """Each default file with its retention and latency on each measured target."""
+    files: dict[tuple, dict] = {}
+    for r in rows:
+        if not r.ok or r.format == "torch":
+            continue
+        f = files.setdefault((r.model, r.artifact), {"model": r.model, "artifact": r.artifact,
+                                                     "size_bytes": r.size_bytes, "latency_ms": {}})
+        if r.kind == "measured":
+            f["retention"] = r.retention
+        if r.latency_ms_p50 is not None and r.where in TARGETS:
+            f["latency_ms"][r.where] = r.latency_ms_p50
+    return list(files.values())
+
+
+def budgets_from(files: list[dict]) -> list[str]:
+    def fastest(where, model=None):
+        return min(f["latency_ms"][where] for f in files
+                   if where in f["latency_ms"] and (model is None or f["model"] == model))
+
+    def sig(v):
+        return float(f"{v:.3g}")
+
+    return [f"apple-a17-pro-ane={sig(0.7 * fastest('apple-a17-pro-ane'))}",
+            f"arm-cortex-a78={sig(fastest('arm-cortex-a78', 'cnn1d-30x'))}",
+            f"host={sig(fastest('tflite', 'cnn1d-10x'))}"]
+
+
+def default_best(files: list[dict], budget) -> float | None:
+    ok = [f["retention"] for f in files if f.get("retention") is not None
+          and f["latency_ms"].get(budget.where, float("inf")) <= budget.latency_ms]
+    return max(ok) if ok else None
+
+
+def run_search(work: Path, name: str, base: dict, search: dict, budgets, trials: int, workers: int) -> dict:
+    from edgekd.config import load_recipe
+    from edgekd.search import search as edgekd_search
+
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**base, "name": name, "search": search}))
+    recipe, _ = load_recipe(path)
+    t0 = time.perf_counter()
+    summary = edgekd_search(recipe, work / name, budgets, trials=trials, workers=workers, progress=print)
+    return {"summary": summary, "wall_s": time.perf_counter() - t0, "recipe": name,
+            "url": f"sqlite:///{work / name / 'study.db'}"}
+
+
+def trial_rows(url: str, recipe: str, budgets) -> list[dict]:
+    import optuna
+
+    from edgekd.search.budgets import FileResult, best_file
+
+    rows = []
+    for s in optuna.get_all_study_summaries(url):
+        if not s.study_name.startswith(f"edgekd:{recipe}:"):
+            continue
+        for t in optuna.load_study(study_name=s.study_name, storage=url).trials:
+            files = [FileResult(**f) for f in t.user_attrs.get("files", [])]
+            best = {b.key: getattr(best_file(files, b, None), "retention", None) for b in budgets}
+            rows.append({"study": recipe, "rung": s.study_name.rsplit(":", 1)[-1], "number": t.number,
+                         "state": t.state.name, "student": t.user_attrs.get("student"),
+                         "params": t.user_attrs.get("params"), "seconds": t.user_attrs.get("seconds"),
+                         "outcome": t.user_attrs.get("outcome"), "best_retention_per_budget": best,
+                         "start": t.datetime_start.timestamp() if t.datetime_start else None,
+                         "end": t.datetime_complete.timestamp() if t.datetime_complete else None})
+    return rows
+
+
+def trials_per_hour(rows: list[dict]) -> float:
+    done = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
+    span = max(r["end"] for r in done) - min(r["start"] for r in done)
+    return 3600 * len(done) / span
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work", help="folder for the runs (reused); default: a new temporary folder")
+    ap.add_argument("--trials", type=int, default=40)
+    ap.add_argument("--scaling-trials", type=int, default=8)
+    args = ap.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="edgekd-search-"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    from edgekd.bench.targets import all_targets
+    from edgekd.search import write_ladder
+    from edgekd.search.budgets import parse_budgets
+
+    base, rows, default_s = default_run(work)
+    files = default_files(rows)
+    budget_texts = budgets_from(files)
+    budgets = parse_budgets(budget_texts, all_targets())
+    base["teacher"] = {"checkpoint": str((work / "default" / "teacher").resolve()),
+                       "min_accuracy": base["teacher"]["min_accuracy"]}
+    print("budgets:", ", ".join(budget_texts))
+
+    pruned = run_search(work, "pruned", base, {**SEARCH, "pruner": "median"}, budgets, args.trials, 1)
+    unpruned = run_search(work, "unpruned", base, {**SEARCH, "pruner": "none"}, budgets, args.trials, 1)
+    fixed = {**SEARCH, "width": [0.25, 0.25], "depth": [4, 4], "epochs": [6, 6], "pruner": "none"}
+    one = run_search(work, "workers1", base, fixed, budgets, args.scaling_trials, 1)
+    two = run_search(work, "workers2", base, fixed, budgets, args.scaling_trials, 2)
+
+    trows = {r["recipe"]: trial_rows(r["url"], r["recipe"], budgets) for r in (pruned, unpruned, one, two)}
+    def best_of(name, key):
+        return max((r["best_retention_per_budget"][key] or 0 for r in trows[name]), default=0) or None
+
+    best = {name: {b.key: best_of(name, b.key) for b in budgets} for name in ("pruned", "unpruned")}
+    searched = {b.key: max(filter(None, [best["pruned"][b.key], best["unpruned"][b.key]]), default=None)
+                for b in budgets}
+    per_budget = {}
+    for b in budgets:
+        d, s = default_best(files, b), best["pruned"][b.key]
+        per_budget[b.key] = {"default_best_retention": d, "search_best_retention": s,
+                             "search_best_either_study": searched[b.key],
+                             "margin": None if d is None or s is None else round(s - d, 4),
+                             "beats": s is not None and (d is None or s > d)}
+    # a ladder of four budgets per target from the pruned search's trials
+    levels = []
+    for b in budgets:
+        levels += [f"{b.name}={float(f'{b.latency_ms * m:.3g}')}" for m in (0.5, 1.0, 2.0, 4.0)]
+    ladder = write_ladder(work / "pruned", pruned["url"], budgets=parse_budgets(levels, all_targets()),
+                          dest=work / "pruned" / "ladder-levels")
+
+    t_pruned = pruned["summary"]["trials"]["trial_seconds"]
+    t_unpruned = unpruned["summary"]["trials"]["trial_seconds"]
+    saving = 1 - t_pruned / t_unpruned
+    drops = [best["unpruned"][k] - best["pruned"][k] for k in best["pruned"]
+             if best["unpruned"][k] is not None and best["pruned"][k] is not None]
+    speedup = trials_per_hour(trows["workers2"]) / trials_per_hour(trows["workers1"])
+    goals = {
+        "search_beats_default_per_budget": {
+            "value": {k: v["margin"] if v["default_best_retention"] is not None else "default meets none"
+                      for k, v in per_budget.items()},
+            "goal": f"within {args.trials} trials, a student beating the default's best under every budget",
+            "met": all(v["beats"] for v in per_budget.values())},
+        "two_workers_trials_per_hour_ratio": {"value": round(speedup, 3), "goal": 1.6, "met": speedup >= 1.6},
+        "pruning_time_saving": {"value": round(saving, 3), "goal": 0.30, "met": saving >= 0.30},
+        "pruning_best_retention_drop_points": {
+            "value": round(100 * max(drops), 3) if drops else None, "goal": 0.2,
+            "met": bool(drops) and 100 * max(drops) <= 0.2},
+        "ladder_monotone": {"value": ladder["monotone_problems"] or "monotone", "goal": "monotone",
+                            "met": not ladder["monotone_problems"]},
+    }
+    result = {
+        "environment": environment(), "budgets": budget_texts, "search_space": SEARCH,
+        "default_run_s": round(default_s, 1), "default_files": files, "per_budget": per_budget,
+        "studies": {r["recipe"]: {"wall_s": round(r["wall_s"], 1), **r["summary"]["trials"]}
+                    for r in (pruned, unpruned, one, two)},
+        "trials_per_hour": {"1 worker": round(trials_per_hour(trows["workers1"]), 1),
+                            "2 workers": round(trials_per_hour(trows["workers2"]), 1)},
+        "ladder_levels": ladder["rungs"],
+        "rows": [r for name in trows for r in trows[name]],
+        "goals": goals,
+    }
+    write(args.out, result)
+    print_goals(goals)
+
+
+if __name__ == "__main__":
+    main()
