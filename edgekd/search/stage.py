@@ -82,6 +82,8 @@ def search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # edgekd prints one line per trial itself
     out = Path(out)
     quants = check_search(recipe, budgets, max_size_bytes, workers)
+    if storage_url is None:
+        out.mkdir(parents=True, exist_ok=True)  # the default storage lives in the run folder
     url = storage_url or f"sqlite:///{(out / 'study.db').resolve()}"
     key = study_key(recipe, max_size_bytes)
     storage = open_storage(url, heartbeat_s)
