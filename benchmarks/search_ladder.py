@@ -2,7 +2,7 @@
 saving, two workers against one, and the ladder's monotonicity.
 
     python benchmarks/search_ladder.py --out results/search_ladder.json [--work DIR] [--trials 40]
-        [--scaling-trials 8]
+        [--scaling-trials 12]
 
 Steps (each reuses what an earlier run left in --work):
 1. `edgekd run` of the built-in recipe: its teacher, and its two students' files measured here and on
@@ -12,8 +12,9 @@ Steps (each reuses what an earlier run left in --work):
    at the 30x student's fastest file (only the 30x meets it), and the host's TFLite at the 10x student's
    fastest file (both meet it).
 3. The same search twice, `--trials` each, one worker: with the median pruner and without it.
-4. Scaling: a search whose trials all cost the same (fixed width, depth and epochs) on one worker and on
-   two (1 torch thread each), `--scaling-trials` trials each; trials/hour from the storage's timestamps.
+4. Scaling: a search whose trials all cost the same (fixed width, depth and epochs; the host budget
+   alone, so none is prescreened away) on one worker and on two (1 torch thread each),
+   `--scaling-trials` trials each; trials/hour from the storage's timestamps.
 5. The ladder of the pruned search over four budgets per target (edgekd ladder): rungs must be monotone.
 """
 
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import environment, print_goals, write  # noqa: E402
 
 SEARCH = {"archs": ["cnn1d"], "width": [0.05, 0.6], "depth": [2, 5], "temperature": [1.0, 8.0],
-          "alpha": [0.0, 0.5], "lr": [0.001, 0.01], "epochs": [3, 12], "transfer_samples": 20000,
+          "alpha": [0.0, 0.5], "lr": [0.001, 0.01], "epochs": [4, 24], "transfer_samples": 20000,
           "quants": ["fp16", "int8", "dynamic-int8"]}
 TARGETS = ("apple-a17-pro-ane", "arm-cortex-a78", "tflite")  # tflite: the host's interpreter, measured
 
@@ -129,7 +130,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", help="folder for the runs (reused); default: a new temporary folder")
     ap.add_argument("--trials", type=int, default=40)
-    ap.add_argument("--scaling-trials", type=int, default=8)
+    ap.add_argument("--scaling-trials", type=int, default=12)
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="edgekd-search-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -149,8 +150,9 @@ def main() -> None:
     pruned = run_search(work, "pruned", base, {**SEARCH, "pruner": "median"}, budgets, args.trials, 1)
     unpruned = run_search(work, "unpruned", base, {**SEARCH, "pruner": "none"}, budgets, args.trials, 1)
     fixed = {**SEARCH, "width": [0.25, 0.25], "depth": [4, 4], "epochs": [6, 6], "pruner": "none"}
-    one = run_search(work, "workers1", base, fixed, budgets, args.scaling_trials, 1)
-    two = run_search(work, "workers2", base, fixed, budgets, args.scaling_trials, 2)
+    host = [b for b in budgets if b.measured]  # no trial is prescreened away: every one trains
+    one = run_search(work, "workers1", base, fixed, host, args.scaling_trials, 1)
+    two = run_search(work, "workers2", base, fixed, host, args.scaling_trials, 2)
 
     trows = {r["recipe"]: trial_rows(r["url"], r["recipe"], budgets) for r in (pruned, unpruned, one, two)}
     def best_of(name, key):

@@ -237,7 +237,8 @@ class SearchConfig(_Strict):
     transfer_samples: int | None = Field(None, ge=0)
     # export modes a trial tries, in the formats that have them
     quants: list[str] = ["fp16", "int8", "dynamic-int8"]
-    pruner: Literal["median", "none"] = "median"  # stop trials below the median of their rung's at an epoch
+    # stop a trial below the median of its rung's at 1/4, 1/2 or 3/4 of its epochs
+    pruner: Literal["median", "none"] = "median"
     startup_trials: int = Field(5, ge=1)  # random trials per rung before the sampler models the results
     pruner_startup_trials: int = Field(3, ge=1)  # finished trials per rung before any pruning
     validation_samples: int = Field(2000, ge=100)  # fresh unlabeled inputs the pruner's agreement is read on

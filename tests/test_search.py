@@ -207,7 +207,7 @@ def test_search_on_sqlite_writes_a_ladder_resumes_and_redraws(write_recipe, tmp_
     assert len(trials) == 4 and {t.state.name for _, t in trials} <= {"COMPLETE", "PRUNED"}
     ane = [t for name, t in trials if name.endswith("apple-a17-pro-ane=0.0001")]
     assert ane and all(t.user_attrs["outcome"].startswith("over budget before training") for t in ane)
-    assert all(t.user_attrs["constraint"][0] > 0 for t in ane)  # the sampler is told they are infeasible
+    assert all(t.constraints["budget_overshoot"] > 0 for t in ane)  # the sampler is told they are infeasible
     assert not any((out / "trials").glob("apple-a17-pro-ane-0.0001-*"))  # nothing was trained for them
     ladder = _ladder(out)
     by = {x["budget"]: x for x in ladder["rungs"]}

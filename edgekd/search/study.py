@@ -123,12 +123,10 @@ def open_studies(
         # a sampler seed per (recipe seed, rung, worker, trials so far): reproducible for a given history,
         # and two workers or a resumed search never propose the same random trials
         sampler = optuna.samplers.TPESampler(
-            n_startup_trials=space.startup_trials,
-            seed=hash((seed, i, worker, n_before)) % 2**31,
-            constraints_func=lambda ft: ft.user_attrs.get("constraint", [0.0]),
-        )
+            n_startup_trials=space.startup_trials, seed=hash((seed, i, worker, n_before)) % 2**31
+        )  # constrained by each trial's own set_constraint (edgekd.search.trial)
         pruner = (
-            optuna.pruners.MedianPruner(n_startup_trials=space.pruner_startup_trials, n_warmup_steps=1)
+            optuna.pruners.MedianPruner(n_startup_trials=space.pruner_startup_trials)
             if space.pruner == "median"
             else optuna.pruners.NopPruner()
         )

@@ -27,6 +27,9 @@ from edgekd.types import Budget, Checkpoint
 # file's simulated latency (benchmarks/simulator_truth.py), so this leaves room for the converter.
 PRESCREEN_SLACK = 1.2
 PRESCREEN_PRECISIONS = ("fp16", "w8", "int8")
+# the sampler's constraint (Optuna: feasible at <= 0): how far the closest file misses the rung's budget,
+# as a share; a pruned trial sets none and counts as feasible
+CONSTRAINT = "budget_overshoot"
 VALIDATION_SEED = 1_000_003  # the pruner's inputs: drawn apart from the training transfer set (seed 0)
 
 
@@ -56,7 +59,7 @@ class Trainer:
 
 def run_trial(trial, t: Trainer, rung: Budget) -> float:
     """The objective of `rung`'s study: the best retention through a file meeting the rung's budget; the
-    constraint (user attribute) says how far the closest file missed it (0: met)."""
+    trial's constraint says how far the closest file missed it (0: met)."""
     import optuna
 
     t0 = time.perf_counter()
@@ -64,20 +67,28 @@ def run_trial(trial, t: Trainer, rung: Budget) -> float:
     trial.set_user_attr("student", cand.to_dict())
     trial.set_user_attr("seed", t.seed)
     trial.set_user_attr("worker_pid", os.getpid())
-    trial.set_user_attr("constraint", [0.0])  # pruned trials are read as feasible
     predicted = prescreen(cand, t)
     trial.set_user_attr("predicted_ms", predicted)
     if rung.key in predicted and predicted[rung.key] > PRESCREEN_SLACK * rung.latency_ms:
-        trial.set_user_attr("constraint", [predicted[rung.key] / rung.latency_ms - 1])
+        trial.set_constraint(CONSTRAINT, predicted[rung.key] / rung.latency_ms - 1)
         trial.set_user_attr("outcome", "over budget before training (simulated)")
         trial.set_user_attr("files", [])
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
         return 0.0
 
+    reported = set()
+
     def report(epoch: int, model) -> None:
+        # trials of different lengths are compared at the same share of their schedule (a quarter, half,
+        # three quarters: the step is the percentage): under OneCycle a 24-epoch run is still warming up at
+        # epoch 3, when a 4-epoch run is nearly done
+        step = 25 * (4 * epoch // cand.epochs)
+        if step not in (25, 50, 75) or step in reported:
+            return
+        reported.add(step)
         with torch.no_grad():
             top1 = model(torch.from_numpy(t.val_x)).argmax(-1).numpy()
-        trial.report(float((top1 == t.val_teacher_top1).mean()), epoch)
+        trial.report(float((top1 == t.val_teacher_top1).mean()), step)
         if trial.should_prune():
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
             trial.set_user_attr("outcome", f"pruned after epoch {epoch} of {cand.epochs}")
@@ -90,7 +101,7 @@ def run_trial(trial, t: Trainer, rung: Budget) -> float:
     trial.set_user_attr("params", student.params)
     trial.set_user_attr("student_accuracy", student.accuracy)
     trial.set_user_attr("files", [f.to_dict() for f in files])
-    trial.set_user_attr("constraint", [overshoot(files, rung, t.max_size_bytes)])
+    trial.set_constraint(CONSTRAINT, overshoot(files, rung, t.max_size_bytes))
     trial.set_user_attr(
         "outcome", f"meets {rung.key} with {best.artifact}" if best else f"no file meets {rung.key}"
     )
