@@ -31,6 +31,11 @@ SEARCH = {
 }
 
 
+def search_main(capsys, *args):
+    """`edgekd search ARGS` in this process: (exit code, stderr)."""
+    return run_main(["search", *args], capsys)
+
+
 def search_recipe(write_recipe, **search):
     r = tiny_recipe(search={**SEARCH, **search}, export={"parity_samples": 256})
     r["teacher"]["train"]["epochs"] = 4
@@ -132,7 +137,7 @@ def test_ladder_rungs_are_the_best_file_per_budget_across_every_trial_and_monoto
 )
 def test_bad_search_section_exits_2_naming_the_field(write_recipe, tmp_path, capsys, search, says):
     rec = search_recipe(write_recipe, **search)
-    code, err = run_main(["search", rec, "--out", tmp_path / "o", "--budget", "host=1"], capsys)
+    code, err = search_main(capsys, rec, "--out", tmp_path / "o", "--budget", "host=1")
     assert code == 2 and says in err, err
     assert not (tmp_path / "o").exists()
 
@@ -142,37 +147,15 @@ def test_unreachable_storage_names_host_and_port(write_recipe, tmp_path, capsys)
 
     port = free_port()
     rec = search_recipe(write_recipe)
-    code, err = run_main(
-        [
-            "search",
-            rec,
-            "--out",
-            tmp_path / "o",
-            "--budget",
-            "host=1",
-            "--storage",
-            f"postgresql://edgekd@127.0.0.1:{port}/x",
-        ],
-        capsys,
-    )
+    code, err = search_main(capsys, rec, "--out", tmp_path / "o", "--budget", "host=1",
+                            "--storage", f"postgresql://edgekd@127.0.0.1:{port}/x")
     assert code == 2 and f"127.0.0.1:{port}" in err and "start the database server" in err, err
     assert not (tmp_path / "o").exists()
 
 
 def test_too_many_workers_is_refused(write_recipe, tmp_path, capsys):
-    code, err = run_main(
-        [
-            "search",
-            search_recipe(write_recipe),
-            "--out",
-            tmp_path / "o",
-            "--budget",
-            "host=1",
-            "--workers",
-            str((os.cpu_count() or 1) + 1),
-        ],
-        capsys,
-    )
+    code, err = search_main(capsys, search_recipe(write_recipe), "--out", tmp_path / "o",
+                            "--budget", "host=1", "--workers", str((os.cpu_count() or 1) + 1))
     assert code == 2 and "--workers" in err and "CPUs" in err
 
 
@@ -277,19 +260,8 @@ def test_another_recipe_of_the_same_name_in_the_storage_is_refused(postgres, wri
     study = optuna.create_study(storage=url, study_name="edgekd:tiny:host=1", direction="maximize")
     study.set_user_attr("recipe_sha256", "0" * 64)
     study.set_user_attr("max_size_bytes", None)
-    code, err = run_main(
-        [
-            "search",
-            search_recipe(write_recipe),
-            "--out",
-            tmp_path / "o",
-            "--budget",
-            "host=1",
-            "--storage",
-            url,
-        ],
-        capsys,
-    )
+    code, err = search_main(capsys, search_recipe(write_recipe), "--out", tmp_path / "o",
+                            "--budget", "host=1", "--storage", url)
     assert code == 2 and "from another recipe of the same name" in err and "--storage" in err, err
     assert not (tmp_path / "o").exists()
 

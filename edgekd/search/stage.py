@@ -216,9 +216,8 @@ def make_trainer(recipe: Recipe, out: Path, budgets: list[Budget], quants: tuple
     xu = transfer_inputs(data, n_transfer, seed=0, cache_dir=recipe.cache_dir)
     for x in (data.x_train, xu):  # filled once here, read by every trial and worker
         cached_teacher_outputs(teacher_model, teacher.weights_sha256, x, recipe.cache_dir)
-    val_x = np.ascontiguousarray(
-        transfer_inputs(data, s.validation_samples, VALIDATION_SEED, recipe.cache_dir)
-    )
+    # a writable copy in memory (the cached array is a read-only map): read by the pruner every epoch
+    val_x = np.array(transfer_inputs(data, s.validation_samples, VALIDATION_SEED, recipe.cache_dir))
     with torch.no_grad():
         val_top1 = teacher_model(torch.from_numpy(val_x)).argmax(-1).numpy()
     targets = all_targets()
