@@ -253,8 +253,9 @@ def search(
             = 40,
     workers: Annotated[int, typer.Option(help="Local worker processes on the same storage")] = 1,
     storage: StorageOpt = None,
-    heartbeat_s: Annotated[int, typer.Option(
-        help="Seconds between a running trial's heartbeats; a trial silent for twice that is failed")] = 30,
+    heartbeat_s: Annotated[Optional[int], typer.Option(
+        help="Seconds between a running trial's heartbeats; a trial silent for twice that is failed "
+             "(default 30)")] = None,
     report: Annotated[Optional[Path], typer.Option(
         help="Redraw the ladder of the search in this folder from its study, without running trials")] = None,
 ) -> None:
@@ -274,7 +275,8 @@ def search(
     budgets = parse_budgets(budget or [], all_targets())
     with _output_dir(out):
         summary = run_search(r, out, budgets, trials=trials, workers=workers, storage_url=storage,
-                             max_size_bytes=max_size_bytes, heartbeat_s=heartbeat_s,
+                             max_size_bytes=max_size_bytes,
+                             **({"heartbeat_s": heartbeat_s} if heartbeat_s is not None else {}),
                              progress=lambda m: typer.echo(m, err=True))
     _echo_ladder(summary)
 

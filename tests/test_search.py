@@ -223,6 +223,15 @@ def test_search_on_sqlite_writes_a_ladder_resumes_and_redraws(write_recipe, tmp_
     assert r.returncode == 0, r.stderr
     assert _ladder(out)["rungs"] == json.loads((tmp_path / "old-ladder" / "ladder.json").read_text())["rungs"]
     assert sorted(p.name for p in (out / "trials").iterdir()) == before
+    # a study of another recipe under the same name is left out of the ladder, and said so
+    import optuna
+
+    other = optuna.create_study(storage=url, study_name="edgekd:tiny:host=9", direction="maximize")
+    other.set_user_attr("recipe_sha256", "0" * 64)
+    other.set_user_attr("max_size_bytes", None)
+    r = run_cli("search", "--report", out)
+    assert r.returncode == 0, r.stderr
+    assert _ladder(out)["ignored_studies"] == ["edgekd:tiny:host=9 (another recipe of the same name)"]
     # another budget list from the same trials
     r = run_cli("ladder", out, "--budget", "host=0.0001", "--out", tmp_path / "l2")
     assert r.returncode == 0, r.stderr
@@ -252,10 +261,10 @@ def postgres():
     server.stop()
 
 
-def test_another_recipe_of_the_same_name_in_the_storage_is_refused(postgres, write_recipe, tmp_path, capsys):
+def test_another_recipe_of_the_same_name_in_the_storage_is_refused(write_recipe, tmp_path, capsys):
     import optuna
 
-    url = postgres.create_db("other_recipe")
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=url, study_name="edgekd:tiny:host=1", direction="maximize")
     study.set_user_attr("recipe_sha256", "0" * 64)
@@ -264,6 +273,15 @@ def test_another_recipe_of_the_same_name_in_the_storage_is_refused(postgres, wri
                             "--budget", "host=1", "--storage", url)
     assert code == 2 and "from another recipe of the same name" in err and "--storage" in err, err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.heavy
+def test_a_search_no_candidate_fits_keeps_its_study_and_says_so(write_recipe, tmp_path):
+    rec, out = search_recipe(write_recipe), tmp_path / "s"
+    r = run_cli("search", rec, "--out", out, "--budget", "apple-a17-pro-ane=0.0001", "--trials", 2)
+    assert r.returncode == 0, r.stderr
+    assert "no trial meets it" in r.stdout
+    assert (out / "study.db").is_file() and _ladder(out)["rungs"][0]["met"] is False
 
 
 @pytest.mark.heavy
@@ -292,7 +310,7 @@ def test_two_workers_on_postgres_record_every_trial_once_and_survive_a_killed_wo
         "--storage",
         url,
         "--heartbeat-s",
-        "1",
+        "2",
     ]
     proc = subprocess.Popen(
         cmd,
@@ -323,8 +341,14 @@ def test_two_workers_on_postgres_record_every_trial_once_and_survive_a_killed_wo
     assert states[killed] == "FAIL"  # marked failed by heartbeat, not lost, not left running
     assert sum(s in ("COMPLETE", "PRUNED") for s in states.values()) == 6
     assert "RUNNING" not in states.values()
-    # every trial recorded once: numbers unique per study, one folder per trained trial
-    assert len(states) == len(trials)
+    # every trial recorded once and none lost: one folder per trial that trained, none without a trial
+    def folder(n, t):
+        return f"{n.rsplit(':', 1)[-1].replace('=', '-')}-{t.number:03d}"
+
+    folders = {p.name for p in (out / "trials").iterdir()}
+    assert folders <= {folder(n, t) for n, t in trials}
+    assert {folder(n, t) for n, t in trials if t.state.name != "FAIL"
+            and not t.user_attrs["outcome"].startswith("over budget")} <= folders
     # the study resumes where it stopped
     r = run_cli(
         "search",

@@ -145,13 +145,15 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> float:
+def predictions(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Top-1 class ids (N,) of `model` on inputs x (N, ...), in eval mode, a batch at a time."""
     eval_mode(model)
-    hits = 0
-    for i in range(0, len(x), batch_size):
-        pred = model(torch.from_numpy(x[i:i + batch_size])).argmax(-1).numpy()
-        hits += int((pred == y[i:i + batch_size]).sum())
-    return hits / max(1, len(x))
+    return np.concatenate([model(torch.from_numpy(np.asarray(x[i:i + batch_size]))).argmax(-1).numpy()
+                           for i in range(0, len(x), batch_size)] or [np.zeros(0, np.int64)])
+
+
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> float:
+    return float((predictions(model, x, batch_size) == np.asarray(y)).mean()) if len(x) else 0.0
 
 
 def _save_state(path: Path, model, proj, opt, sched, gen, epoch: int, aug_gen) -> None:

@@ -99,10 +99,14 @@ def file_results(rows: list[Measurement], hashes: dict[str, str]) -> list[FileRe
     return list(files.values())
 
 
+def rank(f: FileResult) -> tuple:
+    """How files that meet a budget are ordered: higher retention, then the smaller file."""
+    return (f.retention, -f.size_bytes)
+
+
 def best_file(files: list[FileResult], budget: Budget, max_size_bytes: int | None) -> FileResult | None:
     """The file with the highest retention that meets the budget (ties: the smaller file)."""
-    ok = [f for f in files if f.meets(budget, max_size_bytes)]
-    return max(ok, key=lambda f: (f.retention, -f.size_bytes)) if ok else None
+    return max((f for f in files if f.meets(budget, max_size_bytes)), key=rank, default=None)
 
 
 def overshoot(files: list[FileResult], budget: Budget, max_size_bytes: int | None) -> float:

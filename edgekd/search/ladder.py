@@ -13,8 +13,8 @@ import yaml
 from edgekd.errors import InputError
 from edgekd.fileio import atomic_path, write_json
 from edgekd.report.pareto import pareto_front
-from edgekd.search.budgets import FileResult, best_file
-from edgekd.search.study import PREFIX, describe_url, open_storage
+from edgekd.search.budgets import FileResult, best_file, rank
+from edgekd.search.study import HEARTBEAT_S, PREFIX, describe_url, open_storage
 from edgekd.types import Budget
 
 PLATFORM = {"coreml": "ios", "tflite": "android", "onnx": "onnx"}  # the bundle a rung's file ships as
@@ -46,47 +46,44 @@ class Rung:
     file: FileResult | None
 
 
-def load_records(url: str, recipe_name: str) -> list[TrialRecord]:
-    """Every finished trial of every study of this recipe in the storage."""
+def load_records(url: str, recipe_name: str, recipe_sha256: str | None,
+                 max_size_bytes: int | None) -> tuple[list[TrialRecord], list[str]]:
+    """Every finished trial of every study of this search in the storage: its recipe's name, inputs and
+    size limit. Returns (trials, studies of the same name that were left out, and why)."""
     import optuna
     from optuna.trial import TrialState
 
-    storage = open_storage(url, heartbeat_s=60)
-    records = []
+    storage = open_storage(url, HEARTBEAT_S)
+    records, ignored = [], []
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
         if not s.study_name.startswith(f"{PREFIX}:{recipe_name}:"):
+            continue
+        attrs = s.user_attrs
+        if recipe_sha256 is not None and attrs.get("recipe_sha256") != recipe_sha256:
+            ignored.append(f"{s.study_name} (another recipe of the same name)")
+            continue
+        if attrs.get("max_size_bytes") != max_size_bytes:
+            ignored.append(f"{s.study_name} (max_size_bytes {attrs.get('max_size_bytes')})")
             continue
         study = optuna.load_study(study_name=s.study_name, storage=storage)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
             a = t.user_attrs
-            records.append(
-                TrialRecord(
-                    study=s.study_name,
-                    number=t.number,
-                    state=t.state.name,
-                    student=a.get("student", {}),
-                    seed=a.get("seed", 0),
-                    params=a.get("params"),
-                    files=tuple(FileResult(**f) for f in a.get("files", [])),
-                    seconds=a.get("seconds", 0.0),
-                    outcome=a.get("outcome", ""),
-                )
-            )
-    return records
+            records.append(TrialRecord(
+                study=s.study_name, number=t.number, state=t.state.name, student=a.get("student", {}),
+                seed=a["seed"], params=a.get("params"),
+                files=tuple(FileResult(**f) for f in a.get("files", [])), seconds=a.get("seconds", 0.0),
+                outcome=a.get("outcome", "")))
+    return records, ignored
 
 
 def rungs(records: list[TrialRecord], budgets: list[Budget], max_size_bytes: int | None) -> list[Rung]:
-    """For each budget, the trial file with the best retention that meets it, across all trials."""
+    """For each budget, the trial file with the best retention that meets it, across all trials (every
+    trial was measured on every budget of its search, whichever rung's study ran it)."""
     out = []
     for b in budgets:
-        best: tuple[TrialRecord, FileResult] | None = None
-        for r in records:
-            f = best_file(list(r.files), b, max_size_bytes)
-            if f is not None and (
-                best is None or (f.retention, -f.size_bytes) > (best[1].retention, -best[1].size_bytes)
-            ):
-                best = (r, f)
-        out.append(Rung(b, *(best or (None, None))))
+        found = [(r, f) for r in records if (f := best_file(list(r.files), b, max_size_bytes)) is not None]
+        best = max(found, key=lambda rf: rank(rf[1]), default=(None, None))
+        out.append(Rung(b, *best))
     return out
 
 
@@ -125,15 +122,16 @@ def write_ladder(out: Path, url: str, budgets: list[Budget] | None = None, dest:
     record = read_search(out)
     recipe = record["recipe"]  # as the search dumped it (all fields)
     max_size = record.get("max_size_bytes")
+    explicit = budgets is not None
     budgets = budgets or [Budget(**b) for b in record["budgets"]]
-    records = load_records(url, recipe["name"])
-    measured_on = {w for r in records for f in r.files for w in f.latency_ms}
-    for b in budgets:
-        if records and b.where not in measured_on:
-            raise InputError(
-                f"--budget {b.key}: no trial of this search was measured on {b.where!r} (measured: "
-                f"{', '.join(sorted(measured_on))}); run `edgekd search` with a budget on it"
-            )
+    records, ignored = load_records(url, recipe["name"], record.get("recipe_sha256"), max_size)
+    if explicit:  # budgets the search itself did not name must be on a runner or target it measured
+        measured_on = {w for r in records for f in r.files for w in f.latency_ms}
+        for b in budgets:
+            if b.where not in measured_on:
+                raise InputError(f"--budget {b.key}: no trial of this search was measured on {b.where!r} "
+                                 f"(measured: {', '.join(sorted(measured_on)) or 'nothing yet'}); run "
+                                 "`edgekd search` with a budget on it")
     ladder = rungs(records, budgets, max_size)
     dest = Path(dest or out / "ladder")
     (dest / "rungs").mkdir(parents=True, exist_ok=True)
@@ -150,6 +148,7 @@ def write_ladder(out: Path, url: str, budgets: list[Budget] | None = None, dest:
             "pruned": sum(r.state == "PRUNED" for r in records),
             "trial_seconds": round(sum(r.seconds for r in records), 1),
         },
+        "ignored_studies": ignored,
         "rungs": [_rung_dict(r) for r in ladder],
         "monotone_problems": monotone(ladder),
         "fronts": {

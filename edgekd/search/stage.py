@@ -1,35 +1,60 @@
 """`edgekd search`: the teacher once, then trials on K workers over one storage, then the ladder.
 
-check budgets and storage -> teacher and caches (once, shared by every trial) -> workers -> ladder
+    check budgets and storage -> teacher and caches (once, shared by every trial) -> workers -> ladder
+
+The search reads the recipe as `edgekd.pipeline.run` does (it is an orchestration beside it, and takes the
+pipeline's data and teacher steps); each trial calls the distill, export and bench stages directly.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from edgekd.config import Recipe
+from edgekd.data import Dataset
 from edgekd.errors import CheckFailed, InputError
-from edgekd.fileio import json_sha256, read_json, write_json
-from edgekd.search.study import StudyKey, describe_url, masked_url, open_storage, open_studies, work
+from edgekd.fileio import json_sha256, read_json, sha256_file, write_json
+from edgekd.search.study import (
+    HEARTBEAT_S,
+    StudyKey,
+    describe_url,
+    masked_url,
+    open_storage,
+    open_studies,
+    work,
+)
 from edgekd.types import Budget
 
 SEARCH_FILE = "search.json"
 
 
-def study_key(recipe: Recipe, max_size_bytes: int | None) -> StudyKey:
-    """The recipe's inputs to a trial (not its students, which the search replaces, nor bench/gate)."""
+def study_key(recipe: Recipe, data: Dataset, max_size_bytes: int | None) -> StudyKey:
+    """What makes two searches' trials comparable: the recipe's inputs to a trial (not its students, which
+    the search replaces, nor bench or gate), with files named by their contents, not their paths, so
+    machines that keep the data and teacher in other folders share one study."""
     dump = recipe.model_dump(mode="json")
-    return StudyKey(
-        json_sha256({k: dump[k] for k in ("seed", "data", "teacher", "distill", "export", "search")}),
-        max_size_bytes,
-    )
+    teacher = dict(dump["teacher"])
+    if recipe.teacher.checkpoint is not None:
+        from edgekd.checkpoint import read_checkpoint
+
+        teacher["checkpoint"] = read_checkpoint(recipe.teacher.checkpoint).weights_sha256
+    if recipe.teacher.model is not None:
+        m = recipe.teacher.model
+        teacher["model"] = {**teacher["model"], "weights": m.weights and sha256_file(m.weights),
+                            "program": m.program and sha256_file(m.program)}
+    inputs = {"seed": dump["seed"], "data": {**dump["data"], "path": None},
+              "data_fingerprint": data.fingerprint, "teacher": teacher,
+              **{k: dump[k] for k in ("distill", "export", "search")}}
+    return StudyKey(json_sha256(inputs), max_size_bytes)
 
 
-def check_search(recipe: Recipe, budgets: list[Budget], max_size_bytes: int | None, workers: int) -> tuple:
+def check_search(recipe: Recipe, budgets: list[Budget], max_size_bytes: int | None, workers: int,
+                 heartbeat_s: int) -> tuple:
     """Everything checkable before any output: the search's export modes exist for every budget's format,
     the families exist, the worker count fits the machine. Returns the export modes a trial uses."""
     import os
@@ -45,110 +70,85 @@ def check_search(recipe: Recipe, budgets: list[Budget], max_size_bytes: int | No
     formats = sorted({b.format for b in budgets})
     for f in formats:
         if not any(q in EXPORTERS.get(f).quants for q in s.quants):
-            raise InputError(
-                f"search.quants {s.quants} has no mode of {f} (a budget reads {f} files); add one "
-                f"of: {', '.join(EXPORTERS.get(f).quants)}"
-            )
+            raise InputError(f"search.quants {s.quants} has no mode of {f} (a budget reads {f} files); "
+                             f"add one of: {', '.join(EXPORTERS.get(f).quants)}")
+    if recipe.data.augment is not None:
+        raise InputError("data.augment: the search trains students from cached teacher outputs; remove "
+                         "data.augment for the search (teacher.augment is fine)")
     if max_size_bytes is not None and max_size_bytes <= 0:
         raise InputError("--max-size-bytes must be above 0")
+    if heartbeat_s < 1:
+        raise InputError("--heartbeat-s must be at least 1 (a trial silent for twice that is failed)")
     cpus = os.cpu_count() or 1
     if not 1 <= workers <= cpus:
-        raise InputError(
-            f"--workers {workers}: this machine has {cpus} CPUs; give 1 to {cpus} (more workers "
-            "than CPUs only slows every trial)"
-        )
+        raise InputError(f"--workers {workers}: this machine has {cpus} CPUs; give 1 to {cpus} (more "
+                         "workers than CPUs only slows every trial)")
     return tuple(q for q in s.quants if any(q in EXPORTERS.get(f).quants for f in formats))
 
 
-def search(
-    recipe: Recipe,
-    out: Path,
-    budgets: list[Budget],
-    *,
-    trials: int,
-    workers: int = 1,
-    storage_url: str | None = None,
-    max_size_bytes: int | None = None,
-    heartbeat_s: int = 30,
-    progress=print,
-) -> dict:
+def search(recipe: Recipe, out: Path, budgets: list[Budget], *, trials: int, workers: int = 1,
+           storage_url: str | None = None, max_size_bytes: int | None = None, heartbeat_s: int = HEARTBEAT_S,
+           progress=print) -> dict:
     """Run (or resume) the search until its studies hold `trials` finished trials; write the ladder."""
     import optuna
 
+    from edgekd import pipeline
     from edgekd.search.ladder import write_ladder
 
     if trials < 1:
         raise InputError("--trials must be at least 1")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # edgekd prints one line per trial itself
     out = Path(out)
-    quants = check_search(recipe, budgets, max_size_bytes, workers)
+    quants = check_search(recipe, budgets, max_size_bytes, workers, heartbeat_s)
+    data = pipeline.load_data(recipe)
+    key = study_key(recipe, data, max_size_bytes)
     if storage_url is None:
         out.mkdir(parents=True, exist_ok=True)  # the default storage lives in the run folder
     url = storage_url or f"sqlite:///{(out / 'study.db').resolve()}"
-    key = study_key(recipe, max_size_bytes)
     storage = open_storage(url, heartbeat_s)
     open_studies(storage, recipe.name, budgets, key, space=recipe.search, seed=recipe.seed)  # refuses others
-    trainer = make_trainer(recipe, out, budgets, quants, max_size_bytes)  # the teacher and caches, once
-    write_json(
-        out / SEARCH_FILE,
-        {
-            "recipe": recipe.model_dump(mode="json"),
-            "storage": masked_url(storage_url),
-            "budgets": [b.__dict__ for b in budgets],
-            "max_size_bytes": max_size_bytes,
-            "trials": trials,
-            "quants": list(quants),
-        },
-    )
+    trainer = make_trainer(recipe, data, out, budgets, quants, max_size_bytes)  # the teacher, once
+    write_json(out / SEARCH_FILE, {
+        "recipe": recipe.model_dump(mode="json"), "recipe_sha256": key.recipe_sha256,
+        "storage": masked_url(storage_url), "budgets": [b.__dict__ for b in budgets],
+        "max_size_bytes": max_size_bytes, "trials": trials, "quants": list(quants)})
     job = _Job(recipe, out, tuple(budgets), quants, max_size_bytes, url, heartbeat_s, trials)
-    progress(
-        f"search: {trials} trials over {len(budgets)} budget(s) on {workers} worker(s); "
-        f"storage {describe_url(url)}"
-    )
+    progress(f"search: {trials} trials over {len(budgets)} budget(s) on {workers} worker(s); "
+             f"storage {describe_url(url)}")
     if workers == 1:
         job.run(0, trainer, progress)
     else:
         _spawn(job, workers, progress)
-    return write_ladder(out, url, budgets=budgets)
+    return write_ladder(out, url)
 
 
+@dataclass(frozen=True)
 class _Job:
     """What a worker process needs to rebuild the search (picklable for `spawn`)."""
 
-    def __init__(self, recipe, out, budgets, quants, max_size_bytes, url, heartbeat_s, trials):
-        self.recipe, self.out, self.budgets, self.quants = recipe, out, budgets, quants
-        self.max_size_bytes, self.url, self.heartbeat_s, self.trials = (
-            max_size_bytes,
-            url,
-            heartbeat_s,
-            trials,
-        )
+    recipe: Recipe
+    out: Path
+    budgets: tuple[Budget, ...]
+    quants: tuple[str, ...]
+    max_size_bytes: int | None
+    url: str
+    heartbeat_s: int
+    trials: int
 
     def run(self, worker: int, trainer=None, progress=print) -> int:
+        from edgekd import pipeline
         from edgekd.search.trial import run_trial
 
         torch.set_num_threads(self.recipe.threads)
-        trainer = trainer or make_trainer(
-            self.recipe, self.out, list(self.budgets), self.quants, self.max_size_bytes
-        )
-        storage = open_storage(self.url, self.heartbeat_s)
-        studies = open_studies(
-            storage,
-            self.recipe.name,
-            list(self.budgets),
-            study_key(self.recipe, self.max_size_bytes),
-            space=self.recipe.search,
-            seed=self.recipe.seed,
-            worker=worker,
-        )
-        return work(
-            studies,
-            list(self.budgets),
-            lambda trial, rung: run_trial(trial, trainer, rung),
-            self.trials,
-            self.heartbeat_s,
-            progress=progress,
-        )
+        budgets = list(self.budgets)
+        data = trainer.data if trainer is not None else pipeline.load_data(self.recipe)
+        trainer = trainer or make_trainer(self.recipe, data, self.out, budgets, self.quants,
+                                          self.max_size_bytes)
+        studies = open_studies(open_storage(self.url, self.heartbeat_s), self.recipe.name, budgets,
+                               study_key(self.recipe, data, self.max_size_bytes), space=self.recipe.search,
+                               seed=self.recipe.seed, worker=worker)
+        return work(studies, budgets, lambda trial, rung: run_trial(trial, trainer, rung), self.trials,
+                    self.heartbeat_s, progress=progress)
 
 
 def _worker_main(job: _Job, worker: int) -> None:
@@ -165,9 +165,8 @@ def _spawn(job: _Job, workers: int, progress) -> None:
     """K worker processes on the same storage (spawned: no forked torch state). A worker that dies does not
     stop the others: its trial is failed by heartbeat and the rest of the study goes on."""
     ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_worker_main, args=(job, w), name=f"edgekd-search-{w}") for w in range(workers)
-    ]
+    procs = [ctx.Process(target=_worker_main, args=(job, w), name=f"edgekd-search-{w}")
+             for w in range(workers)]
     for p in procs:
         p.start()
     try:
@@ -182,33 +181,25 @@ def _spawn(job: _Job, workers: int, progress) -> None:
     dead = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
     for name, code in dead:
         why = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
-        progress(
-            f"search: {name} {why}; its running trial is marked failed once its heartbeat is stale, "
-            "and the other workers went on"
-        )
+        progress(f"search: {name} {why}; its running trial is marked failed once its heartbeat is stale, "
+                 "and the other workers went on")
     if len(dead) == workers:
-        raise CheckFailed(
-            "every search worker stopped early (see their messages above); the study keeps the "
-            "trials that finished: run the same command again to resume"
-        )
+        raise CheckFailed("every search worker stopped early (see their messages above); the study keeps "
+                          "the trials that finished: run the same command again to resume")
 
 
-def make_trainer(recipe: Recipe, out: Path, budgets: list[Budget], quants: tuple, max_size_bytes: int | None):
+def make_trainer(recipe: Recipe, data: Dataset, out: Path, budgets: list[Budget], quants: tuple,
+                 max_size_bytes: int | None):
     """The teacher (trained once in `out`, or the recipe's checkpoint), the transfer set and its cached
     teacher outputs, and the pruner's validation inputs: what every trial shares."""
     from edgekd import pipeline
     from edgekd.bench.targets import all_targets
     from edgekd.distill.cache import cached_teacher_outputs
     from edgekd.distill.stage import transfer_inputs
+    from edgekd.distill.train import predictions
     from edgekd.search.trial import VALIDATION_SEED, Trainer
 
     torch.set_num_threads(recipe.threads)
-    if recipe.data.augment is not None:
-        raise InputError(
-            "data.augment: the search trains students from cached teacher outputs; remove "
-            "data.augment for the search (teacher.augment is fine)"
-        )
-    data = pipeline.load_data(recipe)
     teacher, teacher_model = pipeline.teacher_stage(recipe, data, out)
     s, d = recipe.search, recipe.distill
     n_transfer = recipe.data.transfer_samples if s.transfer_samples is None else s.transfer_samples
@@ -218,31 +209,14 @@ def make_trainer(recipe: Recipe, out: Path, budgets: list[Budget], quants: tuple
         cached_teacher_outputs(teacher_model, teacher.weights_sha256, x, recipe.cache_dir)
     # a writable copy in memory (the cached array is a read-only map): read by the pruner every epoch
     val_x = np.array(transfer_inputs(data, s.validation_samples, VALIDATION_SEED, recipe.cache_dir))
-    with torch.no_grad():
-        val_top1 = teacher_model(torch.from_numpy(val_x)).argmax(-1).numpy()
     targets = all_targets()
-    sim = tuple(targets[b.where] for b in budgets if not b.measured)
-    export = recipe.export.model_dump()
     return Trainer(
-        data=data,
-        teacher=teacher,
-        teacher_model=teacher_model,
-        out=Path(out),
-        seed=recipe.seed,
-        transfer_samples=n_transfer,
-        use_transfer=d.use_transfer,
-        cache_dir=recipe.cache_dir,
-        batch_size=d.train.batch_size,
-        weight_decay=d.train.weight_decay,
-        space=s,
-        export=export,
-        quants=quants,
-        targets=sim,
-        budgets=tuple(budgets),
-        max_size_bytes=max_size_bytes,
-        val_x=val_x,
-        val_teacher_top1=val_top1,
-    )
+        data=data, teacher=teacher, teacher_model=teacher_model, out=Path(out), seed=recipe.seed,
+        transfer_samples=n_transfer, use_transfer=d.use_transfer, cache_dir=recipe.cache_dir,
+        batch_size=d.train.batch_size, weight_decay=d.train.weight_decay, hint_weight=d.hint_weight,
+        cosine_weight=d.cosine_weight, space=s, export=recipe.export.model_dump(), quants=quants,
+        targets=tuple(targets[b.where] for b in budgets if not b.measured), budgets=tuple(budgets),
+        max_size_bytes=max_size_bytes, val_x=val_x, val_teacher_top1=predictions(teacher_model, val_x))
 
 
 def read_search(out: Path) -> dict:

@@ -14,10 +14,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from edgekd.errors import CheckFailed, InputError, TrainingError
+from edgekd.errors import CheckFailed, InputError
 from edgekd.types import Budget
 
 PREFIX = "edgekd"
+HEARTBEAT_S = 30  # a running trial's heartbeat period; one silent for twice that is failed
 
 
 def study_name(recipe_name: str, budget: Budget) -> str:
@@ -120,13 +121,15 @@ def open_studies(
         elif not create:
             raise InputError(f"no study {name!r} in {describe_url(storage.url)}; run `edgekd search` first")
         n_before = len(existing.trials) if existing is not None else 0
-        # a sampler seed per (recipe seed, rung, worker, trials so far): reproducible for a given history,
-        # and two workers or a resumed search never propose the same random trials
+        # constrained by each trial's own set_constraint (edgekd.search.trial)
         sampler = optuna.samplers.TPESampler(
-            n_startup_trials=space.startup_trials, seed=hash((seed, i, worker, n_before)) % 2**31
-        )  # constrained by each trial's own set_constraint (edgekd.search.trial)
+            n_startup_trials=space.startup_trials, seed=sampler_seed(seed, i, worker, n_before)
+        )
+        # n_min_trials: the median is taken over trials that reported at that point, never over trials
+        # the simulator screened out (complete, with nothing reported)
+        k = space.pruner_startup_trials
         pruner = (
-            optuna.pruners.MedianPruner(n_startup_trials=space.pruner_startup_trials)
+            optuna.pruners.MedianPruner(n_startup_trials=k, n_min_trials=k)
             if space.pruner == "median"
             else optuna.pruners.NopPruner()
         )
@@ -144,6 +147,16 @@ def open_studies(
             study.set_user_attr("budget", b.__dict__)
         studies.append(study)
     return studies
+
+
+def sampler_seed(seed: int, rung: int, worker: int, trials_before: int) -> int:
+    """A sampler seed per (recipe seed, rung, machine, worker, trials so far): reproducible for a given
+    history on a given machine, while two workers, two machines or a resumed search never draw the same
+    random trials."""
+    import socket
+    import zlib
+
+    return zlib.crc32(repr((seed, rung, socket.gethostname(), worker, trials_before)).encode())
 
 
 def _existing(storage, name: str):
@@ -197,7 +210,11 @@ def work(
 ) -> int:
     """Run trials until the studies together hold `n_trials` finished ones (complete or pruned); each
     next trial goes to the rung with the fewest. A trial of a dead worker is failed once its heartbeat is
-    stale, and does not count. Returns the trials this worker ran."""
+    stale, and does not count. With K workers the studies may end with up to K - 1 trials more than asked
+    (each checks the count before it starts one). A trial that raises is recorded as failed with its
+    error and the search goes on, unless `max_failures` fail in a row. Returns the trials this worker ran."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
     ran, failures_in_row = 0, 0
     while True:
         tally = [counts(s) for s in studies]
@@ -208,23 +225,45 @@ def work(
             time.sleep(max(1, heartbeat_s / 2))
             continue
         i = min(range(len(studies)), key=lambda j: sum(tally[j]))
-        before = len(studies[i].trials)
-        studies[i].optimize(
-            lambda trial: objective(trial, budgets[i]),
-            n_trials=1,
-            catch=(TrainingError, CheckFailed),
-            gc_after_trial=False,
-        )
-        trial = studies[i].trials[before] if len(studies[i].trials) > before else None
+        mine = []  # this worker's trial (another worker's may land in the study meanwhile)
+        try:
+            studies[i].optimize(
+                _recording_errors(objective, budgets[i]),
+                n_trials=1,
+                catch=(Exception,),
+                callbacks=[lambda study, frozen: mine.append(frozen)],
+                gc_after_trial=False,
+            )
+        except UpdateFinishedTrialError:
+            # this trial's heartbeat went stale (a stalled write) and another worker failed it meanwhile
+            progress(f"a trial on {budgets[i].key} was failed by another worker (its heartbeat went "
+                     f"stale); raise --heartbeat-s if this repeats")
         ran += 1
-        if trial is not None:
-            progress(_line(trial, budgets[i], finished + 1, n_trials))
-        failures_in_row = failures_in_row + 1 if trial is not None and trial.state.name == "FAIL" else 0
+        if mine:
+            progress(_line(mine[0], budgets[i], sum(counts(s)[0] for s in studies), n_trials))
+        failed = not mine or mine[0].state.name == "FAIL"
+        failures_in_row = failures_in_row + 1 if failed else 0
         if failures_in_row >= max_failures:
             raise CheckFailed(
-                f"{max_failures} trials in a row failed (the last on {budgets[i].key}); see the "
-                "log above, and narrow the search ranges (e.g. a lower lr)"
+                f"{max_failures} trials in a row failed (the last on {budgets[i].key}); see their errors "
+                "above, and narrow the search ranges (e.g. a lower lr)"
             )
+
+
+def _recording_errors(objective, budget: Budget):
+    """The objective for one rung; an error it raises is kept on the trial (user attribute `error`)."""
+    import optuna
+
+    def run(trial):
+        try:
+            return objective(trial, budget)
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+            raise
+
+    return run
 
 
 @contextmanager
@@ -248,7 +287,9 @@ def _line(trial, budget: Budget, n: int, total: int) -> str:
         if s
         else ""
     )
-    if trial.state.name == "PRUNED":
+    if trial.state.name == "FAIL":
+        value = f" ({trial.user_attrs.get('error', 'failed').splitlines()[0][:160]})"
+    elif trial.state.name == "PRUNED":
         steps = trial.intermediate_values
         value = f" (teacher agreement {steps[max(steps)]:.3f})" if steps else ""
     else:

@@ -18,6 +18,8 @@ import torch
 
 from edgekd.bench.targets import Target
 from edgekd.data import Dataset
+from edgekd.distill.train import predictions
+from edgekd.metrics import top1_agreement
 from edgekd.search.budgets import FileResult, best_file, file_results, overshoot
 from edgekd.search.space import Candidate, sample
 from edgekd.types import Budget, Checkpoint
@@ -47,6 +49,8 @@ class Trainer:
     cache_dir: Path | None
     batch_size: int
     weight_decay: float
+    hint_weight: float  # the recipe's distill.hint_weight / cosine_weight, as `edgekd run` would use them
+    cosine_weight: float
     space: object  # the recipe's SearchConfig: the ranges candidates are drawn from
     export: dict  # export_checkpoint's settings (the recipe's export section)
     quants: tuple[str, ...]  # the search's export modes that the budgets' formats have
@@ -86,9 +90,7 @@ def run_trial(trial, t: Trainer, rung: Budget) -> float:
         if step not in (25, 50, 75) or step in reported:
             return
         reported.add(step)
-        with torch.no_grad():
-            top1 = model(torch.from_numpy(t.val_x)).argmax(-1).numpy()
-        trial.report(float((top1 == t.val_teacher_top1).mean()), step)
+        trial.report(top1_agreement(predictions(model, t.val_x), t.val_teacher_top1), step)
         if trial.should_prune():
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
             trial.set_user_attr("outcome", f"pruned after epoch {epoch} of {cand.epochs}")
@@ -102,9 +104,8 @@ def run_trial(trial, t: Trainer, rung: Budget) -> float:
     trial.set_user_attr("student_accuracy", student.accuracy)
     trial.set_user_attr("files", [f.to_dict() for f in files])
     trial.set_constraint(CONSTRAINT, overshoot(files, rung, t.max_size_bytes))
-    trial.set_user_attr(
-        "outcome", f"meets {rung.key} with {best.artifact}" if best else f"no file meets {rung.key}"
-    )
+    trial.set_user_attr("outcome", f"meets {rung.key} with {best.artifact}" if best else
+                        f"no file meets {rung.key}")
     trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
     retained = [f.retention for f in files if f.retention is not None]
     return best.retention if best else (max(retained) if retained else 0.0)
@@ -131,25 +132,11 @@ def _distill(cand: Candidate, t: Trainer, dest: Path, on_epoch):
     from edgekd.distill import distill_student
 
     return distill_student(
-        t.data,
-        t.teacher,
-        t.teacher_model,
-        dest,
-        name="student",
-        spec=cand.spec,
-        method="kd",
-        temperature=cand.temperature,
-        alpha=cand.alpha,
-        transfer_samples=t.transfer_samples,
-        use_transfer=t.use_transfer,
-        cache_dir=t.cache_dir,
-        seed=t.seed,
-        epochs=cand.epochs,
-        batch_size=t.batch_size,
-        lr=cand.lr,
-        weight_decay=t.weight_decay,
-        on_epoch=on_epoch,
-    )
+        t.data, t.teacher, t.teacher_model, dest, name="student", spec=cand.spec, method="kd",
+        temperature=cand.temperature, alpha=cand.alpha, hint_weight=t.hint_weight,
+        cosine_weight=t.cosine_weight, transfer_samples=t.transfer_samples, use_transfer=t.use_transfer,
+        cache_dir=t.cache_dir, seed=t.seed, epochs=cand.epochs, batch_size=t.batch_size, lr=cand.lr,
+        weight_decay=t.weight_decay, on_epoch=on_epoch)
 
 
 def _export_and_bench(student, t: Trainer, dest: Path) -> list[FileResult]:
@@ -162,18 +149,13 @@ def _export_and_bench(student, t: Trainer, dest: Path) -> list[FileResult]:
 
     formats = sorted({b.format for b in t.budgets})
     try:
-        export_checkpoint(
-            student.checkpoint,
-            dest / "export",
-            **{**t.export, "formats": formats, "quants": list(t.quants)},
-            data=t.data,
-            threads=1,
-        )
+        export_checkpoint(student.checkpoint, dest / "export", **{**t.export, "formats": formats,
+                                                                  "quants": list(t.quants)},
+                          data=t.data, threads=1)
     except ExportMisses:
         pass  # the kept files are listed in artifacts.json; a trial ranks what it could ship
     manifest = dest / "export" / "artifacts.json"
     hashes = {a["path"]: a["sha256"] for a in load_artifacts(manifest)["artifacts"]}
-    bench = bench_artifacts(
-        manifest, dest / "bench", targets=list(t.targets), data=t.data, threads=1, include_source=False
-    )
+    bench = bench_artifacts(manifest, dest / "bench", targets=list(t.targets), data=t.data, threads=1,
+                            include_source=False)
     return file_results([Measurement.from_dict(r) for r in bench["rows"]], hashes)
