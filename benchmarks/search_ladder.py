@@ -168,6 +168,11 @@ def main() -> None:
                              "search_best_either_study": searched[b.key],
                              "margin": None if d is None or s is None else round(s - d, 4),
                              "beats": s is not None and (d is None or s > d)}
+    # what each rung's own study found (without the ladder's ranking of every trial for every budget)
+    for b in budgets:
+        own = [r["best_retention_per_budget"][b.key] for r in trows["pruned"]
+               if r["rung"] == b.key and r["best_retention_per_budget"][b.key] is not None]
+        per_budget[b.key]["own_study_best_retention"] = max(own, default=None)
     # a ladder of four budgets per target from the pruned search's trials
     levels = []
     for b in budgets:
