@@ -112,6 +112,13 @@ def test_the_fit_recovers_a_known_profile_and_predicts_networks_it_did_not_see(t
     row = next(r for r in res.rows if r["network"] == "resnet18" and r["precision"] == "int8")
     predicted = simulate(export_ops(*build("resnet18"), "int8"), prof).latency_ms
     assert predicted == pytest.approx(row["fitted_ms"], rel=1e-3)
+    # fitted again, it starts where the first fit started, not from figures that saw every network: the
+    # held-out predictions are the first fit's
+    assert prof.calibration.start == res.profile["calibration"]["start"]
+    again = calibrate(prof, tmp_path / "rows.csv")
+    assert again.profile["calibration"]["start"] == pytest.approx(prof.calibration.start, rel=1e-3)
+    held_out_again = [r["held_out_ms"] for r in again.rows]
+    assert held_out_again == pytest.approx([r["held_out_ms"] for r in res.rows], rel=0.02)
 
 
 @pytest.mark.heavy

@@ -224,6 +224,33 @@ def initial_theta(target: Target) -> np.ndarray:
     return np.log([start[k] for k in PARAMS])
 
 
+def start_theta(target: Target) -> np.ndarray:
+    """Where the fits start: the figures a fitted profile records it started from (its datasheet's), else
+    the profile's own (a profile never fitted). Starting a refit from fitted values would leak: they saw
+    every network, including the one each held-out fit leaves out."""
+    start = target.calibration.start
+    if start is None:
+        return initial_theta(target)
+    missing = [k for k in (*(k for k in PARAMS if k != "rate:fp16"), "peak_fp16_gops") if k not in start]
+    if missing:
+        raise InputError(f"profile {target.name!r}: calibration.start lacks {missing[0]!r}; restore the "
+                         "profile's calibration block, or remove `start` (a refit then starts from the "
+                         "fitted figures)")
+    # the fit scales the unit's own fp16 peak: the datasheet's peak as a share of the current one
+    acc = accelerator_of(target)
+    current = acc.peak_gops.get("fp16", max(acc.peak_gops.values()))
+    return np.log([start["peak_fp16_gops"] / current if k == "rate:fp16" else start[k] for k in PARAMS])
+
+
+def start_figures(target: Target, theta0: np.ndarray) -> dict[str, float]:
+    """theta0 as the calibration block records it: the fp16 peak in Gop/s instead of a share of it."""
+    acc = accelerator_of(target)
+    current = acc.peak_gops.get("fp16", max(acc.peak_gops.values()))
+    p = dict(zip(PARAMS, np.exp(theta0)))
+    fp16 = p.pop("rate:fp16") * current
+    return {"peak_fp16_gops": _sig(fp16), **{k: _sig(v) for k, v in p.items()}}
+
+
 def fit(packed: Packed, published_ms: np.ndarray, theta0: np.ndarray) -> np.ndarray:
     """Least squares on log(predicted / published), robust to a few odd rows (soft L1)."""
     from scipy.optimize import least_squares
@@ -296,7 +323,7 @@ def calibrate(target: Target, csv_path: Path, progress=lambda m: None, cache: di
     t0 = time.perf_counter()
     published = np.array([r.latency_ms for r in rows])
     packed = Packed(ops, target)
-    theta0 = initial_theta(target)
+    theta0 = start_theta(target)
     theta = fit(packed, published, theta0)
     fitted = packed.predict_ms(theta)
     networks = sorted({r.network for r in rows})
@@ -313,7 +340,8 @@ def calibrate(target: Target, csv_path: Path, progress=lambda m: None, cache: di
                    "source": f"{Path(csv_path).name}: roofline parameters fitted by edgekd calibrate "
                              "(least squares on log latency); band from leave-one-network-out",
                    "error_band": [round(band[0], 3), round(band[1], 3)],
-                   "median_abs_error": round(float(np.median(np.abs(held_out / published - 1))), 3)}
+                   "median_abs_error": round(float(np.median(np.abs(held_out / published - 1))), 3),
+                   "start": start_figures(target, theta0)}
     out_rows = [{"row_id": r.row_id, "network": r.network, "variant": r.variant,
                  "input_shape": list(r.input_shape), "precision": r.precision,
                  "runtime": r.runtime, "published_ms": r.latency_ms, "fitted_ms": round(float(f), 4),

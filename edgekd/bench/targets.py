@@ -62,6 +62,9 @@ class Calibration(BaseModel):
     error_band: tuple[float, float] | None = None
     median_abs_error: float | None = None
     host_cpu: str | None = None  # a host profile: the CPU model it was measured on
+    # the figures every fit started from (the datasheet's, before any fit), so a profile fitted again
+    # starts its held-out fits from them and not from values that saw the held-out network
+    start: dict[str, float] | None = None
     fitted_at: str | None = None  # when (UTC, ISO 8601)
 
     @property
