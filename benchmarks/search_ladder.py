@@ -33,7 +33,8 @@ from _common import environment, print_goals, write  # noqa: E402
 
 SEARCH = {"archs": ["cnn1d"], "width": [0.05, 0.6], "depth": [2, 5], "temperature": [1.0, 8.0],
           "alpha": [0.0, 0.5], "lr": [0.001, 0.01], "epochs": [4, 24], "transfer_samples": 20000,
-          "quants": ["fp16", "int8", "dynamic-int8"]}
+          # the modes that set latency (palettes change size, not speed, and no budget here is on size)
+          "quants": ["fp32", "fp16", "int8", "dynamic-int8", "full-int8"]}
 TARGETS = ("apple-a17-pro-ane", "arm-cortex-a78", "tflite")  # tflite: the host's interpreter, measured
 
 

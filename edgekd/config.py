@@ -235,8 +235,10 @@ class SearchConfig(_Strict):
     epochs: tuple[PositiveInt, PositiveInt] = (3, 12)
     # teacher-labelled inputs a trial trains on (a cheaper proxy than the full run's); None: data's own
     transfer_samples: int | None = Field(None, ge=0)
-    # export modes a trial tries, in the formats that have them
-    quants: list[str] = ["fp16", "int8", "dynamic-int8"]
+    # export modes a trial tries, in the formats that have them; None: every mode of the budgets' formats
+    # (the fastest file is often not the obvious one: fp32 Core ML runs a tiny net on the CPU faster than
+    # the Neural Engine, full-int8 is TFLite's fastest on a CPU)
+    quants: list[str] | None = None
     # stop a trial below the median of its rung's at 1/4, 1/2 or 3/4 of its epochs
     pruner: Literal["median", "none"] = "median"
     startup_trials: int = Field(5, ge=1)  # random trials per rung before the sampler models the results
@@ -260,7 +262,7 @@ class SearchConfig(_Strict):
     @field_validator("archs", "quants")
     @classmethod
     def _nonempty(cls, v):
-        if not v:
+        if v is not None and not v:
             raise ValueError("empty list: name at least one")
         return v
 
