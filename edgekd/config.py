@@ -239,10 +239,11 @@ class SearchConfig(_Strict):
     # (the fastest file is often not the obvious one: fp32 Core ML runs a tiny net on the CPU faster than
     # the Neural Engine, full-int8 is TFLite's fastest on a CPU)
     quants: list[str] | None = None
-    # stop a trial below the median of its rung's at 1/4, 1/2 or 3/4 of its epochs
+    # stop a trial below the median of its rung's trials that met the budget, at 1/4, 1/2 or 3/4 of its epochs
     pruner: Literal["median", "none"] = "median"
     startup_trials: int = Field(5, ge=1)  # random trials per rung before the sampler models the results
-    pruner_startup_trials: int = Field(3, ge=1)  # finished trials per rung before any pruning
+    # trials of a rung that met its budget, before any of the rung's trials is pruned
+    pruner_startup_trials: int = Field(3, ge=1)
     validation_samples: int = Field(2000, ge=100)  # fresh unlabeled inputs the pruner's agreement is read on
 
     @field_validator("width", "depth", "temperature", "alpha", "lr", "epochs")

@@ -366,3 +366,34 @@ def test_two_workers_on_postgres_record_every_trial_once_and_survive_a_killed_wo
     )
     assert r.returncode == 0, r.stderr
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for _, t in _trials(url)) == 7
+
+
+def test_pruner_compares_only_with_trials_that_met_the_budget():
+    import optuna
+
+    from edgekd.search.pruner import FeasibleMedianPruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=FeasibleMedianPruner(n_min_trials=3))
+
+    def finished(agreement, overshoot):
+        t = study.ask()
+        t.report(agreement, 25)
+        t.set_constraint("budget_overshoot", overshoot)
+        study.tell(t, agreement)
+
+    for _ in range(4):
+        finished(0.99, 0.5)  # too large for the budget: high agreement early, then misses it
+    for _ in range(2):
+        finished(0.90, 0.0)
+    t = study.ask()
+    t.report(0.80, 25)
+    assert not t.should_prune()  # two trials met the budget: not enough to judge by
+    study.tell(t, 0.8)
+    finished(0.90, 0.0)
+    low, mid = study.ask(), study.ask()
+    low.report(0.85, 25)
+    mid.report(0.93, 25)
+    assert low.should_prune()
+    assert not mid.should_prune()  # Optuna's MedianPruner stops it: the median over all is 0.945
+    assert optuna.pruners.MedianPruner().prune(study, study._storage.get_trial(mid._trial_id))

@@ -2,8 +2,9 @@
 any SQLAlchemy URL, e.g. PostgreSQL, that many workers on many machines share).
 
 One study per budget (a rung): its sampler learns where that budget's best student lies and its pruner
-compares a trial only with trials of the same rung (a small student is not stopped for trailing a
-large one). Every trial is measured on every budget, so the ladder ranks all of them for each rung.
+compares a trial only with trials of the same rung that met the budget (a small student is not stopped
+for trailing a large one that cannot ship). Every trial is measured on every budget, so the ladder ranks
+all of them for each rung.
 Workers claim trials until the studies together hold the number asked for; a worker that dies leaves a
 trial whose heartbeat stops, and the next worker to look marks it failed and runs another.
 """
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from edgekd.errors import CheckFailed, InputError
+from edgekd.search.pruner import FeasibleMedianPruner
 from edgekd.types import Budget
 
 PREFIX = "edgekd"
@@ -125,14 +127,8 @@ def open_studies(
         sampler = optuna.samplers.TPESampler(
             n_startup_trials=space.startup_trials, seed=sampler_seed(seed, i, worker, n_before)
         )
-        # n_min_trials: the median is taken over trials that reported at that point, never over trials
-        # the simulator screened out (complete, with nothing reported)
-        k = space.pruner_startup_trials
-        pruner = (
-            optuna.pruners.MedianPruner(n_startup_trials=k, n_min_trials=k)
-            if space.pruner == "median"
-            else optuna.pruners.NopPruner()
-        )
+        pruner = (FeasibleMedianPruner(n_min_trials=space.pruner_startup_trials) if space.pruner == "median"
+                  else optuna.pruners.NopPruner())
         study = optuna.create_study(
             storage=storage,
             study_name=name,
