@@ -11,7 +11,9 @@ Steps (each reuses what an earlier run left in --work):
    the A17 Pro Neural Engine at 0.7x the fastest default file (no default student meets it), a Cortex-A78
    at the 30x student's fastest file (only the 30x meets it), and the host's TFLite at the 10x student's
    fastest file (both meet it).
-3. The same search twice, `--trials` each, one worker: with the median pruner and without it.
+3. The same search twice, `--trials` each, one worker: without the pruner, then with it on the same
+   candidates (the first search's, queued rung by rung in their order), so the two differ only in what
+   the pruner stops.
 4. Scaling: a search whose trials all cost the same (fixed width, depth and epochs; the host budget
    alone, so none is prescreened away) on one worker and on two (1 torch thread each),
    `--scaling-trials` trials each; trials/hour from the storage's timestamps.
@@ -99,6 +101,30 @@ def run_search(work: Path, name: str, base: dict, search: dict, budgets, trials:
             "url": f"sqlite:///{work / name / 'study.db'}"}
 
 
+def replay(work: Path, name: str, base: dict, search: dict, budgets, source_url: str, source: str) -> None:
+    """Queue the source search's candidates, rung by rung in their order, into this search's studies: the
+    two searches then train the same students, and differ only in what this one's pruner stops."""
+    import optuna
+
+    from edgekd import pipeline
+    from edgekd.config import load_recipe
+    from edgekd.search.stage import study_key
+    from edgekd.search.study import HEARTBEAT_S, open_storage, open_studies, study_name
+
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**base, "name": name, "search": search}))
+    recipe, _ = load_recipe(path)
+    (work / name).mkdir(parents=True, exist_ok=True)
+    storage = open_storage(f"sqlite:///{work / name / 'study.db'}", HEARTBEAT_S)
+    studies = open_studies(storage, name, budgets, study_key(recipe, pipeline.load_data(recipe), None),
+                           space=recipe.search, seed=recipe.seed)
+    for b, study in zip(budgets, studies):
+        if study.trials:
+            continue  # queued (or run) before
+        for t in optuna.load_study(study_name=study_name(source, b), storage=source_url).trials:
+            study.enqueue_trial(t.params)
+
+
 def trial_rows(url: str, recipe: str, budgets) -> list[dict]:
     import optuna
 
@@ -148,8 +174,9 @@ def main() -> None:
                        "min_accuracy": base["teacher"]["min_accuracy"]}
     print("budgets:", ", ".join(budget_texts))
 
-    pruned = run_search(work, "pruned", base, {**SEARCH, "pruner": "median"}, budgets, args.trials, 1)
     unpruned = run_search(work, "unpruned", base, {**SEARCH, "pruner": "none"}, budgets, args.trials, 1)
+    replay(work, "pruned", base, {**SEARCH, "pruner": "median"}, budgets, unpruned["url"], "unpruned")
+    pruned = run_search(work, "pruned", base, {**SEARCH, "pruner": "median"}, budgets, args.trials, 1)
     fixed = {**SEARCH, "width": [0.25, 0.25], "depth": [4, 4], "epochs": [6, 6], "pruner": "none"}
     host = [b for b in budgets if b.measured]  # no trial is prescreened away: every one trains
     one = run_search(work, "workers1", base, fixed, host, args.scaling_trials, 1)

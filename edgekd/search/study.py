@@ -184,7 +184,8 @@ def check_same(study, key: StudyKey, name: str, storage) -> None:
 
 
 def counts(study) -> tuple[int, int]:
-    """(finished, running) trials of a study, after failing those whose worker stopped beating."""
+    """(finished, running) trials of a study, after failing those whose worker stopped beating. Trials
+    waiting in the queue (`enqueue_trial`) are neither: the next trial a worker starts takes one."""
     import optuna
     from optuna.trial import TrialState
 
@@ -192,7 +193,7 @@ def counts(study) -> tuple[int, int]:
         optuna.storages.fail_stale_trials(study)
     states = [t.state for t in study.get_trials(deepcopy=False)]
     finished = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
-    return finished, sum(s in (TrialState.RUNNING, TrialState.WAITING) for s in states)
+    return finished, sum(s == TrialState.RUNNING for s in states)
 
 
 def work(
