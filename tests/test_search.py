@@ -368,32 +368,44 @@ def test_two_workers_on_postgres_record_every_trial_once_and_survive_a_killed_wo
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for _, t in _trials(url)) == 7
 
 
-def test_pruner_compares_only_with_trials_that_met_the_budget():
+def test_pruner_stops_a_trial_only_when_it_trails_every_budget_it_could_meet():
     import optuna
 
-    from edgekd.search.pruner import FeasibleMedianPruner
+    from edgekd.search.pruner import LadderPruner
 
+    tight = Budget("apple-a17-pro-ane", "apple-a17-pro-ane", 0.03, "coreml", False)
+    loose = Budget("host", "tflite", 1.0, "tflite", True)
+    pruner = LadderPruner([tight, loose], None, n_min_trials=3)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", pruner=FeasibleMedianPruner(n_min_trials=3))
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    pruner.studies = [study]
 
-    def finished(agreement, overshoot):
+    def file(ane_ms, host_ms):
+        latency = {tight.where: ane_ms, loose.where: host_ms}
+        return FileResult("f", "coreml", "fp32", 100, "h", 0.9, latency).to_dict()
+
+    def finished(agreement, ane_ms):
         t = study.ask()
         t.report(agreement, 25)
-        t.set_constraint("budget_overshoot", overshoot)
+        t.set_user_attr("files", [file(ane_ms, 0.5)])
         study.tell(t, agreement)
 
-    for _ in range(4):
-        finished(0.99, 0.5)  # too large for the budget: high agreement early, then misses it
+    def running(agreement, predicted_ane_ms):
+        t = study.ask()
+        t.set_user_attr("predicted_ms", {tight.key: predicted_ane_ms})
+        t.report(agreement, 25)
+        return t
+
+    for _ in range(3):
+        finished(0.99, 0.05)  # large students: high agreement early; they meet only the loose budget
     for _ in range(2):
-        finished(0.90, 0.0)
-    t = study.ask()
-    t.report(0.80, 25)
-    assert not t.should_prune()  # two trials met the budget: not enough to judge by
-    study.tell(t, 0.8)
-    finished(0.90, 0.0)
-    low, mid = study.ask(), study.ask()
-    low.report(0.85, 25)
-    mid.report(0.93, 25)
-    assert low.should_prune()
-    assert not mid.should_prune()  # Optuna's MedianPruner stops it: the median over all is 0.945
-    assert optuna.pruners.MedianPruner().prune(study, study._storage.get_trial(mid._trial_id))
+        finished(0.90, 0.02)  # small ones meet both
+    assert not running(0.80, 0.02).should_prune()  # two trials met the tight budget: too few to judge by
+    finished(0.90, 0.02)
+    # a small student judged against the small ones on the budget only they meet; a median over every
+    # trial (0.945, Optuna's MedianPruner) would have stopped it
+    assert not running(0.93, 0.02).should_prune()
+    assert running(0.85, 0.02).should_prune()  # behind on both budgets
+    # a large one cannot meet the tight budget: judged on the loose one alone
+    assert running(0.93, 0.06).should_prune()
+    assert not running(0.95, 0.06).should_prune()

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from edgekd.errors import InputError
 from edgekd.types import Budget, Measurement
 
+# A candidate whose simulated latency (its fastest precision, from the PyTorch graph) exceeds a budget by
+# more than this factor is taken as unable to meet it (never trained for that rung): the traced graph was
+# seen within 7.2% of the converted file's simulated latency (benchmarks/simulator_truth.py), so this
+# leaves room for the converter.
+PRESCREEN_SLACK = 1.2
 # runners timed here a budget may name -> (the runner's name in bench rows, the format it runs)
 MEASURED = {
     "host": ("tflite", "tflite"),

@@ -1,9 +1,9 @@
 """The search's storage and its workers, on Optuna's RDB storage (SQLite in the run folder by default, or
 any SQLAlchemy URL, e.g. PostgreSQL, that many workers on many machines share).
 
-One study per budget (a rung): its sampler learns where that budget's best student lies and its pruner
-compares a trial only with trials of the same rung that met the budget (a small student is not stopped
-for trailing a large one that cannot ship). Every trial is measured on every budget, so the ladder ranks
+One study per budget (a rung): its sampler learns where that budget's best student lies; the pruner
+stops a trial only when it trails, for every budget it could meet, the trials that met that budget
+(edgekd.search.pruner). Every trial is measured on every budget, so the ladder ranks
 all of them for each rung.
 Workers claim trials until the studies together hold the number asked for; a worker that dies leaves a
 trial whose heartbeat stops, and the next worker to look marks it failed and runs another.
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from edgekd.errors import CheckFailed, InputError
-from edgekd.search.pruner import FeasibleMedianPruner
+from edgekd.search.pruner import LadderPruner
 from edgekd.types import Budget
 
 PREFIX = "edgekd"
@@ -115,6 +115,7 @@ def open_studies(
     import optuna
 
     studies = []
+    ladder_pruner = LadderPruner(budgets, key.max_size_bytes, n_min_trials=space.pruner_startup_trials)
     for i, b in enumerate(budgets):
         name = study_name(recipe_name, b)
         existing = _existing(storage, name)
@@ -127,8 +128,7 @@ def open_studies(
         sampler = optuna.samplers.TPESampler(
             n_startup_trials=space.startup_trials, seed=sampler_seed(seed, i, worker, n_before)
         )
-        pruner = (FeasibleMedianPruner(n_min_trials=space.pruner_startup_trials) if space.pruner == "median"
-                  else optuna.pruners.NopPruner())
+        pruner = ladder_pruner if space.pruner == "median" else optuna.pruners.NopPruner()
         study = optuna.create_study(
             storage=storage,
             study_name=name,
@@ -142,6 +142,7 @@ def open_studies(
             study.set_user_attr("max_size_bytes", key.max_size_bytes)
             study.set_user_attr("budget", b.__dict__)
         studies.append(study)
+    ladder_pruner.studies = studies  # it compares a trial with the finished trials of every rung
     return studies
 
 

@@ -20,14 +20,10 @@ from edgekd.bench.targets import Target
 from edgekd.data import Dataset
 from edgekd.distill.train import predictions
 from edgekd.metrics import top1_agreement
-from edgekd.search.budgets import FileResult, best_file, file_results, overshoot
+from edgekd.search.budgets import PRESCREEN_SLACK, FileResult, best_file, file_results, overshoot
 from edgekd.search.space import Candidate, sample
 from edgekd.types import Budget, Checkpoint
 
-# A candidate whose simulated latency (its fastest precision, from the PyTorch graph) exceeds its rung's
-# budget by more than this factor is not trained: the traced graph was seen within 7.2% of the converted
-# file's simulated latency (benchmarks/simulator_truth.py), so this leaves room for the converter.
-PRESCREEN_SLACK = 1.2
 PRESCREEN_PRECISIONS = ("fp16", "w8", "int8")
 # the sampler's constraint (Optuna: feasible at <= 0): how far the closest file misses the rung's budget,
 # as a share; a pruned trial sets none and counts as feasible
