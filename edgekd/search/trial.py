@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from edgekd.bench.targets import Target
+from edgekd.config import SearchConfig
 from edgekd.data import Dataset
 from edgekd.distill.train import predictions
 from edgekd.metrics import top1_agreement
@@ -47,7 +48,7 @@ class Trainer:
     weight_decay: float
     hint_weight: float  # the recipe's distill.hint_weight / cosine_weight, as `edgekd run` would use them
     cosine_weight: float
-    space: object  # the recipe's SearchConfig: the ranges candidates are drawn from
+    space: SearchConfig  # the recipe's search section: the ranges candidates are drawn from
     export: dict  # export_checkpoint's settings (the recipe's export section)
     quants: tuple[str, ...]  # the search's export modes that the budgets' formats have
     targets: tuple[Target, ...]  # profiles of the simulated budgets
