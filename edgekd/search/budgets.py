@@ -89,19 +89,19 @@ class FileResult:
 
 def file_results(rows: list[Measurement], hashes: dict[str, str]) -> list[FileResult]:
     """Bench rows (every file, measured and simulated) -> one result per exported file that was measured."""
-    files: dict[str, FileResult] = {}
+    first: dict[str, Measurement] = {}
+    retention: dict[str, float | None] = {}
+    latency: dict[str, dict] = {}
     for r in rows:
         if not r.ok or r.format == "torch":
             continue
-        f = files.get(r.artifact) or FileResult(
-            r.artifact, r.format, r.quant, r.size_bytes, hashes.get(r.artifact, ""), None, {}
-        )
+        first.setdefault(r.artifact, r)
         if r.kind == "measured" and not r.runner.startswith("android:"):
-            f = FileResult(**{**f.__dict__, "retention": r.retention})
+            retention[r.artifact] = r.retention
         if r.latency_ms_p50 is not None:
-            f.latency_ms[r.where] = r.latency_ms_p50
-        files[r.artifact] = f
-    return list(files.values())
+            latency.setdefault(r.artifact, {})[r.where] = r.latency_ms_p50
+    return [FileResult(a, r.format, r.quant, r.size_bytes, hashes.get(a, ""), retention.get(a),
+                       latency.get(a, {})) for a, r in first.items()]
 
 
 def rank(f: FileResult) -> tuple:

@@ -138,6 +138,7 @@ def write_ladder(out: Path, url: str, budgets: list[Budget] | None = None, dest:
     for r in ladder:
         if r.trial is not None:
             _write_rung_recipe(dest / "rungs", recipe, record, r, max_size, out / "teacher")
+    front = fronts(records)
     summary = {
         "recipe": recipe["name"],
         "storage": describe_url(url),
@@ -153,13 +154,13 @@ def write_ladder(out: Path, url: str, budgets: list[Budget] | None = None, dest:
         "monotone_problems": monotone(ladder),
         "fronts": {
             w: [{"latency_ms": x, "retention": y, "file": lab} for x, y, lab in p]
-            for w, p in fronts(records).items()
+            for w, p in front.items()
         },
     }
     write_json(dest / "ladder.json", summary)
     with atomic_path(dest / "ladder.md") as tmp:
         tmp.write_text(_markdown(summary))
-    _plot(fronts(records), ladder, dest / "pareto.png")
+    _plot(front, ladder, dest / "pareto.png")
     summary["dir"] = str(dest)
     return summary
 

@@ -114,7 +114,7 @@ def search(recipe: Recipe, out: Path, budgets: list[Budget], *, trials: int, wor
         "recipe": recipe.model_dump(mode="json"), "recipe_sha256": key.recipe_sha256,
         "storage": masked_url(storage_url), "budgets": [b.__dict__ for b in budgets],
         "max_size_bytes": max_size_bytes, "trials": trials, "quants": list(quants)})
-    job = _Job(recipe, out, tuple(budgets), quants, max_size_bytes, url, heartbeat_s, trials)
+    job = _Job(recipe, out, tuple(budgets), quants, max_size_bytes, url, heartbeat_s, trials, key)
     progress(f"search: {trials} trials over {len(budgets)} budget(s) on {workers} worker(s); "
              f"storage {describe_url(url)}")
     if workers == 1:
@@ -136,6 +136,7 @@ class _Job:
     url: str
     heartbeat_s: int
     trials: int
+    key: StudyKey  # computed once by the main process (it reads the teacher and hashes its files)
 
     def run(self, worker: int, trainer=None, progress=print) -> int:
         from edgekd import pipeline
@@ -147,7 +148,7 @@ class _Job:
         trainer = trainer or make_trainer(self.recipe, data, self.out, budgets, self.quants,
                                           self.max_size_bytes)
         studies = open_studies(open_storage(self.url, self.heartbeat_s), self.recipe.name, budgets,
-                               study_key(self.recipe, data, self.max_size_bytes), space=self.recipe.search,
+                               self.key, space=self.recipe.search,
                                seed=self.recipe.seed, worker=worker)
         return work(studies, budgets, lambda trial, rung: run_trial(trial, trainer, rung), self.trials,
                     self.heartbeat_s, progress=progress)

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from edgekd.errors import CheckFailed, InputError
-from edgekd.search.pruner import LadderPruner
 from edgekd.types import Budget
 
 PREFIX = "edgekd"
@@ -113,6 +112,8 @@ def open_studies(
     """One study per budget, created or resumed. A study of the same name made from another recipe (or
     another size limit) is refused: its trials would not answer this search."""
     import optuna
+
+    from edgekd.search.pruner import LadderPruner
 
     studies = []
     ladder_pruner = LadderPruner(budgets, key.max_size_bytes, n_min_trials=space.pruner_startup_trials)
