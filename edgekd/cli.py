@@ -6,6 +6,7 @@ Heavy modules (torch, coremltools, litert) are imported inside the commands so `
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from contextlib import contextmanager
@@ -22,22 +23,31 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 RecipeArg = Annotated[Optional[Path],
                       typer.Argument(help="Recipe YAML (default: the built-in MNIST-1D recipe)")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory")]
+NprocOpt = Annotated[int, typer.Option(
+    "--nproc", help="Distill in N processes (DDP: gloo on CPU, NCCL on GPUs), at most one per CPU or GPU")]
+DeviceOpt = Annotated[str, typer.Option(
+    help="Train on cpu, cuda or auto (bf16 autocast on GPUs that have it)")]
 
 
 @contextmanager
 def _output_dir(out: Path):
     """Lock `out` for this command (a second edgekd on the same folder is refused), and remove it again
     if this command created it and then failed: no half-written folders. Kept: after an interrupt
-    (Ctrl-C: its resume states let the next run continue) and after a failed check (exit 1: the outputs
-    are complete, e.g. the files that passed parity, and say what failed)."""
-    from edgekd.errors import CheckFailed
+    (Ctrl-C, or a killed rank: its resume states let the next run continue) and after a failed check
+    (exit 1: the outputs are complete, e.g. the files that passed parity, and say what failed). Under
+    torchrun, rank 0 alone holds the folder (the other ranks write nothing there)."""
+    from edgekd.distill.distributed import launched_by_torchrun
+    from edgekd.errors import CheckFailed, Stopped
     from edgekd.runfolder import check_writable, locked
 
+    if launched_by_torchrun() and os.environ.get("RANK", "0") != "0":
+        yield out
+        return
     created = check_writable(out)
     try:
         with locked(out):
             yield out
-    except (KeyboardInterrupt, CheckFailed):
+    except (KeyboardInterrupt, CheckFailed, Stopped):
         raise
     except BaseException:
         if created and out.exists():
@@ -64,8 +74,10 @@ def teacher(recipe: RecipeArg = None, out: OutOpt = Path("runs/teacher")) -> Non
 
 
 @app.command()
-def distill(recipe: RecipeArg = None, out: OutOpt = Path("runs/distill")) -> None:
-    """Check (or train) the teacher, then distill every student of the recipe. Writes OUT/metrics.json."""
+def distill(recipe: RecipeArg = None, out: OutOpt = Path("runs/distill"), nproc: NprocOpt = 1,
+            device: DeviceOpt = "cpu") -> None:
+    """Check (or train) the teacher, then distill every student of the recipe. Writes OUT/metrics.json.
+    Also runs as `torchrun --nproc-per-node N -m edgekd distill ...` (any torchrun rendezvous)."""
     from edgekd import pipeline
     from edgekd.config import load_recipe
 
@@ -73,8 +85,9 @@ def distill(recipe: RecipeArg = None, out: OutOpt = Path("runs/distill")) -> Non
     data = pipeline.load_data(r)
     specs = pipeline.validate(r, data)
     with _output_dir(out):
-        metrics = pipeline.distill_stage(r, out, data, specs)
-    _echo_json({k: v for k, v in metrics.items() if k != "students"})
+        metrics = pipeline.distill(r, out, data, specs, nproc=nproc, device=device)
+    if metrics is not None:  # rank 0 (or a single process) reports
+        _echo_json({k: v for k, v in metrics.items() if k != "students"})
 
 
 def _csv(value: Optional[str]) -> Optional[list[str]]:
@@ -173,16 +186,25 @@ def run(
     policy: Annotated[Optional[Path], typer.Option(
         help="Gate policy YAML (default: the recipe's, else built-in)")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="Baseline bundle for max_regression rules")] = None,
+    nproc: NprocOpt = 1,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Teacher, distill, export, bench, report, gate, bundles: one command. Exit 1 when the gate fails."""
     from edgekd import pipeline
     from edgekd.config import load_recipe
+    from edgekd.distill.distributed import launched_by_torchrun
     from edgekd.gate.verdict import explain
 
+    if launched_by_torchrun():
+        from edgekd.errors import InputError
+
+        raise InputError("`edgekd run` starts its own ranks: use `edgekd run --nproc N`, or distill under "
+                         "torchrun (`torchrun ... -m edgekd distill RECIPE --out DIR`) and then "
+                         "`edgekd run RECIPE --out DIR`, which reuses the distilled students")
     r, path = load_recipe(recipe)
     with _output_dir(out):
         verdict, _ = pipeline.run(r, path, out, policy_path=policy, baseline=baseline,
-                                  progress=lambda m: typer.echo(m, err=True))
+                                  progress=lambda m: typer.echo(m, err=True), nproc=nproc, device=device)
     typer.echo(explain(verdict))
     typer.echo(f"report: {out / 'report' / 'report.html'}  gate: {out / 'gate' / 'summary.md'}")
     if not verdict.passed:

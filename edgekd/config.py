@@ -276,6 +276,9 @@ class Recipe(_Strict):
     name: str = "recipe"
     seed: int = 0
     threads: int = Field(1, ge=1)  # torch threads; 1 is fastest on a busy 2-core machine
+    # processes for independent work side by side (students, teacher-output shards, the transfer set
+    # beside the teacher); 0: one per CPU. Each job runs `threads` threads, so results do not depend on it
+    jobs: int = Field(0, ge=0)
     cache_dir: Path | None = None  # teacher-logit and transfer-set cache; default ~/.cache/edgekd
     data: DataConfig = DataConfig()
     teacher: TeacherConfig = TeacherConfig()

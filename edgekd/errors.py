@@ -17,6 +17,11 @@ class TrainingError(EdgekdError):
     exit_code = 1
 
 
+class Stopped(TrainingError):
+    """Training was stopped from outside (a rank was killed): like an interrupt, its resume states are
+    kept and the same command continues from the last finished epoch."""
+
+
 class CheckFailed(EdgekdError):
     """A measured check failed (teacher floor, parity, gate). Exit 1: the input was fine, the model is not."""
 

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from edgekd.config import DataConfig, ModelFile, Recipe
-from edgekd.data import Dataset, load_dataset
-from edgekd.distill import distill_student, prepare_teacher
+from edgekd.data import Dataset, load_checked, load_dataset
+from edgekd.distill import prepare_teacher
 from edgekd.distill.batches import Augment
+from edgekd.distill.distributed import SINGLE, World
 from edgekd.errors import InputError
 from edgekd.fileio import json_sha256, relative_to, resolve_in, sha256_file, write_json
 from edgekd.models import count_params, resolve
@@ -89,11 +91,11 @@ def import_model(model_file: ModelFile, dest: Path) -> tuple[Path, Dataset]:
     return Path(dest), data
 
 
-def teacher_stage(recipe: Recipe, data: Dataset, out: Path):
+def teacher_stage(recipe: Recipe, data: Dataset, out: Path, world: World = SINGLE):
     t = recipe.teacher
     augment = _augment(t.augment, data, "teacher.augment")
     return prepare_teacher(data, out, spec=t.spec(), checkpoint=t.checkpoint, min_accuracy=t.min_accuracy,
-                           seed=recipe.seed, augment=augment, **t.train.model_dump())
+                           seed=recipe.seed, augment=augment, world=world, **t.train.model_dump())
 
 
 def _augment(cfg, data: Dataset, field: str) -> Augment | None:
@@ -105,28 +107,100 @@ def _augment(cfg, data: Dataset, field: str) -> Augment | None:
     return augment
 
 
+def distill(recipe: Recipe, out: Path, data: Dataset | None = None, specs: list[ModelSpec] | None = None, *,
+            nproc: int = 1, device: str = "cpu") -> dict | None:
+    """The distill stage in this process, or in `nproc` ranks (DDP) started here, or as this rank of a
+    torchrun launch. Returns metrics.json's content (None on ranks other than 0 of a torchrun launch)."""
+    from edgekd.distill import distributed
+
+    device = distributed.resolve_device(device)
+    if distributed.launched_by_torchrun():
+        world = distributed.join(device)
+        try:
+            metrics = distill_stage(recipe, out, data, specs, world)
+        finally:
+            distributed.leave(world)
+        return metrics if world.main else None
+    if nproc > 1:
+        distributed.check_nproc(nproc, device)
+        return distributed.launch(nproc, _distill_rank, recipe, Path(out), device)[0]
+    return distill_stage(recipe, out, data, specs, World(device=device))
+
+
+def _distill_rank(recipe: Recipe, out: Path, device: str) -> dict:
+    """One rank of `distill(nproc=N)` (a process the launcher started, with torchrun's environment)."""
+    from edgekd.console import quiet_backends
+    from edgekd.distill import distributed
+
+    quiet_backends()
+    world = distributed.join(device)
+    try:
+        return distill_stage(recipe, out, world=world)
+    finally:
+        distributed.leave(world)
+
+
 def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
-                  specs: list[ModelSpec] | None = None) -> dict:
+                  specs: list[ModelSpec] | None = None, world: World = SINGLE) -> dict:
     """Teacher, then every student (`specs`: their networks as `validate` resolved them; validated
-    here when not given); writes `out/metrics.json` and returns it."""
+    here when not given); writes `out/metrics.json` and returns it. Independent work runs side by side
+    (`recipe.jobs`): the transfer set beside the teacher, the teacher's outputs in shards, the students.
+    Across the ranks of `world` (DDP) every rank trains its share of each batch instead, and rank 0 writes."""
+    from edgekd.distill import stage
+    from edgekd.distill.jobs import Jobs, cpu_count
+
     torch.set_num_threads(recipe.threads)
     data = data or load_data(recipe)
     specs = specs if specs is not None else validate(recipe, data)
     out = Path(out)
-    teacher, teacher_model = teacher_stage(recipe, data, out)
     d = recipe.distill
     augment = _augment(recipe.data.augment, data, "data.augment")
-    students = []
-    for s, spec in zip(recipe.students, specs):
-        students.append(distill_student(
-            data, teacher, teacher_model, out / "students", name=s.name, spec=spec, method="kd",
-            temperature=d.temperature, alpha=d.alpha, hint_weight=d.hint_weight,
-            cosine_weight=d.cosine_weight, transfer_samples=recipe.data.transfer_samples,
-            use_transfer=d.use_transfer, cache_dir=recipe.cache_dir, seed=recipe.seed, workers=d.workers,
-            augment=augment, **recipe.student_train(s).model_dump()))
-    metrics = distill_metrics(teacher, students, out)
-    write_json(out / "metrics.json", metrics)
+    n_transfer = recipe.data.transfer_samples if d.use_transfer else 0
+    # ranks (or a GPU) already use the machine: no side-by-side jobs there
+    n_jobs = (recipe.jobs or cpu_count()) if world == SINGLE else 1
+    with Jobs(n_jobs, recipe.threads, partial(load_checked, data.source, data.fingerprint)) as jobs:
+        clock = _Clock()
+        made = (jobs.submit(stage.transfer_job, data.source, data.fingerprint, n_transfer, recipe.cache_dir)
+                if jobs.n > 1 else None)  # one job: generated when the first student needs it
+        teacher, teacher_model = teacher_stage(recipe, data, out, world)
+        clock.lap("teacher")
+        if made is not None:
+            made.result()
+        if world.main:  # the others read it from the cache
+            xu = stage.transfer_inputs(data, n_transfer, seed=0, cache_dir=recipe.cache_dir)
+        world.barrier()
+        xu = stage.transfer_inputs(data, n_transfer, seed=0, cache_dir=recipe.cache_dir)
+        clock.lap("transfer_set")
+        if augment is None:  # every student reads these: computed once, in shards
+            stage.teacher_outputs(data, teacher, teacher_model, xu, recipe.cache_dir,
+                                  stage.sharded_fill(jobs, teacher), world)
+        clock.lap("teacher_outputs")
+        students = stage.distill_students(jobs, data, teacher, teacher_model, out / "students", [
+            dict(name=s.name, spec=spec, method="kd", temperature=d.temperature, alpha=d.alpha,
+                 hint_weight=d.hint_weight, cosine_weight=d.cosine_weight, transfer_samples=n_transfer,
+                 use_transfer=d.use_transfer, cache_dir=recipe.cache_dir, seed=recipe.seed,
+                 workers=d.workers, augment=augment, **recipe.student_train(s).model_dump())
+            for s, spec in zip(recipe.students, specs)], world)
+        clock.lap("students")
+    metrics = {**distill_metrics(teacher, students, out), "jobs": jobs.n, "world_size": world.size,
+               "device": world.device, "wall_s": clock.laps}
+    if world.main:
+        write_json(out / "metrics.json", metrics)
+    world.barrier()
     return metrics
+
+
+class _Clock:
+    """Wall seconds of a stage's named steps, in order (metrics.json's `wall_s`)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._t, 2)
+        self._t = now
 
 
 def distill_metrics(teacher: Checkpoint, students, out: Path) -> dict:
@@ -134,7 +208,8 @@ def distill_metrics(teacher: Checkpoint, students, out: Path) -> dict:
     first = students[0]
     rows = [{"name": s.name, "checkpoint": relative_to(s.checkpoint, out), "params": s.params,
              "accuracy": s.accuracy, "retention": s.retention, "compression": s.compression,
-             "train_samples_per_s": s.train_samples_per_s}
+             "train_samples_per_s": s.train_samples_per_s,
+             "train_samples_per_s_per_rank": s.train_samples_per_s_per_rank, "world_size": s.world_size}
             for s in students]
     return {
         "teacher_accuracy": teacher.accuracy, "teacher_params": teacher.params,
@@ -151,7 +226,7 @@ STAGES = ("distill", "export", "bench", "gate", "report", "bundles")
 
 
 def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | None = None,
-        baseline: Path | None = None, progress=print):
+        baseline: Path | None = None, progress=print, nproc: int = 1, device: str = "cpu"):
     """Recipe -> bundles and a verdict. Re-running reuses every finished stage whose inputs did not change;
     everything after distill reads only this recipe's students (`.edgekd/run.json`), never the folder."""
     from edgekd.bench.targets import get_targets
@@ -171,7 +246,7 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     marks = _Marks(out / STATE_DIR / "stages.json")
 
     with _step(1, "distill (teacher first, then students)", progress) as note:
-        metrics = distill_stage(recipe, out, data, specs)
+        metrics = distill(recipe, out, data, specs, nproc=nproc, device=device)
         note(f"teacher {metrics['teacher_accuracy']:.4f}; " + ", ".join(
             f"{s['name']} {s['accuracy']:.4f} (retention {s['retention']:.3f}, {s['compression']:.1f}x)"
             for s in metrics["students"]))
@@ -207,24 +282,33 @@ def _step(i: int, name: str, progress):
 
 
 def export_students(recipe: Recipe, out: Path, data: Dataset, marks: "_Marks", note) -> None:
-    """Export every student. Files that miss parity are listed in one table and the others kept; a student
-    is marked done only when its export finished (a converter crash or an I/O error is retried next run)."""
+    """Export every student, side by side (`recipe.jobs`). Files that miss parity are listed in one table
+    and the others kept; a student is marked done only when its export finished (a converter crash or an
+    I/O error is retried next run)."""
+    from edgekd.distill.jobs import Jobs, cpu_count
     from edgekd.export import ExportMisses, export_checkpoint, misses_table
 
     cfg = recipe.export.model_dump()
-    misses = []
+    todo = {}
     for s in recipe.students:
         ckpt, dest = out / "students" / s.name, out / "export" / s.name
         key = json_sha256([sha256_file(ckpt / "model.safetensors"), cfg])
-        if marks.fresh(f"export/{s.name}", key, dest / "artifacts.json"):
-            continue
-        try:
-            export_checkpoint(ckpt, dest, **cfg, data=data, threads=recipe.bench.threads)
-        except ExportMisses as e:
-            misses += [(s.name, f) for f in e.failures]
-            if not e.final:
-                continue  # a converter crashed: not done, the next run tries again
-        marks.set(f"export/{s.name}", key)
+        if not marks.fresh(f"export/{s.name}", key, dest / "artifacts.json"):
+            todo[s.name] = (ckpt, dest, key)
+    misses = []
+    with Jobs(min(recipe.jobs or cpu_count(), len(todo)), recipe.bench.threads) as jobs:
+        # another process reloads the data from the checkpoint's record (checked unchanged)
+        running = {name: jobs.submit(export_checkpoint, ckpt, dest, **cfg, data=data if jobs.n == 1 else None,
+                                     threads=recipe.bench.threads)
+                   for name, (ckpt, dest, _) in todo.items()}
+        for name, job in running.items():
+            try:
+                job.result()
+            except ExportMisses as e:
+                misses += [(name, f) for f in e.failures]
+                if not e.final:
+                    continue  # a converter crashed: not done, the next run tries again
+            marks.set(f"export/{name}", todo[name][2])
     if misses:
         note("some files were not kept (the others were):\n" + misses_table(misses))
 

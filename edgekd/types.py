@@ -110,7 +110,9 @@ class StudentResult:
     retention: float | None  # student accuracy / teacher accuracy (None: teacher's unknown)
     compression: float  # teacher params / student params
     method: str  # "kd" | "label"
-    train_samples_per_s: float = 0.0
+    train_samples_per_s: float = 0.0  # all ranks together
+    train_samples_per_s_per_rank: float = 0.0
+    world_size: int = 1
 
 
 @dataclass(frozen=True)

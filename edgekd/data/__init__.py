@@ -27,7 +27,7 @@ from edgekd.data import csvfile, digits, fashion_mnist, idx, imagefolder, mnist1
 from edgekd.data.checks import check_splits
 from edgekd.data.source import DATASETS, RawData
 
-__all__ = ["DATASETS", "Dataset", "RawData", "check_splits", "load_dataset", "source_options"]
+__all__ = ["DATASETS", "Dataset", "RawData", "check_splits", "load_checked", "load_dataset", "source_options"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,26 @@ def load_dataset(name: str, path: Path | None = None, seed: int = 42, *,
               "options": taken}
     return Dataset(name, xtr, ytr, xte, yte, raw.labels, mean, std, h.hexdigest(), record,
                    raw.sample_unlabeled)
+
+
+_LOADED: dict[str, Dataset] = {}  # this process's last `load_checked` dataset, by fingerprint
+
+
+def load_checked(source: dict, fingerprint: str) -> Dataset:
+    """The dataset again from its record in another process (a source's generator does not pickle),
+    refused if it is not the same data (its files changed during the run). Kept for the process's
+    next job on the same data."""
+    from edgekd.errors import InputError
+
+    if fingerprint in _LOADED:
+        return _LOADED[fingerprint]
+    data = load_recorded(source)
+    if data.fingerprint != fingerprint:
+        raise InputError(f"dataset {source.get('name')!r} ({source.get('path')}) changed while edgekd was "
+                         "running (its fingerprint differs when loaded again); run again on unchanged data")
+    _LOADED.clear()
+    _LOADED[fingerprint] = data
+    return data
 
 
 def load_recorded(source: dict) -> Dataset:

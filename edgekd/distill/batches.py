@@ -96,15 +96,26 @@ class Rows(torch.utils.data.Dataset):
 
 
 class ShuffledBatches(Sampler[list[int]]):
-    """Each epoch: one `torch.randperm(n, generator)`, cut into batches (the last one may be short)."""
+    """Each epoch: one `torch.randperm(n, generator)`, cut into batches (the last one may be short).
 
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+    Across `world` ranks (DDP), every rank draws the same permutation (the generator is seeded alike) and
+    takes every world-th row of each global batch from its `rank` on: DistributedSampler's striding, done
+    per batch, so the global batches are those of one process at any world size, and a run resumes from
+    an epoch boundary with another world size. A final batch with fewer rows than ranks repeats rows, as
+    DistributedSampler pads, so that every rank takes every step."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1):
         self.n, self.batch_size, self.generator = n, batch_size, generator
+        self.rank, self.world = rank, world
 
     def __iter__(self):
         perm = torch.randperm(self.n, generator=self.generator)
         for i in range(0, self.n, self.batch_size):
-            yield perm[i:i + self.batch_size].tolist()
+            batch = perm[i:i + self.batch_size]
+            if self.world > 1:
+                batch = batch.repeat(-(-self.world // len(batch)))[:max(len(batch), self.world)]
+                batch = batch[self.rank::self.world]
+            yield batch.tolist()
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
@@ -114,8 +125,9 @@ def _as_is(batch):
     return batch
 
 
-def batches(rows: Rows, batch_size: int, generator: torch.Generator, workers: int = 0) -> DataLoader:
-    """An epoch of shuffled batches; each `iter()` draws the next permutation from `generator` (in this
-    process, so the order does not depend on `workers`)."""
-    return DataLoader(rows, batch_sampler=ShuffledBatches(len(rows), batch_size, generator),
-                      collate_fn=_as_is, num_workers=workers)
+def batches(rows: Rows, batch_size: int, generator: torch.Generator, workers: int = 0, rank: int = 0,
+            world: int = 1) -> DataLoader:
+    """An epoch of shuffled batches (this rank's share of each); each `iter()` draws the next permutation
+    from `generator` (in this process, so the order does not depend on `workers`)."""
+    return DataLoader(rows, batch_sampler=ShuffledBatches(len(rows), batch_size, generator, rank, world),
+                      collate_fn=_as_is, num_workers=workers, pin_memory=False)

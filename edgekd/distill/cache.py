@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
+from edgekd.distill.distributed import SINGLE, World
 from edgekd.fileio import atomic_dir, atomic_path
 from edgekd.models import eval_mode
 
@@ -37,37 +38,103 @@ def inputs_key(teacher_sha256: str, x, chunk_rows: int = 65536) -> str:
 
 
 @torch.no_grad()
-def cached_teacher_outputs(teacher, teacher_sha256: str, x, cache_dir: Path | None, batch_size: int = 1024
-                           ) -> tuple[np.ndarray, np.ndarray, bool]:
+def cached_teacher_outputs(teacher, teacher_sha256: str, x, cache_dir: Path | None, batch_size: int = 1024,
+                           fill=None) -> tuple[np.ndarray, np.ndarray, bool]:
     """Teacher logits (N, C) and features (N, D) for `x`, as read-only memory maps of a cache entry that
     is written batch by batch and sealed (renamed into place) only when complete: a transfer set of
     millions of rows, or a teacher with 1,000 classes, never has to fit in memory. Returns (logits,
-    features, hit); a damaged or partial entry is recomputed, never trusted."""
-    path = Path(cache_dir or default_cache_dir()) / "logits" / inputs_key(teacher_sha256, x)[:32]
+    features, hit); a damaged or partial entry is recomputed, never trusted.
+
+    `fill(entry_dir, x, batch_size)` computes every row into the entry's allocated files (`fill_rows`),
+    e.g. in shards in several processes; by default this process computes them in order."""
+    path = cache_entry(cache_dir, teacher_sha256, x)
     opened = _open_entry(path, len(x))
     if opened is not None:
         return (*opened, True)
-    eval_mode(teacher)
     with atomic_dir(path) as tmp:
-        logits = features = None
-        for i in range(0, len(x), batch_size):
-            xb = np.array(x[i:i + batch_size], dtype=np.float32)  # a writable copy: x may be a read-only map
-            lb, fb = run_teacher(teacher, torch.from_numpy(xb))
-            if logits is None:  # shapes are known after the first batch: allocate on disk, not in memory
-                logits = open_memmap(tmp / "logits.npy", "w+", np.float32, (len(x), lb.shape[1]))
-                features = open_memmap(tmp / "features.npy", "w+", np.float32, (len(x), fb.shape[1]))
-            logits[i:i + len(lb)], features[i:i + len(fb)] = lb.numpy(), fb.numpy()
-        if logits is None:  # no rows: the teacher's widths from an empty batch
-            lb, fb = run_teacher(teacher, torch.zeros(0, *x.shape[1:]))
-            logits = open_memmap(tmp / "logits.npy", "w+", np.float32, (0, lb.shape[1]))
-            features = open_memmap(tmp / "features.npy", "w+", np.float32, (0, fb.shape[1]))
-        logits.flush()
-        features.flush()
-        del logits, features
+        allocate_entry(teacher, x, tmp)
+        if fill is None:
+            fill_rows(teacher, x, tmp, 0, len(x), batch_size)
+        else:
+            fill(tmp, x, batch_size)
     opened = _open_entry(path, len(x))
     if opened is None:
         raise OSError(f"{path}: the teacher-output cache entry just written does not read back")
     return (*opened, False)
+
+
+def ranks_teacher_outputs(world: World, teacher, teacher_sha256: str, x, cache_dir: Path | None,
+                          batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray, bool]:
+    """`cached_teacher_outputs` on every rank of a run: each rank computes its shard (`shard_bounds`) of
+    the entry rank 0 allocated, on its device; rank 0 seals it; then every rank opens it."""
+    if world == SINGLE:
+        return cached_teacher_outputs(teacher, teacher_sha256, x, cache_dir, batch_size)
+    teacher.to(world.device)
+    try:
+        if world.main:
+            def fill(entry: Path, x, batch_size: int) -> None:
+                world.broadcast(str(entry))
+                fill_rows(teacher, x, entry, *shard_bounds(len(x), world.size, batch_size)[0], batch_size,
+                          world.device)
+                world.barrier()
+
+            out = cached_teacher_outputs(teacher, teacher_sha256, x, cache_dir, batch_size, fill=fill)
+            world.broadcast(None)  # sealed (or it was there): the others open it
+            return out
+        while (entry := world.broadcast(None)) is not None:  # rank 0 missed: compute this rank's shard
+            fill_rows(teacher, x, Path(entry), *shard_bounds(len(x), world.size, batch_size)[world.rank],
+                      batch_size, world.device)
+            world.barrier()
+        return cached_teacher_outputs(teacher.cpu(), teacher_sha256, x, cache_dir, batch_size)
+    finally:
+        teacher.cpu()
+
+
+def cache_entry(cache_dir: Path | None, teacher_sha256: str, x) -> Path:
+    return Path(cache_dir or default_cache_dir()) / "logits" / inputs_key(teacher_sha256, x)[:32]
+
+
+@torch.no_grad()
+def allocate_entry(teacher, x, entry: Path) -> None:
+    """Empty logits.npy (N, C) and features.npy (N, D) files in `entry`, the widths read from the
+    teacher's outputs on one row: allocated on disk, never in memory."""
+    eval_mode(teacher)
+    probe = np.array(x[:1], dtype=np.float32) if len(x) else np.zeros((1, *x.shape[1:]), np.float32)
+    lb, fb = run_teacher(teacher, torch.from_numpy(probe))
+    for name, width in (("logits", lb.shape[1]), ("features", fb.shape[1])):
+        open_memmap(entry / f"{name}.npy", "w+", np.float32, (len(x), width)).flush()
+
+
+def shard_bounds(rows: int, shards: int, batch_size: int) -> list[tuple[int, int]]:
+    """`shards` contiguous row ranges covering `rows`, cut on batch boundaries, so every batch holds the
+    same rows however many shards there are: a cache built in N shards is byte-identical to one built
+    in one (each batch is the same arithmetic). Balanced to within one batch; a shard may be empty."""
+    batches = -(-rows // batch_size)
+    cuts = [min(rows, round(k * batches / shards) * batch_size) for k in range(shards + 1)]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+@torch.no_grad()
+def fill_rows(teacher, x, entry: Path, start: int, stop: int, batch_size: int = 1024,
+              device: str = "cpu") -> None:
+    """Compute rows [start, stop) of an allocated entry, a batch at a time (the entry's files may be
+    written by other processes at the same time: each writes only its own rows). On a GPU (the teacher
+    already there) in bf16 autocast where it has it."""
+    if start >= stop:
+        return
+    eval_mode(teacher)
+    dev = torch.device(device)
+    bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    logits = np.load(entry / "logits.npy", mmap_mode="r+")
+    features = np.load(entry / "features.npy", mmap_mode="r+")
+    for i in range(start, stop, batch_size):
+        xb = np.array(x[i:min(i + batch_size, stop)], dtype=np.float32)  # a writable copy of a read-only map
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            lb, fb = run_teacher(teacher, torch.from_numpy(xb).to(dev))
+        lb, fb = lb.float().cpu(), fb.float().cpu()
+        logits[i:i + len(lb)], features[i:i + len(fb)] = lb.numpy(), fb.numpy()
+    logits.flush()
+    features.flush()
 
 
 def _open_entry(path: Path, rows: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -11,9 +11,17 @@ import torch
 from torch import nn
 
 from edgekd.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from edgekd.data import Dataset
+from edgekd.data import Dataset, load_checked
 from edgekd.distill.batches import Augment, Chain
-from edgekd.distill.cache import cached_array, cached_teacher_outputs
+from edgekd.distill.cache import (
+    cached_array,
+    cached_teacher_outputs,
+    fill_rows,
+    ranks_teacher_outputs,
+    shard_bounds,
+)
+from edgekd.distill.distributed import SINGLE, World
+from edgekd.distill.jobs import Jobs
 from edgekd.distill.train import accuracy, train
 from edgekd.errors import CheckFailed, InputError
 from edgekd.fileio import json_sha256, relative_to, sha256_file
@@ -77,10 +85,11 @@ def load_teacher(path: Path, data: Dataset) -> tuple[Checkpoint, nn.Module, floa
 
 def prepare_teacher(data: Dataset, out_dir: Path, *, spec: ModelSpec, checkpoint: Path | None,
                     min_accuracy: float, seed: int, epochs: int, batch_size: int, lr: float,
-                    weight_decay: float, augment: Augment | None = None) -> tuple[Checkpoint, nn.Module]:
+                    weight_decay: float, augment: Augment | None = None,
+                    world: World = SINGLE) -> tuple[Checkpoint, nn.Module]:
     """Return the teacher: the given checkpoint, a pretrained network (a spec with weights, used as it
-    is), or one trained here (reused from `out_dir` when the same recipe already trained it). Refuses a
-    teacher whose test accuracy is below `min_accuracy`."""
+    is), or one trained here (reused from `out_dir` when the same recipe already trained it; across the
+    ranks of `world`, rank 0 saves it). Refuses a teacher whose test accuracy is below `min_accuracy`."""
     if checkpoint is not None:
         ckpt, model, acc = load_teacher(checkpoint, data)
     else:
@@ -96,15 +105,18 @@ def prepare_teacher(data: Dataset, out_dir: Path, *, spec: ModelSpec, checkpoint
             if not pretrained:
                 train(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, seed=seed, augment=augment,
-                      state_path=Path(out_dir) / f".teacher.{key[:12]}.state.pt", desc="teacher")
+                      state_path=Path(out_dir) / f".teacher.{key[:12]}.state.pt", desc="teacher", world=world)
             acc = accuracy(model, data.x_test, data.y_test)
-            ckpt = save_checkpoint(model, dest, name="teacher", role="teacher", arch=spec.arch or spec.kind,
-                                   width=spec.width, depth=spec.depth, input_shape=data.input_shape,
-                                   labels=data.labels, mean=data.mean, std=data.std,
-                                   data_fingerprint=data.fingerprint, accuracy=acc,
-                                   provenance={"key": key, "data": data.source, "pretrained": pretrained},
-                                   spec=spec if spec.kind != "zoo" else None)
-            (Path(out_dir) / f".teacher.{key[:12]}.state.pt").unlink(missing_ok=True)
+            if world.main:
+                save_checkpoint(model, dest, name="teacher", role="teacher", arch=spec.arch or spec.kind,
+                                width=spec.width, depth=spec.depth, input_shape=data.input_shape,
+                                labels=data.labels, mean=data.mean, std=data.std,
+                                data_fingerprint=data.fingerprint, accuracy=acc,
+                                provenance={"key": key, "data": data.source, "pretrained": pretrained},
+                                spec=spec if spec.kind != "zoo" else None)
+                (Path(out_dir) / f".teacher.{key[:12]}.state.pt").unlink(missing_ok=True)
+            world.barrier()
+            ckpt = read_checkpoint(dest)
     if acc < min_accuracy:
         raise CheckFailed(
             f"teacher {ckpt.path} reaches {acc:.4f} test accuracy on {data.name!r}, below the floor "
@@ -127,12 +139,13 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
                     temperature: float, alpha: float, hint_weight: float = 0.0, cosine_weight: float = 0.0,
                     transfer_samples: int, use_transfer: bool = True, cache_dir: Path | None, seed: int,
                     epochs: int, batch_size: int, lr: float, weight_decay: float, workers: int = 0,
-                    augment: Augment | None = None, on_epoch=None) -> StudentResult:
+                    augment: Augment | None = None, on_epoch=None, world: World = SINGLE) -> StudentResult:
     """Train one student (`method` "kd": against the teacher, on the training set plus a teacher-labelled
     transfer set; "label": cross-entropy on the labelled training set only) and save its checkpoint
     to `out_dir/NAME`. A finished student with the same inputs is reused. With `augment`, the teacher
     runs on each augmented batch instead of reading cached outputs (it must see the student's view).
-    `on_epoch(epochs_done, model)` is called after every epoch (edgekd.distill.train)."""
+    `on_epoch(epochs_done, model)` is called after every epoch (edgekd.distill.train). Across the ranks
+    of `world`, every rank trains its share of each batch and rank 0 saves."""
     if method not in ("kd", "label"):
         raise InputError(f"unknown distillation method {method!r}; choose 'kd' or 'label'")
     n_transfer = transfer_samples if (method == "kd" and use_transfer) else 0
@@ -142,7 +155,7 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
                            bs=batch_size, lr=lr, wd=weight_decay, teacher=teacher.weights_sha256,
                            data=data.fingerprint))
     dest = Path(out_dir) / name
-    throughput = 0.0
+    stats = None
     if _finished(dest, key):
         ckpt, model = load_checkpoint(dest)
         acc = accuracy(model, data.x_test, data.y_test)
@@ -156,30 +169,93 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
             # is concatenated in memory
             x, y = Chain(x, xu), Chain(y, np.full(len(xu), -1, np.int64))
             if augment is None:
-                lt, ft, _ = cached_teacher_outputs(teacher_model, teacher.weights_sha256, data.x_train,
-                                                   cache_dir)
-                lu, fu, _ = cached_teacher_outputs(teacher_model, teacher.weights_sha256, xu, cache_dir)
-                logits, feats = Chain(lt, lu), Chain(ft, fu)
+                logits, feats = teacher_outputs(data, teacher, teacher_model, xu, cache_dir, world=world)
         state = Path(out_dir) / f".{name}.{key[:12]}.state.pt"
         stats = train(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                       seed=seed, teacher_logits=logits, teacher_features=feats, temperature=temperature,
                       alpha=alpha, hint_weight=hint_weight, cosine_weight=cosine_weight, state_path=state,
                       desc=name, workers=workers, augment=augment,
                       teacher=teacher_model if (augment is not None and method == "kd") else None,
-                      on_epoch=on_epoch)
-        throughput = stats.samples_per_s
+                      on_epoch=on_epoch, world=world)
         acc = accuracy(model, data.x_test, data.y_test)
-        ckpt = save_checkpoint(model, dest, name=name, role="student", arch=spec.arch or spec.kind,
-                               width=spec.width, depth=spec.depth, input_shape=data.input_shape,
-                               labels=data.labels, mean=data.mean, std=data.std,
-                               data_fingerprint=data.fingerprint, accuracy=acc,
-                               spec=spec if spec.kind != "zoo" else None,
-                               provenance={"key": key, "method": method,
-                                           "teacher_sha256": teacher.weights_sha256,
-                                           "teacher_accuracy": teacher.accuracy,
-                                           "teacher_params": teacher.params,
-                                           "teacher": relative_to(teacher.path, dest), "data": data.source})
-        state.unlink(missing_ok=True)
+        if world.main:
+            _save_student(model, dest, name, spec, data, acc, key, method, teacher)
+            state.unlink(missing_ok=True)
+        world.barrier()
+        ckpt = read_checkpoint(dest)
     return StudentResult(name=name, checkpoint=dest, params=ckpt.params, accuracy=acc,
                          retention=retention(acc, teacher.accuracy), compression=teacher.params / ckpt.params,
-                         method=method, train_samples_per_s=throughput)
+                         method=method, train_samples_per_s=stats.samples_per_s if stats else 0.0,
+                         train_samples_per_s_per_rank=stats.samples_per_s_per_rank if stats else 0.0,
+                         world_size=world.size)
+
+
+def _save_student(model, dest: Path, name: str, spec: ModelSpec, data: Dataset, acc: float, key: str,
+                  method: str, teacher: Checkpoint) -> Checkpoint:
+    return save_checkpoint(model, dest, name=name, role="student", arch=spec.arch or spec.kind,
+                           width=spec.width, depth=spec.depth, input_shape=data.input_shape,
+                           labels=data.labels, mean=data.mean, std=data.std,
+                           data_fingerprint=data.fingerprint, accuracy=acc,
+                           spec=spec if spec.kind != "zoo" else None,
+                           provenance={"key": key, "method": method, "teacher_sha256": teacher.weights_sha256,
+                                       "teacher_accuracy": teacher.accuracy, "teacher_params": teacher.params,
+                                       "teacher": relative_to(teacher.path, dest), "data": data.source})
+
+
+def teacher_outputs(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module, transfer, cache_dir,
+                    fill=None, world: World = SINGLE) -> tuple[Chain, Chain]:
+    """The teacher's logits and features for the training set then the transfer set (cached; `fill`:
+    by jobs of this process, `world`: by every rank)."""
+    sha = teacher.weights_sha256
+    if world != SINGLE:
+        (lt, ft, _), (lu, fu, _) = (ranks_teacher_outputs(world, teacher_model, sha, x, cache_dir)
+                                    for x in (data.x_train, transfer))
+    else:
+        lt, ft, _ = cached_teacher_outputs(teacher_model, sha, data.x_train, cache_dir, fill=fill)
+        lu, fu, _ = cached_teacher_outputs(teacher_model, sha, transfer, cache_dir, fill=fill)
+    return Chain(lt, lu), Chain(ft, fu)
+
+
+# --- side by side (edgekd.distill.jobs): a job in another process loads the data and the teacher again
+# from their records, and reads or writes the shared cache; nothing large is pickled
+
+
+def sharded_fill(jobs: Jobs, teacher: Checkpoint):
+    """A `fill` for cached_teacher_outputs that computes one shard of the rows per job (byte-identical to
+    one process: `shard_bounds`); None with one job (this process already holds the teacher)."""
+    if jobs.n == 1:
+        return None
+
+    def fill(entry: Path, x, batch_size: int) -> None:
+        ref = (x.filename, None) if isinstance(x, np.memmap) and x.filename else (None, np.asarray(x))
+        jobs.map(_fill_shard, [(teacher.path, ref, entry, start, stop, batch_size)
+                               for start, stop in shard_bounds(len(x), jobs.n, batch_size)])
+    return fill
+
+
+def _fill_shard(teacher_path: Path, ref, entry: Path, start: int, stop: int, batch_size: int) -> None:
+    filename, array = ref
+    x = np.load(filename, mmap_mode="r") if filename else array
+    _, model = load_checkpoint(teacher_path)
+    fill_rows(model, x, entry, start, stop, batch_size)
+
+
+def transfer_job(source: dict, fingerprint: str, n: int, cache_dir: Path | None) -> None:
+    """Generate (and cache) the transfer set in a job of its own: it needs no teacher."""
+    transfer_inputs(load_checked(source, fingerprint), n, seed=0, cache_dir=cache_dir)
+
+
+def distill_students(jobs: Jobs, data: Dataset, teacher: Checkpoint, teacher_model: nn.Module, out_dir: Path,
+                     students: list[dict], world: World = SINGLE) -> list[StudentResult]:
+    """`distill_student(**kwargs)` for each of `students`, side by side in `jobs` (in order here with one,
+    each across the ranks of `world`)."""
+    if jobs.n == 1:
+        return [distill_student(data, teacher, teacher_model, out_dir, world=world, **kw) for kw in students]
+    return jobs.map(student_job, [(data.source, data.fingerprint, teacher, out_dir, kw) for kw in students])
+
+
+def student_job(source: dict, fingerprint: str, teacher: Checkpoint, out_dir: Path, kwargs: dict
+                ) -> StudentResult:
+    """`distill_student` in a job of its own, from the data's record and the teacher's checkpoint."""
+    _, model = load_checkpoint(teacher.path)
+    return distill_student(load_checked(source, fingerprint), teacher, model, out_dir, **kwargs)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from edgekd.distill.batches import Augment, Rows, batches
 from edgekd.distill.cache import run_teacher
+from edgekd.distill.distributed import SINGLE, World
 from edgekd.distill.losses import ce_loss, cosine_loss, hint_loss, kd_loss
 from edgekd.errors import InputError, TrainingError
 from edgekd.fileio import atomic_path
@@ -30,18 +31,37 @@ class TrainStats:
     epochs: int
     steps: int
     final_loss: float
-    samples_per_s: float  # training throughput of this run (0 when resumed past the end)
+    samples_per_s: float  # training throughput of this run, all ranks together (0 when resumed past the end)
     resumed_from_epoch: int
+    samples_per_s_per_rank: float = 0.0
+    world_size: int = 1
+
+
+class _Student(nn.Module):
+    """What one training step runs (and DDP wraps): the student's logits and, for the feature losses,
+    its penultimate features; `proj` (the hint/cosine projection) trains with it."""
+
+    def __init__(self, model: nn.Module, proj: nn.Module | None, features: bool):
+        super().__init__()
+        self.model, self.proj, self.features = model, proj, features
+
+    def forward(self, x):  # (B, ...) -> logits (B, C), features (B, D) or None
+        if not self.features:
+            return self.model(x), None
+        f = self.model.features(x)
+        return self.model.head(f), f
 
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, **kwargs) -> TrainStats:
     """`_train`, with one rule about the resume state: an interrupt (Ctrl-C, SIGTERM) keeps it so the next
     run continues; any other failure (a NaN loss, a full disk) deletes it, since resuming would only
-    replay the failure."""
+    replay the failure. Across ranks, a failure other than the training's own (a killed peer breaks
+    the collectives, the launcher stops the rest) keeps it too: the state is not to blame."""
     try:
         return _train(model, x, y, **kwargs)
-    except Exception:
-        if kwargs.get("state_path") is not None:
+    except Exception as e:
+        peer = kwargs.get("world", SINGLE).distributed and not isinstance(e, TrainingError)
+        if kwargs.get("state_path") is not None and not peer:
             Path(kwargs["state_path"]).unlink(missing_ok=True)
         raise
 
@@ -51,8 +71,8 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
           teacher_features: np.ndarray | None = None, teacher: nn.Module | None = None,
           temperature: float = 4.0, alpha: float = 0.1, hint_weight: float = 0.0, cosine_weight: float = 0.0,
           state_path: Path | None = None, desc: str = "train", workers: int = 0,
-          augment: Augment | None = None,
-          on_epoch: Callable[[int, nn.Module], None] | None = None) -> TrainStats:
+          augment: Augment | None = None, on_epoch: Callable[[int, nn.Module], None] | None = None,
+          world: World = SINGLE) -> TrainStats:
     """Train `model` on inputs x (N, ...) and labels y (N,) (-1 = unlabeled), read a batch at a time
     (x, y and the teacher outputs may be memory maps or a `Chain` of them: nothing is copied whole).
 
@@ -63,6 +83,10 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
     so it needs `teacher`, not cached logits. `on_epoch(epochs_done, model)` runs after each epoch's state
     is saved, with the model in eval mode (the search's pruner reads it; an exception it raises stops
     training and discards the resume state, as any failure does).
+
+    `world` (edgekd.distill.distributed): this rank's share of every batch, DDP across ranks, on its
+    device (bf16 autocast on GPUs that have it); rank 0 alone saves the resume state. The model is
+    back on the CPU, in eval mode, when training ends.
     """
     # --- set up
     torch.manual_seed(seed)
@@ -83,65 +107,85 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
             if use_feats else None)
     params = list(model.parameters()) + (list(proj.parameters()) if proj is not None else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(rows) / batch_size)
+    steps_per_epoch = math.ceil(len(rows) / batch_size)  # global batches: the same at any world size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
     start_epoch = 0
     if state_path is not None and Path(state_path).is_file():
         start_epoch = _load_state(Path(state_path), model, proj, opt, sched, gen, aug_gen)
+    dev = torch.device(world.device)
+    student = _Student(model, proj, use_feats).to(dev)
+    net = world.wrap(student)
     if teacher is not None:
-        eval_mode(teacher)
-    loader = batches(rows, batch_size, gen, workers)
+        eval_mode(teacher).to(dev)
+    # bf16 autocast where the GPU has it; CPU training stays fp32. A host sync (loss.item(), the NaN
+    # check) every step costs nothing on a CPU but stalls a GPU's queue: there it happens every 50 steps.
+    bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    sync_every = 50 if dev.type == "cuda" else 1
+    loader = batches(rows, batch_size, gen, workers, rank=world.rank, world=world.size)
 
     # --- loop
     model.train()
     step, loss_value, t0, seen = start_epoch * steps_per_epoch, float("nan"), time.perf_counter(), 0
-    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, leave=False, disable=None)
+    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, leave=False,
+               disable=None if world.main else True)
+    loss = None
     for epoch in range(start_epoch, epochs):
         for b in loader:
+            b = {k: v.to(dev, non_blocking=True) for k, v in b.items()}
             xb, yb = b["x"], b["y"]
             if augment is not None:
                 xb = augment(xb, aug_gen)
-            if use_feats:
-                s_feat = model.features(xb)
-                s_logits = model.head(s_feat)
-            else:
-                s_logits = model(xb)
-            if kd:
-                if "logits" in b:
-                    t_logits, t_feat = b["logits"], b.get("features")
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                s_logits, s_feat = net(xb)
+                if kd:
+                    if "logits" in b:
+                        t_logits, t_feat = b["logits"], b.get("features")
+                    else:
+                        with torch.no_grad():
+                            t_logits, t_feat = run_teacher(teacher, xb)
+                    loss = kd_loss(s_logits.float(), t_logits.float(), yb, temperature=temperature,
+                                   alpha=alpha)
+                    if hint_weight > 0:
+                        loss = loss + hint_weight * hint_loss(s_feat, t_feat, proj)
+                    if cosine_weight > 0:
+                        loss = loss + cosine_weight * cosine_loss(proj(s_feat), t_feat)
                 else:
-                    with torch.no_grad():
-                        t_logits, t_feat = run_teacher(teacher, xb)
-                loss = kd_loss(s_logits, t_logits, yb, temperature=temperature, alpha=alpha)
-                if hint_weight > 0:
-                    loss = loss + hint_weight * hint_loss(s_feat, t_feat, proj)
-                if cosine_weight > 0:
-                    loss = loss + cosine_weight * cosine_loss(proj(s_feat), t_feat)
-            else:
-                loss = ce_loss(s_logits, yb)
-            if not torch.isfinite(loss):
+                    loss = ce_loss(s_logits.float(), yb)
+            step, seen = step + 1, seen + len(yb)
+            if step % sync_every == 0 and not torch.isfinite(loss):
                 bar.close()
                 raise TrainingError(
-                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
                     f"lower the learning rate (now {lr}) or check the inputs for NaN/inf")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            step, seen, loss_value = step + 1, seen + len(yb), loss.item()
             bar.update(1)
             if step % 50 == 0:
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.4f}")
-        if state_path is not None:
+                loss_value = loss.item()
+                rate = seen * world.size / (time.perf_counter() - t0)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.4f}", samples_s=f"{rate:.0f}")
+        if loss is not None:
+            if not torch.isfinite(loss):  # the last steps of an epoch, where a GPU run did not look
+                bar.close()
+                raise TrainingError(f"{desc}: loss became {loss.item()} in epoch {epoch + 1}; "
+                                    f"lower the learning rate (now {lr}) or check the inputs for NaN/inf")
+            loss_value = loss.item()
+        if state_path is not None and world.main:
             _save_state(Path(state_path), model, proj, opt, sched, gen, epoch + 1, aug_gen)
         if on_epoch is not None:
             model.eval()
             on_epoch(epoch + 1, model)
             model.train()
     bar.close()
-    model.eval()
     elapsed = time.perf_counter() - t0
-    return TrainStats(epochs, step, loss_value, seen / elapsed if seen else 0.0, start_epoch)
+    student.cpu()
+    if teacher is not None:
+        teacher.cpu()
+    model.eval()
+    per_rank = seen / elapsed if seen else 0.0
+    return TrainStats(epochs, step, loss_value, world.sum(per_rank), start_epoch, per_rank, world.size)
 
 
 @torch.no_grad()

@@ -43,10 +43,13 @@ class ExportMisses(CheckFailed):
     every miss is a measured parity failure (the same inputs would fail the same way)."""
 
     def __init__(self, failures: list[Failure], kept: int, student: str):
-        self.failures, self.kept = failures, kept
+        self.failures, self.kept, self.student = failures, kept, student
         self.final = all(f.top1_agreement is not None for f in failures)
         super().__init__(f"{len(failures)} file(s) of {student} were not kept ({kept} kept):\n"
                          + misses_table([(student, f) for f in failures]))
+
+    def __reduce__(self):  # raised in an export job (another process) and read here
+        return (type(self), (self.failures, self.kept, self.student))
 
 
 def misses_table(misses: list[tuple[str, Failure]]) -> str:

@@ -45,6 +45,22 @@ def _expect_rank(input_shape: tuple[int, ...], ranks: tuple[int, ...], family: s
                          f"but the data's inputs have shape {tuple(input_shape)}")
 
 
+class MaxPool1d2(nn.MaxPool1d):
+    """`nn.MaxPool1d(2)` that trains faster on CPU: in training, a pairwise max over a (B, C, L/2, 2) view
+    instead of `max_pool1d_with_indices` (16% of a small cnn1d student's step on one thread). Same values
+    and the same gradient (to the larger of each pair; the zoo pools after ReLU, where ties are zeros
+    whose gradient ReLU stops), so training is bit-for-bit unchanged; eval and export use the standard op."""
+
+    def __init__(self):
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, L) -> (B, C, L // 2)
+        if not self.training or x.dim() != 3:
+            return super().forward(x)
+        b, c, length = x.shape
+        return x[..., :length - length % 2].reshape(b, c, length // 2, 2).max(dim=-1).values
+
+
 @MODELS.register("cnn1d")
 class CNN1d(Classifier):
     """Plain 1-D CNN: `depth` conv-BN-ReLU blocks of 96*width channels, max-pool after blocks 2 and 4.
@@ -57,7 +73,7 @@ class CNN1d(Classifier):
         for i in range(depth):
             layers += [nn.Conv1d(cin, c, kernel_size, padding=kernel_size // 2), nn.BatchNorm1d(c), nn.ReLU()]
             if i in (1, 3) and input_shape[1] >= 4 * (i + 1):
-                layers.append(nn.MaxPool1d(2))
+                layers.append(MaxPool1d2())
             cin = c
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(c, num_classes)

@@ -1,0 +1,76 @@
+"""Independent pieces of a distillation run side by side, one process per CPU core.
+
+Each job trains or runs a network on `threads` torch threads, exactly as it would alone, so its numbers
+do not depend on how many jobs run beside it (or on the machine's core count): parallelism comes from
+running whole jobs at once (students, cache shards, the transfer set), never from splitting one job's
+arithmetic. With one job everything runs in this process, in order.
+
+Workers are spawned (no forked torch or OpenMP state) by `concurrent.futures`; a job's exception is
+raised again here when its result is read.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+
+import torch
+
+
+def cpu_count() -> int:
+    """CPUs this process may use (its affinity mask, as taskset or a container sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _init_worker(threads: int, preload) -> None:
+    from edgekd.console import quiet_backends
+
+    quiet_backends()  # as in the CLI's own process
+    torch.set_num_threads(threads)
+    if preload is not None:
+        preload()
+
+
+class Jobs:
+    """`submit(fn, *args)` -> Future. `n` <= 1: runs `fn` at once in this process. Otherwise `n` spawned
+    processes (all started on first use, each running `preload()` first, e.g. loading the data its jobs
+    will read, while this process is busy) run jobs concurrently; `fn` and its arguments must pickle."""
+
+    def __init__(self, n: int, threads: int = 1, preload=None):
+        self.n, self.threads, self.preload = max(1, n), threads, preload
+        self._pool: ProcessPoolExecutor | None = None
+
+    def submit(self, fn, *args, **kwargs) -> Future:
+        if self.n == 1:
+            done: Future = Future()
+            try:
+                done.set_result(fn(*args, **kwargs))
+            except Exception as e:  # noqa: BLE001 - handed to the caller through the future
+                done.set_exception(e)
+            return done
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(self.threads, self.preload))
+            for _ in range(self.n):  # the pool starts a process per job waiting: all of them, now
+                self._pool.submit(int)
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def map(self, fn, arg_lists) -> list:
+        """`fn(*args)` for each args, concurrently; results in order (the first failure is raised)."""
+        futures = [self.submit(fn, *args) for args in arg_lists]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> "Jobs":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
