@@ -3,11 +3,29 @@ tensors' own quantisation parameters (full-integer models take and return int8).
 
 from __future__ import annotations
 
+import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from edgekd.runtimes import RUNNERS
+
+
+@contextmanager
+def _native_stderr_muted():
+    """The interpreter's C++ side logs "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to the
+    process's stderr once per process: not the user's concern (errors still arrive as exceptions)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @RUNNERS.register("tflite")
@@ -20,8 +38,9 @@ class TFLiteRunner:
         from ai_edge_litert.interpreter import Interpreter
 
         self.version, self.threads = f"ai-edge-litert {litert_version}", threads
-        self.interp = Interpreter(model_path=str(path), num_threads=threads)
-        self.interp.allocate_tensors()
+        with _native_stderr_muted():
+            self.interp = Interpreter(model_path=str(path), num_threads=threads)
+            self.interp.allocate_tensors()
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
         self._staged = None  # the input last placed by run_one
