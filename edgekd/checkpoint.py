@@ -101,12 +101,12 @@ def load_checkpoint(path: Path) -> tuple[Checkpoint, Classifier]:
 
 def training_data(ckpt: Checkpoint):
     """The dataset a checkpoint was trained on, reloaded from its provenance and checked unchanged."""
-    from edgekd.data import load_recorded
+    from edgekd.data import load_recorded, loaded
 
     src = ckpt.provenance.get("data")
     if not src:
         raise InputError(f"{ckpt.path / META}: no record of the training data; re-train it with edgekd")
-    data = load_recorded(src)
+    data = loaded(ckpt.data_fingerprint) or load_recorded(src)  # a job process may hold it already
     if data.fingerprint != ckpt.data_fingerprint:
         raise InputError(f"{ckpt.path}: its training data {src} changed since training "
                          "(fingerprint differs); re-run distill on the current data")

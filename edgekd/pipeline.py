@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -108,7 +108,7 @@ def _augment(cfg, data: Dataset, field: str) -> Augment | None:
 
 
 def distill(recipe: Recipe, out: Path, data: Dataset | None = None, specs: list[ModelSpec] | None = None, *,
-            nproc: int = 1, device: str = "cpu") -> dict | None:
+            nproc: int = 1, device: str = "cpu", jobs=None) -> dict | None:
     """The distill stage in this process, or in `nproc` ranks (DDP) started here, or as this rank of a
     torchrun launch. Returns metrics.json's content (None on ranks other than 0 of a torchrun launch)."""
     from edgekd.distill import distributed
@@ -124,7 +124,7 @@ def distill(recipe: Recipe, out: Path, data: Dataset | None = None, specs: list[
     if nproc > 1:
         distributed.check_nproc(nproc, device)
         return distributed.launch(nproc, _distill_rank, recipe, Path(out), device)[0]
-    return distill_stage(recipe, out, data, specs, World(device=device))
+    return distill_stage(recipe, out, data, specs, World(device=device), jobs)
 
 
 def _distill_rank(recipe: Recipe, out: Path, device: str) -> dict:
@@ -141,13 +141,13 @@ def _distill_rank(recipe: Recipe, out: Path, device: str) -> dict:
 
 
 def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
-                  specs: list[ModelSpec] | None = None, world: World = SINGLE) -> dict:
+                  specs: list[ModelSpec] | None = None, world: World = SINGLE, jobs=None) -> dict:
     """Teacher, then every student (`specs`: their networks as `validate` resolved them; validated
     here when not given); writes `out/metrics.json` and returns it. Independent work runs side by side
     (`recipe.jobs`): the transfer set beside the teacher, the teacher's outputs in shards, the students.
-    Across the ranks of `world` (DDP) every rank trains its share of each batch instead, and rank 0 writes."""
+    Across the ranks of `world` (DDP) every rank trains its share of each batch instead, and rank 0 writes.
+    `jobs`: a pool the caller keeps for later stages (`run`); by default one of this stage's own."""
     from edgekd.distill import stage
-    from edgekd.distill.jobs import Jobs, cpu_count
 
     torch.set_num_threads(recipe.threads)
     data = data or load_data(recipe)
@@ -156,9 +156,9 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
     d = recipe.distill
     augment = _augment(recipe.data.augment, data, "data.augment")
     n_transfer = recipe.data.transfer_samples if d.use_transfer else 0
-    # ranks (or a GPU) already use the machine: no side-by-side jobs there
-    n_jobs = (recipe.jobs or cpu_count()) if world == SINGLE else 1
-    with Jobs(n_jobs, recipe.threads, partial(load_checked, data.source, data.fingerprint)) as jobs:
+    if world != SINGLE:  # ranks (or a GPU) already use the machine: no side-by-side jobs there
+        jobs = None
+    with nullcontext(jobs) if jobs is not None else _jobs(recipe, data, world == SINGLE) as jobs:
         clock = _Clock()
         made = (jobs.submit(stage.transfer_job, data.source, data.fingerprint, n_transfer, recipe.cache_dir)
                 if jobs.n > 1 else None)  # one job: generated when the first student needs it
@@ -188,6 +188,14 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
         write_json(out / "metrics.json", metrics)
     world.barrier()
     return metrics
+
+
+def _jobs(recipe: Recipe, data: Dataset, side_by_side: bool = True):
+    """The recipe's side-by-side job processes, each loading `data` when it starts."""
+    from edgekd.distill.jobs import Jobs, cpu_count
+
+    n = (recipe.jobs or cpu_count()) if side_by_side else 1
+    return Jobs(n, recipe.threads, partial(load_checked, data.source, data.fingerprint))
 
 
 class _Clock:
@@ -245,13 +253,14 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     write_record(out, record, recipe.model_dump(mode="json"))
     marks = _Marks(out / STATE_DIR / "stages.json")
 
-    with _step(1, "distill (teacher first, then students)", progress) as note:
-        metrics = distill(recipe, out, data, specs, nproc=nproc, device=device)
-        note(f"teacher {metrics['teacher_accuracy']:.4f}; " + ", ".join(
-            f"{s['name']} {s['accuracy']:.4f} (retention {s['retention']:.3f}, {s['compression']:.1f}x)"
-            for s in metrics["students"]))
-    with _step(2, "export", progress) as note:
-        export_students(recipe, out, data, marks, note)
+    with _jobs(recipe, data) as jobs:  # one set of job processes for both stages: started, data loaded once
+        with _step(1, "distill (teacher first, then students)", progress) as note:
+            metrics = distill(recipe, out, data, specs, nproc=nproc, device=device, jobs=jobs)
+            note(f"teacher {metrics['teacher_accuracy']:.4f}; " + ", ".join(
+                f"{s['name']} {s['accuracy']:.4f} (retention {s['retention']:.3f}, {s['compression']:.1f}x)"
+                for s in metrics["students"]))
+        with _step(2, "export", progress) as note:
+            export_students(recipe, out, data, marks, note, jobs)
     with _step(3, "bench (runtimes here + simulated targets)", progress) as note:
         bench_students(recipe, out, data, targets, marks)
         if any(t.name == "host-cpu" for t in targets):
@@ -281,11 +290,10 @@ def _step(i: int, name: str, progress):
     progress(f"      {'; '.join(notes) or 'done'} ({time.perf_counter() - t0:.1f}s)")
 
 
-def export_students(recipe: Recipe, out: Path, data: Dataset, marks: "_Marks", note) -> None:
-    """Export every student, side by side (`recipe.jobs`). Files that miss parity are listed in one table
-    and the others kept; a student is marked done only when its export finished (a converter crash or an
-    I/O error is retried next run)."""
-    from edgekd.distill.jobs import Jobs, cpu_count
+def export_students(recipe: Recipe, out: Path, data: Dataset, marks: "_Marks", note, jobs=None) -> None:
+    """Export every student, side by side (`jobs`, by default the recipe's). Files that miss parity are
+    listed in one table and the others kept; a student is marked done only when its export finished (a
+    converter crash or an I/O error is retried next run)."""
     from edgekd.export import ExportMisses, export_checkpoint, misses_table
 
     cfg = recipe.export.model_dump()
@@ -296,8 +304,8 @@ def export_students(recipe: Recipe, out: Path, data: Dataset, marks: "_Marks", n
         if not marks.fresh(f"export/{s.name}", key, dest / "artifacts.json"):
             todo[s.name] = (ckpt, dest, key)
     misses = []
-    with Jobs(min(recipe.jobs or cpu_count(), len(todo)), recipe.bench.threads) as jobs:
-        # another process reloads the data from the checkpoint's record (checked unchanged)
+    with nullcontext(jobs) if jobs is not None else _jobs(recipe, data) as jobs:
+        # a job process has the data already (loaded when it started), checked against the checkpoint's
         running = {name: jobs.submit(export_checkpoint, ckpt, dest, **cfg, data=data if jobs.n == 1 else None,
                                      threads=recipe.bench.threads)
                    for name, (ckpt, dest, _) in todo.items()}

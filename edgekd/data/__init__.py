@@ -27,7 +27,8 @@ from edgekd.data import csvfile, digits, fashion_mnist, idx, imagefolder, mnist1
 from edgekd.data.checks import check_splits
 from edgekd.data.source import DATASETS, RawData
 
-__all__ = ["DATASETS", "Dataset", "RawData", "check_splits", "load_checked", "load_dataset", "source_options"]
+__all__ = ["DATASETS", "Dataset", "RawData", "check_splits", "load_checked", "load_dataset", "loaded",
+           "source_options"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,11 @@ def load_dataset(name: str, path: Path | None = None, seed: int = 42, *,
 
 
 _LOADED: dict[str, Dataset] = {}  # this process's last `load_checked` dataset, by fingerprint
+
+
+def loaded(fingerprint: str) -> Dataset | None:
+    """The dataset this process last loaded with `load_checked`, if it has this fingerprint."""
+    return _LOADED.get(fingerprint)
 
 
 def load_checked(source: dict, fingerprint: str) -> Dataset:
