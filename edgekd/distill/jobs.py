@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 
 import torch
 
@@ -33,6 +34,23 @@ def _init_worker(threads: int, preload) -> None:
     torch.set_num_threads(threads)
     if preload is not None:
         preload()
+
+
+@contextmanager
+def _native_threads(threads: int):
+    """The environment a job process starts with: its native thread pools (OpenMP, OpenBLAS, MKL) sized to
+    its `threads`, not to every core of the machine (a job beside the teacher must not take its core)."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: str(threads) for k in names})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class Jobs:
@@ -55,8 +73,9 @@ class Jobs:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_init_worker, initargs=(self.threads, self.preload))
-            for _ in range(self.n):  # the pool starts a process per job waiting: all of them, now
-                self._pool.submit(int)
+            with _native_threads(self.threads):  # read by numpy's and scipy's BLAS as they load
+                for _ in range(self.n):  # the pool starts a process per job waiting: all of them, now
+                    self._pool.submit(int)
         return self._pool.submit(fn, *args, **kwargs)
 
     def map(self, fn, arg_lists) -> list:
