@@ -165,7 +165,7 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
         teacher, teacher_model = teacher_stage(recipe, data, out, world)
         clock.lap("teacher")
         if made is not None:
-            made.result()
+            jobs.result(made)
         if world.main:  # the others read it from the cache
             xu = stage.transfer_inputs(data, n_transfer, seed=0, cache_dir=recipe.cache_dir)
         world.barrier()
@@ -311,7 +311,7 @@ def export_students(recipe: Recipe, out: Path, data: Dataset, marks: "_Marks", n
                    for name, (ckpt, dest, _) in todo.items()}
         for name, job in running.items():
             try:
-                job.result()
+                jobs.result(job)
             except ExportMisses as e:
                 misses += [(name, f) for f in e.failures]
                 if not e.final:

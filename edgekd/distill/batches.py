@@ -69,7 +69,7 @@ class Augment:
             dx = torch.randint(0, 2 * self.crop + 1, (b,), generator=gen)
             x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
         if self.flip:
-            mask = torch.rand(len(x), generator=gen) < 0.5
+            mask = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
             x = torch.where(mask[:, None, None, None], x.flip(-1), x)
         return x
 

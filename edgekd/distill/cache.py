@@ -74,6 +74,8 @@ def ranks_teacher_outputs(world: World, teacher, teacher_sha256: str, x, cache_d
     the entry rank 0 allocated, on its device; rank 0 seals it; then every rank opens it."""
     if world == SINGLE:
         return cached_teacher_outputs(teacher, teacher_sha256, x, cache_dir, batch_size)
+    if torch.device(world.device).type == "cuda" and torch.cuda.is_bf16_supported():
+        teacher_sha256 += "+bf16"  # bf16-rounded outputs never stand in for a CPU run's fp32 ones
     teacher.to(world.device)
     try:
         if world.main:
@@ -105,7 +107,8 @@ def allocate_entry(teacher, x, entry: Path) -> None:
     teacher's outputs on one row: allocated on disk, never in memory."""
     eval_mode(teacher)
     probe = np.array(x[:1], dtype=np.float32) if len(x) else np.zeros((1, *x.shape[1:]), np.float32)
-    lb, fb = run_teacher(teacher, torch.from_numpy(probe))
+    param = next(teacher.parameters(), None)
+    lb, fb = run_teacher(teacher, torch.from_numpy(probe).to(param.device if param is not None else "cpu"))
     for name, width in (("logits", lb.shape[1]), ("features", fb.shape[1])):
         open_memmap(entry / f"{name}.npy", "w+", np.float32, (len(x), width)).flush()
 

@@ -57,7 +57,7 @@ class World:
     def sum(self, value: float) -> float:
         if not self.distributed:
             return value
-        t = torch.tensor([float(value)], dtype=torch.float64)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)  # NCCL reduces GPU tensors
         torch.distributed.all_reduce(t)
         return float(t.item())
 
@@ -129,7 +129,9 @@ def launch(nproc: int, entrypoint, *args) -> dict:
     rank gets torchrun's environment; when one fails the agent stops the others and the error of the
     first failure is raised here. No restarts: a rerun resumes from the last finished epoch."""
     import logging
+    import signal
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -139,12 +141,18 @@ def launch(nproc: int, entrypoint, *args) -> dict:
     agent_log = logging.getLogger("torch.distributed.elastic")
     level = agent_log.level
     agent_log.setLevel(logging.CRITICAL)  # the failure is reported once, below, as the user's error
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # the agent replaces them
     try:
         return elastic_launch(config, entrypoint)(*args)
+    except SignalException:  # Ctrl-C or SIGTERM while the ranks ran: an interrupt (outputs kept)
+        raise KeyboardInterrupt from None
     except ChildFailedError as e:
-        raise rank_error(*e.get_first_failure()) from None
+        killed = [(r, f) for r, f in e.failures.items() if f.exitcode < 0]
+        raise rank_error(*(killed[0] if killed else e.get_first_failure())) from None
     finally:
         agent_log.setLevel(level)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def rank_error(rank: int, failure) -> Exception:
@@ -161,4 +169,6 @@ def rank_error(rank: int, failure) -> Exception:
     cls = getattr(errors, kind.rsplit(".", 1)[-1], None)
     if isinstance(cls, type) and issubclass(cls, errors.EdgekdError):
         return cls(f"rank {rank}: {text}")
+    if kind.rsplit(".", 1)[-1] in ("OSError", "FileNotFoundError", "PermissionError", "IsADirectoryError"):
+        return errors.InputError(f"rank {rank}: {text}")  # the disk or a path: the user's to fix (exit 2)
     return errors.TrainingError(f"rank {rank} failed (exit code {failure.exitcode}): {message}")

@@ -81,7 +81,21 @@ class Jobs:
     def map(self, fn, arg_lists) -> list:
         """`fn(*args)` for each args, concurrently; results in order (the first failure is raised)."""
         futures = [self.submit(fn, *args) for args in arg_lists]
-        return [f.result() for f in futures]
+        return [self.result(f) for f in futures]
+
+    @staticmethod
+    def result(future: Future):
+        """A job's result; a job process that died (killed, out of memory) is `Stopped`, like a killed rank:
+        the outputs and resume states stay for the next run."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        from edgekd.errors import Stopped
+
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            raise Stopped("a job process of this run died (killed, or out of memory); run the same command "
+                          "again: finished work is reused and training resumes from its last epoch") from None
 
     def close(self) -> None:
         if self._pool is not None:

@@ -117,6 +117,8 @@ def prepare_teacher(data: Dataset, out_dir: Path, *, spec: ModelSpec, checkpoint
                 (Path(out_dir) / f".teacher.{key[:12]}.state.pt").unlink(missing_ok=True)
             world.barrier()
             ckpt = read_checkpoint(dest)
+            if world.distributed:  # a rank's BN buffers saw its own last batch: every rank takes rank 0's
+                ckpt, model, acc = load_teacher(dest, data)
     if acc < min_accuracy:
         raise CheckFailed(
             f"teacher {ckpt.path} reaches {acc:.4f} test accuracy on {data.name!r}, below the floor "
@@ -183,6 +185,9 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
             state.unlink(missing_ok=True)
         world.barrier()
         ckpt = read_checkpoint(dest)
+        if world.distributed:  # as the teacher: rank 0's saved network, measured alike on every rank
+            ckpt, model = load_checkpoint(dest)
+            acc = accuracy(model, data.x_test, data.y_test)
     return StudentResult(name=name, checkpoint=dest, params=ckpt.params, accuracy=acc,
                          retention=retention(acc, teacher.accuracy), compression=teacher.params / ckpt.params,
                          method=method, train_samples_per_s=stats.samples_per_s if stats else 0.0,

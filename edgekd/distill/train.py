@@ -64,6 +64,10 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, **kwargs) -> TrainStat
         if kwargs.get("state_path") is not None and not peer:
             Path(kwargs["state_path"]).unlink(missing_ok=True)
         raise
+    finally:  # back on the CPU however training ended (a failed GPU run leaves nothing on the device)
+        model.cpu()
+        if kwargs.get("teacher") is not None:
+            kwargs["teacher"].cpu()
 
 
 def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, lr: float,
@@ -105,6 +109,8 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
                          "features() and head (the zoo's): set them to 0 for your own networks")
     proj = (nn.Linear(model.feature_dim, (tf.shape[1] if tf is not None else teacher.feature_dim))
             if use_feats else None)
+    dev = torch.device(world.device)
+    student = _Student(model, proj, use_feats).to(dev)  # before the optimizer: its state follows the params
     params = list(model.parameters()) + (list(proj.parameters()) if proj is not None else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(rows) / batch_size)  # global batches: the same at any world size
@@ -112,8 +118,6 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
     start_epoch = 0
     if state_path is not None and Path(state_path).is_file():
         start_epoch = _load_state(Path(state_path), model, proj, opt, sched, gen, aug_gen)
-    dev = torch.device(world.device)
-    student = _Student(model, proj, use_feats).to(dev)
     net = world.wrap(student)
     if teacher is not None:
         eval_mode(teacher).to(dev)
@@ -212,7 +216,8 @@ def _save_state(path: Path, model, proj, opt, sched, gen, epoch: int, aug_gen) -
 
 def _load_state(path: Path, model, proj, opt, sched, gen, aug_gen) -> int:
     try:
-        state = torch.load(path, weights_only=True)  # tensors and plain containers only: no pickle code
+        # tensors and plain containers only (no pickle code), onto the CPU whatever device saved them
+        state = torch.load(path, weights_only=True, map_location="cpu")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])

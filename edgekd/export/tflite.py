@@ -68,9 +68,9 @@ def _fp32_flatbuffer(model, args) -> bytes:
 
     import litert_torch
 
-    h = hashlib.sha256(repr([(a.shape, a.dtype) for a in args]).encode())
+    h = hashlib.sha256(repr([type(model).__qualname__, *[(a.shape, a.dtype) for a in args]]).encode())
     for name, t in model.state_dict().items():
-        h.update(name.encode())
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     key = h.hexdigest()
     if key not in _FP32:
