@@ -33,9 +33,9 @@ r["students"] = r["students"][:1]
 r["cache_dir"] = sys.argv[2]
 yaml.safe_dump(r, open(sys.argv[1], "w"))
 PYEOF
-  start=$(date +%s.%N)
+  start=$SECONDS
   $PY -m edgekd distill "$OUT/recipe-$dev.yaml" --out "$OUT/run-$dev" --device "$dev" > "$OUT/distill-$dev.json"
-  echo "$dev: $(echo "$(date +%s.%N) - $start" | bc) s"
+  echo "$dev: $((SECONDS - start)) s"
 done
 $PY - "$OUT" <<'PYEOF'
 import json, sys

@@ -115,11 +115,8 @@ def distill(recipe: Recipe, out: Path, data: Dataset | None = None, specs: list[
 
     device = distributed.resolve_device(device)
     if distributed.launched_by_torchrun():
-        world = distributed.join(device)
-        try:
+        with distributed.joined(device) as world:
             metrics = distill_stage(recipe, out, data, specs, world)
-        finally:
-            distributed.leave(world)
         return metrics if world.main else None
     if nproc > 1:
         distributed.check_nproc(nproc, device)
@@ -133,11 +130,8 @@ def _distill_rank(recipe: Recipe, out: Path, device: str) -> dict:
     from edgekd.distill import distributed
 
     quiet_backends()
-    world = distributed.join(device)
-    try:
+    with distributed.joined(device) as world:
         return distill_stage(recipe, out, world=world)
-    finally:
-        distributed.leave(world)
 
 
 def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
@@ -161,15 +155,16 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
     with nullcontext(jobs) if jobs is not None else _jobs(recipe, data, world == SINGLE) as jobs:
         clock = _Clock()
         made = (jobs.submit(stage.transfer_job, data.source, data.fingerprint, n_transfer, recipe.cache_dir)
-                if jobs.n > 1 else None)  # one job: generated when the first student needs it
+                if jobs.n > 1 else None)  # one job: generated here once the teacher is ready
         teacher, teacher_model = teacher_stage(recipe, data, out, world)
         clock.lap("teacher")
         if made is not None:
             jobs.result(made)
-        if world.main:  # the others read it from the cache
-            xu = stage.transfer_inputs(data, n_transfer, seed=0, cache_dir=recipe.cache_dir)
-        world.barrier()
+        if not world.main:  # rank 0 makes it; the others read it from the cache
+            world.barrier()
         xu = stage.transfer_inputs(data, n_transfer, seed=0, cache_dir=recipe.cache_dir)
+        if world.main:
+            world.barrier()
         clock.lap("transfer_set")
         if augment is None:  # every student reads these: computed once, in shards
             stage.teacher_outputs(data, teacher, teacher_model, xu, recipe.cache_dir,

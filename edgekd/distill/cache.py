@@ -11,13 +11,13 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
-from edgekd.distill.distributed import SINGLE, World
+from edgekd.distill.distributed import World
 from edgekd.fileio import atomic_dir, atomic_path
 from edgekd.models import eval_mode
 
 # Rows per teacher batch: 256 keeps a batch's activations in the CPU's caches (the MNIST-1D teacher ran
-# 1.65x faster per row than at 1024, and two processes side by side slowed each other less); per-row
-# outputs do not depend on the batch size (checked bit for bit on that teacher).
+# 1.65x faster per row than at 1024 on one core); per-row outputs do not depend on the batch size
+# (checked bit for bit on that teacher).
 BATCH_ROWS = 256
 
 
@@ -72,8 +72,6 @@ def ranks_teacher_outputs(world: World, teacher, teacher_sha256: str, x, cache_d
                           batch_size: int = BATCH_ROWS) -> tuple[np.ndarray, np.ndarray, bool]:
     """`cached_teacher_outputs` on every rank of a run: each rank computes its shard (`shard_bounds`) of
     the entry rank 0 allocated, on its device; rank 0 seals it; then every rank opens it."""
-    if world == SINGLE:
-        return cached_teacher_outputs(teacher, teacher_sha256, x, cache_dir, batch_size)
     if torch.device(world.device).type == "cuda" and torch.cuda.is_bf16_supported():
         teacher_sha256 += "+bf16"  # bf16-rounded outputs never stand in for a CPU run's fp32 ones
     teacher.to(world.device)
@@ -92,7 +90,7 @@ def ranks_teacher_outputs(world: World, teacher, teacher_sha256: str, x, cache_d
             fill_rows(teacher, x, Path(entry), *shard_bounds(len(x), world.size, batch_size)[world.rank],
                       batch_size, world.device)
             world.barrier()
-        return cached_teacher_outputs(teacher.cpu(), teacher_sha256, x, cache_dir, batch_size)
+        return cached_teacher_outputs(teacher, teacher_sha256, x, cache_dir, batch_size)  # sealed: opened
     finally:
         teacher.cpu()
 

@@ -15,6 +15,7 @@ rank, into the same memory-mapped cache entry, which rank 0 seals.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -32,7 +33,6 @@ class World:
     rank: int = 0
     size: int = 1
     device: str = "cpu"
-    local_rank: int = 0
 
     @property
     def main(self) -> bool:  # the rank that writes
@@ -116,12 +116,18 @@ def join(device: str) -> World:
         device = f"cuda:{local}"
     if size > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=TIMEOUT)
-    return World(rank, size, device, local)
+    return World(rank, size, device)
 
 
-def leave(world: World) -> None:
-    if world.distributed and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+@contextmanager
+def joined(device: str):
+    """`join`, and the process group ended however the block ends."""
+    world = join(device)
+    try:
+        yield world
+    finally:
+        if world.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def launch(nproc: int, entrypoint, *args) -> dict:

@@ -158,9 +158,7 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
             step, seen = step + 1, seen + len(yb)
             if step % sync_every == 0 and not torch.isfinite(loss):
                 bar.close()
-                raise TrainingError(
-                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
-                    f"lower the learning rate (now {lr}) or check the inputs for NaN/inf")
+                raise _diverged(desc, loss, f"at epoch {epoch + 1}, step {step}", lr)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -173,8 +171,7 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
         if loss is not None:
             if not torch.isfinite(loss):  # the last steps of an epoch, where a GPU run did not look
                 bar.close()
-                raise TrainingError(f"{desc}: loss became {loss.item()} in epoch {epoch + 1}; "
-                                    f"lower the learning rate (now {lr}) or check the inputs for NaN/inf")
+                raise _diverged(desc, loss, f"in epoch {epoch + 1}", lr)
             loss_value = loss.item()
         if state_path is not None and world.main:
             _save_state(Path(state_path), model, proj, opt, sched, gen, epoch + 1, aug_gen)
@@ -184,12 +181,14 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
             model.train()
     bar.close()
     elapsed = time.perf_counter() - t0
-    student.cpu()
-    if teacher is not None:
-        teacher.cpu()
-    model.eval()
+    model.eval()  # (`train` puts it and the teacher back on the CPU)
     per_rank = seen / elapsed if seen else 0.0
     return TrainStats(epochs, step, loss_value, world.sum(per_rank), start_epoch, per_rank, world.size)
+
+
+def _diverged(desc: str, loss: torch.Tensor, where: str, lr: float) -> TrainingError:
+    return TrainingError(f"{desc}: loss became {loss.item()} {where}; lower the learning rate (now {lr}) or "
+                         "check the inputs for NaN/inf")
 
 
 @torch.no_grad()

@@ -57,8 +57,7 @@ def check_search(recipe: Recipe, budgets: list[Budget], max_size_bytes: int | No
                  heartbeat_s: int) -> tuple:
     """Everything checkable before any output: the search's export modes exist for every budget's format,
     the families exist, the worker count fits the machine. Returns the export modes a trial uses."""
-    import os
-
+    from edgekd.distill.jobs import cpu_count
     from edgekd.export.common import EXPORTERS
     from edgekd.export.stage import plan_exports  # noqa: F401 - registers the exporters
     from edgekd.models.zoo import MODELS
@@ -81,7 +80,7 @@ def check_search(recipe: Recipe, budgets: list[Budget], max_size_bytes: int | No
         raise InputError("--max-size-bytes must be above 0")
     if heartbeat_s < 1:
         raise InputError("--heartbeat-s must be at least 1 (a trial silent for twice that is failed)")
-    cpus = os.cpu_count() or 1
+    cpus = cpu_count()
     if not 1 <= workers <= cpus:
         raise InputError(f"--workers {workers}: this machine has {cpus} CPUs; give 1 to {cpus} (more "
                          "workers than CPUs only slows every trial)")
