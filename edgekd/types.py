@@ -217,3 +217,47 @@ class Budget:
     def slug(self) -> str:
         """The key as a file name."""
         return self.key.replace("=", "-")
+
+
+@dataclass(frozen=True)
+class CompressSpec:
+    """One compression-aware fine-tuning of a student (edgekd.compress): `mode` is the Core ML/TFLite
+    quantisation its files carry ("int8", "pal2".."pal8", "prune-pal4", "mixed-pal"), the rest how it
+    trains (KD against the same teacher outputs as distillation, at a fine-tuning learning rate)."""
+
+    mode: str
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    temperature: float
+    alpha: float
+    seed: int
+    per_channel: bool = True  # one palette per output channel (Core ML per_grouped_channel, iOS18+)
+    sparsity: float = 0.0  # prune-pal4: share of each tensor's weights that are zero
+    mixed_bits: tuple[int, int] = (2, 4)  # mixed-pal: the low and high bit widths
+    average_bits: float = 3.5  # mixed-pal: budget of index bits per weight, weighted by layer size
+    sensitivity_samples: int = 2000  # mixed-pal: training rows each layer's sensitivity is measured on
+
+    @property
+    def bits(self) -> int:
+        """The bit width of every layer (mixed-pal: the high one)."""
+        if self.mode == "int8":
+            return 8
+        return self.mixed_bits[1] if self.mode == "mixed-pal" else int(self.mode[-1])
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    name: str  # the compressed checkpoint's name: STUDENT.MODE-kd
+    checkpoint: Path
+    student: str
+    mode: str
+    accuracy: float  # test split, the snapped network in PyTorch
+    student_accuracy: float  # the float student it started from
+    retention: float | None
+    bits: dict  # layer -> bits per weight
+    average_bits: float
+    sparsity: float
+    train_s: float  # wall seconds of the fine-tuning (0 when reused)
+    sensitivity: dict = field(default_factory=dict)  # mixed-pal: layer -> {kl, accuracy_drop_points, ...}

@@ -21,30 +21,45 @@ class ExportMeta:
     author: str = "edgekd"
     license: str = "Apache-2.0"
     description: str = ""
+    # the compress step's record (edgekd.compress) when the weights already lie on a quantisation grid:
+    # the exporter of that mode then stores them as they are instead of quantising again
+    compression: dict | None = None
 
     def input_description(self) -> str:
         shape = "x".join(str(s) for s in (1, *self.input_shape))
         return f"float32 tensor {shape}, normalised as (x - {self.mean:.6g}) / {self.std:.6g}"
 
     def user_defined(self) -> dict[str, str]:
-        return {"edgekd.labels": json.dumps(list(self.labels)), "edgekd.mean": repr(self.mean),
-                "edgekd.std": repr(self.std), "edgekd.input_shape": json.dumps(list(self.input_shape))}
+        d = {"edgekd.labels": json.dumps(list(self.labels)), "edgekd.mean": repr(self.mean),
+             "edgekd.std": repr(self.std), "edgekd.input_shape": json.dumps(list(self.input_shape))}
+        if self.compression:
+            d["edgekd.compression"] = self.compression["mode"] + "-kd"
+        return d
+
+    def trained_for(self, quant: str) -> dict | None:
+        """The compress step's record when this checkpoint was fine-tuned for `quant`, else None."""
+        return self.compression if self.compression and self.compression["mode"] == quant else None
 
 
 @dataclass(frozen=True)
 class Exporter:
     fmt: str
     suffix: str
-    quants: tuple[str, ...]
+    quants: tuple[str, ...]  # what `--quant` may ask for
     write: Callable[..., None]  # (model, sample, dest, quant, calib, meta, **options) -> None
+    defaults: tuple[str, ...] = ()  # what a plain export writes (no --quant); empty: every mode in quants
+
+    @property
+    def default_quants(self) -> tuple[str, ...]:
+        return self.defaults or self.quants
 
 
 EXPORTERS: Registry[Exporter] = Registry("export format")
 
 
-def register(fmt: str, suffix: str, quants: tuple[str, ...]):
+def register(fmt: str, suffix: str, quants: tuple[str, ...], defaults: tuple[str, ...] = ()):
     def add(fn):
-        EXPORTERS.register(fmt)(Exporter(fmt, suffix, quants, fn))
+        EXPORTERS.register(fmt)(Exporter(fmt, suffix, quants, fn, defaults))
         return fn
     return add
 

@@ -14,9 +14,14 @@ import numpy as np
 from edgekd.errors import InputError
 from edgekd.export.common import ExportMeta, register
 
-QUANTS = ("fp32", "fp16", "int8", "pal6", "pal4", "prune-pal4", "w8a8")
+DEFAULTS = ("fp32", "fp16", "int8", "pal6", "pal4", "prune-pal4", "w8a8")
+# pal2 and pal8 on request; mixed-pal only for a checkpoint the compress step trained for it (the bits
+# per layer are its choice)
+QUANTS = (*DEFAULTS, "pal2", "pal8", "mixed-pal")
+PALETTES = ("pal2", "pal4", "pal6", "pal8", "mixed-pal")
 # The oldest deployment target each mode can be expressed in.
-MIN_TARGET = {"fp32": 15, "fp16": 15, "int8": 16, "pal6": 16, "pal4": 16, "prune-pal4": 18, "w8a8": 17}
+MIN_TARGET = {"fp32": 15, "fp16": 15, "int8": 16, "pal2": 16, "pal4": 16, "pal6": 16, "pal8": 16,
+              "mixed-pal": 16, "prune-pal4": 18, "w8a8": 17}
 TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
 
 
@@ -29,7 +34,7 @@ def check_target(quant: str, target: str) -> None:
                          f"but the target is {target}; raise --coreml-target or drop {quant!r}")
 
 
-@register("coreml", ".mlpackage", QUANTS)
+@register("coreml", ".mlpackage", QUANTS, DEFAULTS)
 def write_coreml(model, sample: np.ndarray, dest: Path, quant: str, calib: np.ndarray, meta: ExportMeta,
                  target: str = "iOS18") -> None:
     import coremltools as ct
@@ -37,6 +42,14 @@ def write_coreml(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
     import torch
 
     check_target(quant, target)
+    trained = meta.trained_for(quant)  # weights already on the grid (edgekd.compress): store them as they are
+    if quant == "mixed-pal" and trained is None:
+        raise InputError("Core ML mode 'mixed-pal' stores the bits per layer the compress step chose; export "
+                         "a checkpoint it trained (recipe `compress.coreml: [mixed-pal]`) or pick pal2/pal4")
+    if trained is not None and trained["per_channel"] and int(target[3:]) < 18:
+        raise InputError(f"{meta.name} was trained with one palette per channel, which Core ML stores from "
+                         f"iOS18 on; the target is {target}: raise --coreml-target or train with "
+                         "compress.per_channel: false")
     traced = torch.jit.trace(model.eval(), torch.from_numpy(sample))
     ml = ct.convert(
         traced, inputs=[ct.TensorType(name="x", shape=sample.shape)], convert_to="mlprogram",
@@ -48,8 +61,14 @@ def write_coreml(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
     if quant in ("int8", "w8a8"):
         ml = cto.linear_quantize_weights(ml, cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
             mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0)))
-    elif quant in ("pal4", "pal6"):
-        ml = cto.palettize_weights(ml, cto.OptimizationConfig(global_config=_palette(int(quant[3:]), target)))
+    elif quant in PALETTES:
+        config = _trained_palette(trained) if trained else _palette(int(quant[3:]), target)
+        ml = cto.palettize_weights(ml, cto.OptimizationConfig(global_config=config))
+    elif quant == "prune-pal4" and trained:  # the zeros and the palette are the trained ones
+        ml = cto.prune_weights(ml, cto.OptimizationConfig(global_config=cto.OpThresholdPrunerConfig(
+            threshold=1e-12, minimum_sparsity_percentile=0.0, weight_threshold=0)))
+        ml = cto.palettize_weights(ml, cto.OptimizationConfig(global_config=_trained_palette(trained)),
+                                   joint_compression=True)
     elif quant == "prune-pal4":
         # 25% magnitude sparsity: on the 14k-param MNIST-1D student, 50% without fine-tuning kept only
         # 80% top-1 agreement, 25% kept 98.4%.
@@ -57,6 +76,8 @@ def write_coreml(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
             target_sparsity=0.25, weight_threshold=0)))
         ml = cto.palettize_weights(ml, cto.OptimizationConfig(global_config=_palette(4, target)),
                                    joint_compression=True)
+    if trained:
+        _check_compressed(ml, trained)
     _describe(ml, meta, quant)
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd) / dest.name
@@ -98,6 +119,39 @@ def _palette(nbits: int, target: str):
         return cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_grouped_channel",
                                       group_size=1, weight_threshold=0)
     return cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", weight_threshold=0)
+
+
+def _trained_palette(trained: dict):
+    """Core ML's `unique` palettisation: the LUT is the weights' own distinct values (the trained palette),
+    its bits per op the fewest that index them (so mixed bits need no per-op configuration)."""
+    import coremltools.optimize.coreml as cto
+
+    if trained["per_channel"]:
+        return cto.OpPalettizerConfig(mode="unique", granularity="per_grouped_channel", group_size=1,
+                                      weight_threshold=0)
+    return cto.OpPalettizerConfig(mode="unique", weight_threshold=0)
+
+
+def _check_compressed(ml, trained: dict) -> None:
+    """Every weight the compress step trained must be stored compressed at no more than its trained bits:
+    coremltools skips a weight whose values are not a palette with only a warning, and a file that
+    silently stored float16 would pass parity and lose its whole point."""
+    from edgekd.errors import CheckFailed
+
+    ops = [op for f in ml._mil_program.functions.values() for op in f.operations]
+    if trained["mode"] == "int8":
+        stored = [op for op in ops if op.op_type.startswith("constexpr_blockwise_shift_scale")
+                  or op.op_type == "constexpr_affine_dequantize"]
+        found = [8] * len(stored)
+    else:
+        stored = [op for op in ops if op.op_type.startswith("constexpr_lut_to_")]
+        found = [int(round(np.log2(op.lut.shape[-2] if op.lut.rank >= 2 else op.lut.shape[0])))
+                 for op in stored]
+    want = sorted(trained["bits"].values())
+    if len(found) != len(want) or any(f > w for f, w in zip(sorted(found), want)):
+        raise CheckFailed(f"Core ML stored {len(found)} compressed weight(s) with bits {sorted(found)}; the "
+                          f"compress step trained {len(want)} with bits {want}: the file would not carry the "
+                          "trained compression")
 
 
 def _describe(ml, meta: ExportMeta, quant: str) -> None:

@@ -68,7 +68,7 @@ def plan_exports(formats: list[str], quants: list[str] | None) -> list[tuple[str
     for f in formats:
         EXPORTERS.get(f, "--formats")
     if quants is None:
-        return [(f, q) for f in formats for q in EXPORTERS.get(f).quants]
+        return [(f, q) for f in formats for q in EXPORTERS.get(f).default_quants]
     known = {q for f in EXPORTERS.names() for q in EXPORTERS.get(f).quants}
     modes = "; ".join(f"{f}: {', '.join(EXPORTERS.get(f).quants)}" for f in formats)
     for q in quants:
@@ -96,7 +96,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
     check_fits(ckpt, data)
     wrapped = WithProbabilities(model).eval()
     meta = ExportMeta(name=ckpt.name, labels=ckpt.labels, mean=ckpt.mean, std=ckpt.std,
-                      input_shape=ckpt.input_shape)
+                      input_shape=ckpt.input_shape, compression=ckpt.provenance.get("compression"))
     held_out = data.x_test if parity_samples is None else data.x_test[:parity_samples]
     calib = data.x_train[np.random.default_rng(0).permutation(len(data.x_train))[:calibration_samples]]
     with torch.no_grad():

@@ -68,7 +68,7 @@ def check_search(recipe: Recipe, budgets: list[Budget], max_size_bytes: int | No
             raise InputError(f"search.archs: unknown zoo family {a!r}; known: {', '.join(MODELS.names())}")
     formats = sorted({b.format for b in budgets})
     if s.quants is None:
-        return tuple(dict.fromkeys(q for f in formats for q in EXPORTERS.get(f).quants))
+        return tuple(dict.fromkeys(q for f in formats for q in EXPORTERS.get(f).default_quants))
     for f in formats:
         if not any(q in EXPORTERS.get(f).quants for q in s.quants):
             raise InputError(f"search.quants {s.quants} has no mode of {f} (a budget reads {f} files); "

@@ -1,0 +1,143 @@
+"""The compress step as named steps, per student and mode: fold BatchNorm -> choose bits (mixed: by
+sensitivity) -> fine-tune on the grid with the KD loss -> snap -> check -> save.
+
+The teacher supervises the compressed student (Apple's on-device models recover accuracy lost to
+palettisation by training; here the same teacher outputs the distillation used). The result is an
+ordinary checkpoint whose weights already lie on the file's grid, so export stores them as they are
+and its parity check compares the file with exactly the network that was trained.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.utils import parametrize
+
+from edgekd.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from edgekd.compress.fake import Int8, Palette, distinct_per_group
+from edgekd.compress.fold import fold, unfold, weighted_layers
+from edgekd.compress.mixed import allocate_bits, average_bits, layer_sensitivity
+from edgekd.data import Dataset, load_checked
+from edgekd.distill.batches import Chain
+from edgekd.distill.stage import teacher_outputs, transfer_inputs
+from edgekd.distill.train import accuracy, train
+from edgekd.errors import InputError, TrainingError
+from edgekd.fileio import json_sha256, relative_to
+from edgekd.metrics import retention
+from edgekd.types import Checkpoint, CompressResult, CompressSpec
+
+MODES = ("int8", "pal2", "pal4", "pal6", "pal8", "prune-pal4", "mixed-pal")
+
+
+def compressed_name(student: str, mode: str) -> str:
+    return f"{student}.{mode}-kd"
+
+
+def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student: Path, out_dir: Path,
+                     spec: CompressSpec, *, transfer_samples: int, cache_dir: Path | None) -> CompressResult:
+    """Fine-tune the student checkpoint at `student` for `spec.mode` and save it to
+    `out_dir/STUDENT.MODE-kd` (reused when the same inputs already made it)."""
+    if spec.mode not in MODES:
+        raise InputError(f"unknown compression {spec.mode!r}; choose one of {', '.join(MODES)}")
+    src, model = load_checkpoint(student)
+    name = compressed_name(src.name, spec.mode)
+    dest = Path(out_dir) / name
+    key = json_sha256(dict(spec=asdict(spec), student=src.weights_sha256, teacher=teacher.weights_sha256,
+                           data=data.fingerprint, n=transfer_samples))
+    student_acc = accuracy(model, data.x_test, data.y_test)
+    done = _finished(dest, key)
+    if done is not None:
+        return _result(done, src, student_acc, teacher, 0.0)
+
+    t0 = time.perf_counter()
+    folded = fold(model, src.name)  # BatchNorm scales into the weights the grid holds
+    layers = weighted_layers(model)
+    sensitivity = {}
+    if spec.mode == "mixed-pal":
+        n = spec.sensitivity_samples
+        sensitivity = layer_sensitivity(model, layers, data.x_train[:n], data.y_train[:n], spec.mixed_bits[0],
+                                        spec.per_channel)
+        bits = allocate_bits(sensitivity, *spec.mixed_bits, spec.average_bits)
+    else:
+        bits = {n: spec.bits for n in layers}
+    xu = transfer_inputs(data, transfer_samples, seed=0, cache_dir=cache_dir)
+    x, y = Chain(data.x_train, xu), Chain(data.y_train, np.full(len(xu), -1, np.int64))
+    steps = spec.epochs * -(-len(y) // spec.batch_size)
+    for n, layer in layers.items():  # fake compression on every weight the exporters quantise
+        fake = (Int8() if spec.mode == "int8" else
+                Palette(layer.weight, bits[n], spec.per_channel, spec.sparsity, ramp_steps=steps // 2))
+        parametrize.register_parametrization(layer, "weight", fake)
+    logits, _ = teacher_outputs(data, teacher, teacher_model, xu, cache_dir)
+    state = Path(out_dir) / f".{name}.{key[:12]}.state.pt"
+    train(model, x, y, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+          weight_decay=spec.weight_decay, seed=spec.seed, teacher_logits=logits,
+          temperature=spec.temperature, alpha=spec.alpha, state_path=state, desc=name)
+    _snap(layers)
+    unfold(model, folded)
+    _check_grid(layers, bits, spec)
+    acc = accuracy(model, data.x_test, data.y_test)
+    weights = {n: layer.weight.numel() for n, layer in layers.items()}
+    compression = {"mode": spec.mode, "bits": bits, "average_bits": round(average_bits(bits, weights), 4),
+                   "per_channel": spec.per_channel, "sparsity": spec.sparsity, "sensitivity": sensitivity}
+    save_checkpoint(model, dest, name=name, role="student", arch=src.arch, width=src.width, depth=src.depth,
+                    input_shape=src.input_shape, labels=src.labels, mean=src.mean, std=src.std,
+                    data_fingerprint=src.data_fingerprint, accuracy=acc, spec=src.spec,
+                    provenance={**src.provenance, "key": key, "compression": compression,
+                                "compressed_from": relative_to(src.path, dest),
+                                "student_accuracy": student_acc,
+                                "teacher": relative_to(teacher.path, dest)})
+    state.unlink(missing_ok=True)
+    return _result(read_checkpoint(dest), src, student_acc, teacher, time.perf_counter() - t0)
+
+
+def _finished(dest: Path, key: str) -> Checkpoint | None:
+    try:
+        ckpt = read_checkpoint(dest)
+    except InputError:
+        return None
+    return ckpt if ckpt.provenance.get("key") == key else None
+
+
+@torch.no_grad()
+def _snap(layers: dict) -> None:
+    """Each weight becomes its grid value (computed from the float weight, not `w + (q - w)`, which is
+    not always exactly q in floating point) and the parametrization is removed."""
+    for layer in layers.values():
+        fake = layer.parametrizations.weight[0]
+        value = fake.snap(layer.parametrizations.weight.original)
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+        layer.weight.copy_(value)
+
+
+def _check_grid(layers: dict, bits: dict, spec: CompressSpec) -> None:
+    """The snapped weights hold no more distinct values per palette than the file can index (Core ML's
+    `unique` mode would otherwise skip the weight silently)."""
+    if spec.mode == "int8":
+        return
+    for n, layer in layers.items():
+        distinct = distinct_per_group(layer.weight, spec.per_channel)
+        if distinct > 2 ** bits[n]:
+            raise TrainingError(f"compress {spec.mode}: layer {n!r} holds {distinct} distinct float16 values "
+                                f"in a palette of {2 ** bits[n]}; this is a bug in edgekd, please report it")
+
+
+def _result(ckpt: Checkpoint, src: Checkpoint, student_acc: float, teacher: Checkpoint,
+            train_s: float) -> CompressResult:
+    c = ckpt.provenance["compression"]
+    return CompressResult(name=ckpt.name, checkpoint=ckpt.path, student=src.name, mode=c["mode"],
+                          accuracy=ckpt.accuracy, student_accuracy=student_acc,
+                          retention=retention(ckpt.accuracy, teacher.accuracy), bits=c["bits"],
+                          average_bits=c["average_bits"], sparsity=c["sparsity"], train_s=round(train_s, 2),
+                          sensitivity=c.get("sensitivity", {}))
+
+
+def compress_job(source: dict, fingerprint: str, teacher: Checkpoint, student: Path, out_dir: Path,
+                 spec: CompressSpec, kwargs: dict) -> CompressResult:
+    """`compress_student` in a job process of its own (edgekd.distill.jobs), from the data's record."""
+    _, model = load_checkpoint(teacher.path)
+    data = load_checked(source, fingerprint)
+    return compress_student(data, teacher, model, student, out_dir, spec, **kwargs)
