@@ -90,6 +90,28 @@ def distill(recipe: RecipeArg = None, out: OutOpt = Path("runs/distill"), nproc:
         _echo_json({k: v for k, v in metrics.items() if k != "students"})
 
 
+@app.command()
+def compress(recipe: RecipeArg = None, out: OutOpt = Path("runs/distill")) -> None:
+    """Fine-tune each distilled student in OUT (from `edgekd distill`) on the grids of the recipe's
+    `compress:` modes with the KD loss. Writes OUT/students/STUDENT.MODE-kd and OUT/compress.json."""
+    from edgekd import pipeline
+    from edgekd.config import load_recipe
+    from edgekd.errors import InputError
+    from edgekd.fileio import read_json
+
+    r, path = load_recipe(recipe)
+    if not r.compress.modes:
+        raise InputError(f"{path}: the recipe's `compress:` names no mode; "
+                         "add one, e.g. `compress: {coreml: [pal4]}`")
+    metrics = read_json(out / "metrics.json", "distill metrics", f"run `edgekd distill --out {out}` first")
+    data = pipeline.load_data(r)
+    with _output_dir(out):
+        results = pipeline.compress_stage(r, out, data, metrics)
+    for c in results:
+        typer.echo(f"{c.name:28s} accuracy {c.accuracy:.4f} (student {c.student_accuracy:.4f})  "
+                   f"{c.average_bits:g} bits/weight  {c.train_s:.1f}s")
+
+
 def _csv(value: Optional[str]) -> Optional[list[str]]:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 

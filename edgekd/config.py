@@ -181,6 +181,58 @@ class ExportConfig(_Strict):
     fp32_max_abs_diff: float = 1e-5
 
 
+# What each format's file can carry of a trained compression (edgekd.compress): Core ML stores palettes
+# (2-8 bits, per channel or per tensor, with a sparse mask) and int8; TFLite's int8 weights use the same
+# per-channel grid as Core ML's; ONNX carries none yet (its int8 files also quantise activations).
+CARRIES = {"coreml": ("int8", "pal2", "pal4", "pal6", "pal8", "prune-pal4", "mixed-pal"),
+           "tflite": ("int8",), "onnx": ()}
+
+
+class CompressConfig(_Strict):
+    """Compression-aware fine-tuning with the KD loss, per format: the modes each format's files are to
+    carry (e.g. `coreml: [pal4, mixed-pal]`, `tflite: [int8]`). A mode named under two formats trains once."""
+
+    coreml: list[str] = []
+    tflite: list[str] = []
+    onnx: list[str] = []
+    # fine-tuning from the distilled student: a few epochs at a tenth of distillation's learning rate
+    train: TrainConfig = TrainConfig(epochs=3, batch_size=256, lr=3e-4)
+    per_channel: bool = True  # palettes of <= 4 bits: one per output channel (iOS18+); 6-8 bits: one a tensor
+    sparsity: float = Field(0.5, gt=0, lt=1)  # prune-pal4: share of each weight tensor that is zero
+    mixed_bits: tuple[Literal[1, 2, 4, 6], Literal[2, 4, 6, 8]] = (2, 4)  # mixed-pal: low and high widths
+    average_bits: float = Field(3.5, gt=0)  # mixed-pal: budget of index bits per weight
+    sensitivity_samples: int = Field(2000, ge=1)  # mixed-pal: training rows a layer's sensitivity is read on
+
+    @field_validator("coreml", "tflite", "onnx")
+    @classmethod
+    def _carried(cls, modes, info):
+        can = CARRIES[info.field_name]
+        for m in modes:
+            if m not in CARRIES["coreml"]:
+                raise ValueError(f"unknown compression {m!r}; choose from {', '.join(CARRIES['coreml'])}")
+            if m not in can:
+                name = {"coreml": "Core ML", "tflite": "TFLite", "onnx": "ONNX"}[info.field_name]
+                raise ValueError(f"{name} files cannot carry {m!r} (" + (
+                    f"they carry {', '.join(can)}" if can else "they carry no trained compression yet")
+                    + f"); move {m!r} under compress.coreml or remove it")
+        return modes
+
+    @model_validator(mode="after")
+    def _bits(self):
+        if self.mixed_bits[0] >= self.mixed_bits[1]:
+            raise ValueError(f"mixed_bits {list(self.mixed_bits)}: the low width must be below the high one")
+        return self
+
+    @property
+    def modes(self) -> dict[str, list[str]]:
+        """Each mode to train -> the formats whose files carry it, in recipe order."""
+        out: dict[str, list[str]] = {}
+        for fmt in ("coreml", "tflite", "onnx"):
+            for m in getattr(self, fmt):
+                out.setdefault(m, []).append(fmt)
+        return out
+
+
 class BenchConfig(_Strict):
     targets: list[str] | None = None  # simulated targets; None: every profile in targets/
     threads: int = Field(1, ge=1)
@@ -284,6 +336,7 @@ class Recipe(_Strict):
     teacher: TeacherConfig = TeacherConfig()
     students: list[StudentConfig] = Field(min_length=1)
     distill: DistillConfig = DistillConfig()
+    compress: CompressConfig = CompressConfig()  # none by default: post-training quantisation only
     export: ExportConfig = ExportConfig()
     bench: BenchConfig = BenchConfig()
     bundle: BundleConfig = BundleConfig()

@@ -18,11 +18,11 @@ from edgekd.distill import prepare_teacher
 from edgekd.distill.batches import Augment
 from edgekd.distill.distributed import SINGLE, World
 from edgekd.errors import InputError
-from edgekd.fileio import json_sha256, relative_to, resolve_in, sha256_file, write_json
+from edgekd.fileio import json_sha256, read_json, relative_to, resolve_in, sha256_file, write_json
 from edgekd.models import count_params, resolve
 from edgekd.models.budget import fit_width
 from edgekd.runfolder import STATE_DIR, RunRecord, write_record
-from edgekd.types import Checkpoint, ModelSpec
+from edgekd.types import Checkpoint, CompressSpec, ModelSpec
 
 
 def load_data(recipe: Recipe) -> Dataset:
@@ -223,6 +223,58 @@ def distill_metrics(teacher: Checkpoint, students, out: Path) -> dict:
     }
 
 
+def compress_specs(recipe: Recipe) -> dict[str, CompressSpec]:
+    """Mode -> how to fine-tune for it, from `recipe.compress` (the KD loss as distillation's)."""
+    c, d = recipe.compress, recipe.distill
+    return {mode: CompressSpec(mode=mode, **c.train.model_dump(), temperature=d.temperature, alpha=d.alpha,
+                               seed=recipe.seed, per_channel=c.per_channel and _bits(mode, c) <= 4,
+                               sparsity=c.sparsity if mode == "prune-pal4" else 0.0,
+                               mixed_bits=tuple(c.mixed_bits), average_bits=c.average_bits,
+                               sensitivity_samples=c.sensitivity_samples)
+            for mode in c.modes}
+
+
+def _bits(mode: str, c) -> int:
+    return 8 if mode == "int8" else (c.mixed_bits[1] if mode == "mixed-pal" else int(mode[-1]))
+
+
+def compressed_students(recipe: Recipe) -> list[str]:
+    """The names of the checkpoints the compress step makes: STUDENT.MODE-kd for each student and mode."""
+    from edgekd.compress import compressed_name
+
+    return [compressed_name(s.name, m) for s in recipe.students for m in recipe.compress.modes]
+
+
+def compress_stage(recipe: Recipe, out: Path, data: Dataset, metrics: dict, jobs=None) -> list:
+    """Fine-tune every student (`metrics`: the distill stage's) for every mode of `recipe.compress`, side
+    by side (`jobs`); writes `out/compress.json` and returns the results (edgekd.types.CompressResult)."""
+    from dataclasses import asdict, replace
+
+    from edgekd.checkpoint import load_checkpoint, read_checkpoint
+    from edgekd.compress import compress_job, compress_student
+
+    specs = compress_specs(recipe)
+    teacher = read_checkpoint(resolve_in(out, metrics["teacher"]))
+    teacher = replace(teacher, accuracy=metrics["teacher_accuracy"])
+    kwargs = dict(transfer_samples=recipe.data.transfer_samples if recipe.distill.use_transfer else 0,
+                  cache_dir=recipe.cache_dir)
+    todo = [(out / "students" / s.name, spec) for s in recipe.students for spec in specs.values()]
+    clock = _Clock()
+    with nullcontext(jobs) if jobs is not None else _jobs(recipe, data) as jobs:
+        if jobs.n == 1:
+            _, model = load_checkpoint(teacher.path)
+            results = [compress_student(data, teacher, model, ckpt, out / "students", spec, **kwargs)
+                       for ckpt, spec in todo]
+        else:
+            results = jobs.map(compress_job, [(data.source, data.fingerprint, teacher, ckpt, out / "students",
+                                               spec, kwargs) for ckpt, spec in todo])
+    clock.lap("compress")
+    write_json(out / "compress.json", {"wall_s": clock.laps, "results": [
+        {**asdict(r), "checkpoint": relative_to(r.checkpoint, out), "formats": recipe.compress.modes[r.mode]}
+        for r in results]})
+    return results
+
+
 # --- the one-command pipeline
 
 STAGES = ("distill", "export", "bench", "gate", "report", "bundles")
@@ -244,7 +296,8 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     data = load_data(recipe)
     specs = validate(recipe, data)
     base = load_baseline(baseline, list(data.labels), list(data.input_shape)) if baseline else None
-    record = RunRecord(recipe.name, tuple(s.name for s in recipe.students), dict(recipe.bundle.platforms))
+    names = tuple(s.name for s in recipe.students) + tuple(compressed_students(recipe))
+    record = RunRecord(recipe.name, names, dict(recipe.bundle.platforms))
     write_record(out, record, recipe.model_dump(mode="json"))
     marks = _Marks(out / STATE_DIR / "stages.json")
 
@@ -254,6 +307,9 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
             note(f"teacher {metrics['teacher_accuracy']:.4f}; " + ", ".join(
                 f"{s['name']} {s['accuracy']:.4f} (retention {s['retention']:.3f}, {s['compression']:.1f}x)"
                 for s in metrics["students"]))
+            if recipe.compress.modes:  # compression-aware fine-tuning, beside post-training quantisation
+                note(", ".join(f"{r.name} {r.accuracy:.4f} ({r.average_bits:g} bits)"
+                               for r in compress_stage(recipe, out, data, metrics, jobs)))
         with _step(2, "export", progress) as note:
             export_students(recipe, out, data, marks, note, jobs)
     with _step(3, "bench (runtimes here + simulated targets)", progress) as note:
@@ -291,19 +347,18 @@ def export_students(recipe: Recipe, out: Path, data: Dataset, marks: "_Marks", n
     converter crash or an I/O error is retried next run)."""
     from edgekd.export import ExportMisses, export_checkpoint, misses_table
 
-    cfg = recipe.export.model_dump()
     todo = {}
-    for s in recipe.students:
-        ckpt, dest = out / "students" / s.name, out / "export" / s.name
+    for name, cfg in export_plan(recipe).items():
+        ckpt, dest = out / "students" / name, out / "export" / name
         key = json_sha256([sha256_file(ckpt / "model.safetensors"), cfg])
-        if not marks.fresh(f"export/{s.name}", key, dest / "artifacts.json"):
-            todo[s.name] = (ckpt, dest, key)
+        if not marks.fresh(f"export/{name}", key, dest / "artifacts.json"):
+            todo[name] = (ckpt, dest, key, cfg)
     misses = []
     with nullcontext(jobs) if jobs is not None else _jobs(recipe, data) as jobs:
         # a job process has the data already (loaded when it started), checked against the checkpoint's
         running = {name: jobs.submit(export_checkpoint, ckpt, dest, **cfg, data=data if jobs.n == 1 else None,
                                      threads=recipe.bench.threads)
-                   for name, (ckpt, dest, _) in todo.items()}
+                   for name, (ckpt, dest, _, cfg) in todo.items()}
         for name, job in running.items():
             try:
                 jobs.result(job)
@@ -316,24 +371,42 @@ def export_students(recipe: Recipe, out: Path, data: Dataset, marks: "_Marks", n
         note("some files were not kept (the others were):\n" + misses_table(misses))
 
 
+def export_plan(recipe: Recipe) -> dict[str, dict]:
+    """Checkpoint name -> export_checkpoint's settings: each student in every format and mode the recipe
+    exports; each compressed student only in the mode it was trained for, in the formats that carry it,
+    checked against the fake-quantised network it is (agreement >= 0.999, not a post-training threshold)."""
+    from edgekd.compress import compressed_name
+
+    cfg = recipe.export.model_dump()
+    plan = {s.name: cfg for s in recipe.students}
+    for s in recipe.students:
+        for mode, formats in recipe.compress.modes.items():
+            plan[compressed_name(s.name, mode)] = {**cfg, "formats": formats, "quants": [mode],
+                                                   "min_top1_agreement": {"default": 0.999}}
+    return plan
+
+
 def bench_students(recipe: Recipe, out: Path, data: Dataset, targets, marks: "_Marks") -> None:
     from edgekd.bench.stage import bench_artifacts
 
-    for s in recipe.students:
-        manifest, dest = out / "export" / s.name / "artifacts.json", out / "bench" / s.name
+    for name in export_plan(recipe):
+        manifest, dest = out / "export" / name / "artifacts.json", out / "bench" / name
         key = json_sha256([sha256_file(manifest), [t.model_dump() for t in targets], recipe.bench.threads])
-        if marks.fresh(f"bench/{s.name}", key, dest / "bench.json"):
+        if marks.fresh(f"bench/{name}", key, dest / "bench.json"):
             continue
         bench_artifacts(manifest, dest, targets=targets, data=data, threads=recipe.bench.threads)
-        marks.set(f"bench/{s.name}", key)
+        marks.set(f"bench/{name}", key)
 
 
 def report(recipe: Recipe, out: Path, teacher_accuracy: float, rows, verdict) -> Path:
     """One report over this recipe's students: the verdict first, then a matrix per student."""
     from edgekd.report import write_report
 
+    compressed = out / "compress.json"
+    compression = (read_json(compressed, "compress results", "re-run `edgekd run`")["results"]
+                   if recipe.compress.modes and compressed.is_file() else [])
     return write_report([b.row for b in rows], out / "report", title=recipe.name,
-                        teacher_accuracy=teacher_accuracy, verdict=verdict)[1]
+                        teacher_accuracy=teacher_accuracy, verdict=verdict, compression=compression)[1]
 
 
 def write_bundles(recipe: Recipe, recipe_path: Path, out: Path, data: Dataset, metrics: dict,

@@ -8,6 +8,7 @@ import base64
 from html import escape
 
 from edgekd.report import cells
+from edgekd.report.compression import HEADERS as COMPRESSION_HEADERS
 from edgekd.report.headline import NOT_RUN, Headline, PlatformOutcome
 from edgekd.report.matrix import Cell, FileLine, Matrix
 from edgekd.report.table import FIRST_NUMBER, HEADERS
@@ -35,12 +36,13 @@ details summary { cursor: pointer; font-weight: 600; }
 
 
 def render(title: str, teacher_accuracy: float | None, head: Headline, matrices: list[Matrix],
-           plots: dict[str, bytes | None], full: list[list[str]]) -> str:
+           plots: dict[str, bytes | None], full: list[list[str]], compression: list[list[str]] = ()) -> str:
     """The whole page. `plots` maps a heading to its PNG bytes (None: nothing to plot)."""
     sections = [
         _header(title, teacher_accuracy),
         _verdict(head),
         _students(matrices),
+        _compression(compression),
         _plots(plots),
         _full_table(full),
     ]
@@ -140,6 +142,18 @@ def _footnotes(index: int, notes: dict[str, int]) -> str:
         return ""
     items = "".join(f"<li id=\"fn-{index}-{n}\">{escape(reason)}</li>" for reason, n in notes.items())
     return f"<ol class=\"footnotes\">{items}</ol>"
+
+
+def _compression(rows: list[list[str]]) -> str:
+    if not rows:
+        return ""
+    header = "".join(f"<th class=\"name\">{escape(h)}</th>" for h in COMPRESSION_HEADERS)
+    body = "".join("<tr>" + "".join(f"<td class=\"name\">{escape(c)}</td>" for c in r) + "</tr>\n"
+                   for r in rows)
+    intro = ("<p class=\"muted\">Fine-tuned on the file's grid with the KD loss (edgekd.compress); their "
+             "files are in the matrices above.</p>")
+    return (f"<section id=\"compression\">\n<h2>Compression-aware students</h2>\n{intro}\n"
+            f"<table>\n<tr>{header}</tr>\n{body}</table>\n</section>")
 
 
 # --- 3. Pareto plots ------------------------------------------------------------------------------

@@ -1,0 +1,17 @@
+"""The compression-aware students (edgekd.compress): one line each, with the bits it stores per layer,
+so a reader sees what the mixed-precision choice was and what the fine-tuning kept."""
+
+from __future__ import annotations
+
+from edgekd.report import cells
+
+HEADERS = ("student", "from", "mode", "accuracy", "float student", "bits per weight", "sparsity",
+           "bits per layer")
+
+
+def compression_rows(results: list[dict]) -> list[list[str]]:
+    """`results`: compress.json's rows. Bits per layer read `layer:bits` in network order."""
+    return [[r["name"], r["student"], r["mode"], cells.ratio(r["accuracy"], 4),
+             cells.ratio(r["student_accuracy"], 4), f"{r['average_bits']:g}",
+             f"{r['sparsity']:.0%}" if r["sparsity"] else "-",
+             " ".join(f"{layer}:{bits}" for layer, bits in r["bits"].items())] for r in results]
