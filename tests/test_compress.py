@@ -1,0 +1,259 @@
+"""The compress step: fake compression on the exporters' own grids, BatchNorm folding, the bit allocation
+by sensitivity, and (heavy) trained files that the real converters store exactly."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import tiny_recipe
+from edgekd.compress.fake import Int8, Palette, distinct_per_group, int8_grid
+from edgekd.compress.fold import fold, neutral_variance, unfold, weighted_layers
+from edgekd.compress.mixed import allocate_bits, average_bits
+from edgekd.errors import InputError
+from edgekd.models import resolve
+from edgekd.types import ModelSpec
+from helpers import run_cli, run_main
+
+
+def _randomised(arch: str, shape, width: float = 0.25, depth=None) -> nn.Module:
+    """A zoo network with BatchNorm statistics that are not the identity (as after training)."""
+    torch.manual_seed(0)
+    model = resolve(ModelSpec.zoo(arch, width, depth), shape, 10)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch,shape", [("cnn1d", (1, 40)), ("mobilenet2d", (1, 16, 16))])
+def test_fold_keeps_the_outputs_and_leaves_batchnorm_a_pure_shift(arch, shape):
+    model = _randomised(arch, shape)
+    x = torch.randn(8, *shape)
+    with torch.no_grad():
+        before = model(x)
+        folded = fold(model, arch)
+        during = model(x)
+        unfold(model, folded)
+        after = model(x)
+    assert folded.norms, "the zoo network has BatchNorms to fold"
+    assert torch.allclose(before, during, atol=1e-4) and torch.allclose(before, after, atol=1e-4)
+    for bn in folded.norms.values():  # scale exactly 1: a converter's fold leaves the weights alone
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        assert torch.equal(scale, torch.ones_like(scale)) and not bn.running_mean.any()
+
+
+def test_neutral_variance_is_exactly_one_in_float32():
+    for eps in (1e-5, 1e-3, 1e-6):
+        v = neutral_variance(eps)
+        assert (torch.tensor(v, dtype=torch.float32) + eps).item() == 1.0
+
+
+def test_int8_grid_is_the_converters_formula_and_idempotent():
+    w = torch.randn(6, 3, 5)
+    q = int8_grid(w)
+    scale = w.flatten(1).abs().amax(1) / 127  # coremltools linear_symmetric = ai-edge-quantizer symmetric
+    ints = q / scale.view(-1, 1, 1)
+    assert torch.allclose(ints, ints.round(), atol=1e-3) and ints.abs().max() <= 127 + 1e-3
+    assert torch.equal(int8_grid(q), q)  # re-quantising the snapped weights changes nothing
+    w.requires_grad_(True)
+    Int8()(w).sum().backward()  # straight-through: the gradient reaches the float weight unchanged
+    assert torch.equal(w.grad, torch.ones_like(w))
+
+
+@pytest.mark.parametrize("bits,per_channel,sparsity", [(2, True, 0.0), (4, True, 0.0), (4, True, 0.5),
+                                                       (6, False, 0.0)])
+def test_palette_snap_holds_at_most_its_entries_and_the_sparsity(bits, per_channel, sparsity):
+    torch.manual_seed(0)
+    w = torch.randn(8, 4, 9)
+    fake = Palette(w, bits, per_channel, sparsity, ramp_steps=4)
+    fake.train()
+    for _ in range(5):  # training forwards ramp the sparsity up and move the centroids
+        fake(w)
+    snapped = fake.snap(w)
+    assert distinct_per_group(snapped, per_channel) <= 2 ** bits
+    if sparsity:
+        assert abs((snapped == 0).float().mean().item() - sparsity) < 0.01
+    else:
+        assert (snapped == 0).sum() == 0
+    assert torch.equal(snapped, snapped.half().float())  # the float16 palette the file stores
+
+
+def test_palette_sparsity_ramps_with_training_steps():
+    w = torch.randn(16, 16)
+    fake = Palette(w, 4, True, sparsity=0.5, ramp_steps=10)
+    fake.train()
+    shares = []
+    for _ in range(12):
+        out = fake(w)
+        shares.append((out == 0).float().mean().item())
+    assert shares[0] < 0.2 < shares[4] < 0.5 and abs(shares[-1] - 0.5) < 0.01
+
+
+def test_allocate_bits_moves_the_least_sensitive_weights_first():
+    sens = {"a": {"kl": 0.50, "weights": 100}, "b": {"kl": 0.01, "weights": 300},
+            "c": {"kl": 0.02, "weights": 100}, "d": {"kl": 0.001, "weights": 100}}
+    bits = allocate_bits(sens, 2, 4, 3.5)
+    # per weight: d 1e-5, b 3.3e-5, c 2e-4, a 5e-3. d alone: 3.67 bits; d and b: 2.67 <= 3.5
+    assert bits == {"a": 4, "b": 2, "c": 4, "d": 2}
+    assert average_bits(bits, {n: s["weights"] for n, s in sens.items()}) == pytest.approx(16 / 6)
+    assert allocate_bits(sens, 2, 4, 4.0) == {n: 4 for n in sens}
+    with pytest.raises(InputError, match="compress.average_bits"):
+        allocate_bits(sens, 2, 4, 1.5)
+
+
+def test_weighted_layers_are_what_the_exporters_quantise():
+    model = _randomised("cnn1d", (1, 40))
+    layers = weighted_layers(model)
+    assert layers and all(isinstance(m, (nn.Conv1d, nn.Linear)) for m in layers.values())
+
+
+@pytest.mark.parametrize("field,modes,needle", [
+    ("tflite", ["pal2"], "TFLite files cannot carry 'pal2'"),
+    ("onnx", ["int8"], "ONNX files cannot carry 'int8'"),
+    ("coreml", ["pal3"], "unknown compression 'pal3'"),
+])
+def test_a_compression_a_format_cannot_carry_is_refused_naming_the_field(write_recipe, capsys, field,
+                                                                        modes, needle):
+    path = write_recipe(tiny_recipe(compress={field: modes}))
+    code, err = run_main(["compress", str(path), "--out", str(path.parent / "out")], capsys)
+    assert code == 2 and f"compress.{field}" in err and needle in err
+    assert not (path.parent / "out").exists()
+
+
+def test_compress_needs_a_mode_and_a_distilled_folder(write_recipe, capsys):
+    path = write_recipe(tiny_recipe())
+    code, err = run_main(["compress", str(path), "--out", str(path.parent / "out")], capsys)
+    assert code == 2 and "names no mode" in err
+    path = write_recipe(tiny_recipe(compress={"coreml": ["pal4"]}))
+    code, err = run_main(["compress", str(path), "--out", str(path.parent / "out")], capsys)
+    assert code == 2 and "metrics.json" in err and "edgekd distill" in err
+
+
+# --- heavy: real training, real converters
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory):
+    """A tiny teacher and student, distilled for real (the pipeline's own distill stage)."""
+    from edgekd import pipeline
+    from edgekd.config import Recipe
+
+    root = tmp_path_factory.mktemp("compress")
+    recipe = Recipe.model_validate({**tiny_recipe(), "jobs": 1})
+    data = pipeline.load_data(recipe)
+    metrics = pipeline.distill(recipe, root, data)
+    return root, recipe, data, metrics
+
+
+def _compress(distilled, mode: str, lr: float = 3e-4, **over):
+    from edgekd.checkpoint import load_checkpoint, read_checkpoint
+    from edgekd.compress import compress_student
+    from edgekd.types import CompressSpec
+
+    root, recipe, data, metrics = distilled
+    teacher = replace(read_checkpoint(root / "teacher"), accuracy=metrics["teacher_accuracy"])
+    _, teacher_model = load_checkpoint(root / "teacher")
+    spec = CompressSpec(mode=mode, epochs=2, batch_size=128, lr=lr, weight_decay=0.0, temperature=4.0,
+                        alpha=0.1, seed=0, **over)
+    return compress_student(data, teacher, teacher_model, root / "students" / "s", root / "students", spec,
+                            transfer_samples=recipe.data.transfer_samples, cache_dir=None)
+
+
+def _export(ckpt: Path, out: Path, formats, quant, threshold=0.999):
+    from edgekd.export import export_checkpoint
+
+    return export_checkpoint(ckpt, out, formats=formats, quants=[quant], coreml_target="iOS18",
+                             parity_samples=256, calibration_samples=16,
+                             min_top1_agreement={"default": threshold}, fp32_max_abs_diff=1e-5)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("mode,formats,over", [
+    ("int8", ["coreml", "tflite"], {}),
+    ("pal4", ["coreml"], {}),
+    ("prune-pal4", ["coreml"], {"sparsity": 0.5}),
+    ("mixed-pal", ["coreml"], {"average_bits": 3.0, "sensitivity_samples": 500}),
+])
+def test_the_fake_quantised_network_and_its_file_agree(distilled, tmp_path, mode, formats, over):
+    result = _compress(distilled, mode, **over)
+    assert result.average_bits <= (3.0 if mode == "mixed-pal" else result.average_bits)
+    if mode == "mixed-pal":
+        assert set(result.bits.values()) == {2, 4} and result.sensitivity
+    artifacts = _export(result.checkpoint, tmp_path / mode, formats, mode)
+    assert [a.format for a in artifacts] == formats
+    for a in artifacts:  # the file computes the trained network: nothing was re-quantised differently
+        assert a.parity.top1_agreement >= 0.999 and a.parity.max_abs_diff < 0.05, (a.format, a.parity)
+
+
+@pytest.mark.heavy
+def test_a_weight_off_the_grid_is_caught_not_stored_as_float(distilled, tmp_path):
+    """A checkpoint that claims a trained palette but holds float weights: coremltools' unique mode would
+    skip those weights with a warning; the exporter's check refuses the file instead."""
+    import json
+
+    from edgekd.export import ExportMisses
+
+    root = distilled[0]
+    fake = tmp_path / "claims-pal4"
+    import shutil
+
+    shutil.copytree(root / "students" / "s", fake)
+    meta = json.loads((fake / "model.json").read_text())
+    meta["provenance"]["compression"] = {"mode": "pal4", "bits": {f"l{i}": 4 for i in range(5)},
+                                         "per_channel": True, "sparsity": 0.0, "average_bits": 4.0}
+    (fake / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ExportMisses, match="Core ML stored 5 compressed weight"):
+        _export(fake, tmp_path / "out", ["coreml"], "pal4")
+
+
+@pytest.mark.heavy
+def test_training_on_the_grid_recovers_what_post_training_palettes_lose(distilled):
+    """The feature changes something: 2-bit palettes fine-tuned with the teacher keep more accuracy than
+    the same palettes applied after training (the snapped network before any fine-tuning step)."""
+    from edgekd.checkpoint import load_checkpoint
+    from edgekd.distill.train import accuracy
+
+    root, _, data, _ = distilled
+    _, model = load_checkpoint(root / "students" / "s")
+    folded = fold(model, "s")
+    with torch.no_grad():
+        for layer in weighted_layers(model).values():
+            layer.weight.copy_(Palette(layer.weight, 2, per_channel=False).snap(layer.weight))
+    unfold(model, folded)
+    post_training = accuracy(model, data.x_test, data.y_test)
+    trained = _compress(distilled, "pal2", per_channel=False, lr=1e-3).accuracy
+    assert trained > post_training + 0.02, (trained, post_training)
+
+
+@pytest.mark.heavy
+def test_run_benches_and_gates_compressed_files_beside_post_training_ones(tmp_path, write_recipe):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("min_retention: 0.8\n")
+    path = write_recipe(tiny_recipe(
+        compress={"coreml": ["pal4", "int8"], "tflite": ["int8"], "train": {"epochs": 2, "batch_size": 128,
+                                                                      "lr": 3e-4}},
+        export={"formats": ["coreml", "tflite"], "quants": ["fp16", "int8", "pal4"],
+                "min_top1_agreement": {"default": 0.95}, "parity_samples": 256},
+        bench={"targets": ["host-cpu"]}, gate={"policy": "policy.yaml"}, bundle={"validation_samples": 4}))
+    out = tmp_path / "run"
+    r = run_cli("run", path, "--out", out)
+    assert r.returncode == 0, r.stderr + r.stdout
+    import json
+
+    rows = [json.loads((out / "bench" / name / "bench.json").read_text())["rows"]
+            for name in ("s", "s.pal4-kd", "s.int8-kd")]
+    quants = [sorted({(r["format"], r["quant"]) for r in rs if r["format"] != "torch"}) for rs in rows]
+    assert quants[1] == [("coreml", "pal4")] and quants[2] == [("coreml", "int8"), ("tflite", "int8")]
+    assert ("coreml", "pal4") in quants[0]
+    report = (out / "report" / "report.md").read_text()
+    assert "Compression-aware students" in report and "body.0:4" in report
+    candidates = json.loads((out / "gate" / "gate.json").read_text())
+    assert "s.pal4-kd" in json.dumps(candidates)
+    assert np.isfinite(json.loads((out / "compress.json").read_text())["results"][0]["accuracy"])
