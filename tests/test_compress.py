@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from conftest import tiny_recipe
+from edgekd.compress.allocate import allocate_bits, average_bits
 from edgekd.compress.fake import Int8, Palette, distinct_per_group, int8_grid
 from edgekd.compress.fold import fold, neutral_variance, unfold, weighted_layers
-from edgekd.compress.mixed import allocate_bits, average_bits
 from edgekd.errors import InputError
 from edgekd.models import resolve
 from edgekd.types import ModelSpec

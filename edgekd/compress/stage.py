@@ -18,9 +18,9 @@ import torch
 from torch.nn.utils import parametrize
 
 from edgekd.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from edgekd.compress.allocate import allocate_bits, average_bits, layer_sensitivity
 from edgekd.compress.fake import Int8, Palette, distinct_per_group
 from edgekd.compress.fold import fold, unfold, weighted_layers
-from edgekd.compress.mixed import allocate_bits, average_bits, layer_sensitivity
 from edgekd.data import Dataset, load_checked
 from edgekd.distill.batches import Chain
 from edgekd.distill.stage import teacher_outputs, transfer_inputs
@@ -73,9 +73,10 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
         parametrize.register_parametrization(layer, "weight", fake)
     logits, _ = teacher_outputs(data, teacher, teacher_model, xu, cache_dir)
     state = Path(out_dir) / f".{name}.{key[:12]}.state.pt"
-    train(model, x, y, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-          weight_decay=spec.weight_decay, seed=spec.seed, teacher_logits=logits,
-          temperature=spec.temperature, alpha=spec.alpha, state_path=state, desc=name)
+    if spec.epochs > 0:  # 0: the same grid after training only (a post-training baseline to compare)
+        train(model, x, y, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+              weight_decay=spec.weight_decay, seed=spec.seed, teacher_logits=logits,
+              temperature=spec.temperature, alpha=spec.alpha, state_path=state, desc=name)
     _snap(layers)
     unfold(model, folded)
     _check_grid(layers, bits, spec)

@@ -1,0 +1,258 @@
+"""Compression-aware distillation against post-training quantisation of the same float student (issue:
+the teacher supervises the quantised student).
+
+    python benchmarks/compress_aware.py --out results/compress_aware.json [--work DIR] [--seeds 0,1,2]
+        [--datasets mnist1d,fashion-mnist] [--fashion-runs DIR,DIR,DIR] [--epochs 3] [--lr 3e-4]
+
+For each data set, seed and student:
+- MNIST-1D: the built-in recipe's cnn1d-10x and cnn1d-30x, distilled here (one teacher, seed 0, shared by
+  every seed; a student's seed is the recipe's).
+- Fashion-MNIST: the 10x and 30x MobileNet-style 2-D students of benchmarks/fashion_ladder.py, one run
+  folder per seed given with --fashion-runs (their teacher is the one recorded in each folder), or
+  distilled here from the built-in fashion recipe when the flag is absent (about 25 minutes a seed).
+
+Every file is measured through its runtime on the whole test split: accuracy, and top-1 agreement with the
+float student it came from. Three variants of each compression:
+- post-training: the exporters' own modes on the float student (Core ML int8, pal4, pal6, prune-pal4 at
+  25% sparsity, fp16; TFLite int8, fp16), as `edgekd export` writes them;
+- post-training on the trained grid: the compress step's grid without any fine-tuning (50% sparse +
+  4-bit palettes, and mixed 2/4 bits chosen by sensitivity), for the bars that have no exporter mode;
+- compression-aware: the compress step (KD against the teacher on the grid) for int8, pal4, 50% sparse
+  pal4 and mixed 2/4 bits at <= 3.5 bits per weight.
+The compress step's time is compared with the student's distillation time (its training samples over its
+recorded throughput, same threads). Run it alone: two cores, so anything beside it changes the times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import environment, print_goals, write  # noqa: E402
+
+PTQ = {"coreml": ["fp16", "int8", "pal6", "pal4", "prune-pal4"], "tflite": ["fp16", "int8"]}
+KD = {"int8": ["coreml", "tflite"], "pal4": ["coreml"], "prune-pal4": ["coreml"], "mixed-pal": ["coreml"]}
+GRID_ONLY = {"prune-pal4": ["coreml"], "mixed-pal": ["coreml"]}  # post-training on the trained grid
+STUDENTS = {"mnist1d": ("cnn1d-10x", "cnn1d-30x"), "fashion-mnist": ("kd-10x", "kd-30x")}
+
+
+def recipe_for(dataset: str, seed: int, teacher: Path | None):
+    from edgekd.config import Recipe, default_recipe_path, read_yaml
+
+    name = "mnist1d.yaml" if dataset == "mnist1d" else "fashion-mnist.yaml"
+    raw = read_yaml(default_recipe_path().parent / name, "recipe")
+    raw["seed"] = seed
+    if dataset == "fashion-mnist":  # the ladder's students: 10x and 30x by budget
+        for s in raw["students"]:
+            s["name"] = s["name"].replace("mobilenet2d", "kd")
+    if teacher is not None:
+        raw["teacher"] = {"checkpoint": str(teacher), "min_accuracy": raw["teacher"]["min_accuracy"]}
+    return Recipe.model_validate(raw)
+
+
+def distilled(dataset: str, seed: int, work: Path, given: Path | None) -> tuple[Path, float]:
+    """A distilled run folder for this seed (given, or made here) and the seconds it took here (0: given)."""
+    from edgekd.pipeline import distill, load_data
+
+    if given is not None:
+        return given, 0.0
+    run = work / f"{dataset}-distill-{seed}"
+    first = work / f"{dataset}-distill-{0}" / "teacher"
+    recipe = recipe_for(dataset, seed, first if seed != 0 and first.is_dir() else None)
+    t0 = time.perf_counter()
+    if not (run / "metrics.json").is_file():
+        distill(recipe, run, load_data(recipe))
+    return run, time.perf_counter() - t0
+
+
+def measure_file(artifact, data, fp32_top1: np.ndarray, threads: int) -> dict:
+    from edgekd.runtimes import load_runner
+
+    top1 = load_runner(artifact.format, artifact.path, threads).predict(data.x_test).argmax(-1)
+    return {"format": artifact.format, "quant": artifact.quant, "size_bytes": artifact.size_bytes,
+            "accuracy": float((top1 == data.y_test).mean()),
+            "agreement_fp32": float((top1 == fp32_top1).mean()),
+            "parity_vs_source": artifact.parity.top1_agreement}
+
+
+def export_all(ckpt: Path, out: Path, plan: dict[str, list[str]]):
+    """Every (format, mode) of `plan`; nothing is dropped (threshold 0): this measures, it does not gate."""
+    from edgekd.export import export_checkpoint
+
+    arts = []
+    for fmt, quants in plan.items():
+        arts += export_checkpoint(ckpt, out / fmt, formats=[fmt], quants=quants, coreml_target="iOS18",
+                                  parity_samples=None, calibration_samples=128,
+                                  min_top1_agreement={"default": 0.0}, fp32_max_abs_diff=1.0)
+    return arts
+
+
+def by_format(modes: dict[str, list[str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for mode, formats in modes.items():
+        for f in formats:
+            out.setdefault(f, []).append(mode)
+    return out
+
+
+def measure_student(dataset: str, seed: int, run: Path, student: str, work: Path, args) -> list[dict]:
+    from edgekd.checkpoint import load_checkpoint, read_checkpoint
+    from edgekd.compress import compress_student
+    from edgekd.data import load_recorded
+    from edgekd.distill.train import predictions
+    from edgekd.fileio import resolve_in
+    from edgekd.types import CompressSpec
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    recipe = recipe_for(dataset, seed, None)
+    torch.set_num_threads(recipe.threads)
+    src = run / "students" / student
+    ckpt, model = load_checkpoint(src)
+    data = load_recorded(ckpt.provenance["data"])
+    teacher_path = resolve_in(run, metrics["teacher"])
+    teacher = replace(read_checkpoint(teacher_path), accuracy=metrics["teacher_accuracy"])
+    _, teacher_model = load_checkpoint(teacher_path)
+    fp32_top1 = predictions(model, data.x_test)
+    fp32_acc = float((fp32_top1 == data.y_test).mean())
+    row = next(s for s in metrics["students"] if s["name"] == student)
+    train = recipe.student_train(next(s for s in recipe.students if s.name == student))
+    n_rows = len(data.x_train) + recipe.data.transfer_samples
+    distill_s = train.epochs * n_rows / row["train_samples_per_s"]
+    base = {"dataset": dataset, "seed": seed, "student": student, "params": ckpt.params,
+            "fp32_accuracy": fp32_acc, "teacher_accuracy": metrics["teacher_accuracy"],
+            "distill_s": round(distill_s, 1), "threads": recipe.threads}
+    out = work / f"{dataset}-{seed}-{student}"
+    rows = []
+
+    def add(variant: str, arts, extra: dict) -> None:
+        for a in arts:
+            m = measure_file(a, data, fp32_top1, recipe.threads)
+            rows.append({**base, "variant": variant, **extra, **m,
+                         "drop_points": round(100 * (fp32_acc - m["accuracy"]), 3)})
+            print(f"  {student} {variant:22s} {a.format}/{a.quant:11s} {m['size_bytes']:>8,d} B  "
+                  f"acc {m['accuracy']:.4f} (fp32 {fp32_acc:.4f})  agree {m['agreement_fp32']:.4f}  "
+                  f"parity {m['parity_vs_source']:.4f}", flush=True)
+
+    add("post-training", export_all(src, out / "ptq", PTQ), {"average_bits": None, "compress_s": None})
+    d = recipe.distill
+    variants = (("post-training-grid", GRID_ONLY, 0), ("compression-aware", KD, args.epochs))
+    for variant, modes, epochs in variants:
+        for mode, formats in modes.items():
+            spec = CompressSpec(mode=mode, epochs=epochs, batch_size=train.batch_size, lr=args.lr,
+                                weight_decay=0.0, temperature=d.temperature, alpha=d.alpha, seed=seed,
+                                per_channel=True, sparsity=0.5 if mode == "prune-pal4" else 0.0,
+                                mixed_bits=(2, 4), average_bits=3.5)
+            r = compress_student(data, teacher, teacher_model, src, out / variant, spec,
+                                 transfer_samples=recipe.data.transfer_samples, cache_dir=recipe.cache_dir)
+            arts = export_all(r.checkpoint, out / variant / "files", {f: [mode] for f in formats})
+            add(variant, arts, {"mode": mode, "average_bits": r.average_bits, "bits": r.bits,
+                                "torch_accuracy": r.accuracy, "compress_s": r.train_s,
+                                "compress_over_distill": round(r.train_s / distill_s, 3) if epochs else None})
+    for r in rows:
+        r.setdefault("mode", r["quant"])
+    return rows
+
+
+def goals(rows: list[dict]) -> dict:
+    def pick(variant, pairs):
+        return [r for r in rows if r["variant"] == variant and (r["format"], r["mode"]) in pairs]
+
+    main = {("coreml", "int8"), ("tflite", "int8"), ("coreml", "pal4")}
+    kd_main, ptq_main = pick("compression-aware", main), pick("post-training", main)
+    kd_prune = pick("compression-aware", {("coreml", "prune-pal4")})
+    grid_prune = pick("post-training-grid", {("coreml", "prune-pal4")})
+    kd_mixed = pick("compression-aware", {("coreml", "mixed-pal")})
+    grid_mixed = pick("post-training-grid", {("coreml", "mixed-pal")})
+    kd_all = [r for r in rows if r["variant"] == "compression-aware"]
+    g = {
+        "int8_pal4_drop_points_kd": _bar(max(r["drop_points"] for r in kd_main), "<= 0.2",
+                                         lambda v: v <= 0.2),
+        "int8_pal4_agreement_kd": _bar(min(r["agreement_fp32"] for r in kd_main), ">= 0.99",
+                                       lambda v: v >= 0.99),
+        "int8_pal4_drop_points_post_training": _reported(max(r["drop_points"] for r in ptq_main)),
+        "int8_pal4_agreement_post_training": _reported(min(r["agreement_fp32"] for r in ptq_main)),
+        "sparse50_pal4_agreement_kd": _bar(min(r["agreement_fp32"] for r in kd_prune), ">= 0.98",
+                                           lambda v: v >= 0.98),
+        "sparse50_pal4_agreement_post_training": _reported(min(r["agreement_fp32"] for r in grid_prune)),
+        "mixed_drop_points_kd": _bar(max(r["drop_points"] for r in kd_mixed), "<= 0.5", lambda v: v <= 0.5),
+        "mixed_average_bits": _bar(max(r["average_bits"] for r in kd_mixed), "<= 3.5", lambda v: v <= 3.5),
+        "mixed_drop_points_post_training": _reported(max(r["drop_points"] for r in grid_mixed)),
+        "parity_file_vs_fake_quantised": _bar(min(r["parity_vs_source"] for r in kd_all), ">= 0.999",
+                                              lambda v: v >= 0.999),
+        "compress_over_distill_time": _bar(max(r["compress_over_distill"] for r in kd_all), "<= 0.5",
+                                           lambda v: v <= 0.5),
+    }
+    g.update(smallest_passing(rows))
+    g["seeds_per_dataset"] = _bar(min(len({r["seed"] for r in rows if r["dataset"] == d})
+                                      for d in {r["dataset"] for r in rows}), 3, lambda v: v >= 3)
+    return g
+
+
+def smallest_passing(rows: list[dict]) -> dict:
+    """Per student and seed: the smallest Core ML file within 0.5 point of the float student, from the
+    compress step against from post-training modes (the exporters' and the grid's without fine-tuning)."""
+    ratios, detail = [], []
+    for key in sorted({(r["dataset"], r["seed"], r["student"]) for r in rows}):
+        mine = [r for r in rows if (r["dataset"], r["seed"], r["student"]) == key and r["format"] == "coreml"
+                and r["drop_points"] <= 0.5]
+        kd = [r["size_bytes"] for r in mine if r["variant"] == "compression-aware"]
+        ptq = [r["size_bytes"] for r in mine if r["variant"] != "compression-aware"]
+        if kd and ptq:
+            ratios.append(min(kd) / min(ptq))
+        detail.append({"student": "/".join(map(str, key)), "kd_bytes": min(kd) if kd else None,
+                       "post_training_bytes": min(ptq) if ptq else None})
+    return {"smallest_passing_kd_over_post_training": {
+        "value": round(statistics.median(ratios), 3) if ratios else None, "goal": "reported (median)",
+        "met": bool(ratios), "per_student": detail}}
+
+
+def _bar(value, goal, ok) -> dict:
+    value = round(value, 4) if isinstance(value, float) else value
+    return {"value": value, "goal": goal, "met": bool(ok(value))}
+
+
+def _reported(value) -> dict:
+    return {"value": round(value, 4), "goal": "reported (post-training, same students)", "met": True}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work", help="folder for runs and files (default: a new temporary folder)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--datasets", default="mnist1d,fashion-mnist")
+    ap.add_argument("--fashion-runs", help="comma list of fashion_ladder.py run folders, one per seed")
+    ap.add_argument("--epochs", type=int, default=3, help="compress-step fine-tuning epochs")
+    ap.add_argument("--lr", type=float, default=3e-4)
+    args = ap.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="edgekd-compress-"))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    given = [Path(p) for p in args.fashion_runs.split(",")] if args.fashion_runs else None
+    t0 = time.perf_counter()
+    rows, distill_wall = [], {}
+    for dataset in args.datasets.split(","):
+        for i, seed in enumerate(seeds):
+            mine = given[i] if given and dataset == "fashion-mnist" else None
+            run, wall = distilled(dataset, seed, work, mine)
+            distill_wall[f"{dataset}-{seed}"] = round(wall, 1)
+            for student in STUDENTS[dataset]:
+                print(f"{dataset} seed {seed}: {student}", flush=True)
+                rows += measure_student(dataset, seed, run, student, work, args)
+    write(args.out, {"benchmark": "compress_aware", "environment": environment(), "args": vars(args),
+                     "distill_wall_s": distill_wall, "total_s": round(time.perf_counter() - t0, 1),
+                     "rows": rows, "goals": goals(rows)})
+    print_goals(goals(rows))
+
+
+if __name__ == "__main__":
+    main()
