@@ -136,6 +136,16 @@ def test_compress_needs_a_mode_and_a_distilled_folder(write_recipe, capsys):
     assert code == 2 and "metrics.json" in err and "edgekd distill" in err
 
 
+def test_mixed_palettes_are_refused_for_a_checkpoint_not_trained_for_them(tmp_path, capsys):
+    from factories import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "s", epochs=0)
+    code, err = run_main(["export", str(ckpt), "--out", str(tmp_path / "out"), "--formats", "coreml",
+                          "--quant", "mixed-pal"], capsys)
+    assert code == 2 and "mixed-pal" in err and "compress.coreml" in err
+    assert not (tmp_path / "out" / "artifacts.json").exists()
+
+
 # --- heavy: real training, real converters
 
 
@@ -209,8 +219,10 @@ def test_a_weight_off_the_grid_is_caught_not_stored_as_float(distilled, tmp_path
     meta["provenance"]["compression"] = {"mode": "pal4", "bits": {f"l{i}": 4 for i in range(5)},
                                          "per_channel": True, "sparsity": 0.0, "average_bits": 4.0}
     (fake / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(ExportMisses, match="Core ML stored 5 compressed weight"):
+    with pytest.raises(ExportMisses, match="Core ML stored 5 compressed weight") as e:
         _export(fake, tmp_path / "out", ["coreml"], "pal4")
+    assert e.value.final  # a measured miss, not a converter crash to retry
+    assert not list((tmp_path / "out").glob("*.mlpackage"))
 
 
 @pytest.mark.heavy

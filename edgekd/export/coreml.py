@@ -25,13 +25,23 @@ MIN_TARGET = {"fp32": 15, "fp16": 15, "int8": 16, "pal2": 16, "pal4": 16, "pal6"
 TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
 
 
-def check_target(quant: str, target: str) -> None:
+def check_target(quant: str, target: str, compression: dict | None = None) -> None:
+    """Refuse (exit 2) a mode the target or the checkpoint cannot give; `compression`: the checkpoint's
+    record from the compress step, if any."""
     if target not in TARGETS:
         raise InputError(f"unknown Core ML deployment target {target!r}; choose one of {', '.join(TARGETS)}")
     need = MIN_TARGET[quant]
     if int(target[3:]) < need:
         raise InputError(f"Core ML mode {quant!r} needs deployment target iOS{need} or later, "
                          f"but the target is {target}; raise --coreml-target or drop {quant!r}")
+    trained = compression if compression and compression["mode"] == quant else None
+    if quant == "mixed-pal" and trained is None:
+        raise InputError("Core ML mode 'mixed-pal' stores the bits per layer the compress step chose; export "
+                         "a checkpoint it trained (recipe `compress.coreml: [mixed-pal]`) or pick pal2/pal4")
+    if trained is not None and trained["per_channel"] and int(target[3:]) < 18:
+        raise InputError(f"this checkpoint was trained with one palette per channel, which Core ML stores "
+                         f"from iOS18 on; the target is {target}: raise --coreml-target or train with "
+                         "compress.per_channel: false")
 
 
 @register("coreml", ".mlpackage", QUANTS, DEFAULTS)
@@ -41,15 +51,8 @@ def write_coreml(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
     import coremltools.optimize.coreml as cto
     import torch
 
-    check_target(quant, target)
+    check_target(quant, target, meta.compression)
     trained = meta.trained_for(quant)  # weights already on the grid (edgekd.compress): store them as they are
-    if quant == "mixed-pal" and trained is None:
-        raise InputError("Core ML mode 'mixed-pal' stores the bits per layer the compress step chose; export "
-                         "a checkpoint it trained (recipe `compress.coreml: [mixed-pal]`) or pick pal2/pal4")
-    if trained is not None and trained["per_channel"] and int(target[3:]) < 18:
-        raise InputError(f"{meta.name} was trained with one palette per channel, which Core ML stores from "
-                         f"iOS18 on; the target is {target}: raise --coreml-target or train with "
-                         "compress.per_channel: false")
     traced = torch.jit.trace(model.eval(), torch.from_numpy(sample))
     ml = ct.convert(
         traced, inputs=[ct.TensorType(name="x", shape=sample.shape)], convert_to="mlprogram",

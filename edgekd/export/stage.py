@@ -36,6 +36,7 @@ class Failure:
     reason: str
     top1_agreement: float | None = None  # None: the converter failed before parity could be measured
     required: float | None = None
+    retry: bool = False  # a converter crash (worth another run), not a measured miss
 
 
 class ExportMisses(CheckFailed):
@@ -44,7 +45,7 @@ class ExportMisses(CheckFailed):
 
     def __init__(self, failures: list[Failure], kept: int, student: str):
         self.failures, self.kept, self.student = failures, kept, student
-        self.final = all(f.top1_agreement is not None for f in failures)
+        self.final = not any(f.retry for f in failures)
         super().__init__(f"{len(failures)} file(s) of {student} were not kept ({kept} kept):\n"
                          + misses_table([(student, f) for f in failures]))
 
@@ -88,15 +89,16 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
     """Export one checkpoint in every planned (format, quant); writes `out_dir/artifacts.json`.
     Raises CheckFailed listing every file that missed its parity threshold (the others are kept)."""
     plan = plan_exports(formats, quants)
+    ckpt, model = load_checkpoint(checkpoint)
+    compression = ckpt.provenance.get("compression")
     for f, q in plan:
         if f == "coreml":
-            coreml.check_target(q, coreml_target)
-    ckpt, model = load_checkpoint(checkpoint)
+            coreml.check_target(q, coreml_target, compression)
     data = data or training_data(ckpt)
     check_fits(ckpt, data)
     wrapped = WithProbabilities(model).eval()
     meta = ExportMeta(name=ckpt.name, labels=ckpt.labels, mean=ckpt.mean, std=ckpt.std,
-                      input_shape=ckpt.input_shape, compression=ckpt.provenance.get("compression"))
+                      input_shape=ckpt.input_shape, compression=compression)
     held_out = data.x_test if parity_samples is None else data.x_test[:parity_samples]
     calib = data.x_train[np.random.default_rng(0).permutation(len(data.x_train))[:calibration_samples]]
     with torch.no_grad():
@@ -120,7 +122,10 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
             if io_error is not None:  # a full disk or a read-only folder is not the converter's fault
                 raise OSError(io_error.errno, io_error.strerror,
                               str(out_dir / file_name(meta, fmt, quant))) from None
-            failures.append(Failure(fmt, quant, str(e)))
+            if isinstance(e.cause, CheckFailed):  # the file was measured wrong (a trained grid not kept)
+                failures.append(Failure(fmt, quant, f"{e.cause}"))
+                continue
+            failures.append(Failure(fmt, quant, str(e), retry=True))
     _write_manifest(out_dir, ckpt, artifacts, failures, coreml_target)
     if failures:
         raise ExportMisses(failures, len(artifacts), ckpt.name)
