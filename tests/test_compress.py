@@ -146,6 +146,20 @@ def test_mixed_palettes_are_refused_for_a_checkpoint_not_trained_for_them(tmp_pa
     assert not (tmp_path / "out" / "artifacts.json").exists()
 
 
+def test_a_trained_palette_is_stored_at_its_own_bits_whatever_numpy_float16_sort_does():
+    """A 128x64 weight of the Fashion-MNIST student, per-tensor 4-bit palette: numpy 2.3.5's float16 sort
+    misorders it on AVX-512 CPUs, so coremltools' `unique` mode counted 24 values and stored 6 bits."""
+    from edgekd.export.coreml import _TrainedLUT
+
+    w = np.load(Path(__file__).parent / "data" / "fp16_palette_weight.npy")  # (128, 64, 1, 1) float16
+    layer = nn.Conv2d(64, 128, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w.astype(np.float32)))
+    lut_function = _TrainedLUT(layer, {"per_channel": False, "bits": {"l": 4}})
+    lut, indices = lut_function(w)
+    assert len(lut) == 16 and np.array_equal(lut[indices].reshape(w.shape), w)
+
+
 # --- heavy: real training, real converters
 
 
@@ -188,6 +202,7 @@ def _export(ckpt: Path, out: Path, formats, quant, threshold=0.999):
 @pytest.mark.parametrize("mode,formats,over", [
     ("int8", ["coreml", "tflite"], {}),
     ("pal4", ["coreml"], {}),
+    ("pal4", ["coreml"], {"per_channel": False}),
     ("prune-pal4", ["coreml"], {"sparsity": 0.5}),
     ("mixed-pal", ["coreml"], {"average_bits": 3.0, "sensitivity_samples": 500}),
 ])
@@ -219,7 +234,7 @@ def test_a_weight_off_the_grid_is_caught_not_stored_as_float(distilled, tmp_path
     meta["provenance"]["compression"] = {"mode": "pal4", "bits": {f"l{i}": 4 for i in range(5)},
                                          "per_channel": True, "sparsity": 0.0, "average_bits": 4.0}
     (fake / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(ExportMisses, match="Core ML stored 5 compressed weight") as e:
+    with pytest.raises(ExportMisses, match="Core ML stored 5 compressed weight|not a trained palette") as e:
         _export(fake, tmp_path / "out", ["coreml"], "pal4")
     assert e.value.final  # a measured miss, not a converter crash to retry
     assert not list((tmp_path / "out").glob("*.mlpackage"))

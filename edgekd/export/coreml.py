@@ -65,12 +65,12 @@ def write_coreml(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
         ml = cto.linear_quantize_weights(ml, cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
             mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0)))
     elif quant in PALETTES:
-        config = _trained_palette(trained) if trained else _palette(int(quant[3:]), target)
+        config = _trained_palette(trained, model) if trained else _palette(int(quant[3:]), target)
         ml = cto.palettize_weights(ml, cto.OptimizationConfig(global_config=config))
     elif quant == "prune-pal4" and trained:  # the zeros and the palette are the trained ones
         ml = cto.prune_weights(ml, cto.OptimizationConfig(global_config=cto.OpThresholdPrunerConfig(
             threshold=1e-12, minimum_sparsity_percentile=0.0, weight_threshold=0)))
-        ml = cto.palettize_weights(ml, cto.OptimizationConfig(global_config=_trained_palette(trained)),
+        ml = cto.palettize_weights(ml, cto.OptimizationConfig(global_config=_trained_palette(trained, model)),
                                    joint_compression=True)
     elif quant == "prune-pal4":
         # 25% magnitude sparsity: on the 14k-param MNIST-1D student, 50% without fine-tuning kept only
@@ -124,15 +124,51 @@ def _palette(nbits: int, target: str):
     return cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", weight_threshold=0)
 
 
-def _trained_palette(trained: dict):
-    """Core ML's `unique` palettisation: the LUT is the weights' own distinct values (the trained palette),
-    its bits per op the fewest that index them (so mixed bits need no per-op configuration)."""
+def _trained_palette(trained: dict, model):
+    """The trained palette as it is: each weight group's LUT is its own distinct values, its bits the
+    fewest that index its layer's groups (so mixed bits need no per-op configuration)."""
     import coremltools.optimize.coreml as cto
 
+    lut = _TrainedLUT(model, trained)
     if trained["per_channel"]:
-        return cto.OpPalettizerConfig(mode="unique", granularity="per_grouped_channel", group_size=1,
-                                      weight_threshold=0)
-    return cto.OpPalettizerConfig(mode="unique", weight_threshold=0)
+        return cto.OpPalettizerConfig(mode="custom", lut_function=lut, granularity="per_grouped_channel",
+                                      group_size=1, weight_threshold=0)
+    return cto.OpPalettizerConfig(mode="custom", lut_function=lut, weight_threshold=0)
+
+
+class _TrainedLUT:
+    """coremltools' `unique` mode, done here: it counts distinct values with numpy's float16 sort, which
+    (numpy 2.3.5, AVX-512 here) misorders some arrays: a 128x64 weight holding 16 values was counted as
+    24 and stored at 6 bits. Distinct values are taken in float32; a group is matched to its layer by
+    its float16 bytes (the converter stores the same float16 values), so every group of a layer gets a
+    LUT of the layer's length, as coremltools requires within an op."""
+
+    BITS = (1, 2, 4, 6, 8)
+
+    def __init__(self, model, trained: dict):
+        import torch
+
+        self.bits: dict[bytes, int] = {}
+        self.fallback = max(trained["bits"].values())
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
+                w = m.weight.detach().cpu().half().numpy()
+                groups = list(w) if trained["per_channel"] else [w]
+                most = max(len(np.unique(g.astype(np.float32))) for g in groups)
+                nbits = next((b for b in self.BITS if most <= 2 ** b), 8)
+                self.bits.update({np.ascontiguousarray(g).tobytes(): nbits for g in groups})
+
+    def __call__(self, val: np.ndarray):
+        nbits = self.bits.get(np.ascontiguousarray(val).tobytes(), self.fallback)
+        values, indices = np.unique(val.reshape(-1).astype(np.float32), return_inverse=True)
+        if len(values) > 2 ** nbits:
+            from edgekd.errors import CheckFailed
+
+            raise CheckFailed(f"the weights are not a trained palette: a group holds {len(values)} distinct "
+                              f"values, more than 2**{nbits}; re-run the compress step that made them")
+        lut = np.zeros(2 ** nbits, dtype=val.dtype)
+        lut[:len(values)] = values.astype(val.dtype)
+        return lut, indices.astype(np.uint8)
 
 
 def _check_compressed(ml, trained: dict) -> None:
