@@ -36,7 +36,7 @@ class Failure:
     reason: str
     top1_agreement: float | None = None  # None: the converter failed before parity could be measured
     required: float | None = None
-    retry: bool = False  # a converter crash (worth another run), not a measured miss
+    checked: bool = False  # a check found the file wrong without an agreement (a trained grid not kept)
 
 
 class ExportMisses(CheckFailed):
@@ -45,7 +45,7 @@ class ExportMisses(CheckFailed):
 
     def __init__(self, failures: list[Failure], kept: int, student: str):
         self.failures, self.kept, self.student = failures, kept, student
-        self.final = not any(f.retry for f in failures)
+        self.final = all(f.top1_agreement is not None or f.checked for f in failures)
         super().__init__(f"{len(failures)} file(s) of {student} were not kept ({kept} kept):\n"
                          + misses_table([(student, f) for f in failures]))
 
@@ -123,9 +123,9 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
                 raise OSError(io_error.errno, io_error.strerror,
                               str(out_dir / file_name(meta, fmt, quant))) from None
             if isinstance(e.cause, CheckFailed):  # the file was measured wrong (a trained grid not kept)
-                failures.append(Failure(fmt, quant, f"{e.cause}"))
+                failures.append(Failure(fmt, quant, f"{e.cause}", checked=True))
                 continue
-            failures.append(Failure(fmt, quant, str(e), retry=True))
+            failures.append(Failure(fmt, quant, str(e)))
     _write_manifest(out_dir, ckpt, artifacts, failures, coreml_target)
     if failures:
         raise ExportMisses(failures, len(artifacts), ckpt.name)
