@@ -35,14 +35,16 @@ def student(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "student", width=0.3125)  # the ~10x student
 
 
-ALL_MODES = [(f, q) for f in EXPORTERS.names() for q in EXPORTERS.get(f).quants]
+# mixed-pal exists only for a checkpoint the compress step trained (tests/test_compress.py)
+ALL_MODES = [(f, q) for f in EXPORTERS.names() for q in EXPORTERS.get(f).quants if q != "mixed-pal"]
 
 
 @pytest.mark.parametrize("fmt, quant", ALL_MODES, ids=[f"{f}-{q}" for f, q in ALL_MODES])
 def test_every_mode_exports_and_matches_pytorch(student, tmp_path, fmt, quant):
     # Thresholds for mechanics on a tiny, briefly trained model; the real defaults are measured on the
     # MNIST-1D student in benchmarks/export_matrix.py.
-    floor = 0.9 if quant == "prune-pal4" else 0.95  # pruning without fine-tuning costs most
+    # pruning and 2-bit palettes without fine-tuning cost most (the compress step trains them back)
+    floor = {"prune-pal4": 0.9, "pal2": 0.5}.get(quant, 0.95)
     (a,) = _export(student, tmp_path, [fmt], [quant], min_top1_agreement={"default": floor})
     assert a.path.exists() and a.size_bytes > 0
     # the shared parity helper, re-run here through the same runner on fresh held-out inputs
