@@ -71,9 +71,9 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
         fake = (Int8() if spec.mode == "int8" else
                 Palette(layer.weight, bits[n], spec.per_channel, spec.sparsity, ramp_steps=steps // 2))
         parametrize.register_parametrization(layer, "weight", fake)
-    logits, _ = teacher_outputs(data, teacher, teacher_model, xu, cache_dir)
     state = Path(out_dir) / f".{name}.{key[:12]}.state.pt"
     if spec.epochs > 0:  # 0: the same grid after training only (a post-training baseline to compare)
+        logits, _ = teacher_outputs(data, teacher, teacher_model, xu, cache_dir)  # cached by distill
         train(model, x, y, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
               weight_decay=spec.weight_decay, seed=spec.seed, teacher_logits=logits,
               temperature=spec.temperature, alpha=spec.alpha, state_path=state, desc=name)
