@@ -97,14 +97,6 @@ def export_all(ckpt: Path, out: Path, plan: dict[str, list[str]]):
     return arts
 
 
-def by_format(modes: dict[str, list[str]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for mode, formats in modes.items():
-        for f in formats:
-            out.setdefault(f, []).append(mode)
-    return out
-
-
 def measure_student(dataset: str, seed: int, run: Path, student: str, work: Path, args) -> list[dict]:
     from edgekd.checkpoint import load_checkpoint, read_checkpoint
     from edgekd.compress import compress_student

@@ -225,24 +225,17 @@ def distill_metrics(teacher: Checkpoint, students, out: Path) -> dict:
 
 def compress_specs(recipe: Recipe) -> dict[str, CompressSpec]:
     """Mode -> how to fine-tune for it, from `recipe.compress` (the KD loss as distillation's)."""
+    from dataclasses import replace
+
     c, d = recipe.compress, recipe.distill
-    return {mode: CompressSpec(mode=mode, **c.train.model_dump(), temperature=d.temperature, alpha=d.alpha,
-                               seed=recipe.seed, per_channel=c.per_channel and _bits(mode, c) <= 4,
-                               sparsity=c.sparsity if mode == "prune-pal4" else 0.0,
-                               mixed_bits=tuple(c.mixed_bits), average_bits=c.average_bits,
-                               sensitivity_samples=c.sensitivity_samples)
-            for mode in c.modes}
-
-
-def _bits(mode: str, c) -> int:
-    return 8 if mode == "int8" else (c.mixed_bits[1] if mode == "mixed-pal" else int(mode[-1]))
-
-
-def compressed_students(recipe: Recipe) -> list[str]:
-    """The names of the checkpoints the compress step makes: STUDENT.MODE-kd for each student and mode."""
-    from edgekd.compress import compressed_name
-
-    return [compressed_name(s.name, m) for s in recipe.students for m in recipe.compress.modes]
+    specs = {}
+    for mode in c.modes:
+        spec = CompressSpec(mode=mode, **c.train.model_dump(), temperature=d.temperature, alpha=d.alpha,
+                            seed=recipe.seed, sparsity=c.sparsity if mode == "prune-pal4" else 0.0,
+                            mixed_bits=tuple(c.mixed_bits), average_bits=c.average_bits,
+                            sensitivity_samples=c.sensitivity_samples)
+        specs[mode] = replace(spec, per_channel=c.per_channel and spec.bits <= 4)
+    return specs
 
 
 def compress_stage(recipe: Recipe, out: Path, data: Dataset, metrics: dict, jobs=None) -> list:
@@ -296,8 +289,8 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     data = load_data(recipe)
     specs = validate(recipe, data)
     base = load_baseline(baseline, list(data.labels), list(data.input_shape)) if baseline else None
-    names = tuple(s.name for s in recipe.students) + tuple(compressed_students(recipe))
-    record = RunRecord(recipe.name, names, dict(recipe.bundle.platforms))
+    # the students, then each compressed student (STUDENT.MODE-kd): every checkpoint export_plan exports
+    record = RunRecord(recipe.name, tuple(export_plan(recipe)), dict(recipe.bundle.platforms))
     write_record(out, record, recipe.model_dump(mode="json"))
     marks = _Marks(out / STATE_DIR / "stages.json")
 

@@ -208,9 +208,8 @@ def _export(ckpt: Path, out: Path, formats, quant, threshold=0.999):
 ])
 def test_the_fake_quantised_network_and_its_file_agree(distilled, tmp_path, mode, formats, over):
     result = _compress(distilled, mode, **over)
-    assert result.average_bits <= (3.0 if mode == "mixed-pal" else result.average_bits)
     if mode == "mixed-pal":
-        assert set(result.bits.values()) == {2, 4} and result.sensitivity
+        assert result.average_bits <= 3.0 and set(result.bits.values()) == {2, 4} and result.sensitivity
     artifacts = _export(result.checkpoint, tmp_path / mode, formats, mode)
     assert [a.format for a in artifacts] == formats
     for a in artifacts:  # the file computes the trained network: nothing was re-quantised differently

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
 from edgekd.errors import InputError
+from edgekd.models import WEIGHTED
 
-WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
@@ -98,13 +99,14 @@ def fold(model: nn.Module, label: str) -> Folded:
             _set(model, name, Frozen(bn))
             continue
         layer = modules[pairs[name]]
+        fuse = fuse_linear_bn_weights if isinstance(layer, nn.Linear) else fuse_conv_bn_weights
         gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
         beta = bn.bias if bn.affine else torch.zeros_like(bn.running_var)
-        scale = gamma / torch.sqrt(bn.running_var + bn.eps)  # (C,)
-        layer.weight.mul_(scale.view(-1, *[1] * (layer.weight.dim() - 1)))
+        weight, bias = fuse(layer.weight, layer.bias, bn.running_mean, bn.running_var, bn.eps, gamma, beta)
+        layer.weight.copy_(weight)
         if layer.bias is not None:
-            layer.bias.mul_(scale)
-        _set(model, name, Shift(beta - scale * bn.running_mean))
+            layer.bias.zero_()  # the whole shift goes to the BatchNorm's bias (a folded BatchNorm: x + b)
+        _set(model, name, Shift(bias))
     return Folded(norms)
 
 

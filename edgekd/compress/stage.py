@@ -23,7 +23,7 @@ from edgekd.compress.fake import Int8, Palette, distinct_per_group
 from edgekd.compress.fold import fold, unfold, weighted_layers
 from edgekd.data import Dataset, load_checked
 from edgekd.distill.batches import Chain
-from edgekd.distill.stage import teacher_outputs, transfer_inputs
+from edgekd.distill.stage import finished, teacher_outputs, transfer_inputs
 from edgekd.distill.train import accuracy, train
 from edgekd.errors import InputError, TrainingError
 from edgekd.fileio import json_sha256, relative_to
@@ -48,10 +48,9 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
     dest = Path(out_dir) / name
     key = json_sha256(dict(spec=asdict(spec), student=src.weights_sha256, teacher=teacher.weights_sha256,
                            data=data.fingerprint, n=transfer_samples))
-    student_acc = accuracy(model, data.x_test, data.y_test)
-    done = _finished(dest, key)
-    if done is not None:
-        return _result(done, src, student_acc, teacher, 0.0)
+    student_acc = src.accuracy if src.accuracy is not None else accuracy(model, data.x_test, data.y_test)
+    if finished(dest, key):
+        return _result(read_checkpoint(dest), src, student_acc, teacher, 0.0)
 
     t0 = time.perf_counter()
     folded = fold(model, src.name)  # BatchNorm scales into the weights the grid holds
@@ -93,14 +92,6 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
                                 "teacher": relative_to(teacher.path, dest)})
     state.unlink(missing_ok=True)
     return _result(read_checkpoint(dest), src, student_acc, teacher, time.perf_counter() - t0)
-
-
-def _finished(dest: Path, key: str) -> Checkpoint | None:
-    try:
-        ckpt = read_checkpoint(dest)
-    except InputError:
-        return None
-    return ckpt if ckpt.provenance.get("key") == key else None
 
 
 @torch.no_grad()

@@ -30,7 +30,7 @@ from edgekd.models import resolve
 from edgekd.types import Checkpoint, ModelSpec, StudentResult
 
 
-def _finished(dest: Path, key: str) -> bool:
+def finished(dest: Path, key: str) -> bool:
     """True when `dest` holds a readable checkpoint trained from exactly these inputs; a damaged or
     different one is trained again, never trusted."""
     try:
@@ -98,7 +98,7 @@ def prepare_teacher(data: Dataset, out_dir: Path, *, spec: ModelSpec, checkpoint
                                batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                data=data.fingerprint, **({"augment": augment.__dict__} if augment else {})))
         dest = Path(out_dir) / "teacher"
-        if _finished(dest, key):
+        if finished(dest, key):
             ckpt, model, acc = load_teacher(dest, data)
         else:
             model = seeded_model(spec, data, seed)
@@ -158,7 +158,7 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
                            data=data.fingerprint))
     dest = Path(out_dir) / name
     stats = None
-    if _finished(dest, key):
+    if finished(dest, key):
         ckpt, model = load_checkpoint(dest)
         acc = accuracy(model, data.x_test, data.y_test)
     else:

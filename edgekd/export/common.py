@@ -37,8 +37,12 @@ class ExportMeta:
         return d
 
     def trained_for(self, quant: str) -> dict | None:
-        """The compress step's record when this checkpoint was fine-tuned for `quant`, else None."""
-        return self.compression if self.compression and self.compression["mode"] == quant else None
+        return trained_for(self.compression, quant)
+
+
+def trained_for(compression: dict | None, quant: str) -> dict | None:
+    """The compress step's record when the checkpoint was fine-tuned for `quant`, else None."""
+    return compression if compression and compression["mode"] == quant else None
 
 
 @dataclass(frozen=True)

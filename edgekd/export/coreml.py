@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import InputError
-from edgekd.export.common import ExportMeta, register
+from edgekd.export.common import ExportMeta, register, trained_for
 
 DEFAULTS = ("fp32", "fp16", "int8", "pal6", "pal4", "prune-pal4", "w8a8")
 # pal2 and pal8 on request; mixed-pal only for a checkpoint the compress step trained for it (the bits
@@ -34,7 +34,7 @@ def check_target(quant: str, target: str, compression: dict | None = None) -> No
     if int(target[3:]) < need:
         raise InputError(f"Core ML mode {quant!r} needs deployment target iOS{need} or later, "
                          f"but the target is {target}; raise --coreml-target or drop {quant!r}")
-    trained = compression if compression and compression["mode"] == quant else None
+    trained = trained_for(compression, quant)
     if quant == "mixed-pal" and trained is None:
         raise InputError("Core ML mode 'mixed-pal' stores the bits per layer the compress step chose; export "
                          "a checkpoint it trained (recipe `compress.coreml: [mixed-pal]`) or pick pal2/pal4")
@@ -146,12 +146,12 @@ class _TrainedLUT:
     BITS = (1, 2, 4, 6, 8)
 
     def __init__(self, model, trained: dict):
-        import torch
+        from edgekd.models import WEIGHTED
 
         self.bits: dict[bytes, int] = {}
         self.fallback = max(trained["bits"].values())
         for m in model.modules():
-            if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
+            if isinstance(m, WEIGHTED):
                 w = m.weight.detach().cpu().half().numpy()
                 groups = list(w) if trained["per_channel"] else [w]
                 most = max(len(np.unique(g.astype(np.float32))) for g in groups)

@@ -3,6 +3,7 @@
 from edgekd.models.spec import SOURCES, load_weights, read_state_dict, resolve
 from edgekd.models.zoo import (
     MODELS,
+    WEIGHTED,
     Classifier,
     WithProbabilities,
     build_model,
@@ -11,5 +12,5 @@ from edgekd.models.zoo import (
     fold_batchnorm,
 )
 
-__all__ = ["MODELS", "SOURCES", "Classifier", "WithProbabilities", "build_model", "count_params", "eval_mode",
-           "fold_batchnorm", "load_weights", "read_state_dict", "resolve"]
+__all__ = ["MODELS", "SOURCES", "WEIGHTED", "Classifier", "WithProbabilities", "build_model", "count_params",
+           "eval_mode", "fold_batchnorm", "load_weights", "read_state_dict", "resolve"]

@@ -220,6 +220,9 @@ def eval_mode(model: nn.Module) -> nn.Module:
         return model
 
 
+WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)  # the layers whose weights the exporters quantise
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of `model` (eval mode) with every Conv -> BatchNorm pair inside an nn.Sequential fused."""
     import copy
