@@ -25,6 +25,8 @@ def save_checkpoint(model: Classifier, path: Path, *, name: str, role: str, arch
     network that is not a zoo entry (its weights are the ones saved here)."""
     from safetensors.torch import save_file
 
+    if callable(getattr(model, "rebuild_spec", None)):  # a network that records its own constructor
+        spec = model.rebuild_spec()
     path = Path(path)
     with atomic_dir(path) as tmp:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

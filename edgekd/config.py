@@ -71,28 +71,35 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """A network that is not a zoo entry: a factory `package.module:function` called with `kwargs`, or a
-    torch.export program; `weights` (safetensors, or a state dict read with weights_only) loaded into
-    it, with `rename` (regex: replacement) applied to the file's tensor names first."""
+    """A network that is not a zoo entry: a factory `package.module:function` called with `kwargs`, a
+    torch.export program, or a Hugging Face BERT-family `folder` (a path, or a name a package ships:
+    `all-minilm-l6-v2`) whose `kwargs` make a student of it (`layers`, `hidden`, `vocab: task`;
+    edgekd.nets.text); `weights` (safetensors, or a state dict read with weights_only) loaded into
+    a factory's network, with `rename` (regex: replacement) applied to the file's tensor names first."""
 
     factory: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     kwargs: dict = {}
     program: Path | None = None
+    folder: str | None = None
     weights: Path | None = None
     rename: dict[str, str] = {}
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.factory is None) == (self.program is None):
-            raise ValueError("give exactly one of factory ('package.module:function') "
-                             "or program (a .pt2 file)")
+        if sum(v is not None for v in (self.factory, self.program, self.folder)) != 1:
+            raise ValueError("give exactly one of factory ('package.module:function'), program (a .pt2 file) "
+                             "or folder (a Hugging Face folder)")
         if self.program is not None and (self.kwargs or self.weights):
             raise ValueError("a program carries its own weights and arguments: drop kwargs and weights")
+        if self.folder is not None and self.weights:
+            raise ValueError("a Hugging Face folder carries its own weights: drop weights")
         return self
 
     def spec(self) -> ModelSpec:
         if self.program is not None:
             return ModelSpec("program", program=str(self.program))
+        if self.folder is not None:
+            return ModelSpec("hf", folder=self.folder, kwargs=dict(self.kwargs))
         weights = None if self.weights is None else str(self.weights)
         return ModelSpec("factory", factory=self.factory, kwargs=dict(self.kwargs), weights=weights,
                          rename=dict(self.rename))
@@ -403,8 +410,11 @@ def _resolve(base: Path, p: Path | None) -> Path | None:
 def _resolve_model(base: Path, m: ModelConfig | None) -> ModelConfig | None:
     if m is None:
         return None
+    folder = m.folder
+    if folder is not None and not Path(folder).is_absolute() and (base / folder).exists():
+        folder = str(base / folder)  # a path beside the recipe; a package name stays as it is
     return m.model_copy(update={"weights": _resolve(base, m.weights) or m.weights,
-                                "program": _resolve(base, m.program) or m.program})
+                                "program": _resolve(base, m.program) or m.program, "folder": folder})
 
 
 def load_recipe(path: Path | None = None) -> tuple[Recipe, Path]:

@@ -12,13 +12,14 @@ class ModelSpec:
     with `kwargs`, or a torch.export `program` file. `weights` (with `rename`, regex -> replacement
     on the file's tensor names) loads a file into it; a checkpoint's own weights sit beside its spec."""
 
-    kind: str  # "zoo" | "factory" | "program"
+    kind: str  # "zoo" | "factory" | "program" | "hf"
     arch: str | None = None
     width: float = 1.0
     depth: int | None = None
     factory: str | None = None
     kwargs: dict = field(default_factory=dict)
     program: str | None = None
+    folder: str | None = None  # "hf": a Hugging Face BERT-family folder (or a name in data.tokens.PRETRAINED)
     weights: str | None = None
     rename: dict = field(default_factory=dict)
 
@@ -34,6 +35,8 @@ class ModelSpec:
         """A short name for logs and reports."""
         if self.kind == "zoo":
             return f"{self.arch} x{self.width:g}" + (f" depth {self.depth}" if self.depth else "")
+        if self.kind == "hf":
+            return f"{Path(self.folder or '').name} {self.kwargs}" if self.kwargs else Path(self.folder or "").name
         return self.factory if self.kind == "factory" else Path(self.program or "").name
 
 

@@ -9,6 +9,9 @@ Inputs are channel-first: (N, C, L) for signals, (N, C, H, W) for images, (N, 1,
     idx, fashion-mnist       MNIST-layout IDX files in a folder
     imagefolder              one sub-folder of PNG/JPEG images per class
     csv, parquet             tables: numeric feature columns and a label column
+    text, movie-reviews      sentences, tokenized to token rows (N, 2, L) int64 (edgekd.data.text)
+
+Token rows are integers and stay so: they are not normalised (mean 0, std 1 recorded).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 # the sources register themselves on import
-from edgekd.data import csvfile, digits, fashion_mnist, idx, imagefolder, mnist1d, npz, parquet  # noqa: F401
+from edgekd.data import csvfile, digits, fashion_mnist, idx, imagefolder, mnist1d, npz, parquet, text  # noqa: F401
 from edgekd.data.checks import check_splits
 from edgekd.data.source import DATASETS, RawData
 
@@ -34,7 +37,7 @@ __all__ = ["DATASETS", "Dataset", "RawData", "check_splits", "load_checked", "lo
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    x_train: np.ndarray  # normalised float32, (N, *input_shape)
+    x_train: np.ndarray  # normalised float32, (N, *input_shape); token rows: int64 (N, 2, L)
     y_train: np.ndarray  # int64 (N,)
     x_test: np.ndarray
     y_test: np.ndarray
@@ -45,6 +48,12 @@ class Dataset:
     # {name, path, seed, options}: how to load this dataset again, load_dataset(name, path, seed, **options)
     source: dict = field(default_factory=dict)
     _sample_unlabeled: Callable[[int, int], np.ndarray] | None = field(default=None, repr=False)
+    notes: dict = field(default_factory=dict)  # the source's counts (RawData.notes)
+    text_test: tuple[str, ...] | None = field(default=None, repr=False)
+
+    @property
+    def is_text(self) -> bool:
+        return self.x_train.dtype.kind in "iu"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -69,15 +78,22 @@ class Dataset:
                              f"{self.name!r} has {self.num_classes}; {fix}")
 
     def normalise(self, x: np.ndarray) -> np.ndarray:
+        if np.asarray(x).dtype.kind in "iu":  # token rows
+            return np.asarray(x, np.int64)
         return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
 
     def transfer_set(self, n: int, seed: int) -> np.ndarray:
         """`n` unlabeled inputs for distillation (normalised). From the task's generator when it has one;
         otherwise mixup of training inputs (Beyer et al. 2022, "a good teacher is patient and consistent")."""
         if n <= 0:
-            return np.zeros((0, *self.input_shape), np.float32)
+            return np.zeros((0, *self.input_shape), self.x_train.dtype)
         if self._sample_unlabeled is not None:
             return self.normalise(self._sample_unlabeled(n, seed))
+        if self.is_text:  # mixing token ids means nothing: a text source without sentences to spare
+            from edgekd.errors import InputError
+
+            raise InputError(f"dataset {self.name!r} has no unlabelled sentences for a transfer set; give "
+                             "data.transfer_path (one sentence a line) or set distill.transfer_samples: 0")
         rng = np.random.default_rng(seed)
         i = rng.integers(0, len(self.x_train), n)
         j = rng.integers(0, len(self.x_train), n)
@@ -103,13 +119,18 @@ def load_dataset(name: str, path: Path | None = None, seed: int = 42, *,
     taken = source_options(source, options)
     raw = source(path=path, seed=seed, **taken)
     check_splits(raw, str(path) if path is not None else f"dataset {name!r}")
-    if normalization is not None:
+    tokens = np.asarray(raw.x_train).dtype.kind in "iu"
+    if tokens:  # token ids are not a scale to normalise
+        mean, std = 0.0, 1.0
+    elif normalization is not None:
         mean, std = float(normalization[0]), float(normalization[1])
     else:
         x_train = np.asarray(raw.x_train, dtype=np.float64)
         mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
 
     def norm(a: np.ndarray) -> np.ndarray:
+        if tokens:
+            return np.asarray(a, np.int64)
         return ((np.asarray(a, dtype=np.float64) - mean) / std).astype(np.float32)
 
     xtr, xte = norm(raw.x_train), norm(raw.x_test)
@@ -127,7 +148,7 @@ def load_dataset(name: str, path: Path | None = None, seed: int = 42, *,
     record = {"name": name, "path": None if path is None else str(Path(path).resolve()), "seed": seed,
               "options": taken}
     return Dataset(name, xtr, ytr, xte, yte, raw.labels, mean, std, h.hexdigest(), record,
-                   raw.sample_unlabeled)
+                   raw.sample_unlabeled, dict(raw.notes), raw.text_test)
 
 
 _LOADED: dict[str, Dataset] = {}  # this process's last `load_checked` dataset, by fingerprint

@@ -8,7 +8,7 @@ normalises every source the same way and fingerprints the result. A source is ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -18,13 +18,16 @@ from edgekd.registry import Registry
 
 @dataclass(frozen=True)
 class RawData:
-    x_train: np.ndarray  # (N, C, L) signals, (N, C, H, W) images, (N, 1, F) table rows; raw scale
+    # (N, C, L) signals, (N, C, H, W) images, (N, 1, F) table rows: raw scale; (N, 2, L) int64 token rows
+    x_train: np.ndarray
     y_train: np.ndarray  # class ids (N,), 0..len(labels)-1
     x_test: np.ndarray
     y_test: np.ndarray
     labels: tuple[str, ...]
     # (n, seed) -> n unlabeled raw inputs from the task's own distribution; None = mixup of x_train.
     sample_unlabeled: Callable[[int, int], np.ndarray] | None = None
+    notes: dict = field(default_factory=dict)  # what the source counted (sentences cut to length, ...)
+    text_test: tuple[str, ...] | None = None  # text sources: the test split's sentences, in order
 
 
 DATASETS: Registry[Callable[..., RawData]] = Registry("dataset")

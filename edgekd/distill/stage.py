@@ -26,7 +26,7 @@ from edgekd.distill.train import accuracy, train
 from edgekd.errors import CheckFailed, InputError
 from edgekd.fileio import json_sha256, relative_to, sha256_file
 from edgekd.metrics import retention
-from edgekd.models import resolve
+from edgekd.models import bind_data, resolve
 from edgekd.types import Checkpoint, ModelSpec, StudentResult
 
 
@@ -151,6 +151,7 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
     if method not in ("kd", "label"):
         raise InputError(f"unknown distillation method {method!r}; choose 'kd' or 'label'")
     n_transfer = transfer_samples if (method == "kd" and use_transfer) else 0
+    spec = bind_data(spec, data.x_train)  # `vocab: task` becomes the training split's tokens
     key = json_sha256(dict(**model_key(spec), **({"augment": augment.__dict__} if augment else {}),
                            method=method, t=temperature, a=alpha,
                            h=hint_weight, c=cosine_weight, n=n_transfer, seed=seed, epochs=epochs,

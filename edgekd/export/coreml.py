@@ -13,6 +13,7 @@ import numpy as np
 
 from edgekd.errors import InputError
 from edgekd.export.common import ExportMeta, register, trained_for
+from edgekd.inputs import named_inputs
 
 DEFAULTS = ("fp32", "fp16", "int8", "pal6", "pal4", "prune-pal4", "w8a8")
 # pal2 and pal8 on request; mixed-pal only for a checkpoint the compress step trained for it (the bits
@@ -53,12 +54,19 @@ def write_coreml(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
 
     check_target(quant, target, meta.compression)
     trained = meta.trained_for(quant)  # weights already on the grid (edgekd.compress): store them as they are
-    traced = torch.jit.trace(model.eval(), torch.from_numpy(sample))
+    feeds = named_inputs(sample)
+    traced = torch.jit.trace(model.eval(), tuple(torch.from_numpy(v) for v in feeds.values()))
     ml = ct.convert(
-        traced, inputs=[ct.TensorType(name="x", shape=sample.shape)], convert_to="mlprogram",
+        traced, inputs=[ct.TensorType(name=k, shape=v.shape, dtype=v.dtype.type) for k, v in feeds.items()],
+        convert_to="mlprogram",
         classifier_config=ct.ClassifierConfig(list(meta.labels)),
         compute_precision=ct.precision.FLOAT32 if quant == "fp32" else ct.precision.FLOAT16,
         minimum_deployment_target=getattr(ct.target, target))
+    if quant == "w8a8" and meta.is_text:
+        # coremltools' activation passes put quantize ops on the token-id arithmetic (int32 adds of the
+        # embedding lookup), which Core ML refuses: "scale has dtype fp32 whereas input has dtype int32"
+        raise InputError("Core ML 'w8a8' is not built for text models (coremltools quantises the int32 token "
+                         "index arithmetic); export them as int8 or a palette")
     if quant == "w8a8":
         ml = _quantize_activations(ml, calib)
     if quant in ("int8", "w8a8"):
@@ -66,7 +74,7 @@ def write_coreml(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
             mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0)))
     elif quant in PALETTES:
         config = _trained_palette(trained, model) if trained else _palette(int(quant[3:]), target)
-        ml = cto.palettize_weights(ml, cto.OptimizationConfig(global_config=config))
+        ml = cto.palettize_weights(ml, _per_tensor_embeddings(config))
     elif quant == "prune-pal4" and trained:  # the zeros and the palette are the trained ones
         ml = cto.prune_weights(ml, cto.OptimizationConfig(global_config=cto.OpThresholdPrunerConfig(
             threshold=1e-12, minimum_sparsity_percentile=0.0, weight_threshold=0)))
@@ -77,8 +85,7 @@ def write_coreml(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
         # 80% top-1 agreement, 25% kept 98.4%.
         ml = cto.prune_weights(ml, cto.OptimizationConfig(global_config=cto.OpMagnitudePrunerConfig(
             target_sparsity=0.25, weight_threshold=0)))
-        ml = cto.palettize_weights(ml, cto.OptimizationConfig(global_config=_palette(4, target)),
-                                   joint_compression=True)
+        ml = cto.palettize_weights(ml, _per_tensor_embeddings(_palette(4, target)), joint_compression=True)
     if trained:
         _check_compressed(ml, trained)
     _describe(ml, meta, quant)
@@ -122,6 +129,18 @@ def _palette(nbits: int, target: str):
         return cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", granularity="per_grouped_channel",
                                       group_size=1, weight_threshold=0)
     return cto.OpPalettizerConfig(nbits=nbits, mode="kmeans", weight_threshold=0)
+
+
+def _per_tensor_embeddings(config):
+    """`config` for every weight but an embedding table (a gather's): one palette per tensor there. Per
+    output channel, a 30,522-row vocabulary is 30,522 k-means runs (46 s for a 32-wide table here, hours
+    for BERT's), and a table's rows are looked up one at a time, not multiplied as channels."""
+    import coremltools.optimize.coreml as cto
+
+    if getattr(config, "granularity", None) is None or str(config.granularity).endswith("PER_TENSOR"):
+        return cto.OptimizationConfig(global_config=config)
+    table = cto.OpPalettizerConfig(nbits=config.nbits, mode="kmeans", weight_threshold=0)
+    return cto.OptimizationConfig(global_config=config, op_type_configs={"gather": table})
 
 
 def _trained_palette(trained: dict, model):
@@ -196,7 +215,8 @@ def _check_compressed(ml, trained: dict) -> None:
 def _describe(ml, meta: ExportMeta, quant: str) -> None:
     ml.author, ml.license, ml.version = meta.author, meta.license, meta.version
     ml.short_description = meta.description or f"{meta.name} classifier ({quant}), distilled with edgekd"
-    ml.input_description["x"] = meta.input_description()
+    for name, text in meta.input_descriptions().items():
+        ml.input_description[name] = text
     spec = ml.get_spec()
     ml.output_description[spec.description.predictedFeatureName] = "most likely class label"
     ml.output_description[spec.description.predictedProbabilitiesName] = "probability of each class label"
@@ -225,7 +245,9 @@ def _quantize_activations(ml, calib: np.ndarray):
         stats: dict = {}
         for i in range(len(calib)):
             ex.run(calib[i:i + 1], record=stats)
-        stats[ex.input_names[0]] = {"rmin": float(calib.min()), "rmax": float(calib.max())}
+        for name, value in named_inputs(calib).items():
+            if value.dtype.kind == "f":  # a float input's range; token ids are never quantised
+                stats[name] = {"rmin": float(value.min()), "rmax": float(value.max())}
         for out in ml.get_spec().description.output:
             stats.pop(out.name, None)
         config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.export.common import ExportMeta, register
+from edgekd.inputs import named_inputs
 
 QUANTS = ("fp32", "dynamic-int8", "static-int8")
 
@@ -21,8 +22,10 @@ def write_onnx(model, sample: np.ndarray, dest: Path, quant: str, calib: np.ndar
 
     with tempfile.TemporaryDirectory() as tmpd:
         fp32 = Path(tmpd) / "fp32.onnx"
-        torch.onnx.export(model, (torch.from_numpy(sample),), str(fp32), input_names=["x"],
-                          output_names=["probs"], dynamic_axes={"x": {0: "batch"}, "probs": {0: "batch"}},
+        feeds = named_inputs(sample)
+        torch.onnx.export(model, tuple(torch.from_numpy(v) for v in feeds.values()), str(fp32),
+                          input_names=list(feeds), output_names=["probs"],
+                          dynamic_axes={**{name: {0: "batch"} for name in feeds}, "probs": {0: "batch"}},
                           opset_version=17, dynamo=False)
         src = fp32
         if quant != "fp32":
@@ -44,7 +47,7 @@ def write_onnx(model, sample: np.ndarray, dest: Path, quant: str, calib: np.ndar
 
                     def get_next(self):
                         x = next(self.it, None)
-                        return None if x is None else {"x": x}
+                        return None if x is None else named_inputs(x)
 
                 quantize_static(str(fp32), str(src), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)

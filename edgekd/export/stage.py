@@ -18,12 +18,14 @@ import torch
 
 from edgekd.checkpoint import load_checkpoint, training_data
 from edgekd.data import Dataset
+from edgekd.data.tokens import tokenizer_settings
 from edgekd.errors import CheckFailed, InputError
 from edgekd.export import coreml, onnx, tflite  # noqa: F401 - registers the exporters
 from edgekd.export.common import EXPORTERS, ExportMeta, file_name
 from edgekd.export.quiet import ConverterFailed, quiet
 from edgekd.fileio import dir_size, relative_to, resolve_in, sha256_tree, write_json
-from edgekd.models import WithProbabilities
+from edgekd.inputs import named_inputs
+from edgekd.models import export_graph
 from edgekd.parity import measure_parity, parity_failure
 from edgekd.runtimes import load_runner
 from edgekd.types import Artifact, Checkpoint
@@ -96,13 +98,16 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
             coreml.check_target(q, coreml_target, compression)
     data = data or training_data(ckpt)
     check_fits(ckpt, data)
-    wrapped = WithProbabilities(model).eval()
+    plan = _text_plan(plan, quants) if data.is_text else plan
+    wrapped = export_graph(model)
+    tokenizer = (tokenizer_settings(data.notes["tokenizer"], data.notes["max_length"]) if data.is_text
+                 else None)
     meta = ExportMeta(name=ckpt.name, labels=ckpt.labels, mean=ckpt.mean, std=ckpt.std,
-                      input_shape=ckpt.input_shape, compression=compression)
+                      input_shape=ckpt.input_shape, compression=compression, tokenizer=tokenizer)
     held_out = data.x_test if parity_samples is None else data.x_test[:parity_samples]
     calib = data.x_train[np.random.default_rng(0).permutation(len(data.x_train))[:calibration_samples]]
     with torch.no_grad():
-        reference = wrapped(torch.from_numpy(held_out)).numpy()
+        reference = wrapped(*(torch.from_numpy(v) for v in named_inputs(held_out).values())).numpy()
     sample = held_out[:1]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -130,6 +135,20 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
     if failures:
         raise ExportMisses(failures, len(artifacts), ckpt.name)
     return artifacts
+
+
+# Modes that quantise a graph's input or every op's activations, which token ids and their index
+# arithmetic cannot take (edgekd.export.coreml, edgekd.export.tflite say why)
+NOT_FOR_TEXT = ("w8a8", "full-int8")
+
+
+def _text_plan(plan: list[tuple[str, str]], quants: list[str] | None) -> list[tuple[str, str]]:
+    """A text model's plan: the default plan without NOT_FOR_TEXT; asked for by name, they are refused."""
+    refused = [f"{f} {q}" for f, q in plan if q in NOT_FOR_TEXT]
+    if refused and quants is not None:
+        raise InputError(f"text models cannot be exported as {', '.join(refused)} (they quantise the token "
+                         "inputs or their index arithmetic); drop them from --quant / export.quants")
+    return [(f, q) for f, q in plan if q not in NOT_FOR_TEXT]
 
 
 def check_fits(ckpt: Checkpoint, data: Dataset) -> None:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.errors import InputError
 from edgekd.export.common import ExportMeta, register
 from edgekd.export.tflite_metadata import attach_metadata
+from edgekd.inputs import is_tokens, named_inputs
 
 QUANTS = ("fp32", "fp16", "int8", "dynamic-int8", "full-int8")
 
@@ -34,11 +36,15 @@ def write_tflite(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
 
     with tempfile.TemporaryDirectory() as tmpd:
         fp32 = Path(tmpd) / "fp32.tflite"
-        args = (torch.from_numpy(sample),)
+        feeds = named_inputs(sample)
+        args = tuple(torch.from_numpy(v) for v in feeds.values())
+        if quant == "full-int8" and is_tokens(sample):
+            raise InputError("TFLite 'full-int8' quantises the input tensor, and token ids are not a scale to "
+                             "quantise; export text models as int8 or dynamic-int8")
         if quant == "full-int8":
             _convert_full_int8(model, args, calib, fp32)
         else:
-            fp32.write_bytes(_fp32_flatbuffer(model, args))
+            fp32.write_bytes(_fp32_flatbuffer(model, args, tuple(feeds)))
         data = fp32.read_bytes()
         if quant not in ("fp32", "full-int8"):
             from ai_edge_quantizer import quantizer
@@ -61,9 +67,10 @@ def write_tflite(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
 _FP32: dict[str, bytes] = {}  # one entry: the model an export is working through
 
 
-def _fp32_flatbuffer(model, args) -> bytes:
+def _fp32_flatbuffer(model, args, names: tuple[str, ...]) -> bytes:
     """The fp32 conversion, made once per model and input shape: fp32, fp16, int8 and dynamic-int8 all
-    quantise the same flatbuffer (its torch.export + decompositions were ~3 s of each file's 3.2 s)."""
+    quantise the same flatbuffer (its torch.export + decompositions were ~3 s of each file's 3.2 s).
+    Several inputs go in by keyword, so the signature names them (input_ids, attention_mask), not args_N."""
     import hashlib
 
     import litert_torch
@@ -76,7 +83,11 @@ def _fp32_flatbuffer(model, args) -> bytes:
     if key not in _FP32:
         with tempfile.TemporaryDirectory() as tmpd:
             path = Path(tmpd) / "fp32.tflite"
-            litert_torch.convert(model.eval(), args).export(str(path))
+            if len(args) == 1:
+                converted = litert_torch.convert(model.eval(), args)
+            else:
+                converted = litert_torch.convert(model.eval(), (), dict(zip(names, args)))
+            converted.export(str(path))
             _FP32.clear()
             _FP32[key] = path.read_bytes()
     return _FP32[key]

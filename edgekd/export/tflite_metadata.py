@@ -60,13 +60,15 @@ def _floats(b: flatbuffers.Builder, values: list[float]) -> int:
 def build_metadata(meta: ExportMeta, quant: str) -> bytes:
     b = flatbuffers.Builder(1024)
     s = b.CreateString
-    # input: normalisation + feature content
-    norm = _table(b, [("off", 0, _floats(b, [meta.mean])), ("off", 1, _floats(b, [meta.std]))])
-    unit = _table(b, [("u8", 0, NORMALIZATION_OPTIONS), ("off", 1, norm)])
-    feature = _table(b, [])
-    in_content = _table(b, [("u8", 0, FEATURE_PROPERTIES), ("off", 1, feature)])
-    in_tensor = _table(b, [("off", 0, s("x")), ("off", 1, s(meta.input_description())),
-                           ("off", 3, in_content), ("off", 4, _vector(b, [unit]))])
+    # inputs: normalisation + feature content (float x); token ids and mask carry no normalisation
+    in_tensors = []
+    for name, text in meta.input_descriptions().items():
+        fields = [("off", 0, s(name)), ("off", 1, s(text)),
+                  ("off", 3, _table(b, [("u8", 0, FEATURE_PROPERTIES), ("off", 1, _table(b, []))]))]
+        if not meta.is_text:
+            norm = _table(b, [("off", 0, _floats(b, [meta.mean])), ("off", 1, _floats(b, [meta.std]))])
+            fields.append(("off", 4, _vector(b, [_table(b, [("u8", 0, NORMALIZATION_OPTIONS), ("off", 1, norm)])])))
+        in_tensors.append(_table(b, fields))
     # output: probabilities + labels file
     labels = _table(b, [("off", 0, s(LABELS_FILE)), ("off", 1, s("class labels, one per line")),
                         ("u8", 2, TENSOR_AXIS_LABELS)])
@@ -74,7 +76,7 @@ def build_metadata(meta: ExportMeta, quant: str) -> bytes:
     out_content = _table(b, [("u8", 0, FEATURE_PROPERTIES), ("off", 1, feature2)])
     out_tensor = _table(b, [("off", 0, s("probability")), ("off", 1, s("probability of each class")),
                             ("off", 3, out_content), ("off", 6, _vector(b, [labels]))])
-    subgraph = _table(b, [("off", 2, _vector(b, [in_tensor])), ("off", 3, _vector(b, [out_tensor]))])
+    subgraph = _table(b, [("off", 2, _vector(b, in_tensors)), ("off", 3, _vector(b, [out_tensor]))])
     desc = meta.description or f"{meta.name} classifier ({quant}), distilled with edgekd"
     root = _table(b, [("off", 0, s(meta.name)), ("off", 1, s(desc)), ("off", 2, s(meta.version)),
                       ("off", 3, _vector(b, [subgraph])), ("off", 4, s(meta.author)),

@@ -1,6 +1,6 @@
 """Networks: the zoo by name, and models from anywhere through one spec (`edgekd.models.spec`)."""
 
-from edgekd.models.spec import SOURCES, load_weights, read_state_dict, resolve
+from edgekd.models.spec import SOURCES, bind_data, load_weights, read_state_dict, resolve
 from edgekd.models.zoo import (
     MODELS,
     WEIGHTED,
@@ -9,8 +9,9 @@ from edgekd.models.zoo import (
     build_model,
     count_params,
     eval_mode,
+    export_graph,
     fold_batchnorm,
 )
 
-__all__ = ["MODELS", "SOURCES", "WEIGHTED", "Classifier", "WithProbabilities", "build_model", "count_params",
-           "eval_mode", "fold_batchnorm", "load_weights", "read_state_dict", "resolve"]
+__all__ = ["MODELS", "SOURCES", "WEIGHTED", "bind_data", "Classifier", "WithProbabilities", "build_model", "count_params",
+           "eval_mode", "export_graph", "fold_batchnorm", "load_weights", "read_state_dict", "resolve"]

@@ -212,6 +212,16 @@ class WithProbabilities(nn.Module):
         return self
 
 
+def export_graph(model: nn.Module) -> nn.Module:
+    """The graph exporters convert: probabilities out; a text model takes input_ids and attention_mask
+    (edgekd.nets.text), every other model its input x."""
+    if getattr(model, "text_inputs", False):
+        from edgekd.nets.text import TextWithProbabilities
+
+        return TextWithProbabilities(model).eval()
+    return WithProbabilities(model).eval()
+
+
 def eval_mode(model: nn.Module) -> nn.Module:
     """`model.eval()`, also for a torch.export program's module (fixed in the mode it was exported in)."""
     try:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from edgekd.errors import InputError
+from edgekd.inputs import named_inputs
 from edgekd.runtimes import RUNNERS
 
 OPS: dict[str, Callable] = {}
@@ -223,9 +224,45 @@ def _split(a):
     return list(torch.chunk(x, int(a["num_splits"]), dim=axis))
 
 
+_INT_DTYPES = {"int32": torch.int32, "int64": torch.int64, "int16": torch.int16, "int8": torch.int8,
+               "uint8": torch.uint8, "bool": torch.bool}
+
+
 @op("cast")
 def _cast(a):
-    return a["x"]  # rounding to the output dtype happens for every op below
+    """To an integer or bool type: converted (truncating, as Core ML); to a float type: kept as float32,
+    since rounding to the output dtype happens for every op below."""
+    dtype = _INT_DTYPES.get(str(a.get("dtype", "fp32")))
+    return a["x"].to(dtype) if dtype is not None else a["x"].float()
+
+
+# the ops of transformer encoders (token embeddings, attention masks)
+OPS.update({
+    "greater_equal": lambda a: a["x"] >= a["y"],
+    "greater": lambda a: a["x"] > a["y"],
+    "less": lambda a: a["x"] < a["y"],
+    "less_equal": lambda a: a["x"] <= a["y"],
+    "equal": lambda a: a["x"] == a["y"],
+    "not_equal": lambda a: a["x"] != a["y"],
+    "logical_not": lambda a: ~a["x"].bool(),
+    "select": lambda a: torch.where(a["cond"].bool(), a["a"], a["b"]),
+    "exp": lambda a: torch.exp(a["x"]),
+    "tanh": lambda a: torch.tanh(a["x"]),
+    "erf": lambda a: torch.erf(a["x"]),
+    "pow": lambda a: torch.pow(a["x"], a["y"]),
+})
+
+
+@op("gather")
+def _gather(a):
+    """MIL gather (batch_dims 0): rows `indices` of x along `axis`; negative indices count from the end."""
+    x, idx, axis = a["x"], a["indices"].long(), int(a.get("axis", 0))
+    if int(a.get("batch_dims", 0)) != 0:
+        raise ValueError("gather with batch_dims")
+    axis = axis % x.dim()
+    idx = torch.where(idx < 0, idx + x.shape[axis], idx)
+    out = torch.index_select(x, axis, idx.reshape(-1))
+    return out.reshape(*x.shape[:axis], *idx.shape, *x.shape[axis + 1:])
 
 
 def _quant_params(a, x):
@@ -261,7 +298,9 @@ def _value(v):
     """A MIL const value as a torch tensor (numbers) or a Python value (strings, bools)."""
     if isinstance(v, np.ndarray):
         if v.dtype.kind in "fiub":
-            dtype = np.float32 if v.dtype.kind == "f" else v.dtype
+            # floats compute in float32; integers as int64 (Core ML stores small ones as uint8/uint16,
+            # which torch cannot index with)
+            dtype = {"f": np.float32, "i": np.int64, "u": np.int64}.get(v.dtype.kind, v.dtype)
             return torch.from_numpy(np.ascontiguousarray(v).astype(dtype))
         return v.tolist()
     if isinstance(v, (np.floating, float)):
@@ -319,13 +358,15 @@ class MILExecutor:
         raise KeyError(v.name)
 
     def run(self, x: np.ndarray, record: dict | None = None) -> np.ndarray:
-        """Outputs for one input (1, ...). With `record`, also every op output's running min/max
-        (`{name: {"rmin", "rmax"}}`, the form coremltools' activation quantisation passes take)."""
+        """Outputs for one input (1, ...) (token rows: input_ids and attention_mask). With `record`, also
+        every op output's running min/max (`{name: {"rmin", "rmax"}}`, the form coremltools' activation
+        quantisation passes take)."""
         env = dict(self.consts)
-        inp = self.fn.inputs[self.input_names[0]]
-        env[inp] = torch.from_numpy(np.asarray(x, np.float32))
-        if inp.dtype == self.fp16:
-            env[inp] = env[inp].half().float()
+        for name, value in named_inputs(x).items():
+            inp = self.fn.inputs[name]
+            env[inp] = torch.from_numpy(value)
+            if inp.dtype == self.fp16:
+                env[inp] = env[inp].half().float()
         for o in self.ops:
             args = {k: self._arg(env, v) for k, v in o.inputs.items()}
             out = OPS[o.op_type](args)
@@ -333,7 +374,7 @@ class MILExecutor:
             if o.op_type == "classify":
                 outs = [None, out]
             for var, val in zip(o.outputs, outs):
-                if isinstance(val, torch.Tensor) and var.dtype == self.fp16:
+                if isinstance(val, torch.Tensor) and var.dtype == self.fp16 and val.is_floating_point():
                     val = val.half().float()  # fp16 storage between ops, as Core ML's fp16 programs have
                 env[var] = val
                 if record is not None and isinstance(val, torch.Tensor) and val.is_floating_point():
@@ -355,7 +396,6 @@ class CoreMLRunner:
         if self.native:
             self.model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
             spec = self.model.get_spec()
-            self.input_name = spec.description.input[0].name
             self.probs_name = spec.description.predictedProbabilitiesName
             # the probabilities come back as a dict; order them as the model's labels (edgekd records them)
             self.labels = json.loads(spec.description.metadata.userDefined["edgekd.labels"])
@@ -367,11 +407,11 @@ class CoreMLRunner:
     def _one(self, x: np.ndarray) -> np.ndarray:
         if not self.native:
             return self.exec.run(x).reshape(1, -1)
-        probs = self.model.predict({self.input_name: x})[self.probs_name]
+        probs = self.model.predict(named_inputs(x))[self.probs_name]
         return np.array([[probs[k] for k in self.labels]], np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float32)
+        x = np.asarray(x)
         return np.concatenate([self._one(x[i:i + 1]) for i in range(len(x))]).astype(np.float32)
 
     def run_one(self, x: np.ndarray) -> None:

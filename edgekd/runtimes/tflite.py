@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.inputs import named_inputs
 from edgekd.runtimes import RUNNERS
 
 
@@ -41,17 +42,18 @@ class TFLiteRunner:
         with _native_stderr_muted():
             self.interp = Interpreter(model_path=str(path), num_threads=threads)
             self.interp.allocate_tensors()
-        self.inp = self.interp.get_input_details()[0]
+        self.inputs = _inputs_by_name(self.interp)
         self.out = self.interp.get_output_details()[0]
         self._staged = None  # the input last placed by run_one
 
     def _set_input(self, x: np.ndarray) -> None:
-        inp = self.inp
-        if inp["dtype"] != np.float32:
-            scale, zero = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
-        self.interp.set_tensor(inp["index"], x)
+        for name, value in named_inputs(x).items():
+            inp = self.inputs[name]
+            if inp["dtype"] in (np.int8, np.uint8) and value.dtype == np.float32:  # a full-integer model
+                scale, zero = inp["quantization"]
+                info = np.iinfo(inp["dtype"])
+                value = np.clip(np.round(value / scale + zero), info.min, info.max).astype(inp["dtype"])
+            self.interp.set_tensor(inp["index"], value.astype(inp["dtype"], copy=False))
 
     def _invoke(self, x: np.ndarray) -> np.ndarray:
         out = self.out
@@ -65,7 +67,7 @@ class TFLiteRunner:
         return y
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float32)
+        x = np.asarray(x)
         return np.concatenate([self._invoke(x[i:i + 1]) for i in range(len(x))]).astype(np.float32)
 
     def run_one(self, x: np.ndarray) -> None:
@@ -75,3 +77,16 @@ class TFLiteRunner:
             self._set_input(x)
             self._staged = x
         self.interp.invoke()
+
+
+def _inputs_by_name(interp) -> dict:
+    """The interpreter's input tensors under the graph's input names (x; input_ids, attention_mask):
+    the signature's names (edgekd converts several inputs by keyword); the tensor details carry mangled
+    ones."""
+    details = interp.get_input_details()
+    sigs = interp.get_signature_list()
+    if len(details) == 1:
+        return {"x": details[0]}
+    by_index = {d["index"]: d for d in details}
+    runner_inputs = interp.get_signature_runner(next(iter(sigs))).get_input_details()
+    return {name: by_index[d["index"]] for name, d in runner_inputs.items()}

@@ -25,7 +25,8 @@ class TorchRunner:
 
     @torch.no_grad()
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.model(torch.from_numpy(np.asarray(x, np.float32))).numpy()
+        x = np.asarray(x)
+        return self.model(torch.from_numpy(x if x.dtype.kind in "iu" else x.astype(np.float32))).numpy()
 
     @torch.no_grad()
     def run_one(self, x: np.ndarray) -> None:

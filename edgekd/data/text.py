@@ -1,0 +1,180 @@
+"""Text: sentences with labels, tokenized to fixed-length token rows (edgekd.data.tokens).
+
+    text             a CSV/TSV/JSONL file with a text column and a label column (data.path), and
+                     optionally a file of unlabelled sentences for the transfer set (data.transfer_path)
+    movie-reviews    10,605 movie-review snippets rated by people from -4 to +4 (Hutto & Gilbert 2014,
+                     VADER, MIT; from vaderSentiment's source distribution, fetched at set-up): rating
+                     > 0 positive, < 0 negative (37 rated exactly 0 dropped). Transfer set: the
+                     unlabelled tweets, NYT editorials and Amazon reviews of the same release (13,098)
+
+Inputs are token rows (N, 2, L) int64 (ids, attention mask); `RawData.notes` counts the sentences cut
+to L tokens, and `RawData.text_test` keeps the test sentences for the bundle's validation inputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.data.checks import existing
+from edgekd.data.source import DATASETS, RawData
+from edgekd.data.split import stratified_holdout
+from edgekd.data.table import class_ids
+from edgekd.data.tokens import pretrained_folder, tokenize
+from edgekd.errors import InputError
+
+VADER = "vaderSentiment-3.3.2.tar.gz"
+VADER_FETCH = "pip download --no-deps --no-binary :all: vaderSentiment==3.3.2 -d {dir}"
+_CORPUS = "hutto_ICWSM_2014/{}_GroundTruth.txt"
+TRANSFER_CORPORA = ("tweets", "nytEditorialSnippets", "amazonReviewSnippets")
+
+
+def data_dir() -> Path:
+    """Where set-up put the data packages: $EDGEKD_DATA_DIR, else the environment's share/edgekd."""
+    return Path(os.environ.get("EDGEKD_DATA_DIR") or Path(sys.prefix) / "share" / "edgekd")
+
+
+@DATASETS.register("movie-reviews")
+def movie_reviews(path: Path | None = None, seed: int = 42, *, tokenizer: str = "all-minilm-l6-v2",
+                  max_length: int = 64) -> RawData:
+    sdist = Path(path) if path is not None else data_dir() / VADER
+    if not sdist.is_file():
+        raise InputError(f"{sdist}: the movie-review set is not here; set-up fetches it (`make venv`, or "
+                         f"{VADER_FETCH.format(dir=sdist.parent)}), or point data.path at the file")
+    corpora = _vader_corpora(sdist)
+    scores, sentences = corpora["movieReviewSnippets"]
+    keep = scores != 0
+    texts = [s for s, k in zip(sentences, keep) if k]
+    y = (scores[keep] > 0).astype(np.int64)
+    unlabelled = [s for name in TRANSFER_CORPORA for s in corpora[name][1]]
+    return _raw(texts, y, ("negative", "positive"), seed, tokenizer, max_length, unlabelled,
+                {"dropped_neutral": int((~keep).sum())})
+
+
+@DATASETS.register("text")
+def text_table(path: Path | None = None, seed: int = 42, *, tokenizer: str = "all-minilm-l6-v2",
+               max_length: int = 64, text_column: str = "text", label_column: str = "label",
+               labels: list[str] | None = None, transfer_path: str | None = None) -> RawData:
+    """A table of sentences and labels (.csv, .tsv, .jsonl); test rows are a stratified 20% holdout."""
+    path = existing(path, "file", "text", "a .csv, .tsv or .jsonl file with text and label columns")
+    rows = _read_rows(path)
+    for r, row in rows:
+        for col in (text_column, label_column):
+            if col not in row:
+                have = ", ".join(map(repr, row)) or "none"
+                raise InputError(f"{path}: no column {col!r} (row {r}; it has {have}); set data."
+                                 f"{'text_column' if col == text_column else 'label_column'} to the right one")
+    texts = [str(row[text_column] if row[text_column] is not None else "") for _, row in rows]
+    for (r, _), t in zip(rows, texts):
+        if not t.strip():
+            raise InputError(f"{path}: row {r} has an empty {text_column!r}; remove the row or fill it in")
+    values = [str(row[label_column]).strip() for _, row in rows]
+    if labels is not None:
+        wanted = [str(v) for v in labels]
+        for (r, _), v in zip(rows, values):
+            if v not in wanted:
+                raise InputError(f"{path}: row {r} has label {v!r}, not in data.labels {wanted}; fix the row or "
+                                 "add the label")
+        y, names = np.array([wanted.index(v) for v in values], np.int64), tuple(wanted)
+    else:
+        y, names = class_ids(values, path, label_column)
+    unlabelled = _read_sentences(Path(transfer_path)) if transfer_path else None
+    return _raw(texts, y, names, seed, tokenizer, max_length, unlabelled, {})
+
+
+def _raw(texts: list[str], y: np.ndarray, names: tuple[str, ...], seed: int, tokenizer: str, max_length: int,
+         unlabelled: list[str] | None, notes: dict) -> RawData:
+    folder = pretrained_folder(tokenizer, "data.tokenizer")
+    train, test = stratified_holdout(y, seed)
+    tok = tokenize(texts, folder, max_length)
+    notes = {**notes, "sentences": len(texts), "truncated": tok.truncated, "max_length": max_length,
+             "tokenizer": str(folder)}
+    sample = None
+    if unlabelled:
+        pool = tokenize(unlabelled, folder, max_length)
+        notes["transfer_pool"], notes["transfer_truncated"] = len(unlabelled), pool.truncated
+
+        def sample(n: int, seed: int) -> np.ndarray:
+            """`n` unlabelled sentences (repeating the pool in a seeded order when n exceeds it)."""
+            order = np.concatenate([np.random.default_rng(seed + k).permutation(len(pool.x))
+                                    for k in range(-(-n // len(pool.x)))])
+            return pool.x[order[:n]]
+        sample.fingerprint = f"text-transfer-{len(pool.x)}-{hash_rows(pool.x)}"
+    return RawData(tok.x[train], y[train], tok.x[test], y[test], tuple(names), sample, notes=notes,
+                   text_test=tuple(texts[i] for i in test))
+
+
+def hash_rows(x: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
+
+
+def _vader_corpora(sdist: Path) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """{corpus: (mean ratings, sentences)} from the sdist's nested hutto_ICWSM_2014.tar.gz (latin-1)."""
+    try:
+        with tarfile.open(sdist) as outer:
+            member = next((m for m in outer.getmembers() if m.name.endswith("hutto_ICWSM_2014.tar.gz")), None)
+            if member is None:
+                raise InputError(f"{sdist}: no additional_resources/hutto_ICWSM_2014.tar.gz inside; fetch the "
+                                 f"source distribution again ({VADER_FETCH.format(dir=sdist.parent)})")
+            inner = tarfile.open(fileobj=io.BytesIO(outer.extractfile(member).read()))
+            out = {}
+            for name in ("movieReviewSnippets", *TRANSFER_CORPORA):
+                text = inner.extractfile(_CORPUS.format(name)).read().decode("latin-1")
+                scores, sentences = [], []
+                for line in text.splitlines():
+                    parts = line.split("\t")
+                    if len(parts) >= 3 and parts[2].strip():
+                        scores.append(float(parts[1]))
+                        sentences.append(parts[2].strip())
+                out[name] = (np.array(scores), sentences)
+            return out
+    except (tarfile.TarError, KeyError, OSError, ValueError, EOFError) as e:
+        raise InputError(f"{sdist}: not a readable vaderSentiment 3.3.2 source distribution ({e}); fetch it "
+                         f"again ({VADER_FETCH.format(dir=sdist.parent)})") from None
+
+
+def _read_rows(path: Path) -> list[tuple[int, dict]]:
+    """[(line number, {column: value})] from .jsonl (one object a line) or .csv/.tsv (a header row)."""
+    try:
+        if path.suffix == ".jsonl":
+            rows = []
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise InputError(f"{path}: line {n} is not JSON ({e.msg}); one object per line") from None
+                    if not isinstance(row, dict):
+                        raise InputError(f"{path}: line {n} is not a JSON object; one object per line")
+                    rows.append((n, row))
+        else:
+            delimiter = "\t" if path.suffix in (".tsv", ".tab") else ","
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f, delimiter=delimiter)
+                rows = [(reader.line_num, dict(r)) for r in reader if any((v or "").strip() for v in r.values())]
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    except csv.Error as e:
+        raise InputError(f"{path}: not a readable table ({e})") from None
+    if not rows:
+        raise InputError(f"{path}: no rows; give one sentence and label per row")
+    return rows
+
+
+def _read_sentences(path: Path) -> list[str]:
+    """Unlabelled sentences, one a line (blank lines skipped)."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (data.transfer_path); give a text file, one sentence a line")
+    try:
+        return [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason}); save it as UTF-8") from None

