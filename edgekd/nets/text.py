@@ -187,8 +187,9 @@ def check_folder(folder: Path, where: str = "model.folder") -> dict:
         raise InputError(f"{folder}: no such Hugging Face model folder ({where})")
     missing = [f for f in FOLDER_FILES if not (folder / f).is_file()]
     if missing:
-        raise InputError(f"{folder}: Hugging Face folder lacks {', '.join(missing)} ({where}); copy the whole "
-                         "folder (save_pretrained writes the model, the tokenizer saves tokenizer.json)")
+        raise InputError(f"{folder}: Hugging Face folder lacks {', '.join(missing)} ({where}); copy the "
+                         "whole folder (save_pretrained writes the model; the tokenizer's writes "
+                         "tokenizer.json)")
     try:
         cfg = json.loads((folder / "config.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -230,14 +231,14 @@ def from_folder(folder: Path, num_classes: int, *, layers: list[int] | int | Non
     narrow = hidden != full_hidden
     if narrow:  # fresh layers: a count
         if not isinstance(layers, int) or layers < 1:
-            raise InputError(f"text student: a narrow student (hidden {hidden}) needs layers: a count of fresh "
-                             f"layers, not {layers!r}")
+            raise InputError(f"text student: a narrow student (hidden {hidden}) needs layers: a count of "
+                             f"fresh layers, not {layers!r}")
         keep_layers, n_student_layers = [], layers
     else:  # the folder's own layers: indices
         keep_layers = list(range(n_layers)) if layers is None else [int(i) for i in layers]
         if not keep_layers or any(not 0 <= i < n_layers for i in keep_layers):
-            raise InputError(f"{folder}: layers {keep_layers} out of range: the encoder has {n_layers} layers "
-                             f"(indices 0..{n_layers - 1})")
+            raise InputError(f"{folder}: layers {keep_layers} out of range: the encoder has {n_layers} "
+                             f"layers (indices 0..{n_layers - 1})")
         n_student_layers = len(keep_layers)
     tokenizer_vocab = cfg["vocab_size"]
     words = big["embeddings.word_embeddings.weight"]  # (V, H)
