@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--transfer", type=int, default=13098, help="unlabelled sentences (the whole pool)")
     ap.add_argument("--parity", type=int, default=512, help="sentences in each file's parity check")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: this many training rows")
+    ap.add_argument("--reuse-files", action="store_true",
+                    help="measure the files an earlier run left in --work instead of exporting again")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="text_row-"))
     torch.set_num_threads(args.threads)
@@ -124,7 +126,8 @@ def main() -> None:
         files[f"{name}-label"] = (trained[(name, "label")].checkpoint, {"tflite": ["dynamic-int8"]})
     measured = {}
     for who, (ckpt, plan) in files.items():
-        for row in export_and_measure(who, ckpt, plan, data, teacher.accuracy, work / "files", args.parity):
+        for row in export_and_measure(who, ckpt, plan, data, teacher.accuracy, work / "files", args.parity,
+                                      args.reuse_files):
             rows.append(row)
             if row["kept"]:
                 measured[(who, row["format"], row["quant"])] = row
@@ -139,26 +142,21 @@ def main() -> None:
 
 
 def export_and_measure(who: str, ckpt: Path, plan: dict, data, teacher_acc: float, out: Path,
-                       parity: int) -> list[dict]:
+                       parity: int, reuse: bool = False) -> list[dict]:
     """Each planned file of `ckpt`: written and parity-checked by edgekd's exporter (on `parity` test
-    sentences), then its accuracy on the whole test split (Core ML: on the parity sentences) and, for
-    TFLite, its latency at batch 1, 1 thread."""
+    sentences), then its accuracy on the whole test split (Core ML: on the parity sentences), its
+    simulated latency on every target profile of its format and, for TFLite, its latency at batch 1,
+    1 thread."""
     from edgekd.artifacts import load_artifacts
     from edgekd.bench.measure import time_runs
-    from edgekd.errors import CheckFailed
-    from edgekd.export.stage import export_checkpoint
     from edgekd.metrics import retention
     from edgekd.runtimes import load_runner
 
     rows = []
     for fmt, quants in plan.items():
         dest = out / who / fmt
-        try:
-            export_checkpoint(ckpt, dest, formats=[fmt], quants=quants, coreml_target="iOS18",
-                              parity_samples=parity, calibration_samples=64, min_top1_agreement=THRESHOLDS,
-                              fp32_max_abs_diff=1e-3, data=data)
-        except CheckFailed as e:  # files that missed parity are reported, the kept ones measured
-            print(f"{who} {fmt}: {e}", flush=True)
+        if not (reuse and (dest / "artifacts.json").is_file()):
+            _export(who, ckpt, dest, fmt, quants, data, parity)
         manifest = load_artifacts(dest)
         for f in manifest.get("failures", []):
             rows.append({"kind": "file", "who": who, "format": fmt, "kept": False, **f})
@@ -176,13 +174,41 @@ def export_and_measure(who: str, ckpt: Path, plan: dict, data, teacher_acc: floa
                 times = time_runs(runner.run_one, np.ascontiguousarray(data.x_test[:1]), warmup=20,
                                   min_runs=100, min_seconds=1.0)
                 latency = float(np.median(times))
+            sims = _simulated_ms(fmt, path)
             p = a["parity"]
             rows.append({"kind": "file", "who": who, "format": fmt, "quant": a["quant"], "kept": True,
                          "size_bytes": a["size_bytes"], "accuracy": acc, "n": len(y),
                          "retention": retention(acc, teacher_acc), "agreement": p["top1_agreement"],
                          "parity_n": p["n"], "max_abs_diff": p["max_abs_diff"], "latency_ms": latency,
-                         "eval_s": eval_s})
+                         "eval_s": eval_s, "simulated_ms": sims,
+                         "host_sim_over_measured": (sims["host-cpu"] / latency
+                                                    if latency and "host-cpu" in sims else None)})
     return rows
+
+
+def _export(who: str, ckpt: Path, dest: Path, fmt: str, quants: list[str], data, parity: int) -> None:
+    from edgekd.errors import CheckFailed
+    from edgekd.export.stage import export_checkpoint
+
+    try:
+        export_checkpoint(ckpt, dest, formats=[fmt], quants=quants, coreml_target="iOS18",
+                          parity_samples=parity, calibration_samples=64, min_top1_agreement=THRESHOLDS, fp32_max_abs_diff=1e-3,
+                          data=data)
+    except CheckFailed as e:  # files that missed parity are reported, the kept ones measured
+        print(f"{who} {fmt}: {e}", flush=True)
+
+
+def _simulated_ms(fmt: str, path: Path) -> dict:
+    """The simulator's latency for the file on every target profile that runs its format."""
+    from edgekd.bench.graph import read_graph
+    from edgekd.bench.simulator import simulate
+    from edgekd.bench.targets import all_targets
+
+    targets = [t for t in all_targets().values() if fmt in t.formats]
+    if not targets:
+        return {}
+    graph = read_graph(fmt, path)
+    return {t.name: simulate(graph, t).latency_ms for t in targets}
 
 
 def _limited(data, n: int):

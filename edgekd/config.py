@@ -65,6 +65,13 @@ class DataConfig(_Strict):
     # inputs become (x - mean) / std with this fixed [mean, std] (a pretrained network's own, e.g.
     # EfficientNet-Lite's [127.5, 128] on 0..255 pixels) instead of the training split's statistics
     normalization: tuple[float, PositiveFloat] | None = None
+    # text (movie-reviews, text): a Hugging Face folder's tokenizer (a path, or all-minilm-l6-v2, which a
+    # package ships) and the fixed sequence length every sentence is padded or cut to
+    tokenizer: str = "all-minilm-l6-v2"
+    max_length: int = Field(64, ge=8, le=512)
+    text_column: str = "text"  # text: the column holding each row's sentence
+    labels: list[str] | None = None  # text: the label set (a row with another label is refused)
+    transfer_path: Path | None = None  # text: unlabelled sentences, one a line, for the transfer set
     # images: augment each training batch in the loader; students then learn from a teacher that runs
     # on the same augmented view (not from cached outputs)
     augment: AugmentConfig | None = None
@@ -407,6 +414,14 @@ def _resolve(base: Path, p: Path | None) -> Path | None:
     return None if p is None or p.is_absolute() else (base / p)
 
 
+def _resolve_data(base: Path, d: DataConfig) -> DataConfig:
+    tokenizer = d.tokenizer
+    if not Path(tokenizer).is_absolute() and (base / tokenizer).exists():
+        tokenizer = str(base / tokenizer)  # a folder beside the recipe; a package's name stays as it is
+    return d.model_copy(update={"path": _resolve(base, d.path) or d.path, "tokenizer": tokenizer,
+                                "transfer_path": _resolve(base, d.transfer_path) or d.transfer_path})
+
+
 def _resolve_model(base: Path, m: ModelConfig | None) -> ModelConfig | None:
     if m is None:
         return None
@@ -427,7 +442,7 @@ def load_recipe(path: Path | None = None) -> tuple[Recipe, Path]:
     except ValidationError as e:
         raise InputError(format_validation(path, e)) from None
     base = path.resolve().parent
-    data = recipe.data.model_copy(update={"path": _resolve(base, recipe.data.path) or recipe.data.path})
+    data = _resolve_data(base, recipe.data)
     teacher = recipe.teacher.model_copy(
         update={"checkpoint": _resolve(base, recipe.teacher.checkpoint) or recipe.teacher.checkpoint,
                 "model": _resolve_model(base, recipe.teacher.model)})
@@ -447,7 +462,7 @@ def load_model_file(path: Path) -> ModelFile:
     except ValidationError as e:
         raise InputError(format_validation(path, e, "model file")) from None
     base = path.resolve().parent
-    data = m.data.model_copy(update={"path": _resolve(base, m.data.path) or m.data.path})
+    data = _resolve_data(base, m.data)
     return m.model_copy(update={"model": _resolve_model(base, m.model), "data": data})
 
 

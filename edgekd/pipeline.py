@@ -19,7 +19,7 @@ from edgekd.distill.batches import Augment
 from edgekd.distill.distributed import SINGLE, World
 from edgekd.errors import InputError
 from edgekd.fileio import json_sha256, read_json, relative_to, resolve_in, sha256_file, write_json
-from edgekd.models import count_params, resolve
+from edgekd.models import bind_data, count_params, resolve
 from edgekd.models.budget import fit_width
 from edgekd.runfolder import STATE_DIR, RunRecord, write_record
 from edgekd.types import Checkpoint, CompressSpec, ModelSpec
@@ -32,7 +32,9 @@ def load_data(recipe: Recipe) -> Dataset:
 def data_from(d: DataConfig) -> Dataset:
     # each source takes the options it names (edgekd.data.source_options)
     return load_dataset(d.name, d.path, d.seed, image_size=d.image_size, channels=d.channels,
-                        label_column=d.label_column, normalization=d.normalization)
+                        label_column=d.label_column, normalization=d.normalization, tokenizer=d.tokenizer,
+                        max_length=d.max_length, text_column=d.text_column, labels=d.labels,
+                        transfer_path=None if d.transfer_path is None else str(d.transfer_path))
 
 
 def validate(recipe: Recipe, data: Dataset) -> list[ModelSpec]:
@@ -59,6 +61,7 @@ def validate(recipe: Recipe, data: Dataset) -> list[ModelSpec]:
             width, depth, _ = fit_width(s.arch, data.input_shape, data.num_classes, target,
                                         list(s.depths) if s.depths else [s.depth], f"{where}.{kind}")
             spec = ModelSpec.zoo(s.arch, width, depth)
+        spec = bind_data(spec, data.x_train)  # a text student's `vocab: task`: the training split's tokens
         _checked(spec, data, where)
         specs.append(spec)
     return specs
@@ -423,11 +426,30 @@ def write_bundles(recipe: Recipe, recipe_path: Path, out: Path, data: Dataset, m
             (out / "bundles" / f"{platform}.zip").unlink(missing_ok=True)
             continue
         params = read_checkpoint(out / "students" / c.model).params
+        n = recipe.bundle.validation_samples
+        text = text_bundle(data, out / "students" / c.model, n) if data.is_text else None
         bundles[platform] = write_bundle(
-            c, platform, out / "bundles", validation_x=data.x_test[:recipe.bundle.validation_samples],
+            c, platform, out / "bundles", validation_x=data.x_test[:n],
             labels=list(data.labels), mean=data.mean, std=data.std, input_shape=list(data.input_shape),
-            params=params, provenance=provenance)[1]
+            params=params, provenance=provenance, text=text)[1]
     return bundles
+
+
+def text_bundle(data: Dataset, checkpoint: Path, n: int) -> dict:
+    """What a text model's bundle carries beside the file: its tokenizer, the settings an app's tokenizer
+    must reproduce (with the pruned vocabulary, if any), and the validation inputs' sentences."""
+    from edgekd.data.tokens import tokenizer_settings
+    from edgekd.nets.text import pruned_vocabulary
+
+    folder = Path(data.notes["tokenizer"])
+    settings = tokenizer_settings(folder, data.notes["max_length"])
+    kept = pruned_vocabulary(checkpoint)
+    if kept is not None:
+        settings["pruned_vocabulary"] = {
+            "kept_ids": kept, "note": "ids not listed (and [UNK]) share [UNK]'s embedding inside the model: "
+                                      "the tokenizer stays the full one"}
+    return {"tokenizer_json": folder / "tokenizer.json", "settings": settings,
+            "sentences": list(data.text_test[:n])}
 
 
 def _drop_bundles_of_other_platforms(bundles_dir: Path, platforms: set[str]) -> None:

@@ -191,3 +191,48 @@ def test_text_end_to_end(review_table, bert_folder, tmp_path):
     runner = load_runner("tflite", tmp_path / "files" / Path(tfl.path).name)
     assert set(runner.inputs) == {"input_ids", "attention_mask"}  # named inputs for the app's tokenizer
     assert all(a.parity.top1_agreement >= 0.8 for a in arts)
+
+
+@pytest.mark.heavy
+def test_text_recipe_runs_to_verified_bundles(review_table, bert_folder, tmp_path):
+    """`edgekd run` on a text recipe: teacher from the folder, a pruned narrow student, files, gate, and
+    bundles that carry the tokenizer and sentences `edgekd verify` re-tokenizes."""
+    import yaml
+
+    from edgekd.gate.verify import _tokenizer_problems
+    from helpers import run_cli
+
+    (tmp_path / "policy.yaml").write_text("min_retention: 0.5\n")
+    recipe = {
+        "name": "tiny-text", "seed": 0,
+        "data": {"name": "text", "path": str(review_table), "tokenizer": str(bert_folder), "max_length": 16,
+                 "transfer_samples": 0},
+        "teacher": {"model": {"folder": str(bert_folder)}, "min_accuracy": 0.0,
+                    "train": {"epochs": 3, "batch_size": 8, "lr": 0.001}},
+        "students": [{"name": "phone", "model": {"folder": str(bert_folder), "kwargs": {
+            "hidden": 16, "layers": 1, "vocab": "task", "positions": 16}}}],
+        "distill": {"temperature": 2.0, "alpha": 0.5, "cosine_weight": 1.0,
+                    "train": {"epochs": 3, "batch_size": 8, "lr": 0.001}},
+        "export": {"formats": ["coreml", "tflite"], "quants": ["fp16", "int8"], "parity_samples": 16,
+                   "min_top1_agreement": {"default": 0.9}},
+        "bench": {"targets": ["apple-a17-pro-ane", "host-cpu"]},
+        "gate": {"policy": "policy.yaml"}, "bundle": {"validation_samples": 4},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    r = run_cli("run", path, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-2000:]
+    for platform in ("ios", "android"):
+        bundle = tmp_path / "run" / "bundles" / platform
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        assert manifest["tokenizer"]["max_length"] == 16
+        kept = manifest["tokenizer"]["pruned_vocabulary"]["kept_ids"]
+        assert 101 in kept and 2986 in kept  # [CLS] and "fine" (a training word)
+        lines = (bundle / "validation" / "sentences.jsonl").read_text().splitlines()
+        assert len(lines) == 4 and json.loads(lines[0])["input_ids"][0] == 101
+        assert run_cli("verify", tmp_path / "run" / "bundles" / f"{platform}.zip").returncode == 0
+        # the re-tokenization is a real check: other ids than the sentences give are found
+        x = np.load(bundle / "validation" / "inputs.npy")
+        x[1, 0, 1] += 1
+        assert "line 2" in _tokenizer_problems(bundle, x)[0]
+        assert _tokenizer_problems(bundle, np.load(bundle / "validation" / "inputs.npy")) == []

@@ -1,6 +1,11 @@
 """Mobile model bundles: a directory and a deterministic zip (same inputs, same bytes) holding the
 model file, labels.txt, manifest.json, MODEL_CARD.md and validation inputs with expected outputs.
 
+A text model's bundle also holds its tokenizer (tokenizer/tokenizer.json, tokenizer/settings.json: the
+sequence length, padding, special ids and, for a pruned vocabulary, the ids with their own embedding)
+and validation/sentences.jsonl: each validation sentence with the ids and mask it must tokenize to, so
+an app developer can check their own tokenizer against the bundle (`edgekd verify` re-tokenizes them).
+
 The manifest keeps only numbers that the same inputs always reproduce (accuracy, retention, agreement,
 simulated latency): wall-clock timings stay in the run's bench.json so that two runs give identical zips.
 """
@@ -67,9 +72,17 @@ def _share(residency: dict | None) -> str:
     return "CPU only" if not residency else f"{residency['ops']:.0%}"
 
 
+def _input_line(manifest: dict) -> str:
+    tok = manifest.get("tokenizer")
+    if tok:
+        return (f"input_ids and attention_mask, int32 1x{tok['max_length']} each, from the bundled tokenizer "
+                "(tokenizer/; validation/sentences.jsonl has sentences with the ids they must give).")
+    norm = manifest["normalization"]
+    return f"float32, normalised as (x - {norm['mean']:.6g}) / {norm['std']:.6g}."
+
+
 def model_card(manifest: dict) -> str:
     m, met, prov = manifest["model"], manifest["metrics"], manifest["provenance"]
-    norm = manifest["normalization"]
     fingerprint = prov.get("data_fingerprint", "")[:16]
     sims = "\n".join(f"| {t} | {v['latency_ms']:.4f} | {_share(v['accelerator_residency'])} |"
                       for t, v in met["simulated"].items()) or "| (none) | | |"
@@ -78,7 +91,7 @@ def model_card(manifest: dict) -> str:
 **File:** `{m['file']}` ({m['format']}, {m['quant']}), {m['size_bytes']} bytes, {m['params']} parameters.
 **Task:** classify inputs of shape {manifest['input_shape']} into {len(manifest['labels'])} classes
 ({', '.join(manifest['labels'][:10])}{'...' if len(manifest['labels']) > 10 else ''}).
-**Input:** float32, normalised as (x - {norm['mean']:.6g}) / {norm['std']:.6g}.
+**Input:** {_input_line(manifest)}
 **Output:** class probabilities (softmax).
 
 ## How it was made
@@ -103,8 +116,9 @@ from edgekd's roofline profiles (targets/), not from a device.
 
 def write_bundle(c: Candidate, platform: str, out_dir: Path, *, validation_x: np.ndarray, labels: list[str],
                  mean: float, std: float, input_shape: list[int], params: int,
-                 provenance: dict) -> tuple[Path, Path]:
-    """Write `out_dir/<platform>/` and `out_dir/<platform>.zip`; returns both paths."""
+                 provenance: dict, text: dict | None = None) -> tuple[Path, Path]:
+    """Write `out_dir/<platform>/` and `out_dir/<platform>.zip`; returns both paths. `text` (text models):
+    {"tokenizer_json": Path, "settings": dict, "sentences": [the validation inputs' sentences]}."""
     src = Path(c.path)
     dest, zip_path = Path(out_dir) / platform, Path(out_dir) / f"{platform}.zip"
     with atomic_dir(dest) as tmp:
@@ -115,6 +129,8 @@ def write_bundle(c: Candidate, platform: str, out_dir: Path, *, validation_x: np
         (tmp / "validation").mkdir()
         np.save(tmp / "validation" / "inputs.npy", validation_x)
         np.save(tmp / "validation" / "expected.npy", expected)
+        if text is not None:
+            _write_tokenizer(tmp, text, validation_x)
         manifest = {
             "format": FORMAT, "version": 1, "platform": platform,
             "model": {"name": c.model, "file": src.name, "format": c.format, "quant": c.quant,
@@ -123,6 +139,8 @@ def write_bundle(c: Candidate, platform: str, out_dir: Path, *, validation_x: np
             "metrics": _metrics(c), "provenance": {**provenance, "packages": package_versions(),
                                                    "git_commit": git_commit()},
         }
+        if text is not None:
+            manifest["tokenizer"] = text["settings"]
         (tmp / "MODEL_CARD.md").write_text(model_card(manifest))
         manifest["files"] = {str(p.relative_to(tmp)): {"sha256": sha256_file(p),
                                                         "size_bytes": p.stat().st_size}
@@ -131,6 +149,20 @@ def write_bundle(c: Candidate, platform: str, out_dir: Path, *, validation_x: np
     with atomic_path(zip_path) as tmp_zip:
         tmp_zip.write_bytes(deterministic_zip(dest))
     return dest, zip_path
+
+
+def _write_tokenizer(root: Path, text: dict, validation_x: np.ndarray) -> None:
+    """tokenizer/ and validation/sentences.jsonl: the sentences with the token rows they must give."""
+    (root / "tokenizer").mkdir()
+    shutil.copyfile(text["tokenizer_json"], root / "tokenizer" / "tokenizer.json")
+    settings = json.dumps(text["settings"], indent=2, sort_keys=True) + "\n"
+    (root / "tokenizer" / "settings.json").write_text(settings)
+    sentences = text["sentences"]
+    if len(sentences) != len(validation_x):
+        raise ValueError(f"{len(sentences)} validation sentences for {len(validation_x)} inputs")
+    lines = [json.dumps({"text": s, "input_ids": row[0].tolist(), "attention_mask": row[1].tolist()})
+             for s, row in zip(sentences, np.asarray(validation_x))]
+    (root / "validation" / "sentences.jsonl").write_text("\n".join(lines) + "\n")
 
 
 def deterministic_zip(root: Path) -> bytes:

@@ -352,8 +352,10 @@ def _load_npy(p: Path) -> np.ndarray | str:
 
 
 def _validation_problems(root: Path, manifest: dict) -> list[str]:
-    """inputs.npy: (N, *input_shape) float32; expected.npy: (N, len(labels)) finite floats."""
+    """inputs.npy: (N, *input_shape) float32 (text: int64 token rows the bundled tokenizer gives for
+    validation/sentences.jsonl); expected.npy: (N, len(labels)) finite floats."""
     problems = []
+    text = bool(manifest.get("tokenizer"))
     shape, n_classes = tuple(manifest["input_shape"]), len(manifest["labels"])
     x_path, y_path = root / "validation" / "inputs.npy", root / "validation" / "expected.npy"
     x = _load_npy(x_path) if x_path.is_file() else None
@@ -361,9 +363,12 @@ def _validation_problems(root: Path, manifest: dict) -> list[str]:
     if isinstance(x, str):
         problems.append(f"validation/inputs.npy: {x}")
     elif x is not None and (x.ndim != len(shape) + 1 or x.shape[1:] != shape or not len(x)
-                            or x.dtype != np.float32):
+                            or x.dtype != (np.int64 if text else np.float32)):
+        kind = "int64 token rows" if text else "float32"
         problems.append(f"validation/inputs.npy: {x.dtype} {x.shape}, manifest.json input_shape asks "
-                        f"float32 (N, {', '.join(map(str, shape))}) with N >= 1")
+                        f"{kind} (N, {', '.join(map(str, shape))}) with N >= 1")
+    elif text and x is not None:
+        problems += _tokenizer_problems(root, x)
     if isinstance(y, str):
         problems.append(f"validation/expected.npy: {y}")
     elif y is not None:
@@ -372,6 +377,26 @@ def _validation_problems(root: Path, manifest: dict) -> list[str]:
             problems.append(f"validation/expected.npy: {y.dtype} {y.shape}, expected finite floats of shape "
                             f"({n}, {n_classes}) (one row per input, one column per manifest.json label)")
     return problems
+
+
+def _tokenizer_problems(root: Path, x: np.ndarray) -> list[str]:
+    """The bundled tokenizer, run again on the bundled sentences, must give the bundled token rows."""
+    from edgekd.data.tokens import tokenize
+
+    path = root / "validation" / "sentences.jsonl"
+    if not path.is_file() or not (root / "tokenizer" / "tokenizer.json").is_file():
+        return ["validation/sentences.jsonl or tokenizer/tokenizer.json: missing (a text bundle has both)"]
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        sentences = [r["text"] for r in rows]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        return [f"validation/sentences.jsonl: not one JSON object with 'text' a line ({e})"]
+    if len(sentences) != len(x):
+        return [f"validation/sentences.jsonl: {len(sentences)} sentences, inputs.npy holds {len(x)} rows"]
+    got = tokenize(sentences, root / "tokenizer", x.shape[-1]).x
+    bad = [i for i in range(len(x)) if not np.array_equal(got[i], x[i])]
+    return [f"validation/sentences.jsonl line {i + 1}: the bundled tokenizer gives other ids than "
+            f"inputs.npy row {i} ({sentences[i][:40]!r})" for i in bad[:3]]
 
 
 def _rerun(root: Path, manifest: dict) -> tuple[Parity | None, str | None]:

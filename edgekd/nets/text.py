@@ -286,3 +286,19 @@ def _unk_row(folder: Path, rows: torch.Tensor) -> int:
     if not len(hit):
         raise InputError("text student: a pruned vocabulary must keep [UNK]")
     return int(hit[0, 0])
+
+
+def pruned_vocabulary(checkpoint: Path) -> list[int] | None:
+    """The tokenizer ids with an embedding row of their own in a text checkpoint whose vocabulary was
+    pruned; every other id, [UNK] among them, reads [UNK]'s row. None for a full vocabulary or another
+    kind of network."""
+    from safetensors import safe_open
+
+    path = Path(checkpoint) / "model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        if "vocab_map" not in f.keys():
+            return None
+        table = f.get_tensor("vocab_map")
+    rows = torch.bincount(table.long())
+    shared = int(rows.argmax())  # the [UNK] row: every dropped id points at it
+    return [int(i) for i in (table != shared).nonzero().flatten().tolist()]
