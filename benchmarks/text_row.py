@@ -192,8 +192,8 @@ def _export(who: str, ckpt: Path, dest: Path, fmt: str, quants: list[str], data,
 
     try:
         export_checkpoint(ckpt, dest, formats=[fmt], quants=quants, coreml_target="iOS18",
-                          parity_samples=parity, calibration_samples=64, min_top1_agreement=THRESHOLDS, fp32_max_abs_diff=1e-3,
-                          data=data)
+                          parity_samples=parity, calibration_samples=64, min_top1_agreement=THRESHOLDS,
+                          fp32_max_abs_diff=1e-3, data=data)
     except CheckFailed as e:  # files that missed parity are reported, the kept ones measured
         print(f"{who} {fmt}: {e}", flush=True)
 
