@@ -15,8 +15,9 @@ distilled with the triple loss and trained on labels alone, exported and measure
     phone       hidden 128, 2 fresh layers, embeddings cut by SVD, vocabulary = training split's tokens,
                 64 positions
 - Files: TFLite fp32 / dynamic-int8 / int8 (weight-only), ONNX fp32 / dynamic-int8 for every KD student
-  and the teacher; Core ML fp16 / int8 / pal6 / pal4 for the KD students. Accuracy through TFLite and ONNX
-  on the whole test split; Core ML (the MIL executor on Linux) on the parity subset (--parity, >= 256).
+  and the teacher; Core ML fp16 / int8 / pal6 / pal4 / w8a8 for the KD students. Accuracy through TFLite
+  and ONNX on the whole test split; Core ML (the MIL executor on Linux) on the parity subset (--parity,
+  >= 256). Every file is also simulated on each target profile of its format.
 - Latency: TFLite, batch 1, length 64, 1 thread, measured here in one run, after all training.
 Run it alone: two cores, so anything beside it changes the times.
 """
@@ -39,8 +40,9 @@ from _common import environment, print_goals, write  # noqa: E402
 FOLDER = "all-minilm-l6-v2"
 KD = dict(temperature=2.0, alpha=0.5, cosine_weight=1.0)
 FILES = {"tflite": ["fp32", "dynamic-int8", "int8"], "onnx": ["fp32", "dynamic-int8"],
-         "coreml": ["fp16", "int8", "pal6", "pal4"]}
-THRESHOLDS = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95, "dynamic-int8": 0.95, "pal6": 0.95, "pal4": 0.9}
+         "coreml": ["fp16", "int8", "pal6", "pal4", "w8a8"]}
+THRESHOLDS = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95, "dynamic-int8": 0.95, "pal6": 0.95, "pal4": 0.9,
+              "w8a8": 0.9}
 
 
 def students(args) -> dict:
@@ -148,41 +150,52 @@ def export_and_measure(who: str, ckpt: Path, plan: dict, data, teacher_acc: floa
     simulated latency on every target profile of its format and, for TFLite, its latency at batch 1,
     1 thread."""
     from edgekd.artifacts import load_artifacts
+
+    rows = []
+    for fmt, quants in plan.items():
+        dest = out / who / fmt
+        have = ({a["quant"] for a in load_artifacts(dest)["artifacts"]}
+                if reuse and (dest / "artifacts.json").is_file() else set())
+        missing = [q for q in quants if q not in have]
+        if missing:  # files an earlier run did not write go beside its own
+            _export(who, ckpt, dest / "more" if have else dest, fmt, missing, data, parity)
+        for folder in (dest, dest / "more"):
+            if (folder / "artifacts.json").is_file():
+                rows += _measure(who, fmt, folder, load_artifacts(folder), data, teacher_acc, parity)
+    return rows
+
+
+def _measure(who: str, fmt: str, dest: Path, manifest: dict, data, teacher_acc: float, parity: int) -> list:
     from edgekd.bench.measure import time_runs
     from edgekd.metrics import retention
     from edgekd.runtimes import load_runner
 
     rows = []
-    for fmt, quants in plan.items():
-        dest = out / who / fmt
-        if not (reuse and (dest / "artifacts.json").is_file()):
-            _export(who, ckpt, dest, fmt, quants, data, parity)
-        manifest = load_artifacts(dest)
-        for f in manifest.get("failures", []):
-            rows.append({"kind": "file", "who": who, "format": fmt, "kept": False, **f})
-        for a in manifest["artifacts"]:
-            path = dest / Path(a["path"]).name
-            runner = load_runner(fmt, path, threads=1)
-            n = len(data.x_test) if fmt != "coreml" else parity
-            x, y = data.x_test[:n], data.y_test[:n]
-            t0 = time.perf_counter()
-            pred = runner.predict(x).argmax(1)
-            eval_s = time.perf_counter() - t0
-            acc = float((pred == y).mean())
-            latency = None
-            if fmt == "tflite":
-                times = time_runs(runner.run_one, np.ascontiguousarray(data.x_test[:1]), warmup=20,
-                                  min_runs=100, min_seconds=1.0)
-                latency = float(np.median(times))
-            sims = _simulated_ms(fmt, path)
-            p = a["parity"]
-            rows.append({"kind": "file", "who": who, "format": fmt, "quant": a["quant"], "kept": True,
-                         "size_bytes": a["size_bytes"], "accuracy": acc, "n": len(y),
-                         "retention": retention(acc, teacher_acc), "agreement": p["top1_agreement"],
-                         "parity_n": p["n"], "max_abs_diff": p["max_abs_diff"], "latency_ms": latency,
-                         "eval_s": eval_s, "simulated_ms": sims,
-                         "host_sim_over_measured": (sims["host-cpu"] / latency
-                                                    if latency and "host-cpu" in sims else None)})
+    for f in manifest.get("failures", []):
+        rows.append({"kind": "file", "who": who, "format": fmt, "kept": False, **f})
+    for a in manifest["artifacts"]:
+        path = dest / Path(a["path"]).name
+        runner = load_runner(fmt, path, threads=1)
+        n = len(data.x_test) if fmt != "coreml" else parity
+        x, y = data.x_test[:n], data.y_test[:n]
+        t0 = time.perf_counter()
+        pred = runner.predict(x).argmax(1)
+        eval_s = time.perf_counter() - t0
+        acc = float((pred == y).mean())
+        latency = None
+        if fmt == "tflite":
+            times = time_runs(runner.run_one, np.ascontiguousarray(data.x_test[:1]), warmup=20,
+                              min_runs=100, min_seconds=1.0)
+            latency = float(np.median(times))
+        sims = _simulated_ms(fmt, path)
+        p = a["parity"]
+        rows.append({"kind": "file", "who": who, "format": fmt, "quant": a["quant"], "kept": True,
+                     "size_bytes": a["size_bytes"], "accuracy": acc, "n": len(y),
+                     "retention": retention(acc, teacher_acc), "agreement": p["top1_agreement"],
+                     "parity_n": p["n"], "max_abs_diff": p["max_abs_diff"], "latency_ms": latency,
+                     "eval_s": eval_s, "simulated_ms": sims,
+                     "host_sim_over_measured": (sims["host-cpu"] / latency
+                                                if latency and "host-cpu" in sims else None)})
     return rows
 
 

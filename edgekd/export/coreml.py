@@ -62,11 +62,6 @@ def write_coreml(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
         classifier_config=ct.ClassifierConfig(list(meta.labels)),
         compute_precision=ct.precision.FLOAT32 if quant == "fp32" else ct.precision.FLOAT16,
         minimum_deployment_target=getattr(ct.target, target))
-    if quant == "w8a8" and meta.is_text:
-        # coremltools' activation passes put quantize ops on the token-id arithmetic (int32 adds of the
-        # embedding lookup), which Core ML refuses: "scale has dtype fp32 whereas input has dtype int32"
-        raise InputError("Core ML 'w8a8' is not built for text models (coremltools quantises the int32 token "
-                         "index arithmetic); export them as int8 or a palette")
     if quant == "w8a8":
         ml = _quantize_activations(ml, calib)
     if quant in ("int8", "w8a8"):
@@ -225,6 +220,24 @@ def _describe(ml, meta: ExportMeta, quant: str) -> None:
     ml.user_defined_metadata.pop("com.github.apple.coremltools.conversion_date", None)
 
 
+def _op_vars(op) -> list:
+    """An op's input and output variables (inputs may be tuples of variables)."""
+    out = list(op.outputs)
+    for v in op.inputs.values():
+        out += list(v) if isinstance(v, (list, tuple)) else [v]
+    return out
+
+
+def _is_int(var) -> bool:
+    from coremltools.converters.mil.mil import types
+
+    try:
+        dtype = var.dtype
+    except (ValueError, AttributeError):  # a list variable has no single dtype
+        return False
+    return dtype is not None and (types.is_int(dtype) or dtype == types.bool)
+
+
 def _quantize_activations(ml, calib: np.ndarray):
     """W8A8 on any OS. coremltools' `linear_quantize_activations` calibrates by calling Core ML's
     `predict`, which exists only on macOS; here the activation ranges come from edgekd's MIL executor
@@ -250,7 +263,11 @@ def _quantize_activations(ml, calib: np.ndarray):
                 stats[name] = {"rmin": float(value.min()), "rmax": float(value.max())}
         for out in ml.get_spec().description.output:
             stats.pop(out.name, None)
-        config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"))
+        # ops on integer tensors (a text model's token ids and their index arithmetic) stay as they are:
+        # Core ML quantises floats only
+        on_ints = {o.name: None for o in ex.ops if any(_is_int(v) for v in _op_vars(o))}
+        config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"),
+                                        op_name_configs=on_ints)
         passes = []
         for name in ("insert_prefix_quantize_dequantize_pair", "insert_suffix_quantize_dequantize_pair"):
             p = PASS_REGISTRY[f"compression::{name}"]

@@ -137,17 +137,16 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
     return artifacts
 
 
-# Modes that quantise a graph's input or every op's activations, which token ids and their index
-# arithmetic cannot take (edgekd.export.coreml, edgekd.export.tflite say why)
-NOT_FOR_TEXT = ("w8a8", "full-int8")
+# Modes that quantise a graph's input, which token ids cannot take (edgekd.export.tflite says why)
+NOT_FOR_TEXT = ("full-int8",)
 
 
 def _text_plan(plan: list[tuple[str, str]], quants: list[str] | None) -> list[tuple[str, str]]:
     """A text model's plan: the default plan without NOT_FOR_TEXT; asked for by name, they are refused."""
     refused = [f"{f} {q}" for f, q in plan if q in NOT_FOR_TEXT]
     if refused and quants is not None:
-        raise InputError(f"text models cannot be exported as {', '.join(refused)} (they quantise the token "
-                         "inputs or their index arithmetic); drop them from --quant / export.quants")
+        raise InputError(f"text models cannot be exported as {', '.join(refused)} (it quantises the token "
+                         "inputs); drop it from --quant / export.quants")
     return [(f, q) for f, q in plan if q not in NOT_FOR_TEXT]
 
 
