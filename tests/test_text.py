@@ -237,3 +237,33 @@ def test_text_recipe_runs_to_verified_bundles(review_table, bert_folder, tmp_pat
         x[1, 0, 1] += 1
         assert "line 2" in _tokenizer_problems(bundle, x)[0]
         assert _tokenizer_problems(bundle, np.load(bundle / "validation" / "inputs.npy")) == []
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("fmt", ["coreml", "tflite", "onnx"])
+def test_exported_graph_reads_the_attention_mask(bert_folder, tmp_path, fmt):
+    """The mask path survives conversion (transformers' own mask builder does not convert to Core ML): in
+    the file, whatever ids sit under a 0 in the mask leave the output unchanged, and the output is
+    PyTorch's."""
+    from edgekd.export.common import EXPORTERS, ExportMeta
+    from edgekd.models import export_graph
+    from edgekd.runtimes import load_runner
+
+    model = from_folder(bert_folder, 2).eval()
+    x = tokenize(["a fine movie", "the plot is thin but the acting is superb"], bert_folder, 16).x
+    noisy = x.copy()
+    noisy[0, 0, 5:] = 2986  # "fine" where the mask says padding
+    meta = ExportMeta(name="m", labels=("a", "b"), mean=0.0, std=1.0, input_shape=(2, 16),
+                      tokenizer={"max_length": 16})
+    dest = tmp_path / f"m{EXPORTERS.get(fmt).suffix}"
+    EXPORTERS.get(fmt).write(export_graph(model), x[:1], dest, "fp32", x, meta)
+    runner = load_runner(fmt, dest)
+    with torch.no_grad():
+        want = torch.softmax(model(torch.from_numpy(x)), -1).numpy()
+        attended = noisy[:1].copy()
+        attended[0, 1] = 1  # the same noisy ids, every one attended
+        unmasked = torch.softmax(model(torch.from_numpy(attended)), -1).numpy()
+    got, got_noisy = runner.predict(x), runner.predict(noisy)
+    assert np.abs(got - want).max() < 1e-4
+    assert np.abs(got_noisy - got).max() < 1e-5
+    assert np.abs(unmasked[0] - want[0]).max() > 1e-4  # the noise would change the output if attended
