@@ -17,11 +17,17 @@ def _yaml_blocks() -> list[dict]:
 
 
 def test_readme_recipe_example_is_a_valid_recipe():
-    (block,) = [b for b in _yaml_blocks() if "students" in b]
+    (block,) = [b for b in _yaml_blocks() if "students" in b and b["data"]["name"] != "text"]
     recipe = Recipe.model_validate(block)
     assert all(s.arch in MODELS.names() for s in [*recipe.students, recipe.teacher])
     overridden = [s for s in recipe.students if s.train is not None]
     assert overridden and recipe.student_train(overridden[0]).batch_size == recipe.distill.train.batch_size
+
+
+def test_readme_text_example_is_a_valid_recipe():
+    (block,) = [b for b in _yaml_blocks() if "students" in b and b["data"]["name"] == "text"]
+    recipe = Recipe.model_validate(block)
+    assert recipe.teacher.spec().kind == "hf" and recipe.students[1].spec().kwargs["vocab"] == "task"
 
 
 def test_readme_policy_example_is_a_valid_policy():
