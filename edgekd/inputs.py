@@ -14,8 +14,10 @@ import numpy as np
 TEXT_INPUTS = ("input_ids", "attention_mask")
 
 
-def is_tokens(x: np.ndarray) -> bool:
-    return np.asarray(x).dtype.kind in "iu"
+def is_tokens(x) -> bool:
+    """Token rows? (x: an array, a memory map, or anything with a dtype, e.g. a chain of them.)"""
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    return np.dtype(dtype).kind in "iu"
 
 
 def named_inputs(x: np.ndarray) -> dict[str, np.ndarray]:

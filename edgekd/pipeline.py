@@ -49,6 +49,8 @@ def validate(recipe: Recipe, data: Dataset) -> list[ModelSpec]:
     spec against the data, students' budgets. Returns each student's network (a budget resolved)."""
     from edgekd.distill.stage import check_teacher_fits
 
+    if data.is_text and recipe.data.transfer_samples and recipe.distill.use_transfer:
+        data.transfer_set(1, 0)  # refused (exit 2) when the data has no unlabelled sentences to draw from
     if recipe.teacher.checkpoint is not None:
         from edgekd.checkpoint import read_checkpoint
 
@@ -447,7 +449,7 @@ def text_bundle(data: Dataset, checkpoint: Path, n: int) -> dict:
     """What a text model's bundle carries beside the file: its tokenizer, the settings an app's tokenizer
     must reproduce (with the pruned vocabulary, if any), and the validation inputs' sentences."""
     from edgekd.data.tokens import tokenizer_settings
-    from edgekd.nets.text import pruned_vocabulary
+    from edgekd.models.hf import pruned_vocabulary
 
     folder = Path(data.notes["tokenizer"])
     settings = tokenizer_settings(folder, data.notes["max_length"])

@@ -74,10 +74,18 @@ def read_tflite(path: Path) -> list[Op]:
         dtype = "fp32" if dtype not in ("fp32", "fp16", "int8") else dtype
         flops = _flops(kind, out_elems, [list(t.shape) for t in tin if t.shape is not None],
                        [list(t.shape) for t in weights if t.shape is not None])
+        w_bytes = sum(_nbytes(t.shape, size(t)) for t in weights)
+        if name == "GATHER" and weights and weights[0].shape is not None:
+            w_bytes = _rows_read(w_bytes, math.prod(weights[0].shape), out_elems)
         ops.append(Op(kind, name, dtype, flops, sum(_nbytes(t.shape, size(t)) for t in acts),
-                      sum(_nbytes(t.shape, size(t)) for t in tout),
-                      sum(_nbytes(t.shape, size(t)) for t in weights)))
+                      sum(_nbytes(t.shape, size(t)) for t in tout), w_bytes))
     return ops
+
+
+def _rows_read(table_bytes: float, table_elems: int, out_elems: int) -> int:
+    """A lookup (an embedding table's gather) reads the rows it returns, not the whole table: the
+    output's elements at the table's stored bytes per element (compressed tables included)."""
+    return int(min(table_bytes, out_elems * table_bytes / max(table_elems, 1)))
 
 
 def _flops(kind: str, out_elems: int, in_shapes: list[list[int]], w_shapes: list[list[int]]) -> float:
@@ -107,7 +115,7 @@ COREML_KINDS = {
     "pad": "layout", "reshape": "layout",
     "transpose": "layout", "squeeze": "layout", "expand_dims": "layout", "slice_by_index": "layout",
     "split": "layout", "concat": "layout", "cast": "layout", "identity": "layout", "quantize": "quant",
-    "dequantize": "quant", "classify": "layout",
+    "dequantize": "quant", "classify": "layout", "gather": "layout",
 }
 
 
@@ -142,9 +150,12 @@ def read_coreml(path: Path) -> list[Op]:
         out_elems = sum(math.prod(int(s) for s in v.shape) for v in outs)
         flops = _flops(kind, out_elems, [list(v.shape) for v in acts + weights if _is_tensor(v)],
                        [list(v.shape) for v in weights])
+        w_bytes = sum(stored[v] for v in weights)
+        if o.op_type == "gather" and weights:
+            w_bytes = _rows_read(w_bytes, math.prod(int(s) for s in weights[0].shape), out_elems)
         ops.append(Op(kind, o.op_type, dtype, flops,
                       sum(_nbytes(v.shape, esize) for v in acts if _is_tensor(v)),
-                      out_elems * esize, sum(stored[v] for v in weights)))
+                      out_elems * esize, w_bytes))
     return ops
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from edgekd.data import csvfile, digits, fashion_mnist, idx, imagefolder, mnist1d, npz, parquet, text  # noqa: F401
 from edgekd.data.checks import check_splits
 from edgekd.data.source import DATASETS, RawData
+from edgekd.inputs import is_tokens
 
 __all__ = ["DATASETS", "Dataset", "RawData", "check_splits", "load_checked", "load_dataset", "loaded",
            "source_options"]
@@ -53,7 +54,7 @@ class Dataset:
 
     @property
     def is_text(self) -> bool:
-        return self.x_train.dtype.kind in "iu"
+        return is_tokens(self.x_train)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -78,7 +79,7 @@ class Dataset:
                              f"{self.name!r} has {self.num_classes}; {fix}")
 
     def normalise(self, x: np.ndarray) -> np.ndarray:
-        if np.asarray(x).dtype.kind in "iu":  # token rows
+        if is_tokens(x):  # token ids are not a scale to normalise
             return np.asarray(x, np.int64)
         return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
 
@@ -93,7 +94,7 @@ class Dataset:
             from edgekd.errors import InputError
 
             raise InputError(f"dataset {self.name!r} has no unlabelled sentences for a transfer set; give "
-                             "data.transfer_path (one sentence a line) or set distill.transfer_samples: 0")
+                             "data.transfer_path (one sentence a line) or set data.transfer_samples: 0")
         rng = np.random.default_rng(seed)
         i = rng.integers(0, len(self.x_train), n)
         j = rng.integers(0, len(self.x_train), n)
@@ -119,7 +120,7 @@ def load_dataset(name: str, path: Path | None = None, seed: int = 42, *,
     taken = source_options(source, options)
     raw = source(path=path, seed=seed, **taken)
     check_splits(raw, str(path) if path is not None else f"dataset {name!r}")
-    tokens = np.asarray(raw.x_train).dtype.kind in "iu"
+    tokens = is_tokens(raw.x_train)
     if tokens:  # token ids are not a scale to normalise
         mean, std = 0.0, 1.0
     elif normalization is not None:

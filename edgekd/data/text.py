@@ -76,7 +76,11 @@ def text_table(path: Path | None = None, seed: int = 42, *, tokenizer: str = "al
     for (r, _), t in zip(rows, texts):
         if not t.strip():
             raise InputError(f"{path}: row {r} has an empty {text_column!r}; remove the row or fill it in")
-    values = [str(row[label_column]).strip() for _, row in rows]
+    values = [str(row[label_column]).strip() if row[label_column] is not None else "" for _, row in rows]
+    for (r, _), v in zip(rows, values):
+        if not v:
+            raise InputError(f"{path}: row {r} has no label (data.label_column {label_column!r} is empty); "
+                             "fill it in or remove the row")
     if labels is not None:
         wanted = [str(v) for v in labels]
         for (r, _), v in zip(rows, values):

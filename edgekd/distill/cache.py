@@ -13,6 +13,7 @@ from numpy.lib.format import open_memmap
 
 from edgekd.distill.distributed import World
 from edgekd.fileio import atomic_dir, atomic_path
+from edgekd.inputs import is_tokens
 from edgekd.models import eval_mode
 
 # Rows per teacher batch: 256 keeps a batch's activations in the CPU's caches (the MNIST-1D teacher ran
@@ -104,11 +105,17 @@ def allocate_entry(teacher, x, entry: Path) -> None:
     """Empty logits.npy (N, C) and features.npy (N, D) files in `entry`, the widths read from the
     teacher's outputs on one row: allocated on disk, never in memory."""
     eval_mode(teacher)
-    probe = np.array(x[:1], dtype=np.float32) if len(x) else np.zeros((1, *x.shape[1:]), np.float32)
+    dtype = _row_dtype(x)
+    probe = np.array(x[:1], dtype=dtype) if len(x) else np.zeros((1, *x.shape[1:]), dtype)
     param = next(teacher.parameters(), None)
     lb, fb = run_teacher(teacher, torch.from_numpy(probe).to(param.device if param is not None else "cpu"))
     for name, width in (("logits", lb.shape[1]), ("features", fb.shape[1])):
         open_memmap(entry / f"{name}.npy", "w+", np.float32, (len(x), width)).flush()
+
+
+def _row_dtype(x) -> type:
+    """What the teacher is fed: token rows as int64 (its embedding looks them up), anything else float32."""
+    return np.int64 if is_tokens(x) else np.float32
 
 
 def shard_bounds(rows: int, shards: int, batch_size: int) -> list[tuple[int, int]]:
@@ -134,7 +141,7 @@ def fill_rows(teacher, x, entry: Path, start: int, stop: int, batch_size: int = 
     logits = np.load(entry / "logits.npy", mmap_mode="r+")
     features = np.load(entry / "features.npy", mmap_mode="r+")
     for i in range(start, stop, batch_size):
-        xb = np.array(x[i:min(i + batch_size, stop)], dtype=np.float32)  # a writable copy of a read-only map
+        xb = np.array(x[i:min(i + batch_size, stop)], dtype=_row_dtype(x))  # a writable copy (x: read-only)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             lb, fb = run_teacher(teacher, torch.from_numpy(xb).to(dev))
         lb, fb = lb.float().cpu(), fb.float().cpu()

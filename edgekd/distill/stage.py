@@ -12,6 +12,7 @@ from torch import nn
 
 from edgekd.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from edgekd.data import Dataset, load_checked
+from edgekd.data.tokens import pretrained_folder
 from edgekd.distill.batches import Augment, Chain
 from edgekd.distill.cache import (
     cached_array,
@@ -26,7 +27,7 @@ from edgekd.distill.train import accuracy, train
 from edgekd.errors import CheckFailed, InputError
 from edgekd.fileio import json_sha256, relative_to, sha256_file
 from edgekd.metrics import retention
-from edgekd.models import bind_data, resolve
+from edgekd.models import Classifier, bind_data, resolve
 from edgekd.types import Checkpoint, ModelSpec, StudentResult
 
 
@@ -51,6 +52,10 @@ def seeded_model(spec: ModelSpec, data: Dataset, seed: int) -> nn.Module:
 def check_fits_data(model: nn.Module, data: Dataset, label: str) -> None:
     """One forward pass on a test input: the network must take the data's input shape and give one
     logit per class (a factory's kwargs or a program's shapes can disagree with the data)."""
+    if data.is_text and isinstance(model, Classifier):  # the zoo takes signals, images and table rows
+        raise InputError(f"model {label!r} is a zoo network, but dataset {data.name!r} is sentences (token "
+                         "rows); give it a Hugging Face folder: "
+                         "model: {folder: all-minilm-l6-v2, kwargs: ...}")
     try:
         with torch.no_grad():
             out = model(torch.from_numpy(data.x_test[:2]))
@@ -68,6 +73,8 @@ def model_key(spec: ModelSpec) -> dict:
     if spec.kind == "zoo":
         return dict(arch=spec.arch, width=spec.width, depth=spec.depth)
     weights = sha256_file(Path(spec.weights)) if spec.weights else None
+    if spec.kind == "hf":  # the folder's weights, not its name: a folder saved again is another network
+        weights = sha256_file(pretrained_folder(spec.folder, "model.folder") / "model.safetensors")
     return dict(model={**spec.to_dict(), "weights": weights})
 
 

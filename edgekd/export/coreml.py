@@ -132,7 +132,7 @@ def _per_tensor_embeddings(config):
     for BERT's), and a table's rows are looked up one at a time, not multiplied as channels."""
     import coremltools.optimize.coreml as cto
 
-    if getattr(config, "granularity", None) is None or str(config.granularity).endswith("PER_TENSOR"):
+    if config.mode != "kmeans" or str(config.granularity).endswith("PER_TENSOR"):  # trained LUTs as trained
         return cto.OptimizationConfig(global_config=config)
     table = cto.OpPalettizerConfig(nbits=config.nbits, mode="kmeans", weight_threshold=0)
     return cto.OptimizationConfig(global_config=config, op_type_configs={"gather": table})

@@ -57,8 +57,9 @@ def write_tflite(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
 
                 sig = Interpreter(model_path=str(fp32)).get_signature_list()
                 key = next(iter(sig))
-                name = sig[key]["inputs"][0]
-                samples = [{name: calib[i:i + 1]} for i in range(len(calib))]
+                samples = [named_inputs(calib[i:i + 1]) for i in range(len(calib))]
+                if len(sig[key]["inputs"]) == 1:  # a single input goes by the signature's own name
+                    samples = [{sig[key]["inputs"][0]: v for v in s.values()} for s in samples]
                 calibration = qt.calibrate({key: samples}, num_threads=1)
             data = bytes(qt.quantize(calibration, enable_progress_report=False).quantized_model)
         dest.write_bytes(attach_metadata(data, meta, quant))

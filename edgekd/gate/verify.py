@@ -389,14 +389,23 @@ def _tokenizer_problems(root: Path, x: np.ndarray) -> list[str]:
     try:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         sentences = [r["text"] for r in rows]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        return [f"validation/sentences.jsonl: not one JSON object with 'text' a line ({e})"]
-    if len(sentences) != len(x):
-        return [f"validation/sentences.jsonl: {len(sentences)} sentences, inputs.npy holds {len(x)} rows"]
-    got = tokenize(sentences, root / "tokenizer", x.shape[-1]).x
-    bad = [i for i in range(len(x)) if not np.array_equal(got[i], x[i])]
-    return [f"validation/sentences.jsonl line {i + 1}: the bundled tokenizer gives other ids than "
-            f"inputs.npy row {i} ({sentences[i][:40]!r})" for i in bad[:3]]
+        listed = np.array([[r["input_ids"], r["attention_mask"]] for r in rows], np.int64)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        return [f"validation/sentences.jsonl: not one JSON object with text, input_ids and attention_mask "
+                f"a line ({type(e).__name__}: {e})"]
+    if len(sentences) != len(x) or listed.shape != x.shape:
+        return [f"validation/sentences.jsonl: {len(sentences)} sentences of {list(listed.shape[1:])} token "
+                f"rows, inputs.npy holds {list(x.shape)}"]
+    try:
+        got = tokenize(sentences, root / "tokenizer", x.shape[-1]).x
+    except InputError as e:
+        return [f"tokenizer/tokenizer.json: {e}"]
+    problems = [f"validation/sentences.jsonl line {i + 1}: its input_ids/attention_mask differ from "
+                f"inputs.npy row {i}" for i in range(len(x)) if not np.array_equal(listed[i], x[i])][:3]
+    problems += [f"validation/sentences.jsonl line {i + 1}: the bundled tokenizer gives other ids than "
+                 f"inputs.npy row {i} ({sentences[i][:40]!r})" for i in range(len(x))
+                 if not np.array_equal(got[i], x[i])][:3]
+    return problems
 
 
 def _rerun(root: Path, manifest: dict) -> tuple[Parity | None, str | None]:

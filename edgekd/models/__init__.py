@@ -1,6 +1,7 @@
 """Networks: the zoo by name, and models from anywhere through one spec (`edgekd.models.spec`)."""
 
-from edgekd.models.spec import SOURCES, bind_data, load_weights, read_state_dict, resolve
+from edgekd.models.hf import bind_data  # registers the Hugging Face folder source
+from edgekd.models.spec import SOURCES, load_weights, read_state_dict, resolve
 from edgekd.models.zoo import (
     MODELS,
     WEIGHTED,

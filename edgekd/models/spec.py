@@ -5,7 +5,7 @@
     {factory: "pkg.module:function", kwargs: {...},              # your own network
      weights: model.safetensors | model.pt, rename: {"^module\\.": ""}}
     {program: model.pt2}                                         # a torch.export program
-    {folder: all-minilm-l6-v2, kwargs: {layers: [0, 2, 4]}}      # a Hugging Face BERT folder (nets.text)
+    {folder: all-minilm-l6-v2, kwargs: {layers: [0, 2, 4]}}      # a Hugging Face BERT folder (models.hf)
 
 A PyTorch weights file is read with `torch.load(weights_only=True)`: tensors and plain containers only,
 never pickled code.
@@ -68,38 +68,6 @@ def _program(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) ->
         return torch.export.load(str(path)).module()
     except Exception as e:  # noqa: BLE001 - a damaged or foreign file
         raise InputError(f"{path}: not a readable torch.export program ({type(e).__name__}: {e})") from None
-
-
-@SOURCES.register("hf")
-def _hf(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    from edgekd.data.tokens import pretrained_folder
-    from edgekd.nets.text import from_folder
-
-    kwargs = dict(spec.kwargs)
-    if kwargs.get("vocab") == "task":
-        raise InputError("model.kwargs.vocab 'task' is the task's token set, fixed when a student is "
-                         "distilled (edgekd.models.spec.bind_data); give a list of token ids here")
-    known = {"layers", "hidden", "heads", "intermediate", "vocab", "positions"}
-    if set(kwargs) - known:
-        raise InputError(f"model.kwargs {sorted(set(kwargs) - known)} unknown for a Hugging Face folder; "
-                         f"it takes {sorted(known)}")
-    return from_folder(pretrained_folder(spec.folder, "model.folder"), num_classes, **kwargs)
-
-
-def bind_data(spec: ModelSpec, token_rows) -> ModelSpec:
-    """A spec whose structure depends on the data, made concrete: `vocab: task` becomes the token ids
-    the rows (N, 2, L) use (edgekd.nets.text keeps only those embedding rows), plus the specials."""
-    if spec.kind != "hf" or spec.kwargs.get("vocab") != "task":
-        return spec
-    import numpy as np
-
-    from edgekd.data.tokens import pretrained_folder, special_ids
-
-    used = set()
-    for i in range(0, len(token_rows), 4096):
-        used.update(np.unique(np.asarray(token_rows[i:i + 4096])[:, 0]).tolist())
-    used.update(special_ids(pretrained_folder(spec.folder, "model.folder")).values())
-    return ModelSpec("hf", folder=spec.folder, kwargs={**spec.kwargs, "vocab": sorted(int(i) for i in used)})
 
 
 def import_factory(ref: str) -> Callable[..., nn.Module]:

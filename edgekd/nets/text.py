@@ -11,19 +11,13 @@ Inputs in edgekd are token rows `x` (B, 2, L) of integers: token ids, then the a
 token, 0 = padding). The exported graph takes them as two int32 inputs, `input_ids` and
 `attention_mask` (`TextWithProbabilities`).
 
-Students (Sanh et al. 2019, DistilBERT; Jiao et al. 2020, TinyBERT):
-    layers=[0, 2, 4]          every other layer and the embeddings copied from the folder
-    hidden=256, layers=2      narrow: the folder's embeddings cut to `hidden` dimensions by SVD,
-                              fresh encoder layers
-    vocab=[ids...]            the embedding keeps only these rows (the task's tokens); a lookup table
-                              (`vocab_map`, int32, one entry per tokenizer id) sends every other id to [UNK]
+A pruned vocabulary keeps a lookup table (`vocab_map`, int32, one entry per tokenizer id) that sends
+every id without a row of its own to [UNK]'s. Folders and the students made of them: edgekd.models.hf.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +28,6 @@ from edgekd.errors import InputError
 # -1e4, not float32's minimum: the mask bias must survive fp16 (Core ML, the Neural Engine) without
 # turning a fully padded row into NaN; exp(-1e4) is 0 in both precisions, as in the original BERT.
 MASK_BIAS = -10000.0
-FOLDER_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 
 class _Embeddings(nn.Module):
@@ -114,17 +107,19 @@ class BertClassifier(nn.Module):
 
     def __init__(self, *, vocab_size: int, hidden: int, layers: int, heads: int, intermediate: int,
                  num_classes: int, max_positions: int = 512, eps: float = 1e-12,
-                 tokenizer_vocab: int | None = None):
+                 tokenizer_vocab: int | None = None, unk_id: int | None = None):
         super().__init__()
         if hidden % heads:
             raise InputError(f"text model: hidden size {hidden} is not a multiple of its {heads} heads")
         self.config = dict(vocab_size=vocab_size, hidden=hidden, layers=layers, heads=heads,
                            intermediate=intermediate, num_classes=num_classes, max_positions=max_positions,
-                           eps=eps, tokenizer_vocab=tokenizer_vocab)
+                           eps=eps, tokenizer_vocab=tokenizer_vocab, unk_id=unk_id)
         self.embeddings = _Embeddings(vocab_size, hidden, max_positions, eps)
         self.encoder = _Encoder(layers, hidden, heads, intermediate, eps)
         self.head = nn.Linear(hidden, num_classes)
-        if tokenizer_vocab is not None:  # a pruned vocabulary: tokenizer id -> embedding row
+        # a pruned vocabulary: tokenizer id -> embedding row; unk_id: the tokenizer's [UNK], whose row
+        # every id without its own reads (edgekd.models.hf)
+        if tokenizer_vocab is not None:
             self.register_buffer("vocab_map", torch.zeros(tokenizer_vocab, dtype=torch.int32))
         else:
             self.vocab_map = None
@@ -175,130 +170,3 @@ class TextWithProbabilities(nn.Module):
 def bert_classifier(**config) -> BertClassifier:
     """The factory a text checkpoint's spec names (`edgekd.nets.text:bert_classifier`)."""
     return BertClassifier(**config)
-
-
-# --- Hugging Face folders
-
-
-def check_folder(folder: Path, where: str = "model.folder") -> dict:
-    """The folder's BERT config; a missing file or another architecture is refused naming the fix."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such Hugging Face model folder ({where})")
-    missing = [f for f in FOLDER_FILES if not (folder / f).is_file()]
-    if missing:
-        raise InputError(f"{folder}: Hugging Face folder lacks {', '.join(missing)} ({where}); copy the "
-                         "whole folder (save_pretrained writes the model; the tokenizer's writes "
-                         "tokenizer.json)")
-    try:
-        cfg = json.loads((folder / "config.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{folder / 'config.json'}: not JSON ({e})") from None
-    if cfg.get("model_type") not in ("bert",) or cfg.get("position_embedding_type", "absolute") != "absolute":
-        raise InputError(f"{folder / 'config.json'}: model_type {cfg.get('model_type')!r}; edgekd's text "
-                         "models take BERT-family encoders (bert, MiniLM); convert or pick another folder")
-    if cfg.get("hidden_act", "gelu") != "gelu":
-        raise InputError(f"{folder / 'config.json'}: hidden_act {cfg.get('hidden_act')!r}; only 'gelu' "
-                         "(exact GELU, as BERT) is built")
-    return cfg
-
-
-def folder_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The folder's encoder weights under this module's names (a `bert.` prefix dropped; pooler and
-    position-id buffers ignored)."""
-    from edgekd.models.spec import read_state_dict
-
-    state = read_state_dict(Path(folder) / "model.safetensors")
-    out = {}
-    for k, v in state.items():
-        k = k.removeprefix("bert.")
-        if k.startswith(("embeddings.", "encoder.")) and not k.endswith("position_ids"):
-            out[k] = v
-    return out
-
-
-def from_folder(folder: Path, num_classes: int, *, layers: list[int] | int | None = None,
-                hidden: int | None = None, heads: int | None = None, intermediate: int | None = None,
-                vocab: list[int] | None = None, positions: int | None = None) -> BertClassifier:
-    """The folder's encoder with a fresh head; with `layers` (indices) only those layers (DistilBERT's
-    initialisation); with a smaller `hidden`, a narrow student whose embeddings are the folder's cut by
-    SVD and whose layers are fresh; with `vocab`, only those tokenizer ids keep an embedding row; with
-    `positions`, only the first positions (the sequence length the phone runs) keep theirs."""
-    cfg = check_folder(folder)
-    big = folder_weights(folder)
-    full_hidden, n_layers = cfg["hidden_size"], cfg["num_hidden_layers"]
-    hidden = hidden or full_hidden
-    narrow = hidden != full_hidden
-    if narrow:  # fresh layers: a count
-        if not isinstance(layers, int) or layers < 1:
-            raise InputError(f"text student: a narrow student (hidden {hidden}) needs layers: a count of "
-                             f"fresh layers, not {layers!r}")
-        keep_layers, n_student_layers = [], layers
-    else:  # the folder's own layers: indices
-        keep_layers = list(range(n_layers)) if layers is None else [int(i) for i in layers]
-        if not keep_layers or any(not 0 <= i < n_layers for i in keep_layers):
-            raise InputError(f"{folder}: layers {keep_layers} out of range: the encoder has {n_layers} "
-                             f"layers (indices 0..{n_layers - 1})")
-        n_student_layers = len(keep_layers)
-    tokenizer_vocab = cfg["vocab_size"]
-    words = big["embeddings.word_embeddings.weight"]  # (V, H)
-    rows = torch.arange(tokenizer_vocab) if vocab is None else torch.as_tensor(sorted(set(vocab)))
-    model = BertClassifier(
-        vocab_size=len(rows), hidden=hidden, layers=n_student_layers,
-        heads=heads or (cfg["num_attention_heads"] if not narrow else max(1, hidden // 64)),
-        intermediate=intermediate or (cfg["intermediate_size"] if not narrow else 4 * hidden),
-        num_classes=num_classes, max_positions=positions or cfg["max_position_embeddings"],
-        eps=cfg["layer_norm_eps"],
-        tokenizer_vocab=tokenizer_vocab if vocab is not None else None)
-    state = model.state_dict()
-    emb = {"embeddings.word_embeddings.weight": words[rows],
-           "embeddings.position_embeddings.weight": big["embeddings.position_embeddings.weight"][:positions],
-           "embeddings.token_type_embeddings.weight": big["embeddings.token_type_embeddings.weight"]}
-    if narrow:  # one SVD basis of the word table projects words, positions and segment types alike
-        if hidden > full_hidden:
-            raise InputError(f"text student: hidden {hidden} is wider than the folder's {full_hidden}")
-        _, _, vt = torch.linalg.svd(words, full_matrices=False)  # vt: (H, H)
-        basis = vt[:hidden].T  # (H, h)
-        emb = {k: v @ basis for k, v in emb.items()}
-    else:
-        emb["embeddings.LayerNorm.weight"] = big["embeddings.LayerNorm.weight"]
-        emb["embeddings.LayerNorm.bias"] = big["embeddings.LayerNorm.bias"]
-        for new, old in enumerate(keep_layers):
-            prefix = f"encoder.layer.{old}."
-            for k, v in big.items():
-                if k.startswith(prefix):
-                    emb[f"encoder.layer.{new}." + k[len(prefix):]] = v
-    state.update(emb)
-    if vocab is not None:
-        table = torch.full((tokenizer_vocab,), _unk_row(folder, rows), dtype=torch.int32)
-        table[rows] = torch.arange(len(rows), dtype=torch.int32)
-        state["vocab_map"] = table
-    model.load_state_dict(state)
-    return model
-
-
-def _unk_row(folder: Path, rows: torch.Tensor) -> int:
-    """The embedding row [UNK] got in a pruned vocabulary (every dropped id is read as [UNK])."""
-    from edgekd.data.tokens import special_ids
-
-    unk = special_ids(folder)["unk"]
-    hit = (rows == unk).nonzero()
-    if not len(hit):
-        raise InputError("text student: a pruned vocabulary must keep [UNK]")
-    return int(hit[0, 0])
-
-
-def pruned_vocabulary(checkpoint: Path) -> list[int] | None:
-    """The tokenizer ids with an embedding row of their own in a text checkpoint whose vocabulary was
-    pruned; every other id, [UNK] among them, reads [UNK]'s row. None for a full vocabulary or another
-    kind of network."""
-    from safetensors import safe_open
-
-    path = Path(checkpoint) / "model.safetensors"
-    with safe_open(str(path), "pt") as f:
-        if "vocab_map" not in f.keys():
-            return None
-        table = f.get_tensor("vocab_map")
-    rows = torch.bincount(table.long())
-    shared = int(rows.argmax())  # the [UNK] row: every dropped id points at it
-    return [int(i) for i in (table != shared).nonzero().flatten().tolist()]

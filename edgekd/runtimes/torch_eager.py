@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgekd.inputs import is_tokens
 from edgekd.runtimes import RUNNERS
 
 
@@ -26,7 +27,7 @@ class TorchRunner:
     @torch.no_grad()
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        return self.model(torch.from_numpy(x if x.dtype.kind in "iu" else x.astype(np.float32))).numpy()
+        return self.model(torch.from_numpy(x if is_tokens(x) else x.astype(np.float32))).numpy()
 
     @torch.no_grad()
     def run_one(self, x: np.ndarray) -> None:

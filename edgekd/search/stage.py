@@ -102,6 +102,10 @@ def search(recipe: Recipe, out: Path, budgets: list[Budget], *, trials: int, wor
     out = Path(out)
     quants = check_search(recipe, budgets, max_size_bytes, workers, heartbeat_s)
     data = pipeline.load_data(recipe)
+    if data.is_text:
+        raise InputError(f"dataset {data.name!r} is text: the search samples zoo networks, which take "
+                         "signals and images; distil text with `edgekd run` and "
+                         "model: {folder: ...} students")
     key = study_key(recipe, data, max_size_bytes)
     if storage_url is None:
         out.mkdir(parents=True, exist_ok=True)  # the default storage lives in the run folder

@@ -1,0 +1,182 @@
+"""Text models from Hugging Face BERT-family folders (BERT, MiniLM): the folder's encoder in
+edgekd's plain-PyTorch `BertClassifier` (edgekd.nets.text), as a teacher or as a student made of it.
+
+    layers=[0, 2, 4]          every other layer and the embeddings copied (DistilBERT, Sanh et al. 2019)
+    hidden=128, layers=2      narrow (TinyBERT-sized): the folder's embeddings cut to `hidden` dimensions
+                              by SVD, fresh encoder layers
+    vocab=[ids...]            the embedding keeps only these rows (the task's tokens, `bind_data`); a
+                              table inside the graph sends every other id to [UNK]'s row
+    positions=64              only the first positions keep an embedding (the sequence length a phone runs)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekd.data.tokens import pretrained_folder, special_ids
+from edgekd.errors import InputError
+from edgekd.models.spec import SOURCES, read_state_dict
+from edgekd.nets.text import BertClassifier
+from edgekd.types import ModelSpec
+
+FOLDER_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+@SOURCES.register("hf")
+def _hf(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    kwargs = dict(spec.kwargs)
+    if kwargs.get("vocab") == "task":
+        raise InputError("model.kwargs.vocab 'task' is the task's token set, fixed when a student is "
+                         "distilled (edgekd.models.spec.bind_data); give a list of token ids here")
+    known = {"layers", "hidden", "heads", "intermediate", "vocab", "positions"}
+    if set(kwargs) - known:
+        raise InputError(f"model.kwargs {sorted(set(kwargs) - known)} unknown for a Hugging Face folder; "
+                         f"it takes {sorted(known)}")
+    return from_folder(pretrained_folder(spec.folder, "model.folder"), num_classes, **kwargs)
+
+
+def bind_data(spec: ModelSpec, token_rows) -> ModelSpec:
+    """A spec whose structure depends on the data, made concrete: `vocab: task` becomes the token ids
+    the rows (N, 2, L) use (edgekd.nets.text keeps only those embedding rows), plus the specials."""
+    if spec.kind != "hf" or spec.kwargs.get("vocab") != "task":
+        return spec
+    used = set()
+    for i in range(0, len(token_rows), 4096):
+        used.update(np.unique(np.asarray(token_rows[i:i + 4096])[:, 0]).tolist())
+    used.update(special_ids(pretrained_folder(spec.folder, "model.folder")).values())
+    return ModelSpec("hf", folder=spec.folder, kwargs={**spec.kwargs, "vocab": sorted(int(i) for i in used)})
+
+
+def check_folder(folder: Path, where: str = "model.folder") -> dict:
+    """The folder's BERT config; a missing file or another architecture is refused naming the fix."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such Hugging Face model folder ({where})")
+    missing = [f for f in FOLDER_FILES if not (folder / f).is_file()]
+    if missing:
+        raise InputError(f"{folder}: Hugging Face folder lacks {', '.join(missing)} ({where}); copy the "
+                         "whole folder (save_pretrained writes the model; the tokenizer's writes "
+                         "tokenizer.json)")
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{folder / 'config.json'}: not JSON ({e})") from None
+    if cfg.get("model_type") not in ("bert",) or cfg.get("position_embedding_type", "absolute") != "absolute":
+        raise InputError(f"{folder / 'config.json'}: model_type {cfg.get('model_type')!r}; edgekd's text "
+                         "models take BERT-family encoders (bert, MiniLM); convert or pick another folder")
+    if cfg.get("hidden_act", "gelu") != "gelu":
+        raise InputError(f"{folder / 'config.json'}: hidden_act {cfg.get('hidden_act')!r}; only 'gelu' "
+                         "(exact GELU, as BERT) is built")
+    return cfg
+
+
+def folder_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The folder's encoder weights under this module's names (a `bert.` prefix dropped; pooler and
+    position-id buffers ignored)."""
+    state = read_state_dict(Path(folder) / "model.safetensors")
+    out = {}
+    for k, v in state.items():
+        k = k.removeprefix("bert.")
+        if k.startswith(("embeddings.", "encoder.")) and not k.endswith("position_ids"):
+            out[k] = v
+    return out
+
+
+def from_folder(folder: Path, num_classes: int, *, layers: list[int] | int | None = None,
+                hidden: int | None = None, heads: int | None = None, intermediate: int | None = None,
+                vocab: list[int] | None = None, positions: int | None = None) -> BertClassifier:
+    """The folder's encoder with a fresh head; with `layers` (indices) only those layers (DistilBERT's
+    initialisation); with a smaller `hidden`, a narrow student whose embeddings are the folder's cut by
+    SVD and whose layers are fresh; with `vocab`, only those tokenizer ids keep an embedding row; with
+    `positions`, only the first positions (the sequence length the phone runs) keep theirs."""
+    cfg = check_folder(folder)
+    big = folder_weights(folder)
+    full_hidden, n_layers = cfg["hidden_size"], cfg["num_hidden_layers"]
+    hidden = hidden or full_hidden
+    narrow = hidden != full_hidden
+    if narrow:  # fresh layers: a count
+        if not isinstance(layers, int) or layers < 1:
+            raise InputError(f"text student: a narrow student (hidden {hidden}) needs layers: a count of "
+                             f"fresh layers, not {layers!r}")
+        keep_layers, n_student_layers = [], layers
+    else:  # the folder's own layers: indices
+        if layers is not None and (not isinstance(layers, (list, tuple))
+                                   or not all(isinstance(i, int) for i in layers)):
+            raise InputError(f"model.kwargs.layers is {layers!r}: at the folder's width (hidden "
+                             f"{full_hidden}) a student copies the folder's layers, so give their indices, "
+                             "e.g. [0, 2, 4] (a count of fresh layers goes with a smaller hidden)")
+        keep_layers = list(range(n_layers)) if layers is None else list(layers)
+        if not keep_layers or any(not 0 <= i < n_layers for i in keep_layers):
+            raise InputError(f"{folder}: layers {keep_layers} out of range: the encoder has {n_layers} "
+                             f"layers (indices 0..{n_layers - 1})")
+        n_student_layers = len(keep_layers)
+    tokenizer_vocab, max_positions = cfg["vocab_size"], cfg["max_position_embeddings"]
+    if positions is not None and not 1 <= positions <= max_positions:
+        raise InputError(f"model.kwargs.positions is {positions}: the folder has {max_positions} positions; "
+                         "give the sequence length (data.max_length) or less")
+    if hidden > full_hidden:
+        raise InputError(f"model.kwargs.hidden is {hidden}, wider than the folder's {full_hidden}; "
+                         "a student is at most as wide as its folder")
+    words = big["embeddings.word_embeddings.weight"]  # (V, H)
+    rows = torch.arange(tokenizer_vocab) if vocab is None else torch.as_tensor(sorted(set(vocab)))
+    if vocab is not None and (not len(rows) or rows.min() < 0 or rows.max() >= tokenizer_vocab):
+        raise InputError(f"model.kwargs.vocab holds ids outside the tokenizer's 0..{tokenizer_vocab - 1}; "
+                         "use `vocab: task`, or ids of this folder's tokenizer")
+    unk = special_ids(folder)["unk"] if vocab is not None else None
+    model = BertClassifier(
+        vocab_size=len(rows), hidden=hidden, layers=n_student_layers,
+        heads=heads or (cfg["num_attention_heads"] if not narrow else max(1, hidden // 64)),
+        intermediate=intermediate or (cfg["intermediate_size"] if not narrow else 4 * hidden),
+        num_classes=num_classes, max_positions=positions or max_positions, eps=cfg["layer_norm_eps"],
+        tokenizer_vocab=tokenizer_vocab if vocab is not None else None, unk_id=unk)
+    state = model.state_dict()
+    emb = {"embeddings.word_embeddings.weight": words[rows],
+           "embeddings.position_embeddings.weight": big["embeddings.position_embeddings.weight"][:positions],
+           "embeddings.token_type_embeddings.weight": big["embeddings.token_type_embeddings.weight"]}
+    if narrow:  # one SVD basis of the word table projects words, positions and segment types alike
+        _, _, vt = torch.linalg.svd(words, full_matrices=False)  # vt: (H, H)
+        basis = vt[:hidden].T  # (H, h)
+        emb = {k: v @ basis for k, v in emb.items()}
+    else:
+        emb["embeddings.LayerNorm.weight"] = big["embeddings.LayerNorm.weight"]
+        emb["embeddings.LayerNorm.bias"] = big["embeddings.LayerNorm.bias"]
+        for new, old in enumerate(keep_layers):
+            prefix = f"encoder.layer.{old}."
+            for k, v in big.items():
+                if k.startswith(prefix):
+                    emb[f"encoder.layer.{new}." + k[len(prefix):]] = v
+    state.update(emb)
+    if vocab is not None:
+        table = torch.full((tokenizer_vocab,), _unk_row(unk, rows), dtype=torch.int32)
+        table[rows] = torch.arange(len(rows), dtype=torch.int32)
+        state["vocab_map"] = table
+    model.load_state_dict(state)
+    return model
+
+
+def _unk_row(unk: int, rows: torch.Tensor) -> int:
+    """The embedding row [UNK] got in a pruned vocabulary (every dropped id is read as [UNK])."""
+    hit = (rows == unk).nonzero()
+    if not len(hit):
+        raise InputError(f"model.kwargs.vocab must keep [UNK] (id {unk}); `vocab: task` adds it")
+    return int(hit[0, 0])
+
+
+def pruned_vocabulary(checkpoint: Path) -> list[int] | None:
+    """The tokenizer ids with an embedding row of their own in a text checkpoint whose vocabulary was
+    pruned; every other id, [UNK] among them, reads [UNK]'s row. None for a full vocabulary or another
+    kind of network."""
+    from safetensors import safe_open
+
+    path = Path(checkpoint) / "model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        if "vocab_map" not in f.keys():
+            return None
+        table = f.get_tensor("vocab_map")
+    unk = json.loads((Path(checkpoint) / "model.json").read_text())["model"]["kwargs"]["unk_id"]
+    return [int(i) for i in (table != table[unk]).nonzero().flatten().tolist()]
