@@ -11,7 +11,7 @@ distilled with the triple loss and trained on labels alone, exported and measure
   Its checkpoint and its outputs on the transfer set are cached in --work; their cost is reported.
 - Students, each twice (KD: 0.5 CE + 0.5 T^2 KL at T=2 + 1.0 cosine on the pooled hidden state through a
   learned projection; labels: CE only, no transfer set):
-    distil-3L   layers 0, 2, 4 and the embeddings of the pretrained folder (DistilBERT)
+    distil-3L   layers 0, 2, 4, the embeddings and the head of the fine-tuned teacher (DistilBERT)
     phone       hidden 128, 2 fresh layers, embeddings cut by SVD, vocabulary = training split's tokens,
                 64 positions
 - Files: TFLite fp32 / dynamic-int8 / int8 (weight-only), ONNX fp32 / dynamic-int8 for every KD student
@@ -49,7 +49,7 @@ def students(args) -> dict:
     from edgekd.types import ModelSpec
 
     return {
-        "distil-3L": (ModelSpec("hf", folder=FOLDER, kwargs={"layers": [0, 2, 4]}),
+        "distil-3L": (ModelSpec("hf", folder=FOLDER, kwargs={"layers": [0, 2, 4], "init": "teacher"}),
                       dict(epochs=args.distil_epochs, lr=args.distil_lr)),
         "phone": (ModelSpec("hf", folder=FOLDER, kwargs={"hidden": 128, "layers": 2, "intermediate": 512,
                                                          "vocab": "task", "positions": 64}),

@@ -185,7 +185,8 @@ def test_text_end_to_end(review_table, bert_folder, tmp_path):
     kw = dict(temperature=2.0, alpha=0.5, cosine_weight=1.0, transfer_samples=0, cache_dir=tmp_path / "cache",
               seed=0, epochs=1, batch_size=8, lr=1e-3, weight_decay=0.0)
     distil = distill_student(data, teacher, teacher_model, tmp_path, name="distil",
-                             spec=ModelSpec("hf", folder=str(bert_folder), kwargs={"layers": [0]}), **kw)
+                             spec=ModelSpec("hf", folder=str(bert_folder),
+                                           kwargs={"layers": [0], "init": "teacher"}), **kw)
     narrow = distill_student(data, teacher, teacher_model, tmp_path, name="narrow",
                              spec=ModelSpec("hf", folder=str(bert_folder), kwargs={
                                  "hidden": 16, "layers": 1, "vocab": "task", "positions": 16}),
@@ -284,3 +285,23 @@ def test_exported_graph_reads_the_attention_mask(bert_folder, tmp_path, fmt):
     assert np.abs(got - want).max() < 1e-4
     assert np.abs(got_noisy - got).max() < 1e-5
     assert np.abs(unmasked[0] - want[0]).max() > 1e-4  # the noise would change the output if attended
+
+
+def test_distilbert_init_from_the_teacher(bert_folder, review_table, tmp_path):
+    """`init: teacher` starts the student from the fine-tuned teacher's layers and head (DistilBERT), not
+    the pretrained folder's."""
+    from edgekd.models.hf import init_from_teacher
+
+    teacher = from_folder(bert_folder, 2)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(0.01)  # "fine-tuned": no longer the folder's weights
+    spec = ModelSpec("hf", folder=str(bert_folder), kwargs={"layers": [1], "init": "teacher"})
+    student = resolve(spec, (2, 16), 2)
+    init_from_teacher(student, teacher, [1])
+    kept = student.encoder.layer[0].output.dense.weight
+    assert torch.equal(kept, teacher.encoder.layer[1].output.dense.weight)
+    assert torch.equal(student.head.weight, teacher.head.weight)
+    with pytest.raises(InputError, match="drop hidden and vocab"):
+        narrow = {"hidden": 16, "layers": 1, "init": "teacher"}
+        resolve(ModelSpec("hf", folder=str(bert_folder), kwargs=narrow), (2, 16), 2)

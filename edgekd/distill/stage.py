@@ -28,6 +28,7 @@ from edgekd.errors import CheckFailed, InputError
 from edgekd.fileio import json_sha256, relative_to, sha256_file
 from edgekd.metrics import retention
 from edgekd.models import Classifier, bind_data, resolve
+from edgekd.models.hf import init_from_teacher
 from edgekd.types import Checkpoint, ModelSpec, StudentResult
 
 
@@ -171,6 +172,8 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
         acc = accuracy(model, data.x_test, data.y_test)
     else:
         model = seeded_model(spec, data, seed)
+        if spec.kind == "hf" and spec.kwargs.get("init") == "teacher":  # DistilBERT: the teacher's layers
+            init_from_teacher(model, teacher_model, spec.kwargs.get("layers"))
         x, y = data.x_train, data.y_train
         logits = feats = None
         if method == "kd":

@@ -32,12 +32,40 @@ def _hf(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.M
     kwargs = dict(spec.kwargs)
     if kwargs.get("vocab") == "task":
         raise InputError("model.kwargs.vocab 'task' is the task's token set, fixed when a student is "
-                         "distilled (edgekd.models.spec.bind_data); give a list of token ids here")
+                         "distilled (edgekd.models.hf.bind_data); give a list of token ids here")
+    init = kwargs.pop("init", "folder")
+    if init not in ("folder", "teacher"):
+        raise InputError(f"model.kwargs.init is {init!r}; give 'folder' (the pretrained folder's layers) or "
+                         "'teacher' (the fine-tuned teacher's, when it was made from the same folder)")
+    if init == "teacher" and (kwargs.get("hidden") or kwargs.get("vocab") is not None):
+        raise InputError("model.kwargs.init 'teacher' copies the teacher's layers, so the student keeps the "
+                         "teacher's width and vocabulary: drop hidden and vocab, or init from the folder")
     known = {"layers", "hidden", "heads", "intermediate", "vocab", "positions"}
     if set(kwargs) - known:
         raise InputError(f"model.kwargs {sorted(set(kwargs) - known)} unknown for a Hugging Face folder; "
                          f"it takes {sorted(known)}")
     return from_folder(pretrained_folder(spec.folder, "model.folder"), num_classes, **kwargs)
+
+
+def init_from_teacher(student: BertClassifier, teacher: nn.Module, layers: list[int] | None) -> None:
+    """DistilBERT's initialisation from the fine-tuned teacher itself (Sanh et al. 2019 take one layer
+    in two of the teacher): its embeddings, the encoder layers `layers` (all when None) and its head.
+    The teacher must be a text model of the same width (a folder's, fine-tuned by `edgekd teacher`)."""
+    if not isinstance(teacher, BertClassifier) or teacher.feature_dim != student.feature_dim:
+        raise InputError("model.kwargs.init 'teacher': the teacher is not a text model of the student's "
+                         "width (hidden); init the student from the folder instead (init: folder)")
+    big = teacher.state_dict()
+    keep = list(range(len(teacher.encoder.layer))) if layers is None else list(layers)
+    state = {k: v for k, v in big.items() if k.startswith(("embeddings.", "head."))}
+    for new, old in enumerate(keep):
+        prefix = f"encoder.layer.{old}."
+        state.update({f"encoder.layer.{new}." + k[len(prefix):]: v
+                      for k, v in big.items() if k.startswith(prefix)})
+    own = student.state_dict()
+    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+        raise InputError("model.kwargs.init 'teacher': the teacher's layers do not fit the student (another "
+                         "folder or positions); init the student from the folder instead (init: folder)")
+    student.load_state_dict(state)
 
 
 def bind_data(spec: ModelSpec, token_rows) -> ModelSpec:
