@@ -63,7 +63,7 @@ def test_npz_missing_and_corrupt_file(tmp_path):
 
 
 def test_unknown_dataset_lists_the_choices():
-    with pytest.raises(InputError, match="unknown dataset 'cifar'.*digits.*mnist1d, npz"):
+    with pytest.raises(InputError, match="unknown dataset 'cifar'.*digits.*mnist1d, movie-reviews, npz"):
         load_dataset("cifar")
 
 

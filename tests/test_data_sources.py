@@ -342,7 +342,8 @@ def test_parquet_reads_numeric_columns_and_refuses_text(tmp_path):
 # --- options, config and provenance ---------------------------------------------------------------
 
 def test_every_source_is_registered_and_listed():
-    names = {"mnist1d", "digits", "npz", "idx", "fashion-mnist", "imagefolder", "csv", "parquet"}
+    names = {"mnist1d", "digits", "npz", "idx", "fashion-mnist", "imagefolder", "csv", "parquet", "text",
+             "movie-reviews"}
     assert set(DATASETS.names()) == names
     with pytest.raises(InputError) as e:
         load_dataset("cifar")
