@@ -283,7 +283,10 @@ def _goals(teacher, trained, measured) -> dict:
     t_fp32 = file("teacher", "tflite", "fp32").get("latency_ms")
     d_int8 = file("distil-3L", "tflite", "dynamic-int8")
     p_int8 = file("phone", "tflite", "dynamic-int8")
-    p_pal4 = file("phone", "coreml", "pal4")
+    # retention on the whole test split only: the Core ML files run on the parity sentences (512), whose
+    # accuracy swings by +-1.7 points (one standard error) around the whole split's
+    p_best = max((r.get("retention") or 0) for (who, fmt, q), r in measured.items()
+                 if who == "phone" and fmt != "coreml" and q in ("int8", "dynamic-int8"))
     phone = trained[("phone", "kd")]
     speedup = t_fp32 / p_int8["latency_ms"] if t_fp32 and p_int8.get("latency_ms") else None
     coreml_ok = all(file("distil-3L", "coreml", q) for q in FILES["coreml"])
@@ -294,9 +297,8 @@ def _goals(teacher, trained, measured) -> dict:
         "distil_3L_coreml_files_parity_checked": {"value": coreml_ok, "goal": True, "met": coreml_ok},
         "phone_compression_params": {"value": teacher.params / phone.params, "goal": 10.0,
                                      "met": teacher.params / phone.params >= 10},
-        "phone_retention_best_int8_or_palette_file": {
-            "value": max(p_int8.get("retention") or 0, p_pal4.get("retention") or 0), "goal": 0.95,
-            "met": max(p_int8.get("retention") or 0, p_pal4.get("retention") or 0) >= 0.95},
+        "phone_retention_best_int8_file_whole_test_split": {"value": p_best, "goal": 0.95,
+                                                              "met": p_best >= 0.95},
         "phone_tflite_speedup_vs_fp32_teacher": {"value": speedup, "goal": 8.0, "met": (speedup or 0) >= 8},
     }
 
