@@ -309,12 +309,14 @@ def test_distilbert_init_from_the_teacher(bert_folder, review_table, tmp_path):
 @pytest.mark.heavy
 def test_coreml_w8a8_leaves_the_token_arithmetic_alone(bert_folder, tmp_path):
     """W8A8 on request: activations quantised, the int32 token-id ops left out (Core ML refuses a quantize
-    on an int32 tensor); the file runs and mostly agrees with PyTorch (on a random tiny BERT)."""
+    on an int32 tensor); the file runs and its probabilities stay near PyTorch's (a random tiny BERT's
+    are near-ties, so top-1 agreement would measure nothing here)."""
     from edgekd.export.common import EXPORTERS, ExportMeta
     from edgekd.models import export_graph
     from edgekd.runtimes import load_runner
     from edgekd.runtimes.coreml_exec import MILExecutor
 
+    torch.manual_seed(0)
     model = from_folder(bert_folder, 2, vocab=[0, 100, 101, 102, 1037, 2986, 3185]).eval()
     x = tokenize(["a fine movie", "fine", "a movie", "the plot is thin"] * 4, bert_folder, 16).x
     meta = ExportMeta(name="m", labels=("a", "b"), mean=0.0, std=1.0, input_shape=(2, 16),
@@ -326,4 +328,4 @@ def test_coreml_w8a8_leaves_the_token_arithmetic_alone(bert_folder, tmp_path):
     with torch.no_grad():
         want = torch.softmax(model(torch.from_numpy(x)), -1).numpy()
     got = load_runner("coreml", dest).predict(x)
-    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.75 and np.abs(got - want).max() < 0.2
+    assert 0 < np.abs(got - want).max() < 0.1
