@@ -414,22 +414,26 @@ def _resolve(base: Path, p: Path | None) -> Path | None:
     return None if p is None or p.is_absolute() else (base / p)
 
 
+def _folder_or_name(base: Path, value: str | None) -> str | None:
+    """A Hugging Face folder beside the recipe (made absolute), else the value as it is: a path already,
+    or the name of a folder a package ships (edgekd.data.tokens.PRETRAINED)."""
+    if value is not None and not Path(value).is_absolute() and (base / value).exists():
+        return str(base / value)
+    return value
+
+
 def _resolve_data(base: Path, d: DataConfig) -> DataConfig:
-    tokenizer = d.tokenizer
-    if not Path(tokenizer).is_absolute() and (base / tokenizer).exists():
-        tokenizer = str(base / tokenizer)  # a folder beside the recipe; a package's name stays as it is
-    return d.model_copy(update={"path": _resolve(base, d.path) or d.path, "tokenizer": tokenizer,
+    return d.model_copy(update={"path": _resolve(base, d.path) or d.path,
+                                "tokenizer": _folder_or_name(base, d.tokenizer),
                                 "transfer_path": _resolve(base, d.transfer_path) or d.transfer_path})
 
 
 def _resolve_model(base: Path, m: ModelConfig | None) -> ModelConfig | None:
     if m is None:
         return None
-    folder = m.folder
-    if folder is not None and not Path(folder).is_absolute() and (base / folder).exists():
-        folder = str(base / folder)  # a path beside the recipe; a package name stays as it is
     return m.model_copy(update={"weights": _resolve(base, m.weights) or m.weights,
-                                "program": _resolve(base, m.program) or m.program, "folder": folder})
+                                "program": _resolve(base, m.program) or m.program,
+                                "folder": _folder_or_name(base, m.folder)})
 
 
 def load_recipe(path: Path | None = None) -> tuple[Recipe, Path]:

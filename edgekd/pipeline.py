@@ -448,12 +448,13 @@ def write_bundles(recipe: Recipe, recipe_path: Path, out: Path, data: Dataset, m
 def text_bundle(data: Dataset, checkpoint: Path, n: int) -> dict:
     """What a text model's bundle carries beside the file: its tokenizer, the settings an app's tokenizer
     must reproduce (with the pruned vocabulary, if any), and the validation inputs' sentences."""
+    from edgekd.checkpoint import load_checkpoint
     from edgekd.data.tokens import tokenizer_settings
-    from edgekd.models.hf import pruned_vocabulary
 
     folder = Path(data.notes["tokenizer"])
     settings = tokenizer_settings(folder, data.notes["max_length"])
-    kept = pruned_vocabulary(checkpoint)
+    model = load_checkpoint(checkpoint)[1]
+    kept = model.kept_ids() if callable(getattr(model, "kept_ids", None)) else None
     if kept is not None:
         settings["pruned_vocabulary"] = {
             "kept_ids": kept, "note": "ids not listed (and [UNK]) share [UNK]'s embedding inside the model: "

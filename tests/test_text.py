@@ -271,7 +271,7 @@ def test_exported_graph_reads_the_attention_mask(bert_folder, tmp_path, fmt):
     noisy = x.copy()
     noisy[0, 0, 5:] = 2986  # "fine" where the mask says padding
     meta = ExportMeta(name="m", labels=("a", "b"), mean=0.0, std=1.0, input_shape=(2, 16),
-                      tokenizer={"max_length": 16})
+                      text=True)
     dest = tmp_path / f"m{EXPORTERS.get(fmt).suffix}"
     EXPORTERS.get(fmt).write(export_graph(model), x[:1], dest, "fp32", x, meta)
     runner = load_runner(fmt, dest)
@@ -320,7 +320,7 @@ def test_coreml_w8a8_leaves_the_token_arithmetic_alone(bert_folder, tmp_path):
     model = from_folder(bert_folder, 2, vocab=[0, 100, 101, 102, 1037, 2986, 3185]).eval()
     x = tokenize(["a fine movie", "fine", "a movie", "the plot is thin"] * 4, bert_folder, 16).x
     meta = ExportMeta(name="m", labels=("a", "b"), mean=0.0, std=1.0, input_shape=(2, 16),
-                      tokenizer={"max_length": 16})
+                      text=True)
     dest = tmp_path / "m.mlpackage"
     EXPORTERS.get("coreml").write(export_graph(model), x[:1], dest, "w8a8", x, meta)
     ops = MILExecutor(dest).ops

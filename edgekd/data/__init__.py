@@ -79,9 +79,7 @@ class Dataset:
                              f"{self.name!r} has {self.num_classes}; {fix}")
 
     def normalise(self, x: np.ndarray) -> np.ndarray:
-        if is_tokens(x):  # token ids are not a scale to normalise
-            return np.asarray(x, np.int64)
-        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+        return _normalised(x, self.mean, self.std)
 
     def transfer_set(self, n: int, seed: int) -> np.ndarray:
         """`n` unlabeled inputs for distillation (normalised). From the task's generator when it has one;
@@ -102,6 +100,13 @@ class Dataset:
         return (lam * self.x_train[i] + (1 - lam) * self.x_train[j]).astype(np.float32)
 
 
+def _normalised(x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """(x - mean) / std in float32; token rows stay int64 (ids are not a scale to normalise)."""
+    if is_tokens(x):
+        return np.asarray(x, np.int64)
+    return ((np.asarray(x, dtype=np.float64) - mean) / std).astype(np.float32)
+
+
 def source_options(source: Callable[..., RawData], options: dict) -> dict:
     """The options `source` takes (its keyword-only parameters), each from `options` or the source's
     default, in JSON form; options it does not take are dropped (a recipe's data.image_size means
@@ -120,8 +125,7 @@ def load_dataset(name: str, path: Path | None = None, seed: int = 42, *,
     taken = source_options(source, options)
     raw = source(path=path, seed=seed, **taken)
     check_splits(raw, str(path) if path is not None else f"dataset {name!r}")
-    tokens = is_tokens(raw.x_train)
-    if tokens:  # token ids are not a scale to normalise
+    if is_tokens(raw.x_train):  # token ids are not a scale to normalise
         mean, std = 0.0, 1.0
     elif normalization is not None:
         mean, std = float(normalization[0]), float(normalization[1])
@@ -129,12 +133,7 @@ def load_dataset(name: str, path: Path | None = None, seed: int = 42, *,
         x_train = np.asarray(raw.x_train, dtype=np.float64)
         mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
 
-    def norm(a: np.ndarray) -> np.ndarray:
-        if tokens:
-            return np.asarray(a, np.int64)
-        return ((np.asarray(a, dtype=np.float64) - mean) / std).astype(np.float32)
-
-    xtr, xte = norm(raw.x_train), norm(raw.x_test)
+    xtr, xte = _normalised(raw.x_train, mean, std), _normalised(raw.x_test, mean, std)
     ytr, yte = np.asarray(raw.y_train, np.int64), np.asarray(raw.y_test, np.int64)
     h = hashlib.sha256()
     for a in (xtr, ytr, xte, yte):

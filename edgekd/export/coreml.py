@@ -128,8 +128,8 @@ def _palette(nbits: int, target: str):
 
 def _per_tensor_embeddings(config):
     """`config` for every weight but an embedding table (a gather's): one palette per tensor there. Per
-    output channel, a 30,522-row vocabulary is 30,522 k-means runs (46 s for a 32-wide table here, hours
-    for BERT's), and a table's rows are looked up one at a time, not multiplied as channels."""
+    output channel, a 30,522-row vocabulary is 30,522 k-means runs (46 s for a 32-wide table here), and
+    a table's rows are looked up one at a time, not multiplied as channels."""
     import coremltools.optimize.coreml as cto
 
     if config.mode != "kmeans" or str(config.granularity).endswith("PER_TENSOR"):  # trained LUTs as trained

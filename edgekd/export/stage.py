@@ -18,7 +18,6 @@ import torch
 
 from edgekd.checkpoint import load_checkpoint, training_data
 from edgekd.data import Dataset
-from edgekd.data.tokens import tokenizer_settings
 from edgekd.errors import CheckFailed, InputError
 from edgekd.export import coreml, onnx, tflite  # noqa: F401 - registers the exporters
 from edgekd.export.common import EXPORTERS, ExportMeta, file_name
@@ -100,10 +99,8 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
     check_fits(ckpt, data)
     plan = _text_plan(plan, quants) if data.is_text else plan
     wrapped = export_graph(model)
-    tokenizer = (tokenizer_settings(data.notes["tokenizer"], data.notes["max_length"]) if data.is_text
-                 else None)
     meta = ExportMeta(name=ckpt.name, labels=ckpt.labels, mean=ckpt.mean, std=ckpt.std,
-                      input_shape=ckpt.input_shape, compression=compression, tokenizer=tokenizer)
+                      input_shape=ckpt.input_shape, compression=compression, text=data.is_text)
     held_out = data.x_test if parity_samples is None else data.x_test[:parity_samples]
     calib = data.x_train[np.random.default_rng(0).permutation(len(data.x_train))[:calibration_samples]]
     with torch.no_grad():

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.errors import InputError
 from edgekd.export.common import ExportMeta, register
 from edgekd.export.tflite_metadata import attach_metadata
-from edgekd.inputs import is_tokens, named_inputs
+from edgekd.inputs import named_inputs
 
 QUANTS = ("fp32", "fp16", "int8", "dynamic-int8", "full-int8")
 
@@ -38,9 +37,6 @@ def write_tflite(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
         fp32 = Path(tmpd) / "fp32.tflite"
         feeds = named_inputs(sample)
         args = tuple(torch.from_numpy(v) for v in feeds.values())
-        if quant == "full-int8" and is_tokens(sample):
-            raise InputError("TFLite 'full-int8' quantises the input tensor, and token ids are not a scale "
-                             "to quantise; export text models as int8 or dynamic-int8")
         if quant == "full-int8":
             _convert_full_int8(model, args, calib, fp32)
         else:

@@ -65,7 +65,7 @@ def build_metadata(meta: ExportMeta, quant: str) -> bytes:
     for name, text in meta.input_descriptions().items():
         fields = [("off", 0, s(name)), ("off", 1, s(text)),
                   ("off", 3, _table(b, [("u8", 0, FEATURE_PROPERTIES), ("off", 1, _table(b, []))]))]
-        if not meta.is_text:
+        if not meta.text:
             norm = _table(b, [("off", 0, _floats(b, [meta.mean])), ("off", 1, _floats(b, [meta.std]))])
             unit = _table(b, [("u8", 0, NORMALIZATION_OPTIONS), ("off", 1, norm)])
             fields.append(("off", 4, _vector(b, [unit])))

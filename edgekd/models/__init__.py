@@ -15,5 +15,5 @@ from edgekd.models.zoo import (
 )
 
 __all__ = ["MODELS", "SOURCES", "WEIGHTED", "bind_data", "Classifier", "WithProbabilities", "build_model",
-           "count_params",
-           "eval_mode", "export_graph", "fold_batchnorm", "load_weights", "read_state_dict", "resolve"]
+           "count_params", "eval_mode", "export_graph", "fold_batchnorm", "load_weights", "read_state_dict",
+           "resolve"]

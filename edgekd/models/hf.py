@@ -57,10 +57,7 @@ def init_from_teacher(student: BertClassifier, teacher: nn.Module, layers: list[
     big = teacher.state_dict()
     keep = list(range(len(teacher.encoder.layer))) if layers is None else list(layers)
     state = {k: v for k, v in big.items() if k.startswith(("embeddings.", "head."))}
-    for new, old in enumerate(keep):
-        prefix = f"encoder.layer.{old}."
-        state.update({f"encoder.layer.{new}." + k[len(prefix):]: v
-                      for k, v in big.items() if k.startswith(prefix)})
+    state.update(_renumbered_layers(big, keep))
     own = student.state_dict()
     if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
         raise InputError("model.kwargs.init 'teacher': the teacher's layers do not fit the student (another "
@@ -173,11 +170,7 @@ def from_folder(folder: Path, num_classes: int, *, layers: list[int] | int | Non
     else:
         emb["embeddings.LayerNorm.weight"] = big["embeddings.LayerNorm.weight"]
         emb["embeddings.LayerNorm.bias"] = big["embeddings.LayerNorm.bias"]
-        for new, old in enumerate(keep_layers):
-            prefix = f"encoder.layer.{old}."
-            for k, v in big.items():
-                if k.startswith(prefix):
-                    emb[f"encoder.layer.{new}." + k[len(prefix):]] = v
+        emb.update(_renumbered_layers(big, keep_layers))
     state.update(emb)
     if vocab is not None:
         table = torch.full((tokenizer_vocab,), _unk_row(unk, rows), dtype=torch.int32)
@@ -187,24 +180,19 @@ def from_folder(folder: Path, num_classes: int, *, layers: list[int] | int | Non
     return model
 
 
+def _renumbered_layers(state: dict[str, torch.Tensor], keep: list[int]) -> dict[str, torch.Tensor]:
+    """Encoder layers `keep` of a state dict, numbered 0, 1, ... as a shallower encoder's."""
+    out = {}
+    for new, old in enumerate(keep):
+        prefix = f"encoder.layer.{old}."
+        out.update({f"encoder.layer.{new}." + k[len(prefix):]: v
+                    for k, v in state.items() if k.startswith(prefix)})
+    return out
+
+
 def _unk_row(unk: int, rows: torch.Tensor) -> int:
     """The embedding row [UNK] got in a pruned vocabulary (every dropped id is read as [UNK])."""
     hit = (rows == unk).nonzero()
     if not len(hit):
         raise InputError(f"model.kwargs.vocab must keep [UNK] (id {unk}); `vocab: task` adds it")
     return int(hit[0, 0])
-
-
-def pruned_vocabulary(checkpoint: Path) -> list[int] | None:
-    """The tokenizer ids with an embedding row of their own in a text checkpoint whose vocabulary was
-    pruned; every other id, [UNK] among them, reads [UNK]'s row. None for a full vocabulary or another
-    kind of network."""
-    from safetensors import safe_open
-
-    path = Path(checkpoint) / "model.safetensors"
-    with safe_open(str(path), "pt") as f:
-        if "vocab_map" not in f.keys():
-            return None
-        table = f.get_tensor("vocab_map")
-    unk = json.loads((Path(checkpoint) / "model.json").read_text())["model"]["kwargs"]["unk_id"]
-    return [int(i) for i in (table != table[unk]).nonzero().flatten().tolist()]

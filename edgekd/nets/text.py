@@ -134,6 +134,14 @@ class BertClassifier(nn.Module):
 
         return ModelSpec("factory", factory="edgekd.nets.text:bert_classifier", kwargs=dict(self.config))
 
+    def kept_ids(self) -> list[int] | None:
+        """With a pruned vocabulary, the tokenizer ids that have an embedding row of their own (every other
+        id, [UNK] among them, reads [UNK]'s row); None for the full vocabulary."""
+        if self.vocab_map is None:
+            return None
+        unk_row = self.vocab_map[self.config["unk_id"]]
+        return [int(i) for i in (self.vocab_map != unk_row).nonzero().flatten().tolist()]
+
     def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """ids, mask: (B, L) integers -> the last hidden state (B, L, H)."""
         if self.vocab_map is not None:

@@ -84,9 +84,8 @@ def _inputs_by_name(interp) -> dict:
     the signature's names (edgekd converts several inputs by keyword); the tensor details carry mangled
     ones."""
     details = interp.get_input_details()
-    sigs = interp.get_signature_list()
     if len(details) == 1:
         return {"x": details[0]}
     by_index = {d["index"]: d for d in details}
-    runner_inputs = interp.get_signature_runner(next(iter(sigs))).get_input_details()
+    runner_inputs = interp.get_signature_runner(next(iter(interp.get_signature_list()))).get_input_details()
     return {name: by_index[d["index"]] for name, d in runner_inputs.items()}
