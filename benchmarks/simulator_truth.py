@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import environment, print_goals, write  # noqa: E402
 
 DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "device-latency" / "published_calibration.csv"
-LATENCY_CHIPS = ("snapdragon-8-gen3-hexagon", "apple-a17-pro-ane", "apple-a14-ane")
+LATENCY_CHIPS = ("snapdragon-8-gen3-hexagon", "apple-a17-pro-ane", "apple-a14-ane")  # the bars
+REPORTED_CHIPS = ("snapdragon-7-gen4-hexagon",)  # calibrated and reported, no bar
 
 
 def why(row: dict, target, cache: dict) -> str:
@@ -62,17 +63,23 @@ def residency(csv_path: Path, targets: dict, cache: dict) -> tuple[list[dict], l
         if r["layers_total"] in ("", None):
             continue
         total, npu = float(r["layers_total"]), float(r["layers_npu"] or 0)
-        if npu == 0:
-            full_cpu.append({"row_id": r["row_id"], "model": r["model"], "chip": r["chipset_norm"],
-                             "runtime": r["runtime"], "profile": chips[r["chipset_norm"]].name
-                             if r["chipset_norm"] in chips else None})
         target, network = chips.get(r["chipset_norm"]), from_constructor(r["torch_constructor"])
+        seen = target.for_runtime(r["runtime"]) if target else None  # the units this runtime uses
+        if npu == 0:
+            # a runtime whose rule leaves no accelerator falls back whatever the graph (so also for
+            # networks not buildable here); otherwise the simulated graph must land wholly on the CPU
+            full_cpu.append({"row_id": r["row_id"], "model": r["model"], "chip": r["chipset_norm"],
+                             "runtime": r["runtime"], "profile": target.name if target else None,
+                             "runtime_rule": target.runtime_note(r["runtime"]) if target else None,
+                             "predicted_fallback": bool(seen) and not any(u.accelerator for u in seen.units)})
         precision = precision_of(r["precision"])
         if target is None or network is None or precision is None:
             continue
         row = Row(r["row_id"], network, r["model_variant"], _shape(r["input_shape"], network), precision,
                   r["runtime"], float(r["latency_ms"]), npu, float(r["layers_cpu"] or 0), total)
-        sim = simulate(row_ops(row, cache), target)
+        sim = simulate(row_ops(row, cache), seen)
+        if npu == 0:
+            full_cpu[-1]["predicted_fallback"] = sim.residency_ops == 0
         rows.append({"row_id": r["row_id"], "network": network, "precision": precision,
                      "runtime": r["runtime"],
                      "chip": r["chipset_norm"], "published_npu_share": round(npu / total, 4),
@@ -135,7 +142,7 @@ def main() -> None:
     csv_path = Path(args.csv)
     targets = all_targets(targets_dir())
     rows, goals, per_chip, cache = [], {}, {}, {}
-    for name in LATENCY_CHIPS:
+    for name in (*LATENCY_CHIPS, *REPORTED_CHIPS):
         t0 = time.perf_counter()
         res = calibrate(targets[name], csv_path, progress=lambda m: print(f"  {name}: {m}", flush=True),
                         cache=cache)
@@ -161,6 +168,8 @@ def main() -> None:
         rows += [{"target": name, **r} for r in res.rows]
         print(f"{name}: median |error| {per_chip[name]['median_abs_error']:.3f}, within 35% "
               f"{per_chip[name]['within_35pct']:.2f} over {len(res.rows)} rows ({wall:.0f} s)", flush=True)
+        if name not in LATENCY_CHIPS:
+            continue
         goals[f"{name}_median_abs_error"] = {"value": per_chip[name]["median_abs_error"], "goal": "<= 0.25",
                                              "met": per_chip[name]["median_abs_error"] <= 0.25}
         goals[f"{name}_within_35pct"] = {"value": per_chip[name]["within_35pct"], "goal": ">= 0.70",
@@ -171,10 +180,10 @@ def main() -> None:
     close = [abs(r["published_npu_share"] - r["predicted_npu_share"]) <= 0.10 for r in res_rows]
     goals["residency_within_10pts"] = {"value": round(float(np.mean(close)), 4) if close else None,
                                        "goal": ">= 0.80", "met": bool(close) and float(np.mean(close)) >= 0.8}
-    predictable = [f for f in full_cpu if f["profile"]]
+    predicted = sum(f["predicted_fallback"] for f in full_cpu)
     goals["full_cpu_fallbacks_predicted"] = {
-        "value": f"{len(predictable)} of {len(full_cpu)} published full-CPU fallbacks are on a chip with a "
-                 "profile", "goal": "every one predicted", "met": not full_cpu}
+        "value": f"{predicted} of {len(full_cpu)} published full-CPU fallbacks predicted as fallbacks",
+        "goal": "every one predicted", "met": bool(full_cpu) and predicted == len(full_cpu)}
 
     model, example = build("densenet121")  # ~300 ops
     ops = export_ops(model, example, "fp16")

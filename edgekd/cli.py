@@ -370,6 +370,9 @@ def simulate(
     precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | w8a16 (networks; a file has its own)")]
     = "fp16",
     input_shape: Annotated[Optional[str], typer.Option(help="e.g. 1,3,224,224 (networks)")] = None,
+    runtime: Annotated[Optional[str], typer.Option(
+        help="The runtime on the phone (e.g. TFLite, QNN, 'ONNX Runtime'), where the profile says it uses "
+             "fewer units than the others")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Predicted latency, accelerator residency and fallback ops of one network or file on one target."""
@@ -385,7 +388,7 @@ def simulate(
             raise InputError(f"--input-shape {input_shape!r}: give integers separated by commas, "
                              "e.g. 1,3,224,224") from None
     (profile,) = get_targets([target])
-    result = predict(network_or_file, profile, precision, shape)
+    result = predict(network_or_file, profile, precision, shape, runtime)
     typer.echo(json.dumps(result, indent=2) if as_json else describe(result))
 
 

@@ -37,6 +37,17 @@ def test_torch_reader_counts_the_work_a_converter_would_run():
     assert fp16[0].bytes_weights == 2 * conv.bytes_weights
 
 
+def test_a_batch_norm_left_standing_is_a_scale_and_shift_its_activation_fuses_into():
+    """Pre-activation (BN, ReLU, conv: DenseNet) cannot fold the BN into a conv: a converter writes a
+    scale and shift per element, and the ReLU after it runs fused, as after any elementwise op."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 1))
+    ops = export_ops(net, (torch.randn(1, 3, 16, 16),), "fp16")
+    assert [o.kind for o in ops] == ["conv", "activation", "elementwise", "activation", "conv"]
+    assert ops[2].flops == 2 * 8 * 16 * 16
+    sim = simulate(ops, all_targets()[HEXAGON])
+    assert sim.ops[3].time_us == 0.0  # fused into the scale and shift
+
+
 @pytest.mark.heavy
 @pytest.mark.parametrize("name,gmacs", [("mobilenet_v2", 0.30), ("resnet18", 1.82), ("vit_b_16", 17.6)])
 def test_standard_networks_have_their_published_size(name, gmacs):
@@ -140,11 +151,29 @@ def test_vectorised_fit_prices_ops_as_the_simulator_does():
 
 def test_shipped_profiles_say_whether_they_are_calibrated():
     targets = all_targets()
-    for name in (HEXAGON, "apple-a17-pro-ane", "apple-a14-ane"):
+    for name in (HEXAGON, "apple-a17-pro-ane", "apple-a14-ane", "snapdragon-7-gen4-hexagon"):
         c = targets[name].calibration
         assert c.calibrated and c.rows > 0 and c.error_band[0] < 1 < c.error_band[1], name
     for name in ("google-tensor-g3", "arm-cortex-a78"):
         assert not targets[name].calibration.calibrated, name  # no published rows for these chips
+
+
+def test_a_runtime_rule_leaves_its_runtime_off_the_accelerator():
+    """Published runs of ONNX Runtime's QNN EP on Snapdragon 7 Gen 4 put every layer on the CPU; TFLite
+    and QNN use the NPU. The profile's `runtimes` rule says so, whatever the graph."""
+    chip = all_targets()["snapdragon-7-gen4-hexagon"]
+    ops = export_ops(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), (torch.randn(1, 3, 16, 16),), "int8")
+    assert simulate(ops, chip.for_runtime("TFLite")).residency_ops == 1.0
+    assert simulate(ops, chip.for_runtime("QNN_DLC")).residency_ops == 1.0
+    for runtime in ("ONNX_Runtime(QNN EP)", "onnxruntime"):
+        seen = chip.for_runtime(runtime)
+        assert [u.name for u in seen.units] == ["cpu"] and simulate(ops, seen).residency_ops == 0.0
+        assert "NPU offload failed" in chip.runtime_note(runtime)
+    assert chip.for_runtime(None) is chip and chip.runtime_note("TFLite") is None
+    data = chip.model_dump()
+    data["runtimes"][0]["units"] = ["npu"]
+    with pytest.raises(ValueError, match="no unit named 'npu'"):
+        Target.model_validate(data)
 
 
 def _cli(*args):
@@ -166,6 +195,15 @@ def test_simulate_command_prints_latency_band_residency_and_fallbacks():
     assert all("dtype fp32" in f["reason"] for f in out["fallback_ops"])
     r = _cli("simulate", "resnet18", "--target", "google-tensor-g3", "--input-shape", "1,3,160,160")
     assert r.returncode == 0 and "uncalibrated" in r.stdout
+    r = _cli("simulate", "mobilenet_v2", "--target", "snapdragon-7-gen4-hexagon", "--precision", "int8",
+             "--runtime", "ONNX Runtime", "--json")
+    out = json.loads(r.stdout)
+    assert out["accelerator_share"] == 0.0 and out["latency_band_ms"] is None and not out["calibrated"]
+    assert out["fallback_ops"][0]["kind"] == "all" and "offload failed" in out["fallback_ops"][0]["reason"]
+    # a text encoder first in a fresh process (transformers imports torchvision, which needs its schemas)
+    r = _cli("simulate", "albert", "--target", HEXAGON, "--input-shape", "1,16", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["latency_ms"] > 0
 
 
 @pytest.mark.heavy
@@ -212,6 +250,9 @@ def test_a_host_profile_fitted_here_replaces_the_packaged_one(tmp_path, monkeypa
     assert "packaged" in host_profile_note(packaged) and "warning" in host_profile_note(packaged)
     data, rows = calibrate_host(packaged, calibration=CALIBRATION[::4], held_out=HELD_OUT[:2])
     assert len(rows) == len(CALIBRATION[::4]) + 2 and all(r["measured_ms"] > 0 for r in rows)
+    # timed round-robin, the fastest round's median kept: one burst of load moves one round, not the figure
+    assert all(len(r["round_ms"]) == 3 and r["measured_ms"] == pytest.approx(min(r["round_ms"]), rel=1e-3)
+               for r in rows)
     write_profile(data, user_targets_dir() / "host-cpu.yaml", None)
     mine = all_targets()["host-cpu"]
     assert mine.calibration.host_cpu == cpu_model() and mine.calibration.fitted_at

@@ -109,7 +109,7 @@ def _flops(kind: str, out_elems: int, in_shapes: list[list[int]], w_shapes: list
 COREML_KINDS = {
     "conv": "conv", "linear": "fully_connected", "matmul": "matmul", "max_pool": "pool", "avg_pool": "pool",
     "reduce_mean": "reduce", "reduce_sum": "reduce", "reduce_max": "reduce", "softmax": "softmax",
-    "layer_norm": "norm", "batch_norm": "norm", "add": "elementwise", "sub": "elementwise",
+    "layer_norm": "norm", "batch_norm": "elementwise", "add": "elementwise", "sub": "elementwise",
     "mul": "elementwise", "real_div": "elementwise", "sqrt": "elementwise", "rsqrt": "elementwise",
     "relu": "activation", "gelu": "activation", "sigmoid": "activation", "clip": "activation",
     "pad": "layout", "reshape": "layout",

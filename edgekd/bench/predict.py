@@ -39,18 +39,22 @@ def load_ops(source: str, precision: str, input_shape: tuple[int, ...] | None):
 
 
 def predict(source: str, target: Target, precision: str = "fp16",
-            input_shape: tuple[int, ...] | None = None) -> dict:
+            input_shape: tuple[int, ...] | None = None, runtime: str | None = None) -> dict:
     ops, what = load_ops(source, precision, input_shape)
-    sim = simulate(ops, target)
-    band = target.calibration.error_band if target.calibration.calibrated else None
+    sim = simulate(ops, target.for_runtime(runtime))
+    note = target.runtime_note(runtime)  # a runtime that leaves the accelerator out: its ops run elsewhere
+    calibrated = target.calibration.calibrated and note is None  # the fit priced the accelerator only
+    band = target.calibration.error_band if calibrated else None
     fallbacks = Counter((f["kind"], f["reason"]) for f in sim.fallbacks)
+    if note:
+        fallbacks = Counter({("all", note): len(ops)})
     return {
-        **what, "target": target.name, "ops": len(ops),
+        **what, "target": target.name, "runtime": runtime, "ops": len(ops),
         "latency_ms": round(sim.latency_ms, 4),
         # the profile's 80% interval on networks its fit never saw; None: the profile is uncalibrated
         "latency_band_ms": [round(sim.latency_ms * band[0], 4), round(sim.latency_ms * band[1], 4)]
         if band else None,
-        "calibrated": target.calibration.calibrated,
+        "calibrated": calibrated,
         "accelerator_share": round(sim.residency_ops, 4) if any(u.accelerator for u in target.units)
         else None,
         "accelerator_time_share": round(sim.residency_time, 4),
@@ -62,7 +66,8 @@ def describe(p: dict) -> str:
     what = p.get("network") or p.get("file")
     band = (f" (80% band {p['latency_band_ms'][0]:.3g}-{p['latency_band_ms'][1]:.3g} ms)"
             if p["latency_band_ms"] else " (uncalibrated profile: no error band)")
-    lines = [f"{what} on {p['target']}: {p['latency_ms']:.3g} ms{band}, {p['ops']} ops"]
+    on = f" through {p['runtime']}" if p.get("runtime") else ""
+    lines = [f"{what} on {p['target']}{on}: {p['latency_ms']:.3g} ms{band}, {p['ops']} ops"]
     if p["accelerator_share"] is not None:
         lines.append(f"  on the accelerator: {p['accelerator_share']:.0%} of ops, "
                      f"{p['accelerator_time_share']:.0%} of time")

@@ -72,6 +72,18 @@ class Calibration(BaseModel):
         return self.rows > 0 and self.error_band is not None
 
 
+class RuntimeRule(BaseModel):
+    """What one runtime can use on this chip, where it differs from the profile's units: published runs
+    show e.g. ONNX Runtime's QNN execution provider leaving every layer on the CPU of a chip whose HTP
+    TFLite and QNN use. The fallback unit (the last) is always usable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    match: str = Field(min_length=1)  # case-insensitive substring of the runtime's name
+    units: list[str]  # the units this runtime places ops on, in the profile's order
+    why: str = Field(min_length=1)  # the evidence, with its source
+
+
 class Target(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,13 +95,33 @@ class Target(BaseModel):
     transfer_bandwidth_gbps: float = Field(gt=0)  # activations copied at a unit switch
     units: list[Unit] = Field(min_length=1)  # in preference order; the last one must run every op
     calibration: Calibration = Calibration()  # absent: assumed figures, checked against nothing
+    runtimes: list[RuntimeRule] = []  # runtimes that use fewer units than the profile has
 
     @model_validator(mode="after")
     def _fallback(self):
         last = self.units[-1]
         if "*" not in last.ops:
             raise ValueError(f"the last unit ({last.name!r}) is the fallback and must list ops: ['*']")
+        names = [u.name for u in self.units]
+        for rule in self.runtimes:
+            bad = [n for n in rule.units if n not in names]
+            if bad:
+                raise ValueError(f"runtimes rule {rule.match!r}: no unit named {bad[0]!r}; units: "
+                                 f"{', '.join(names)}")
         return self
+
+    def for_runtime(self, runtime: str | None) -> Target:
+        """The profile as `runtime` sees it: only the units its rule names (and the fallback). A runtime
+        no rule matches (or None) uses every unit."""
+        rule = next((r for r in self.runtimes if runtime and r.match.lower() in runtime.lower()), None)
+        if rule is None:
+            return self
+        keep = [u for u in self.units[:-1] if u.name in rule.units] + [self.units[-1]]
+        return self.model_copy(update={"units": keep})
+
+    def runtime_note(self, runtime: str | None) -> str | None:
+        rule = next((r for r in self.runtimes if runtime and r.match.lower() in runtime.lower()), None)
+        return f"{runtime}: {rule.why}" if rule else None
 
 
 def targets_dir() -> Path:

@@ -121,6 +121,7 @@ def graph_ops(program, precision: str) -> list[Op]:
             if src is not None and last_kind_by_node.get(src) in KERNELS[:3]:
                 last_kind_by_node[node] = last_kind_by_node[src]  # folded into the conv before it
                 continue
+            kind = "elementwise"  # left standing (pre-activation): a converter writes a scale and shift
         w_shape = _shape(node.args[1]) if kind == "conv" and len(node.args) > 1 else None
         if kind == "conv" and w_shape and w_shape[1] == 1 and _groups(node, name) > 1:
             kind = "depthwise_conv"  # one input channel per group; other grouped convs stay conv
@@ -170,4 +171,6 @@ def _work(kind: str, node, name: str, out_elems: int, acts: list) -> float:
         return 0.0
     if kind in ("reduce", "pool") and acts:
         return float(math.prod(_shape(acts[0])))
+    if "batch_norm" in name:
+        return 2.0 * out_elems  # scale and shift per element
     return float(out_elems) * (5 if kind in ("softmax", "norm") else 1)

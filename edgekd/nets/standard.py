@@ -108,6 +108,7 @@ class _Encoder(nn.Module):
 
 
 def _text_encoder(name: str, shape: tuple[int, ...]) -> tuple[nn.Module, tuple]:
+    import_torchvision()  # transformers' model modules import torchvision, which needs its schemas first
     import transformers
 
     # the base size of each family (AlbertConfig() alone is ALBERT-xxlarge)
