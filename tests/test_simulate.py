@@ -11,7 +11,19 @@ import pytest
 import torch
 from torch import nn
 
-from edgekd.bench.calibrate import PARAMS, Packed, calibrate, fit, initial_theta, precision_of, write_profile
+from edgekd.bench.calibrate import (
+    FEW,
+    FULL_FIT_NETWORKS,
+    PARAMS,
+    TIED,
+    Packed,
+    calibrate,
+    fit,
+    free_params,
+    initial_theta,
+    precision_of,
+    write_profile,
+)
 from edgekd.bench.simulator import simulate
 from edgekd.bench.targets import Target, all_targets, load_target
 from edgekd.bench.torchgraph import export_ops
@@ -147,6 +159,13 @@ def test_vectorised_fit_prices_ops_as_the_simulator_does():
     # fitting to the profile's own predictions stays there
     th = fit(packed, packed.predict_ms(theta), theta)
     assert packed.predict_ms(th) == pytest.approx(packed.predict_ms(theta), rel=1e-3)
+    # on few networks only the chip-wide figures move (fully connected with conv), the rest stay the start
+    assert free_params(FULL_FIT_NETWORKS) == PARAMS and free_params(FULL_FIT_NETWORKS - 1) == FEW
+    th = fit(packed, packed.predict_ms(theta) * 1.7, theta, free_params(3))
+    before, after = dict(zip(PARAMS, theta)), dict(zip(PARAMS, th))
+    assert all(after[k] == before[k] for k in PARAMS if k not in FEW and k not in TIED)
+    assert after["eff:fully_connected"] == after["eff:conv"]
+    assert packed.predict_ms(th) == pytest.approx(packed.predict_ms(theta) * 1.7, rel=0.05)
 
 
 def test_shipped_profiles_say_whether_they_are_calibrated():
