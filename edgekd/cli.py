@@ -395,7 +395,8 @@ def simulate(
 @app.command()
 def calibrate(
     target: Annotated[str, typer.Argument(
-        help="'host' (measure this machine) or a mobile target profile (fitted to published latencies)")],
+        help="'host' (measure this machine: TFLite and ONNX Runtime), one host profile (host-cpu, "
+             "host-cpu-onnxruntime), or a mobile target profile (fitted to published latencies)")],
     csv_file: Annotated[Optional[Path], typer.Option(
         "--csv", help="Mobile: published latencies (published_calibration.csv)")] = None,
     out: Annotated[Optional[Path], typer.Option(
@@ -408,16 +409,20 @@ def calibrate(
     from edgekd.bench.calibrate import write_profile
     from edgekd.bench.targets import get_targets, targets_dir, user_targets_dir
     from edgekd.errors import InputError
+    from edgekd.hostprofile import HOST_PROFILES
 
-    if target in ("host", "host-cpu"):
+    if target == "host" or target in HOST_PROFILES:
         from edgekd.hostprofile import calibrate_host
 
-        (base,) = get_targets(["host-cpu"])
-        data, _ = calibrate_host(base, threads, progress=lambda m: typer.echo(f"  {m}", err=True))
-        dest = out or user_targets_dir() / "host-cpu.yaml"
-        write_profile(data, dest, targets_dir() / "host-cpu.yaml")
-        c = data["calibration"]
-        typer.echo(f"host-cpu: {c['source']}; wrote {dest}")
+        names = list(HOST_PROFILES) if target == "host" else [target]
+        if out is not None and len(names) > 1:
+            raise InputError("calibrate host fits two profiles (host-cpu: TFLite, host-cpu-onnxruntime: ONNX "
+                             "Runtime): name one (`calibrate host-cpu --out FILE`) to choose where it goes")
+        for base in get_targets(names):
+            data, _ = calibrate_host(base, threads, progress=lambda m: typer.echo(f"  {m}", err=True))
+            dest = out or user_targets_dir() / f"{base.name}.yaml"
+            write_profile(data, dest, targets_dir() / f"{base.name}.yaml")
+            typer.echo(f"{base.name}: {data['calibration']['source']}; wrote {dest}")
         return
     if csv_file is None or out is None:
         raise InputError(f"calibrate {target}: a mobile profile needs --csv (the published latencies) and "

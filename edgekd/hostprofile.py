@@ -2,7 +2,8 @@
 
 The packaged host profile was fitted on one build machine; on another CPU its predictions drift (60%
 of held-out models within +-10% where 90% held on the machine it came from). This measures the
-calibration models here (TFLite, XNNPACK, the configured threads), fits the profile's per-class costs
+calibration models here (TFLite's XNNPACK for host-cpu, ONNX Runtime's CPU provider for
+host-cpu-onnxruntime; the configured threads), fits the profile's per-class costs
 (non-negative least squares on relative error), checks it on held-out models, and writes it into the
 user's edgekd config folder, where `all_targets` finds it before the packaged one. It sits above the
 stages (like the pipeline): it exports the calibration models and measures them, and export and bench
@@ -18,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.bench.graph import read_tflite
 from edgekd.bench.measure import cpu_model
 from edgekd.bench.simulator import simulate
 from edgekd.bench.targets import Target
+from edgekd.errors import InputError
 
 CLASSES = {"conv": ("conv",), "depthwise": ("depthwise_conv",), "fc": ("fully_connected",),
            "matmul": ("matmul",),
@@ -56,27 +57,35 @@ def features(ops) -> list[float]:
 ROUNDS = 3  # each model timed once per round, round-robin; its latency is the fastest round's median
 
 
-def prepare_model(family, shape, width, depth, work: Path, threads: int) -> dict:
-    """One calibration model exported to TFLite and loaded: its runner, input and graph."""
+# host profile -> (runtime measured, file format it runs, the file's suffix)
+HOST_PROFILES = {"host-cpu": ("tflite", "tflite", ".tflite"),
+                 "host-cpu-onnxruntime": ("onnxruntime", "onnx", ".onnx")}
+
+
+def prepare_model(family, shape, width, depth, work: Path, threads: int, profile: str = "host-cpu") -> dict:
+    """One calibration model exported for the profile's runtime and loaded: its runner, input and graph."""
     import torch
 
+    from edgekd.bench.graph import read_graph
     from edgekd.export.common import ExportMeta
+    from edgekd.export.onnx import write_onnx
     from edgekd.export.quiet import quiet
     from edgekd.export.tflite import write_tflite
     from edgekd.models import WithProbabilities, build_model, count_params
     from edgekd.runtimes import load_runner
 
+    runtime, fmt, suffix = HOST_PROFILES[profile]
     torch.manual_seed(0)
     model = WithProbabilities(build_model(family, shape, 10, width=width, depth=depth)).eval()
-    path = work / f"{family}-{width}-{depth}.tflite"
+    path = work / f"{family}-{width}-{depth}{suffix}"
     meta = ExportMeta(name=path.stem, labels=tuple(str(i) for i in range(10)), mean=0.0, std=1.0,
                       input_shape=shape)
     x = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
     with quiet():
-        write_tflite(model, x, path, "fp32", x, meta)
-    ops = read_tflite(path)
+        (write_tflite if fmt == "tflite" else write_onnx)(model, x, path, "fp32", x, meta)
+    ops = read_graph(fmt, path)
     return {"model": f"{family} w={width} d={depth}", "params": count_params(model), "ops": len(ops),
-            "graph": ops, "runner": load_runner("tflite", path, threads=threads), "x": x}
+            "graph": ops, "runner": load_runner(runtime, path, threads=threads), "x": x}
 
 
 def measure_models(prepared: list[dict], rounds: int = ROUNDS) -> None:
@@ -133,18 +142,22 @@ def fit_host(rows: list[dict], base: Target) -> Target:
 
 def calibrate_host(base: Target, threads: int = 1, progress=lambda m: None, calibration=CALIBRATION,
                    held_out=HELD_OUT) -> tuple[dict, list[dict]]:
-    """(the fitted profile as YAML data, per-model rows with measured and predicted latency)."""
+    """(the fitted profile as YAML data, per-model rows with measured and predicted latency); `base` is a
+    host profile (HOST_PROFILES), which names the runtime measured."""
+    if base.name not in HOST_PROFILES:
+        raise InputError(f"{base.name!r} is not a host profile ({', '.join(HOST_PROFILES)})")
     import torch
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
+    runtime = HOST_PROFILES[base.name][0]
     with tempfile.TemporaryDirectory(prefix="edgekd-host-") as work:
         measured = {}
         for group, models in (("calibration", calibration), ("held_out", held_out)):
             measured[group] = []
             for m in models:
-                progress(f"{group}: {m[0]} width {m[2]} depth {m[3]}")
-                measured[group].append(prepare_model(*m, Path(work), threads))
+                progress(f"{runtime} {group}: {m[0]} width {m[2]} depth {m[3]}")
+                measured[group].append(prepare_model(*m, Path(work), threads, base.name))
         progress(f"timing {sum(map(len, measured.values()))} models, {ROUNDS} rounds")
         measure_models([m for group in measured.values() for m in group])
     fitted = fit_host(measured["calibration"], base)
@@ -160,7 +173,8 @@ def calibrate_host(base: Target, threads: int = 1, progress=lambda m: None, cali
     within = sum(abs(r["error"]) <= 0.10 for r in held) / len(held)
     ratios = np.array([r["measured_ms"] / r["predicted_ms"] for r in held])
     data = fitted.model_dump(exclude_none=True)
-    data["description"] = f"This host's CPU ({cpu_model()}), TFLite XNNPACK, {threads} thread(s), calibrated"
+    engine = "TFLite XNNPACK" if runtime == "tflite" else "ONNX Runtime CPU provider"
+    data["description"] = f"This host's CPU ({cpu_model()}), {engine}, {threads} thread(s), calibrated"
     data["calibration"] = {
         "host_cpu": cpu_model(), "fitted_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "rows": len(measured["calibration"]), "networks": len(measured["calibration"]),

@@ -145,12 +145,18 @@ def test_graph_readers_count_the_work(exported):
     assert not [o for o in tfl if o.name in ("MUL", "ADD")], "BatchNorm must be folded into the convs"
     int8 = read_graph("tflite", exported / "export" / "student-full-int8.tflite")
     assert {o.dtype for o in int8 if o.kind == "conv"} == {"int8"}
+    onx = read_graph("onnx", exported / "export" / "student-fp32.onnx")
+    assert conv_flops(onx) == pytest.approx(conv_flops(tfl), rel=0.01)
+    int8_onnx = sorted((exported / "export").glob("student-*int8*.onnx"))
+    assert int8_onnx
+    for path in int8_onnx:  # QDQ or integer ops: int8 kernels
+        assert {o.dtype for o in read_graph("onnx", path) if o.kind == "conv"} == {"int8"}, path.name
 
 
 @pytest.mark.heavy
 def test_bench_cli_end_to_end(exported, tmp_path):
     r = run_cli("bench", exported / "export", "--out", tmp_path / "b", "--targets",
-                "apple-a17-pro-ane,host-cpu")
+                "apple-a17-pro-ane,host-cpu,host-cpu-onnxruntime")
     assert r.returncode == 0, r.stderr
     bench = json.loads((tmp_path / "b" / "bench.json").read_text())
     rows = bench["rows"]
@@ -163,7 +169,12 @@ def test_bench_cli_end_to_end(exported, tmp_path):
         if x["runner"] in ("tflite", "onnxruntime", "torch-eager"):
             assert x["latency_ms_p50"] > 0 and x["latency_ms_p90"] >= x["latency_ms_p50"]
             assert x["threads"] == 1 and x["cpu"] and x["runtime_version"]
-    assert {x["target"] for x in simulated} == {"apple-a17-pro-ane", "host-cpu"}
+    assert {x["target"] for x in simulated} == {"apple-a17-pro-ane", "host-cpu", "host-cpu-onnxruntime"}
+    onnx_sim = [x for x in simulated if x["target"] == "host-cpu-onnxruntime"]
+    assert {x["format"] for x in onnx_sim} == {"onnx"} and not [x for x in onnx_sim if x.get("failed")]
+    assert {x["quant"] for x in onnx_sim} == {x["quant"] for x in measured if x["format"] == "onnx"}
+    assert all(x["latency_ms_p50"] > 0 for x in onnx_sim)
+    assert "host-cpu-onnxruntime" in bench["host_profile"]
     ane = [x for x in simulated if x["target"] == "apple-a17-pro-ane"]
     assert all(x["format"] == "coreml" for x in ane)
     fp16 = next(x for x in ane if x["quant"] == "fp16")

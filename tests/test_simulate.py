@@ -177,6 +177,34 @@ def test_shipped_profiles_say_whether_they_are_calibrated():
         assert not targets[name].calibration.calibrated, name  # no published rows for these chips
 
 
+@pytest.mark.heavy
+def test_onnx_reader_counts_what_the_torch_reader_counts(tmp_path):
+    """An .onnx file read for the host's ONNX Runtime profile: the same work as its PyTorch graph, with
+    attention's head size (left open by ONNX's own shape inference) resolved."""
+    from edgekd.bench.graph import read_graph
+    from edgekd.export.common import ExportMeta
+    from edgekd.export.onnx import write_onnx
+    from edgekd.models import build_model
+
+    for family, shape in (("mobilenet2d", (1, 8, 8)), ("transformer", (1, 40))):
+        torch.manual_seed(0)
+        model = build_model(family, shape, 10, width=1.0, depth=2).eval()
+        x = np.zeros((1, *shape), np.float32)
+        meta = ExportMeta(name=family, labels=tuple("0123456789"), mean=0.0, std=1.0, input_shape=shape)
+        write_onnx(model, x, tmp_path / f"{family}.onnx", "fp32", x, meta)
+        ops = read_graph("onnx", tmp_path / f"{family}.onnx")
+        want = export_ops(model, (torch.from_numpy(x),), "fp32")
+        for kind in ("conv", "depthwise_conv", "fully_connected", "matmul"):
+            got, expect = (sum(o.flops for o in g if o.kind == kind) for g in (ops, want))
+            assert got == pytest.approx(expect, rel=0.01), (family, kind)
+        # within 5%: the exporter folds batch norm into a bias the bias-free conv did not have
+        weights = [sum(o.bytes_weights for o in g) for g in (ops, want)]
+        assert weights[0] == pytest.approx(weights[1], rel=0.05)
+    write_onnx(model, x, tmp_path / "q.onnx", "dynamic-int8", x, meta)
+    q = read_graph("onnx", tmp_path / "q.onnx")
+    assert {o.dtype for o in q if o.kind == "fully_connected"} == {"int8"}
+
+
 def test_a_runtime_rule_leaves_its_runtime_off_the_accelerator():
     """Published runs of ONNX Runtime's QNN EP on Snapdragon 7 Gen 4 put every layer on the CPU; TFLite
     and QNN use the NPU. The profile's `runtimes` rule says so, whatever the graph."""
@@ -278,6 +306,11 @@ def test_a_host_profile_fitted_here_replaces_the_packaged_one(tmp_path, monkeypa
     assert mine.units[0].model_dump() != packaged.units[0].model_dump()
     note = host_profile_note(mine)
     assert "yours" in note and "warning" not in note
+    # ONNX Runtime: its own profile, measured through ONNX files read by the ONNX reader
+    onnx_base = all_targets()["host-cpu-onnxruntime"]
+    data, rows = calibrate_host(onnx_base, calibration=CALIBRATION[::4], held_out=HELD_OUT[:2])
+    assert data["formats"] == ["onnx"] and "ONNX Runtime" in data["description"]
+    assert all(r["measured_ms"] > 0 and r["ops"] > 0 for r in rows)
     # moved to another machine: the note says so
     text = (user_targets_dir() / "host-cpu.yaml").read_text().replace(cpu_model(), "Some Other CPU")
     (user_targets_dir() / "host-cpu.yaml").write_text(text)

@@ -1,6 +1,7 @@
 """Exported graphs as a flat list of ops with their work: what the simulator walks.
 
-Readers for TFLite (the flatbuffer) and Core ML (the MIL program); ONNX files run on the host only.
+Readers for TFLite (the flatbuffer), Core ML (the MIL program) and ONNX (for the host's ONNX Runtime
+profile).
 """
 
 from __future__ import annotations
@@ -172,9 +173,109 @@ def _is_tensor(v) -> bool:
         return False
 
 
+ONNX_KINDS = {
+    "Conv": "conv", "ConvInteger": "conv", "QLinearConv": "conv", "Gemm": "fully_connected",
+    "MatMul": "matmul", "MatMulInteger": "matmul", "QLinearMatMul": "matmul", "MaxPool": "pool",
+    "AveragePool": "pool", "GlobalAveragePool": "pool", "GlobalMaxPool": "pool", "ReduceMean": "reduce",
+    "ReduceSum": "reduce", "ReduceMax": "reduce", "Softmax": "softmax", "LayerNormalization": "norm",
+    "BatchNormalization": "elementwise", "Relu": "activation", "Sigmoid": "activation", "Tanh": "activation",
+    "Clip": "activation", "Gelu": "activation", "Erf": "activation", "HardSwish": "activation",
+    "Reshape": "layout", "Transpose": "layout", "Squeeze": "layout", "Unsqueeze": "layout",
+    "Concat": "layout", "Slice": "layout", "Split": "layout", "Gather": "layout", "Flatten": "layout",
+    "Pad": "layout", "Expand": "layout", "Identity": "layout", "QuantizeLinear": "quant",
+    "DequantizeLinear": "quant", "DynamicQuantizeLinear": "quant",
+}
+# no kernel runs: shape arithmetic ONNX Runtime folds at load, or a cast of a constant
+_ONNX_FOLDED = {"Shape", "Constant", "ConstantOfShape", "Cast", "Range", "Size"}
+_ONNX_INT8 = {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul"}
+
+
+def read_onnx(path: Path) -> list[Op]:
+    """An ONNX file as ONNX Runtime's CPU provider runs it: shapes from ONNX shape inference (a dynamic
+    batch read as 1), weights from the initializers, int8 kernels where the file has integer ops."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    try:
+        model = onnx.load(str(path))
+        for v in model.graph.input:  # a dynamic batch is 1, so every shape after it is known
+            for d in v.type.tensor_type.shape.dim:
+                if not d.HasField("dim_value"):
+                    d.dim_value = 1
+        try:  # ONNX Runtime's symbolic inference also follows a Reshape to shapes computed in the graph
+            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+            model = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+        except Exception:  # noqa: BLE001 - ops it lacks: ONNX's own inference, head sizes left open
+            model = shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as e:  # noqa: BLE001 - a broken or foreign file: say which
+        raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    g = model.graph
+    sizes = {1: 4, 10: 2, 3: 1, 2: 1, 6: 4, 7: 8}  # float, float16, int8, uint8, int32, int64
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    shapes: dict[str, tuple[list[int], int]] = {}
+    for v in [*g.input, *g.value_info, *g.output]:
+        t = v.type.tensor_type
+        if t.HasField("shape"):
+            shapes[v.name] = ([d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim],
+                              sizes.get(t.elem_type, 4))
+    for n in g.node:  # constants built in the graph are weights too
+        if n.op_type == "Constant":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t) if n.attribute[0].t.dims else None
+    ops = []
+    qdq = any(n.op_type == "QuantizeLinear" for n in g.node)
+    for n in g.node:
+        if n.op_type in _ONNX_FOLDED:
+            continue
+        kind = ONNX_KINDS.get(n.op_type, "elementwise")
+        ins = [i for i in n.input if i]
+        weights = [consts[i] for i in ins if i in consts and consts[i] is not None]
+        acts = [shapes[i] for i in ins if i not in consts and i in shapes]
+        outs = [shapes[o] for o in n.output if o in shapes]
+        if n.op_type == "MatMul" and len(acts) == 2 and outs and min(len(s) for s, _ in acts) >= 2:
+            (a, _), (b, _) = acts  # a dim shape inference left open (attention's head size): the other's
+            k, cols = a[-1] or b[-2], b[-1] or outs[0][0][-1]
+            acts = [([*a[:-1], k], acts[0][1]), ([*b[:-2], k, cols], acts[1][1])]
+            outs = [([*a[:-1], cols], outs[0][1])]
+        acts = [([d or 1 for d in s], b) for s, b in acts]  # still open: counted as 1
+        outs = [([d or 1 for d in s], b) for s, b in outs]
+        out_elems = sum(math.prod(s) for s, _ in outs)
+        w_shapes = [list(w.shape) for w in weights if w.ndim >= 2]
+        if kind == "conv" and w_shapes and _attr(n, "group", 1) > 1 and w_shapes[0][1] == 1:
+            kind = "depthwise_conv"
+        if kind == "matmul" and w_shapes:
+            kind = "fully_connected"  # a constant operand: a linear layer
+        if kind in ("conv", "depthwise_conv") and w_shapes:  # weights (O, I/groups, *k): I/groups * k MACs
+            flops = 2.0 * out_elems * math.prod(w_shapes[0][1:])
+        elif kind == "fully_connected" and w_shapes:
+            w = w_shapes[0]
+            k = w[0] if n.op_type != "Gemm" or not _attr(n, "transB", 0) else w[1]
+            flops = 2.0 * out_elems * k
+        else:
+            flops = _flops(kind, out_elems, [s for s, _ in acts], w_shapes)
+        if n.op_type == "BatchNormalization":
+            flops = 2.0 * out_elems  # a scale and shift
+        # integer kernels; in a QDQ file (static int8) ONNX Runtime fuses the quantize/dequantize pairs
+        # around conv/linear/matmul into int8 kernels
+        kernel = kind in ("conv", "depthwise_conv", "fully_connected", "matmul")
+        dtype = "int8" if n.op_type in _ONNX_INT8 or (qdq and kernel) else "fp32"
+        w_bytes = sum(int(w.nbytes) for w in weights)
+        if n.op_type == "Gather" and weights:
+            w_bytes = _rows_read(w_bytes, weights[0].size, out_elems)
+        ops.append(Op(kind, n.op_type, dtype, flops, sum(math.prod(s) * b for s, b in acts),
+                      sum(math.prod(s) * b for s, b in outs), w_bytes))
+    return ops
+
+
+def _attr(node, name: str, default: int) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == name), default)
+
+
 def read_graph(fmt: str, path: Path) -> list[Op]:
     if fmt == "tflite":
         return read_tflite(path)
     if fmt == "coreml":
         return read_coreml(path)
-    raise InputError(f"the simulator reads tflite and coreml graphs, not {fmt!r}")
+    if fmt == "onnx":
+        return read_onnx(path)
+    raise InputError(f"the simulator reads tflite, coreml and onnx graphs, not {fmt!r}")

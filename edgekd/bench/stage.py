@@ -150,9 +150,10 @@ def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target]
                 rows.append(Measurement(**common, kind="simulated", target=t.name, runner=f"sim:{t.name}",
                                         failed=f"{type(e).__name__}: {e}"))
     out_dir = Path(out_dir)
+    hosts = [host_profile_note(t) for t in targets if t.name.startswith("host-cpu")]
     result = {"artifacts": relative_to(manifest_path, out_dir), "model": manifest["model"],
               "teacher_accuracy": teacher_acc, "targets": [t.name for t in targets],
-              "host_profile": next((host_profile_note(t) for t in targets if t.name == "host-cpu"), None),
+              "host_profile": "; ".join(hosts) or None,
               "rows": [r.to_dict() for r in rows]}
     write_json(out_dir / "bench.json", result)
     return result

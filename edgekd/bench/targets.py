@@ -89,7 +89,7 @@ class Target(BaseModel):
 
     name: str
     description: str
-    formats: list[Literal["coreml", "tflite"]]
+    formats: list[Literal["coreml", "tflite", "onnx"]]
     invoke_overhead_us: float = Field(ge=0)  # per inference, outside the ops
     unit_switch_us: float = Field(ge=0)  # each time execution moves between units
     transfer_bandwidth_gbps: float = Field(gt=0)  # activations copied at a unit switch
