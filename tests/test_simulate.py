@@ -203,6 +203,10 @@ def test_onnx_reader_counts_what_the_torch_reader_counts(tmp_path):
     write_onnx(model, x, tmp_path / "q.onnx", "dynamic-int8", x, meta)
     q = read_graph("onnx", tmp_path / "q.onnx")
     assert {o.dtype for o in q if o.kind == "fully_connected"} == {"int8"}
+    from edgekd.bench.predict import predict
+
+    out = predict(str(tmp_path / "q.onnx"), all_targets()["host-cpu-onnxruntime"])
+    assert out["format"] == "onnx" and out["ops"] == len(q) and out["latency_ms"] > 0
 
 
 def test_a_runtime_rule_leaves_its_runtime_off_the_accelerator():
@@ -259,7 +263,7 @@ def test_simulate_command_prints_latency_band_residency_and_fallbacks():
     (["mobilenet_v2", "--target", "pixel-99"], "unknown target(s) pixel-99"),
     (["mobilenet_v2", "--target", HEXAGON, "--input-shape", "1,3,x"], "--input-shape"),
     (["mobilenet_v2", "--target", HEXAGON, "--precision", "int4"], "unknown precision 'int4'"),
-    (["pyproject.toml", "--target", HEXAGON], "reads .tflite and Core ML"),
+    (["pyproject.toml", "--target", HEXAGON], "reads .tflite, Core ML (.mlpackage) and .onnx"),
 ])
 def test_simulate_bad_input_exits_2(args, needle):
     r = _cli("simulate", *args)

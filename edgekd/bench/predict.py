@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from edgekd.bench.graph import read_coreml, read_tflite
+from edgekd.bench.graph import read_coreml, read_onnx, read_tflite
 from edgekd.bench.simulator import simulate
 from edgekd.bench.targets import Target
 from edgekd.errors import InputError
@@ -18,15 +18,17 @@ from edgekd.errors import InputError
 def load_ops(source: str, precision: str, input_shape: tuple[int, ...] | None):
     """(op list, what it is): a file by its suffix, else a built-in standard network."""
     path = Path(source)
-    if path.suffix in (".tflite", ".mlpackage", ".mlmodel") or path.exists():
+    if path.suffix in (".tflite", ".mlpackage", ".mlmodel", ".onnx") or path.exists():
         if not path.exists():
             raise InputError(f"{path}: no such file (NETWORK|FILE)")
         if path.suffix == ".tflite":
             return read_tflite(path), {"file": str(path), "format": "tflite"}
         if path.suffix in (".mlpackage", ".mlmodel"):
             return read_coreml(path), {"file": str(path), "format": "coreml"}
-        raise InputError(f"{path}: the simulator reads .tflite and Core ML (.mlpackage) files; export "
-                         "the model first, or name a built-in network")
+        if path.suffix == ".onnx":
+            return read_onnx(path), {"file": str(path), "format": "onnx"}
+        raise InputError(f"{path}: the simulator reads .tflite, Core ML (.mlpackage) and .onnx files; "
+                         "export the model first, or name a built-in network")
     from edgekd.bench.torchgraph import export_ops
     from edgekd.nets.standard import build, names
 
