@@ -43,6 +43,7 @@ PARAMS = (*[f"eff:{k}" for k in EFF_KINDS], "rate:fp16", "rate:int8", "rate:int1
 FEW = ("eff:conv", "rate:int8", "rate:int16", "invoke_us", "act_gbps")
 TIED = {"eff:fully_connected": "eff:conv"}  # in a fit of few networks: moves with it
 FULL_FIT_NETWORKS = 5
+STARTS = 5  # least-squares starts per fit: the start itself and seeded perturbations of it
 BOUNDS = {"eff": (1e-4, 1.0), "rate:fp16": (0.5, 2.0), "rate:int8": (1.0, 4.0), "rate:int16": (0.25, 1.0),
           "dispatch_us": (0.01, 200.0), "invoke_us": (1.0, 20000.0), "act_gbps": (1.0, 5000.0),
           "layout_gbps": (1.0, 1e5)}
@@ -249,6 +250,21 @@ def start_theta(target: Target) -> np.ndarray:
     return np.log([start["peak_fp16_gops"] / current if k == "rate:fp16" else start[k] for k in PARAMS])
 
 
+def at_start_peak(target: Target) -> Target:
+    """A fitted profile with its accelerator's peaks scaled back so fp16 is the datasheet peak its fits
+    started from: every refit then solves the same problem. (Solved around the last fit's peak instead,
+    the finite-difference steps differed, and Snapdragon 8 Gen 3's held-out median moved from 23.9% to 26.2%
+    between two refits of the same rows from the same start.)"""
+    start = target.calibration.start
+    if start is None or "peak_fp16_gops" not in start:
+        return target
+    acc = accelerator_of(target)
+    scale = start["peak_fp16_gops"] / acc.peak_gops.get("fp16", max(acc.peak_gops.values()))
+    units = [u.model_copy(update={"peak_gops": {d: v * scale for d, v in u.peak_gops.items()}})
+             if u is acc else u for u in target.units]
+    return target.model_copy(update={"units": units})
+
+
 def start_figures(target: Target, theta0: np.ndarray) -> dict[str, float]:
     """theta0 as the calibration block records it: the fp16 peak in Gop/s instead of a share of it."""
     acc = accelerator_of(target)
@@ -289,9 +305,19 @@ def fit(packed: Packed, published_ms: np.ndarray, theta0: np.ndarray,
             theta[k] = theta[src]
         return theta
 
-    res = least_squares(lambda sub: np.log(packed.predict_ms(full(sub)) / published_ms), x0[moving],
-                        bounds=(lo[moving], hi[moving]), loss="soft_l1", f_scale=0.2, max_nfev=2000)
-    return full(res.x)
+    # the fit is not convex: from the start alone it stopped in a local minimum (Snapdragon 8 Gen 3:
+    # held-out median 27.3%); from the start and STARTS - 1 seeded perturbations of it (a factor of e either
+    # way, in log space) the lowest-cost solution predicts unseen networks better (21.8%)
+    rng = np.random.default_rng(0)
+    lo_m, hi_m = lo[moving], hi[moving]
+    jitter = [rng.normal(0.0, 1.0, moving.sum()) for _ in range(STARTS - 1)]
+    starts = [x0[moving]] + [np.clip(x0[moving] + j, lo_m + 1e-9, hi_m - 1e-9) for j in jitter]
+    best = None
+    for start in starts:
+        res = least_squares(lambda sub: np.log(packed.predict_ms(full(sub)) / published_ms), start,
+                            bounds=(lo_m, hi_m), loss="soft_l1", f_scale=0.2, max_nfev=2000)
+        best = res if best is None or res.cost < best.cost else best
+    return full(best.x)
 
 
 def apply(target: Target, theta: np.ndarray, calibration: dict) -> dict:
@@ -344,6 +370,7 @@ def calibrate(target: Target, csv_path: Path, progress=lambda m: None, cache: di
                         "(residency row)"}
                 for r in fallback]
     rows = [r for r in rows if r not in fallback]
+    target = at_start_peak(target)
     if len({r.network for r in rows}) < 2:
         raise InputError(f"{csv_path}: rows of fewer than 2 buildable networks for chipset {chipset!r} "
                          f"(profile {target.name}): nothing to hold out; the profile stays uncalibrated")
