@@ -54,7 +54,7 @@ def features(ops) -> list[float]:
     return f
 
 
-ROUNDS = 3  # each model timed once per round, round-robin; its latency is the fastest round's median
+ROUNDS = 5  # each model timed once per round, round-robin; its latency is the fastest round's median
 
 
 # host profile -> (runtime measured, file format it runs, the file's suffix)
@@ -85,20 +85,24 @@ def prepare_model(family, shape, width, depth, work: Path, threads: int, profile
         (write_tflite if fmt == "tflite" else write_onnx)(model, x, path, "fp32", x, meta)
     ops = read_graph(fmt, path)
     return {"model": f"{family} w={width} d={depth}", "params": count_params(model), "ops": len(ops),
-            "graph": ops, "runner": load_runner(runtime, path, threads=threads), "x": x}
+            "graph": ops, "load": lambda: load_runner(runtime, path, threads=threads), "x": x}
 
 
 def measure_models(prepared: list[dict], rounds: int = ROUNDS) -> None:
-    """Time every prepared model `rounds` times, round-robin, and set its `measured_ms` to the lowest
-    round median: a burst of load on a shared machine slows one round, not the figure (one pass of each
-    model in turn put 3 of 40 models 12-16% off a second pass on this 2-core VM)."""
+    """Time every prepared model `rounds` times, round-robin, each round in a freshly loaded runtime, and
+    set its `measured_ms` to the lowest round median: a burst of load on a shared machine slows one round,
+    and one loaded instance that runs slow (its memory placement) one round, not the figure. (One pass of
+    each model in turn put 3 of 40 models 12-16% off a second pass on this 2-core VM; one instance of a
+    held-out model ran 19% slow in all three rounds of one process.)"""
     from edgekd.bench.measure import time_runs
 
     medians = [[] for _ in prepared]
     for _ in range(rounds):
         for m, out in zip(prepared, medians):
-            out.append(float(np.median(time_runs(m["runner"].run_one, m["x"], warmup=50, min_runs=200,
+            runner = m["load"]()
+            out.append(float(np.median(time_runs(runner.run_one, m["x"], warmup=50, min_runs=200,
                                                  min_seconds=0.4))))
+            del runner
     for m, out in zip(prepared, medians):
         m["measured_ms"], m["round_ms"] = min(out), [round(v, 5) for v in out]
 
