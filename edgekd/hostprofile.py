@@ -177,6 +177,8 @@ def calibrate_host(base: Target, threads: int = 1, progress=lambda m: None, cali
     within = sum(abs(r["error"]) <= 0.10 for r in held) / len(held)
     ratios = np.array([r["measured_ms"] / r["predicted_ms"] for r in held])
     data = fitted.model_dump(exclude_none=True)
+    if not data.get("runtimes"):
+        data.pop("runtimes", None)
     engine = "TFLite XNNPACK" if runtime == "tflite" else "ONNX Runtime CPU provider"
     data["description"] = f"This host's CPU ({cpu_model()}), {engine}, {threads} thread(s), calibrated"
     data["calibration"] = {
