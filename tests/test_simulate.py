@@ -200,6 +200,20 @@ def test_onnx_reader_counts_what_the_torch_reader_counts(tmp_path):
         # within 5%: the exporter folds batch norm into a bias the bias-free conv did not have
         weights = [sum(o.bytes_weights for o in g) for g in (ops, want)]
         assert weights[0] == pytest.approx(weights[1], rel=0.05)
+        # static int8 (QDQ): the weights reach the kernels through DequantizeLinear, which ONNX Runtime
+        # folds; the same work, in int8 kernels, each weight stored once at a byte per value
+        calib = np.random.default_rng(0).normal(size=(16, *shape)).astype(np.float32)
+        write_onnx(model, x, tmp_path / f"{family}-s8.onnx", "static-int8", calib, meta)
+        s8 = read_graph("onnx", tmp_path / f"{family}-s8.onnx")
+        for kind in ("conv", "depthwise_conv", "fully_connected"):
+            got, expect = (sum(o.flops for o in g if o.kind == kind) for g in (s8, ops))
+            assert got == pytest.approx(expect, rel=0.01), (family, kind, "static-int8")
+        assert {o.dtype for o in s8 if o.kind in ("conv", "fully_connected")} == {"int8"}
+        kinds = ("conv", "depthwise_conv", "fully_connected")
+        kernels = [[o for o in g if o.kind in kinds] for g in (s8, ops)]
+        assert all(o.bytes_weights > 0 for o in kernels[0])  # the weight found through its DequantizeLinear
+        stored, fp32 = (sum(o.bytes_weights for o in k) for k in kernels)
+        assert 0.2 * fp32 < stored < 0.7 * fp32, (stored, fp32)  # a byte a value, scales, int32 biases
     write_onnx(model, x, tmp_path / "q.onnx", "dynamic-int8", x, meta)
     q = read_graph("onnx", tmp_path / "q.onnx")
     assert {o.dtype for o in q if o.kind == "fully_connected"} == {"int8"}
@@ -207,6 +221,35 @@ def test_onnx_reader_counts_what_the_torch_reader_counts(tmp_path):
 
     out = predict(str(tmp_path / "q.onnx"), all_targets()["host-cpu-onnxruntime"])
     assert out["format"] == "onnx" and out["ops"] == len(q) and out["latency_ms"] > 0
+
+
+def test_onnx_reader_takes_k_from_the_weight_side_and_refuses_open_shapes(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekd.bench.graph import read_onnx
+    from edgekd.errors import InputError
+
+    def save(name, nodes, inputs, inits):
+        graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                                     None)],
+                                  [numpy_helper.from_array(v, k) for k, v in inits.items()])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / name)
+        return tmp_path / name
+
+    w = np.ones((64, 128), np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 128, 10])
+    (op,) = read_onnx(save("left.onnx", [helper.make_node("MatMul", ["w", "x"], ["y"])], [x], {"w": w}))
+    assert op.kind == "fully_connected" and op.flops == 2 * 64 * 10 * 128  # W @ x: K = W's columns
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 10, 64])
+    (op,) = read_onnx(save("right.onnx", [helper.make_node("MatMul", ["x", "w"], ["y"])], [x], {"w": w}))
+    assert op.flops == 2 * 10 * 128 * 64  # x @ W: K = W's rows
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 64])
+    with pytest.raises(InputError, match="input 'x' axis 1 has no fixed size"):
+        read_onnx(save("open.onnx", [helper.make_node("MatMul", ["x", "w"], ["y"])], [x], {"w": w}))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, None)
+    with pytest.raises(InputError, match="input 'x' has no shape"):
+        read_onnx(save("noshape.onnx", [helper.make_node("MatMul", ["x", "w"], ["y"])], [x], {"w": w}))
 
 
 def test_a_runtime_rule_leaves_its_runtime_off_the_accelerator():

@@ -385,13 +385,14 @@ def calibrate(target: Target, csv_path: Path, progress=lambda m: None, cache: di
     packed = Packed(ops, target)
     theta0 = start_theta(target)
     networks = sorted({r.network for r in rows})
-    theta = fit(packed, published, theta0, free_params(len(networks)))
+    free = free_params(len(networks))  # one choice for the full fit and every held-out one: the band
+    theta = fit(packed, published, theta0, free)  # then measures the model that is shipped
     fitted = packed.predict_ms(theta)
     held_out = np.zeros(len(rows))
     for net in networks:  # from the profile's own figures: never from the full fit, which saw this network
         keep = np.array([r.network != net for r in rows])
         sub = Packed([o for o, k in zip(ops, keep) if k], target)
-        th = fit(sub, published[keep], theta0, free_params(len(networks) - 1))
+        th = fit(sub, published[keep], theta0, free)
         held_out[~keep] = Packed([o for o, k in zip(ops, keep) if not k], target).predict_ms(th)
     fit_s = time.perf_counter() - t0
     ratio = published / held_out

@@ -191,75 +191,104 @@ _ONNX_INT8 = {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul"}
 
 
 def read_onnx(path: Path) -> list[Op]:
-    """An ONNX file as ONNX Runtime's CPU provider runs it: shapes from ONNX shape inference (a dynamic
-    batch read as 1), weights from the initializers, int8 kernels where the file has integer ops."""
+    """An ONNX file as ONNX Runtime's CPU provider runs it: shapes from shape inference (an open batch
+    read as 1), weights from the initializers (through a weight's DequantizeLinear in a static-int8 QDQ
+    file, which ONNX Runtime folds into the int8 kernel), int8 kernels where the file has integer ops or
+    feeds a kernel dequantised activations."""
     import onnx
     from onnx import numpy_helper, shape_inference
 
     try:
         model = onnx.load(str(path))
-        for v in model.graph.input:  # a dynamic batch is 1, so every shape after it is known
-            for d in v.type.tensor_type.shape.dim:
-                if not d.HasField("dim_value"):
-                    d.dim_value = 1
+    except Exception as e:  # noqa: BLE001 - a broken or foreign file: say which
+        raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    initialised = {t.name for t in model.graph.initializer}
+    for v in model.graph.input:
+        if v.name in initialised:
+            continue
+        if not v.type.tensor_type.HasField("shape"):
+            raise InputError(f"{path}: input {v.name!r} has no shape; export it with one (fixed sizes, "
+                             "the batch may stay open)")
+        for axis, d in enumerate(v.type.tensor_type.shape.dim):
+            if d.HasField("dim_value"):
+                continue
+            if axis > 0:
+                raise InputError(f"{path}: input {v.name!r} axis {axis} has no fixed size "
+                                 f"({d.dim_param or 'unnamed'}); export it with fixed sizes except the batch")
+            d.dim_value = 1  # the batch: one inference
+    try:
         try:  # ONNX Runtime's symbolic inference also follows a Reshape to shapes computed in the graph
             from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
             model = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
         except Exception:  # noqa: BLE001 - ops it lacks: ONNX's own inference, head sizes left open
             model = shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as e:  # noqa: BLE001 - a broken or foreign file: say which
-        raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"{path}: ONNX shape inference failed ({type(e).__name__}: {e})") from None
     g = model.graph
-    sizes = {1: 4, 10: 2, 3: 1, 2: 1, 6: 4, 7: 8}  # float, float16, int8, uint8, int32, int64
+    sizes = {1: 4, 10: 2, 16: 2, 11: 8, 3: 1, 2: 1, 9: 1, 5: 2, 4: 2, 6: 4, 12: 4, 7: 8, 13: 8}
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    shapes: dict[str, tuple[list[int], int]] = {}
+    for n in g.node:  # constants built in the graph are weights too
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].HasField("t"):
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    folded = set()  # a weight's DequantizeLinear: the stored int8 tensor is the kernel's weight
+    for n in g.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in consts:
+            consts[n.output[0]] = consts[n.input[0]]
+            folded.add(id(n))
+    producer = {o: n.op_type for n in g.node for o in n.output}
+    shapes: dict[str, tuple[list[int | None], int]] = {}
     for v in [*g.input, *g.value_info, *g.output]:
         t = v.type.tensor_type
         if t.HasField("shape"):
             shapes[v.name] = ([d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim],
                               sizes.get(t.elem_type, 4))
-    for n in g.node:  # constants built in the graph are weights too
-        if n.op_type == "Constant":
-            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t) if n.attribute[0].t.dims else None
     ops = []
-    qdq = any(n.op_type == "QuantizeLinear" for n in g.node)
     for n in g.node:
-        if n.op_type in _ONNX_FOLDED:
+        if n.op_type in _ONNX_FOLDED or id(n) in folded:
             continue
         kind = ONNX_KINDS.get(n.op_type, "elementwise")
         ins = [i for i in n.input if i]
-        weights = [consts[i] for i in ins if i in consts and consts[i] is not None]
-        acts = [shapes[i] for i in ins if i not in consts and i in shapes]
+        weights = [consts[i] for i in ins if i in consts]
+        acts = [(i, shapes[i]) for i in ins if i not in consts and i in shapes]
         outs = [shapes[o] for o in n.output if o in shapes]
+        # a dequantised activation into a kernel: ONNX Runtime runs the int8 kernel on the int8 tensor
+        dq_in = [i for i, _ in acts if producer.get(i) == "DequantizeLinear"]
+        acts = [(s, 1 if i in dq_in else b) for i, (s, b) in acts]
         if n.op_type == "MatMul" and len(acts) == 2 and outs and min(len(s) for s, _ in acts) >= 2:
             (a, _), (b, _) = acts  # a dim shape inference left open (attention's head size): the other's
             k, cols = a[-1] or b[-2], b[-1] or outs[0][0][-1]
+            batch = a[:-2] if len(a) >= len(b) else b[:-2]
             acts = [([*a[:-1], k], acts[0][1]), ([*b[:-2], k, cols], acts[1][1])]
-            outs = [([*a[:-1], cols], outs[0][1])]
+            outs = [([*batch, a[-2], cols], outs[0][1])]
         acts = [([d or 1 for d in s], b) for s, b in acts]  # still open: counted as 1
         outs = [([d or 1 for d in s], b) for s, b in outs]
         out_elems = sum(math.prod(s) for s, _ in outs)
-        w_shapes = [list(w.shape) for w in weights if w.ndim >= 2]
-        if kind == "conv" and w_shapes and _attr(n, "group", 1) > 1 and w_shapes[0][1] == 1:
-            kind = "depthwise_conv"
-        if kind == "matmul" and w_shapes:
-            kind = "fully_connected"  # a constant operand: a linear layer
-        if kind in ("conv", "depthwise_conv") and w_shapes:  # weights (O, I/groups, *k): I/groups * k MACs
-            flops = 2.0 * out_elems * math.prod(w_shapes[0][1:])
-        elif kind == "fully_connected" and w_shapes:
-            w = w_shapes[0]
-            k = w[0] if n.op_type != "Gemm" or not _attr(n, "transB", 0) else w[1]
-            flops = 2.0 * out_elems * k
-        else:
-            flops = _flops(kind, out_elems, [s for s, _ in acts], w_shapes)
+        flops = None
+        w = consts.get(n.input[1]) if len(n.input) > 1 else None  # Conv, Gemm, MatMul: the weight is B
+        if kind == "conv" and w is not None and w.ndim >= 3:
+            if _attr(n, "group", 1) > 1 and w.shape[1] == 1:
+                kind = "depthwise_conv"
+            flops = 2.0 * out_elems * math.prod(w.shape[1:])  # (O, I/groups, *k): I/groups * k MACs each
+        elif kind in ("fully_connected", "matmul"):
+            a0 = consts.get(n.input[0])
+            if w is not None and w.ndim >= 2:  # x @ W: K is W's rows (Gemm: columns when transposed)
+                kind = "fully_connected"
+                k = w.shape[1] if n.op_type == "Gemm" and _attr(n, "transB", 0) else w.shape[-2]
+                flops = 2.0 * out_elems * k
+            elif a0 is not None and a0.ndim >= 2:  # W @ x: K is W's columns
+                kind = "fully_connected"
+                k = a0.shape[0] if n.op_type == "Gemm" and _attr(n, "transA", 0) else a0.shape[-1]
+                flops = 2.0 * out_elems * k
+            elif n.op_type == "Gemm":
+                kind = "matmul"
+        if flops is None:
+            flops = _flops(kind, out_elems, [s for s, _ in acts], [])
         if n.op_type == "BatchNormalization":
             flops = 2.0 * out_elems  # a scale and shift
-        # integer kernels; in a QDQ file (static int8) ONNX Runtime fuses the quantize/dequantize pairs
-        # around conv/linear/matmul into int8 kernels
         kernel = kind in ("conv", "depthwise_conv", "fully_connected", "matmul")
-        dtype = "int8" if n.op_type in _ONNX_INT8 or (qdq and kernel) else "fp32"
-        w_bytes = sum(int(w.nbytes) for w in weights)
+        dtype = "int8" if n.op_type in _ONNX_INT8 or (kernel and dq_in) else "fp32"
+        w_bytes = sum(int(x.nbytes) for x in weights)
         if n.op_type == "Gather" and weights:
             w_bytes = _rows_read(w_bytes, weights[0].size, out_elems)
         ops.append(Op(kind, n.op_type, dtype, flops, sum(math.prod(s) * b for s, b in acts),

@@ -43,12 +43,16 @@ def load_ops(source: str, precision: str, input_shape: tuple[int, ...] | None):
 def predict(source: str, target: Target, precision: str = "fp16",
             input_shape: tuple[int, ...] | None = None, runtime: str | None = None) -> dict:
     ops, what = load_ops(source, precision, input_shape)
-    sim = simulate(ops, target.for_runtime(runtime))
-    note = target.runtime_note(runtime)  # a runtime that leaves the accelerator out: its ops run elsewhere
-    calibrated = target.calibration.calibrated and note is None  # the fit priced the accelerator only
+    seen = target.for_runtime(runtime)
+    sim = simulate(ops, seen)
+    note = target.runtime_note(runtime)
+    # a runtime left without the accelerator runs everything on the CPU: the fit priced the accelerator
+    # only, so its band does not apply
+    off = note is not None and not any(u.accelerator for u in seen.units)
+    calibrated = target.calibration.calibrated and not off
     band = target.calibration.error_band if calibrated else None
     fallbacks = Counter((f["kind"], f["reason"]) for f in sim.fallbacks)
-    if note:
+    if off:
         fallbacks = Counter({("all", note): len(ops)})
     return {
         **what, "target": target.name, "runtime": runtime, "ops": len(ops),
@@ -67,7 +71,8 @@ def predict(source: str, target: Target, precision: str = "fp16",
 def describe(p: dict) -> str:
     what = p.get("network") or p.get("file")
     band = (f" (80% band {p['latency_band_ms'][0]:.3g}-{p['latency_band_ms'][1]:.3g} ms)"
-            if p["latency_band_ms"] else " (uncalibrated profile: no error band)")
+            if p["latency_band_ms"] else " (no error band: uncalibrated, or this runtime leaves the "
+                                         "calibrated accelerator)")
     on = f" through {p['runtime']}" if p.get("runtime") else ""
     lines = [f"{what} on {p['target']}{on}: {p['latency_ms']:.3g} ms{band}, {p['ops']} ops"]
     if p["accelerator_share"] is not None:
