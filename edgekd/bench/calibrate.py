@@ -278,7 +278,8 @@ def free_params(networks: int) -> tuple[str, ...]:
     """What a fit on `networks` networks may move: every parameter from FULL_FIT_NETWORKS networks on;
     below that only the chip-wide figures (FEW), the other op classes keeping the profile's start. Fitted
     freely to A17 Pro's 6 rows of 2 networks, a dozen per-class figures reproduced those two and put
-    DistilBERT at 40 ms, six times A14's 6.3 ms (matmul at 0.02% of peak: nothing in the rows priced it)."""
+    DistilBERT at 40 ms, six times the A14 profile's 6.3 ms then (matmul at 0.02% of peak: nothing in the
+    rows priced it)."""
     return PARAMS if networks >= FULL_FIT_NETWORKS else FEW
 
 
