@@ -176,9 +176,7 @@ def calibrate_host(base: Target, threads: int = 1, progress=lambda m: None, cali
     held = [r for r in rows if r["set"] == "held_out"]
     within = sum(abs(r["error"]) <= 0.10 for r in held) / len(held)
     ratios = np.array([r["measured_ms"] / r["predicted_ms"] for r in held])
-    data = fitted.model_dump(exclude_none=True)
-    if not data.get("runtimes"):
-        data.pop("runtimes", None)
+    data = fitted.yaml_data()
     engine = "TFLite XNNPACK" if runtime == "tflite" else "ONNX Runtime CPU provider"
     data["description"] = f"This host's CPU ({cpu_model()}), {engine}, {threads} thread(s), calibrated"
     data["calibration"] = {

@@ -320,11 +320,10 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
             export_students(recipe, out, data, marks, note, jobs)
     with _step(3, "bench (runtimes here + simulated targets)", progress) as note:
         bench_students(recipe, out, data, targets, marks)
-        from edgekd.bench.targets import host_profile_note
+        from edgekd.bench.targets import host_profile_notes
 
-        for t in targets:
-            if t.name.startswith("host-cpu"):
-                note(host_profile_note(t))
+        for line in host_profile_notes(targets):
+            note(line)
     rows = load_bench_rows(record.bench_files(out))
     with _step(4, "gate", progress) as note:
         verdict = evaluate(rows, policy, record.platforms, base)

@@ -291,10 +291,6 @@ def fit(packed: Packed, published_ms: np.ndarray, theta0: np.ndarray,
 
     lo = np.log([BOUNDS.get(k, BOUNDS.get(k.split(":")[0]))[0] for k in PARAMS])
     hi = np.log([BOUNDS.get(k, BOUNDS.get(k.split(":")[0]))[1] for k in PARAMS])
-    # the fp16 peak's range is around the datasheet's (theta0's rate:fp16: the datasheet peak as a share of
-    # the unit's current one), so refitting a fitted profile cannot walk it 2x further each time
-    at = PARAMS.index("rate:fp16")
-    lo[at], hi[at] = lo[at] + theta0[at], hi[at] + theta0[at]
     x0 = np.clip(theta0, lo + 1e-9, hi - 1e-9)
     moving = np.array([k in free for k in PARAMS])
     ties = [(PARAMS.index(k), PARAMS.index(src)) for k, src in TIED.items() if k not in free and src in free]
@@ -324,9 +320,7 @@ def fit(packed: Packed, published_ms: np.ndarray, theta0: np.ndarray,
 def apply(target: Target, theta: np.ndarray, calibration: dict) -> dict:
     """The profile (as YAML data) with the fitted parameters written in."""
     p = dict(zip(PARAMS, np.exp(theta)))
-    data = target.model_dump(exclude_none=True)
-    if not data.get("runtimes"):
-        data.pop("runtimes", None)
+    data = target.yaml_data()
     for u in data["units"]:
         if not u["accelerator"]:
             continue

@@ -226,7 +226,6 @@ def read_onnx(path: Path) -> list[Op]:
     except Exception as e:  # noqa: BLE001
         raise InputError(f"{path}: ONNX shape inference failed ({type(e).__name__}: {e})") from None
     g = model.graph
-    sizes = {1: 4, 10: 2, 16: 2, 11: 8, 3: 1, 2: 1, 9: 1, 5: 2, 4: 2, 6: 4, 12: 4, 7: 8, 13: 8}
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     for n in g.node:  # constants built in the graph are weights too
         if n.op_type == "Constant" and n.attribute and n.attribute[0].HasField("t"):
@@ -242,7 +241,7 @@ def read_onnx(path: Path) -> list[Op]:
         t = v.type.tensor_type
         if t.HasField("shape"):
             shapes[v.name] = ([d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim],
-                              sizes.get(t.elem_type, 4))
+                              _onnx_itemsize(t.elem_type))
     ops = []
     for n in g.node:
         if n.op_type in _ONNX_FOLDED or id(n) in folded:
@@ -294,6 +293,15 @@ def read_onnx(path: Path) -> list[Op]:
         ops.append(Op(kind, n.op_type, dtype, flops, sum(math.prod(s) * b for s, b in acts),
                       sum(math.prod(s) * b for s, b in outs), w_bytes))
     return ops
+
+
+def _onnx_itemsize(elem_type: int) -> int:
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    try:
+        return tensor_dtype_to_np_dtype(elem_type).itemsize
+    except (KeyError, TypeError, ValueError):  # undefined or string tensors
+        return 4
 
 
 def _attr(node, name: str, default: int) -> int:

@@ -13,7 +13,7 @@ from edgekd.artifacts import load_artifacts
 from edgekd.bench.graph import read_graph
 from edgekd.bench.measure import measure, zip_size
 from edgekd.bench.simulator import simulate
-from edgekd.bench.targets import Target, host_profile_note
+from edgekd.bench.targets import Target, host_profile_notes
 from edgekd.checkpoint import load_checkpoint, read_checkpoint, training_data
 from edgekd.data import Dataset
 from edgekd.errors import InputError
@@ -150,10 +150,9 @@ def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target]
                 rows.append(Measurement(**common, kind="simulated", target=t.name, runner=f"sim:{t.name}",
                                         failed=f"{type(e).__name__}: {e}"))
     out_dir = Path(out_dir)
-    hosts = [host_profile_note(t) for t in targets if t.name.startswith("host-cpu")]
     result = {"artifacts": relative_to(manifest_path, out_dir), "model": manifest["model"],
               "teacher_accuracy": teacher_acc, "targets": [t.name for t in targets],
-              "host_profile": "; ".join(hosts) or None,
+              "host_profile": "; ".join(host_profile_notes(targets)) or None,
               "rows": [r.to_dict() for r in rows]}
     write_json(out_dir / "bench.json", result)
     return result

@@ -110,18 +110,28 @@ class Target(BaseModel):
                                  f"{', '.join(names)}")
         return self
 
+    def _rule(self, runtime: str | None) -> RuntimeRule | None:
+        return next((r for r in self.runtimes if runtime and r.match.lower() in runtime.lower()), None)
+
     def for_runtime(self, runtime: str | None) -> Target:
         """The profile as `runtime` sees it: only the units its rule names (and the fallback). A runtime
         no rule matches (or None) uses every unit."""
-        rule = next((r for r in self.runtimes if runtime and r.match.lower() in runtime.lower()), None)
+        rule = self._rule(runtime)
         if rule is None:
             return self
         keep = [u for u in self.units[:-1] if u.name in rule.units] + [self.units[-1]]
         return self.model_copy(update={"units": keep})
 
     def runtime_note(self, runtime: str | None) -> str | None:
-        rule = next((r for r in self.runtimes if runtime and r.match.lower() in runtime.lower()), None)
+        rule = self._rule(runtime)
         return f"{runtime}: {rule.why}" if rule else None
+
+    def yaml_data(self) -> dict:
+        """The profile as its YAML file holds it: no empty fields (no `runtimes: []`)."""
+        data = self.model_dump(exclude_none=True)
+        if not data.get("runtimes"):
+            data.pop("runtimes", None)
+        return data
 
 
 def targets_dir() -> Path:
@@ -177,6 +187,11 @@ def get_targets(names: list[str] | None, directory: Path | None = None) -> list[
         raise InputError(f"unknown target(s) {', '.join(missing)} (--targets); "
                          f"available: {', '.join(available)}")
     return [available[n] for n in names]
+
+
+def host_profile_notes(targets: list[Target]) -> list[str]:
+    """host_profile_note of every host profile (`host-cpu`, one per host runtime) among `targets`."""
+    return [host_profile_note(t) for t in targets if t.name.startswith("host-cpu")]
 
 
 def host_profile_note(target: Target) -> str:
