@@ -107,7 +107,16 @@ def teacher_stage(recipe: Recipe, data: Dataset, out: Path, world: World = SINGL
     t = recipe.teacher
     augment = _augment(t.augment, data, "teacher.augment")
     return prepare_teacher(data, out, spec=t.spec(), checkpoint=t.checkpoint, min_accuracy=t.min_accuracy,
-                           seed=recipe.seed, augment=augment, world=world, **t.train.model_dump())
+                           seed=recipe.seed, augment=augment, world=world,
+                           threads=teacher_threads(recipe, world), **t.train.model_dump())
+
+
+def teacher_threads(recipe: Recipe, world: World = SINGLE) -> int:
+    """The teacher's torch threads: `teacher.threads` in one CPU process; a rank of a DDP run (or a GPU)
+    keeps the recipe's `threads`, since the ranks already share the machine."""
+    if world == SINGLE and recipe.teacher.threads is not None:
+        return recipe.teacher.threads
+    return recipe.threads
 
 
 def _augment(cfg, data: Dataset, field: str) -> Augment | None:
@@ -120,9 +129,10 @@ def _augment(cfg, data: Dataset, field: str) -> Augment | None:
 
 
 def distill(recipe: Recipe, out: Path, data: Dataset | None = None, specs: list[ModelSpec] | None = None, *,
-            nproc: int = 1, device: str = "cpu", jobs=None) -> dict | None:
+            nproc: int = 1, device: str = "cpu", jobs=None, on_student=None) -> dict | None:
     """The distill stage in this process, or in `nproc` ranks (DDP) started here, or as this rank of a
-    torchrun launch. Returns metrics.json's content (None on ranks other than 0 of a torchrun launch)."""
+    torchrun launch. Returns metrics.json's content (None on ranks other than 0 of a torchrun launch).
+    `on_student(name)`: called as each student trained side by side is saved (`run` exports it then)."""
     from edgekd.distill import distributed
 
     device = distributed.resolve_device(device)
@@ -133,7 +143,7 @@ def distill(recipe: Recipe, out: Path, data: Dataset | None = None, specs: list[
     if nproc > 1:
         distributed.check_nproc(nproc, device)
         return distributed.launch(nproc, _distill_rank, recipe, Path(out), device)[0]
-    return distill_stage(recipe, out, data, specs, World(device=device), jobs)
+    return distill_stage(recipe, out, data, specs, World(device=device), jobs, on_student)
 
 
 def _distill_rank(recipe: Recipe, out: Path, device: str) -> dict:
@@ -147,7 +157,8 @@ def _distill_rank(recipe: Recipe, out: Path, device: str) -> dict:
 
 
 def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
-                  specs: list[ModelSpec] | None = None, world: World = SINGLE, jobs=None) -> dict:
+                  specs: list[ModelSpec] | None = None, world: World = SINGLE, jobs=None,
+                  on_student=None) -> dict:
     """Teacher, then every student (`specs`: their networks as `validate` resolved them; validated
     here when not given); writes `out/metrics.json` and returns it. Independent work runs side by side
     (`recipe.jobs`): the transfer set beside the teacher, the teacher's outputs in shards, the students.
@@ -166,10 +177,12 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
         jobs = None
     with nullcontext(jobs) if jobs is not None else _jobs(recipe, data, world == SINGLE) as jobs:
         clock = _Clock()
+        # the transfer set beside the teacher when the teacher leaves a job's core free; else here after it
         made = (jobs.submit(stage.transfer_job, data.source, data.fingerprint, n_transfer, recipe.cache_dir)
-                if jobs.n > 1 else None)  # one job: generated here once the teacher is ready
+                if jobs.n > teacher_threads(recipe, world) else None)
         teacher, teacher_model = teacher_stage(recipe, data, out, world)
         clock.lap("teacher")
+        jobs.start()  # the processes start up while the transfer set is made (if it was not beside)
         if made is not None:
             jobs.result(made)
         if not world.main:  # rank 0 makes it; the others read it from the cache
@@ -187,7 +200,7 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
                  hint_weight=d.hint_weight, cosine_weight=d.cosine_weight, transfer_samples=n_transfer,
                  use_transfer=d.use_transfer, cache_dir=recipe.cache_dir, seed=recipe.seed,
                  workers=d.workers, augment=augment, **recipe.student_train(s).model_dump())
-            for s, spec in zip(recipe.students, specs)], world)
+            for s, spec in zip(recipe.students, specs)], world, on_student)
         clock.lap("students")
     metrics = {**distill_metrics(teacher, students, out), "jobs": jobs.n, "world_size": world.size,
                "device": world.device, "wall_s": clock.laps,
@@ -308,8 +321,11 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     marks = _Marks(out / STATE_DIR / "stages.json")
 
     with _jobs(recipe, data) as jobs:  # one set of job processes for both stages: started, data loaded once
+        exports = _Exports(recipe, out, data, marks, jobs)
         with _step(1, "distill (teacher first, then students)", progress) as note:
-            metrics = distill(recipe, out, data, specs, nproc=nproc, device=device, jobs=jobs)
+            # a student's export starts as soon as it is saved, beside the students still training
+            metrics = distill(recipe, out, data, specs, nproc=nproc, device=device, jobs=jobs,
+                              on_student=exports.submit)
             note(f"teacher {metrics['teacher_accuracy']:.4f}; " + ", ".join(
                 f"{s['name']} {s['accuracy']:.4f} (retention {s['retention']:.3f}, {s['compression']:.1f}x)"
                 for s in metrics["students"]))
@@ -317,7 +333,7 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
                 note(", ".join(f"{r.name} {r.accuracy:.4f} ({r.average_bits:g} bits)"
                                for r in compress_stage(recipe, out, data, metrics, jobs)))
         with _step(2, "export", progress) as note:
-            export_students(recipe, out, data, marks, note, jobs)
+            exports.finish(note)
     with _step(3, "bench (runtimes here + simulated targets)", progress) as note:
         bench_students(recipe, out, data, targets, marks)
         from edgekd.bench.targets import host_profile_notes
@@ -347,34 +363,51 @@ def _step(i: int, name: str, progress):
     progress(f"      {'; '.join(notes) or 'done'} ({time.perf_counter() - t0:.1f}s)")
 
 
-def export_students(recipe: Recipe, out: Path, data: Dataset, marks: "_Marks", note, jobs=None) -> None:
-    """Export every student, side by side (`jobs`, by default the recipe's). Files that miss parity are
-    listed in one table and the others kept; a student is marked done only when its export finished (a
-    converter crash or an I/O error is retried next run)."""
-    from edgekd.export import ExportMisses, export_checkpoint, misses_table
+class _Exports:
+    """Every checkpoint of `export_plan`, exported side by side in `jobs`: `submit(name)` starts one as soon
+    as its checkpoint is saved (while other students still train), `finish` starts the rest and waits. Files
+    that miss parity are listed in one table and the others kept; a checkpoint is marked done only when
+    its export finished (a converter crash or an I/O error is retried next run)."""
 
-    todo = {}
-    for name, cfg in export_plan(recipe).items():
-        ckpt, dest = out / "students" / name, out / "export" / name
+    def __init__(self, recipe: Recipe, out: Path, data: Dataset, marks: "_Marks", jobs):
+        self.recipe, self.out, self.data, self.marks, self.jobs = recipe, out, data, marks, jobs
+        self.plan = export_plan(recipe)
+        self.running: dict[str, tuple] = {}  # name -> (its key, the job; None when already exported)
+
+    def submit(self, name: str) -> None:
+        from edgekd.export import export_checkpoint
+
+        if name in self.running or name not in self.plan:
+            return
+        cfg = self.plan[name]
+        ckpt, dest = self.out / "students" / name, self.out / "export" / name
         key = json_sha256([sha256_file(ckpt / "model.safetensors"), cfg])
-        if not marks.fresh(f"export/{name}", key, dest / "artifacts.json"):
-            todo[name] = (ckpt, dest, key, cfg)
-    misses = []
-    with nullcontext(jobs) if jobs is not None else _jobs(recipe, data) as jobs:
+        if self.marks.fresh(f"export/{name}", key, dest / "artifacts.json"):
+            self.running[name] = (key, None)
+            return
         # a job process has the data already (loaded when it started), checked against the checkpoint's
-        running = {name: jobs.submit(export_checkpoint, ckpt, dest, **cfg, data=data if jobs.n == 1 else None,
-                                     threads=recipe.bench.threads)
-                   for name, (ckpt, dest, _, cfg) in todo.items()}
-        for name, job in running.items():
+        self.running[name] = (key, self.jobs.submit(
+            export_checkpoint, ckpt, dest, **cfg, data=self.data if self.jobs.n == 1 else None,
+            threads=self.recipe.bench.threads))
+
+    def finish(self, note) -> None:
+        from edgekd.export import ExportMisses, misses_table
+
+        for name in self.plan:
+            self.submit(name)
+        misses = []
+        for name, (key, job) in self.running.items():
+            if job is None:
+                continue
             try:
-                jobs.result(job)
+                self.jobs.result(job)
             except ExportMisses as e:
                 misses += [(name, f) for f in e.failures]
                 if not e.final:
                     continue  # a converter crashed: not done, the next run tries again
-            marks.set(f"export/{name}", todo[name][2])
-    if misses:
-        note("some files were not kept (the others were):\n" + misses_table(misses))
+            self.marks.set(f"export/{name}", key)
+        if misses:
+            note("some files were not kept (the others were):\n" + misses_table(misses))
 
 
 def export_plan(recipe: Recipe) -> dict[str, dict]:

@@ -14,6 +14,23 @@ def test_mnist1d_standard_split_is_deterministic():
     assert abs(float(a.x_train.mean())) < 1e-4 and abs(float(a.x_train.std()) - 1) < 1e-4
 
 
+@pytest.mark.parametrize("seed,samples,split", [(42, 5000, 0.8), (10_000, 1230, 1.0), (7, 990, 0.5)])
+def test_mnist1d_generator_is_the_packages_byte_for_byte(seed, samples, split):
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    from edgekd.data.mnist1d import signals
+
+    args = get_dataset_args()
+    args.seed, args.num_samples, args.train_split = seed, samples, split
+    ref = make_dataset(args)
+    x, y = signals(args)
+    cut = int(len(y) * split)
+    np.testing.assert_array_equal(x[:cut], ref["x"])
+    np.testing.assert_array_equal(y[:cut], ref["y"])
+    np.testing.assert_array_equal(x[cut:], ref["x_test"])
+    np.testing.assert_array_equal(y[cut:], ref["y_test"])
+
+
 def test_mnist1d_transfer_set_is_fresh_and_seeded():
     d = load_dataset("mnist1d")
     t1, t2, t3 = d.transfer_set(100, 0), d.transfer_set(100, 0), d.transfer_set(100, 1)

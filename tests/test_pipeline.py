@@ -17,7 +17,10 @@ def _recipe(tmp_path):
     # full run against the default 0.97 policy is benchmarks/pipeline.py).
     policy = tmp_path / "policy.yaml"
     policy.write_text("min_retention: 0.8\n")
+    # two jobs whatever the machine: the student's export starts from the distill step (side by side), and
+    # the teacher trains on two threads; the two runs' bundles must still be the same bytes
     r = tiny_recipe(
+        jobs=2, teacher={**tiny_recipe()["teacher"], "threads": 2},
         gate={"policy": "policy.yaml"},
         export={"formats": ["coreml", "tflite"], "quants": ["fp32", "fp16", "int8"], "parity_samples": 128,
                 "min_top1_agreement": {"default": 0.95}},

@@ -113,6 +113,7 @@ def test_side_by_side_jobs_give_the_same_students_as_one_process(tmp_path, write
     for jobs in (1, 2):
         r = tiny_recipe(students=students, jobs=jobs, cache_dir=str(tmp_path / f"cache{jobs}"))
         r["distill"]["train"]["epochs"] = 2
+        r["teacher"]["threads"] = 2  # the teacher on two threads, alone: the same in both runs
         out = tmp_path / f"o{jobs}"
         p = run_cli("distill", write_recipe(r, f"r{jobs}.yaml"), "--out", out)
         assert p.returncode == 0, p.stderr
@@ -210,3 +211,34 @@ def test_resume_state_from_another_world_size_is_the_same_epoch_state(tmp_path):
     assert [sorted(a + b) for a, b in zip(*nxt)] == [sorted(b) for b in single]
     assert np.array_equal(np.sort(np.concatenate([np.concatenate(x) for x in nxt])), np.arange(100))
 
+
+
+def test_teacher_threads_apply_to_a_single_cpu_process_only():
+    from edgekd.config import Recipe
+    from edgekd.distill.distributed import World
+    from edgekd.pipeline import teacher_threads
+
+    r = Recipe.model_validate(tiny_recipe(teacher={**tiny_recipe()["teacher"], "threads": 2}))
+    assert teacher_threads(r) == 2
+    assert teacher_threads(r, World(rank=1, size=2)) == r.threads == 1  # ranks already share the cores
+    assert teacher_threads(r, World(device="cuda")) == 1
+    assert teacher_threads(Recipe.model_validate(tiny_recipe(threads=3))) == 3  # unset: the recipe's
+
+
+@pytest.mark.heavy
+def test_a_teacher_trained_on_more_threads_is_another_teacher(tmp_path):
+    """The key of a one-thread teacher is what it was before `teacher.threads` existed (no retraining of
+    finished teachers); two threads is another key, trained again; torch's threads are restored after."""
+    from edgekd.data import load_dataset
+    from edgekd.distill.stage import prepare_teacher
+    from edgekd.types import ModelSpec
+
+    data, before = load_dataset("mnist1d"), torch.get_num_threads()
+    keys = {}
+    for threads in (None, 1, 2):
+        ckpt, _ = prepare_teacher(data, tmp_path / str(threads), spec=ModelSpec.zoo("cnn1d", 0.125, 2),
+                                  checkpoint=None, min_accuracy=0.0, seed=0, epochs=1, batch_size=256,
+                                  lr=3e-3, weight_decay=0.0, threads=threads)
+        keys[threads] = ckpt.provenance["key"]
+        assert torch.get_num_threads() == before
+    assert keys[None] == keys[1] != keys[2]

@@ -2,8 +2,10 @@
 
 Each job trains or runs a network on `threads` torch threads, exactly as it would alone, so its numbers
 do not depend on how many jobs run beside it (or on the machine's core count): parallelism comes from
-running whole jobs at once (students, cache shards, the transfer set), never from splitting one job's
-arithmetic. With one job everything runs in this process, in order.
+running whole jobs at once (students, cache shards, the transfer set, exports), never from splitting one
+job's arithmetic. (The teacher, which trains alone before any job, may split its own over a fixed
+`teacher.threads`: its numbers depend on that count, never on the cores.) With one job everything runs in
+this process, in order.
 
 Workers are spawned (no forked torch or OpenMP state) by `concurrent.futures`; a job's exception is
 raised again here when its result is read.
@@ -62,6 +64,16 @@ class Jobs:
         self.n, self.threads, self.preload = max(1, n), threads, preload
         self._pool: ProcessPoolExecutor | None = None
 
+    def start(self) -> None:
+        """Spawn the job processes now (they import torch and run `preload()` while this process goes on),
+        so the first jobs do not wait for them."""
+        if self.n > 1 and self._pool is None:
+            self._pool = ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(self.threads, self.preload))
+            with _native_threads(self.threads):  # read by numpy's and scipy's BLAS as they load
+                for _ in range(self.n):  # the pool starts a process per job waiting: all of them, now
+                    self._pool.submit(int)
+
     def submit(self, fn, *args, **kwargs) -> Future:
         if self.n == 1:
             done: Future = Future()
@@ -70,12 +82,7 @@ class Jobs:
             except Exception as e:  # noqa: BLE001 - handed to the caller through the future
                 done.set_exception(e)
             return done
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(self.threads, self.preload))
-            with _native_threads(self.threads):  # read by numpy's and scipy's BLAS as they load
-                for _ in range(self.n):  # the pool starts a process per job waiting: all of them, now
-                    self._pool.submit(int)
+        self.start()
         return self._pool.submit(fn, *args, **kwargs)
 
     def map(self, fn, arg_lists) -> list:

@@ -3,6 +3,8 @@ cached teacher outputs, student training, checkpoint."""
 
 from __future__ import annotations
 
+from concurrent.futures import as_completed
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,6 +81,18 @@ def model_key(spec: ModelSpec) -> dict:
     return dict(model={**spec.to_dict(), "weights": weights})
 
 
+@contextmanager
+def torch_threads(n: int | None):
+    """torch's intra-op threads set to `n` inside (None: left as they are)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def check_teacher_fits(ckpt: Checkpoint, data: Dataset) -> None:
     data.check_task(ckpt.path / "model.json", "the teacher", ckpt.input_shape, len(ckpt.labels),
                     "use a teacher trained on this data")
@@ -94,26 +108,32 @@ def load_teacher(path: Path, data: Dataset) -> tuple[Checkpoint, nn.Module, floa
 def prepare_teacher(data: Dataset, out_dir: Path, *, spec: ModelSpec, checkpoint: Path | None,
                     min_accuracy: float, seed: int, epochs: int, batch_size: int, lr: float,
                     weight_decay: float, augment: Augment | None = None,
-                    world: World = SINGLE) -> tuple[Checkpoint, nn.Module]:
+                    world: World = SINGLE, threads: int | None = None) -> tuple[Checkpoint, nn.Module]:
     """Return the teacher: the given checkpoint, a pretrained network (a spec with weights, used as it
     is), or one trained here (reused from `out_dir` when the same recipe already trained it; across the
-    ranks of `world`, rank 0 saves it). Refuses a teacher whose test accuracy is below `min_accuracy`."""
+    ranks of `world`, rank 0 saves it; on `threads` torch threads when given). Refuses a teacher whose test
+    accuracy is below `min_accuracy`."""
     if checkpoint is not None:
         ckpt, model, acc = load_teacher(checkpoint, data)
     else:
         pretrained = spec.weights is not None or spec.kind == "program"
         key = json_sha256(dict(**model_key(spec), seed=seed, epochs=0 if pretrained else epochs,
                                batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                               data=data.fingerprint, **({"augment": augment.__dict__} if augment else {})))
+                               data=data.fingerprint, **({"augment": augment.__dict__} if augment else {}),
+                               # one thread: the keys of teachers trained before the option existed
+                               **({"threads": threads} if threads not in (None, 1) and not pretrained
+                                  else {})))
         dest = Path(out_dir) / "teacher"
         if finished(dest, key):
             ckpt, model, acc = load_teacher(dest, data)
         else:
             model = seeded_model(spec, data, seed)
             if not pretrained:
-                train(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=lr,
-                      weight_decay=weight_decay, seed=seed, augment=augment,
-                      state_path=Path(out_dir) / f".teacher.{key[:12]}.state.pt", desc="teacher", world=world)
+                with torch_threads(threads):
+                    train(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, lr=lr,
+                          weight_decay=weight_decay, seed=seed, augment=augment,
+                          state_path=Path(out_dir) / f".teacher.{key[:12]}.state.pt", desc="teacher",
+                          world=world)
             acc = accuracy(model, data.x_test, data.y_test)
             if world.main:
                 save_checkpoint(model, dest, name="teacher", role="teacher", arch=spec.arch or spec.kind,
@@ -262,12 +282,18 @@ def transfer_job(source: dict, fingerprint: str, n: int, cache_dir: Path | None)
 
 
 def distill_students(jobs: Jobs, data: Dataset, teacher: Checkpoint, teacher_model: nn.Module, out_dir: Path,
-                     students: list[dict], world: World = SINGLE) -> list[StudentResult]:
+                     students: list[dict], world: World = SINGLE, on_done=None) -> list[StudentResult]:
     """`distill_student(**kwargs)` for each of `students`, side by side in `jobs` (in order here with one,
-    each across the ranks of `world`)."""
+    each across the ranks of `world`). `on_done(name)`: called in this process as each side-by-side
+    student is saved, in the order they finish."""
     if jobs.n == 1:
         return [distill_student(data, teacher, teacher_model, out_dir, world=world, **kw) for kw in students]
-    return jobs.map(student_job, [(data.source, data.fingerprint, teacher, out_dir, kw) for kw in students])
+    futures = [jobs.submit(student_job, data.source, data.fingerprint, teacher, out_dir, kw)
+               for kw in students]
+    if on_done is not None:
+        for done in as_completed(futures):
+            on_done(jobs.result(done).name)
+    return [jobs.result(f) for f in futures]
 
 
 def student_job(source: dict, fingerprint: str, teacher: Checkpoint, out_dir: Path, kwargs: dict
