@@ -175,8 +175,8 @@ def main() -> None:
     print("budgets:", ", ".join(budget_texts))
 
     unpruned = run_search(work, "unpruned", base, {**SEARCH, "pruner": "none"}, budgets, args.trials, 1)
-    replay(work, "pruned", base, {**SEARCH, "pruner": "median"}, budgets, unpruned["url"], "unpruned")
-    pruned = run_search(work, "pruned", base, {**SEARCH, "pruner": "median"}, budgets, args.trials, 1)
+    replay(work, "pruned", base, {**SEARCH, "pruner": "ladder"}, budgets, unpruned["url"], "unpruned")
+    pruned = run_search(work, "pruned", base, {**SEARCH, "pruner": "ladder"}, budgets, args.trials, 1)
     fixed = {**SEARCH, "width": [0.25, 0.25], "depth": [4, 4], "epochs": [6, 6], "pruner": "none"}
     host = [b for b in budgets if b.measured]  # no trial is prescreened away: every one trains
     one = run_search(work, "workers1", base, fixed, host, args.scaling_trials, 1)

@@ -309,10 +309,11 @@ class SearchConfig(_Strict):
     # (the fastest file is often not the obvious one: fp32 Core ML runs a tiny net on the CPU faster than
     # the Neural Engine, full-int8 is TFLite's fastest on a CPU)
     quants: list[str] | None = None
-    # stop a trial below the median of its rung's trials that met the budget, at 1/4, 1/2 or 3/4 of its epochs
-    pruner: Literal["median", "none"] = "median"
+    # ladder: stop a trial, at 3/4 of its epochs or before its export, once it can no longer become the best
+    # student of any budget it could meet (edgekd.search.pruner)
+    pruner: Literal["ladder", "none"] = "ladder"
     startup_trials: int = Field(5, ge=1)  # random trials per rung before the sampler models the results
-    # trials of a rung that met its budget, before any of the rung's trials is pruned
+    # finished trials (of any rung) before any trial is pruned
     pruner_startup_trials: int = Field(3, ge=1)
     validation_samples: int = Field(2000, ge=100)  # fresh unlabeled inputs the pruner's agreement is read on
 

@@ -242,14 +242,14 @@ def test_search_on_sqlite_writes_a_ladder_resumes_and_redraws(write_recipe, tmp_
 def test_pruner_stops_trials_that_trail_their_rung(write_recipe, tmp_path):
     """The same search with and without the pruner: only the pruned one stops trials early."""
     states = {}
-    for pruner in ("median", "none"):
+    for pruner in ("ladder", "none"):
         rec = search_recipe(write_recipe, pruner=pruner, epochs=[3, 3])
         out = tmp_path / pruner
         r = run_cli("search", rec, "--out", out, "--budget", "host=5", "--trials", 6)
         assert r.returncode == 0, r.stderr
         states[pruner] = [t.state.name for _, t in _trials(f"sqlite:///{out / 'study.db'}")]
     assert states["none"].count("PRUNED") == 0 and len(states["none"]) == 6
-    assert states["median"].count("PRUNED") >= 1, states
+    assert states["ladder"].count("PRUNED") >= 1, states
 
 
 @pytest.fixture(scope="module")
@@ -368,14 +368,14 @@ def test_two_workers_on_postgres_record_every_trial_once_and_survive_a_killed_wo
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for _, t in _trials(url)) == 7
 
 
-def test_pruner_stops_a_trial_only_when_it_trails_every_budget_it_could_meet():
+def test_pruner_stops_a_trial_only_when_it_can_no_longer_win_a_budget_it_could_meet():
     import optuna
 
     from edgekd.search.pruner import LadderPruner
 
     tight = Budget("apple-a17-pro-ane", "apple-a17-pro-ane", 0.03, "coreml", False)
     loose = Budget("host", "tflite", 1.0, "tflite", True)
-    pruner = LadderPruner([tight, loose], None, n_min_trials=3)
+    pruner = LadderPruner([tight, loose], None, n_min_trials=3, margin=0.005)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     pruner.studies = [study]
@@ -384,28 +384,34 @@ def test_pruner_stops_a_trial_only_when_it_trails_every_budget_it_could_meet():
         latency = {tight.where: ane_ms, loose.where: host_ms}
         return FileResult("f", "coreml", "fp32", 100, "h", 0.9, latency).to_dict()
 
-    def finished(agreement, ane_ms):
+    def finished(at_75, final, ane_ms):
         t = study.ask()
-        t.report(agreement, 25)
+        t.report(at_75, 75)
+        t.report(final, 100)
         t.set_user_attr("files", [file(ane_ms, 0.5)])
-        study.tell(t, agreement)
+        study.tell(t, final)
 
-    def running(agreement, predicted_ane_ms):
+    def running(agreement, step, predicted_ane_ms):
         t = study.ask()
         t.set_user_attr("predicted_ms", {tight.key: predicted_ane_ms})
-        t.report(agreement, 25)
+        t.report(agreement, step)
         return t
 
-    for _ in range(3):
-        finished(0.99, 0.05)  # large students: high agreement early; they meet only the loose budget
     for _ in range(2):
-        finished(0.90, 0.02)  # small ones meet both
-    assert not running(0.80, 0.02).should_prune()  # two trials met the tight budget: too few to judge by
-    finished(0.90, 0.02)
-    # a small student judged against the small ones on the budget only they meet; a median over every
-    # trial (0.945, Optuna's MedianPruner) would have stopped it
-    assert not running(0.93, 0.02).should_prune()
-    assert running(0.85, 0.02).should_prune()  # behind on both budgets
-    # a large one cannot meet the tight budget: judged on the loose one alone
-    assert running(0.93, 0.06).should_prune()
-    assert not running(0.95, 0.06).should_prune()
+        finished(0.97, 0.99, 0.05)  # large students: they meet only the loose budget; gained 0.02 after 3/4
+    assert not running(0.50, 75, 0.02).should_prune()  # two finished trials: too few to judge by
+    finished(0.85, 0.90, 0.02)  # a small one meets both, and gained 0.05: the largest gain seen
+    assert not running(0.30, 50, 0.02).should_prune()  # never judged before 3/4: curves still cross
+    # a small student: could it still reach the tight budget's best (0.90) with the largest gain seen?
+    assert not running(0.85, 75, 0.02).should_prune()  # 0.85 + 0.05 + 0.005 >= 0.90
+    assert running(0.84, 75, 0.02).should_prune()  # 0.895: behind on both budgets
+    # a large one cannot meet the tight budget: judged on the loose one alone (best 0.99)
+    assert running(0.93, 75, 0.06).should_prune()
+    assert not running(0.94, 75, 0.06).should_prune()
+    # when training ends, before export: no gain left, only the margin
+    assert running(0.894, 100, 0.02).should_prune()
+    assert not running(0.896, 100, 0.02).should_prune()
+    # a budget no finished trial met keeps every trial that could meet it running
+    unmet = Budget("arm-cortex-a78", "arm-cortex-a78", 1e-6, "tflite", False)
+    pruner.budgets.append(unmet)
+    assert not running(0.10, 100, 0.02).should_prune()

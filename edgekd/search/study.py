@@ -2,8 +2,8 @@
 any SQLAlchemy URL, e.g. PostgreSQL, that many workers on many machines share).
 
 One study per budget (a rung): its sampler learns where that budget's best student lies; the pruner
-stops a trial only when it trails, for every budget it could meet, the trials that met that budget
-(edgekd.search.pruner). Every trial is measured on every budget, so the ladder ranks
+stops a trial only when it can no longer become the best of any budget it could meet (edgekd.search.pruner).
+Every trial is measured on every budget, so the ladder ranks
 all of them for each rung.
 Workers claim trials until the studies together hold the number asked for; a worker that dies leaves a
 trial whose heartbeat stops, and the next worker to look marks it failed and runs another.
@@ -129,7 +129,7 @@ def open_studies(
         sampler = optuna.samplers.TPESampler(
             n_startup_trials=space.startup_trials, seed=sampler_seed(seed, i, worker, n_before)
         )
-        pruner = ladder_pruner if space.pruner == "median" else optuna.pruners.NopPruner()
+        pruner = ladder_pruner if space.pruner == "ladder" else optuna.pruners.NopPruner()
         study = optuna.create_study(
             storage=storage,
             study_name=name,

@@ -81,10 +81,10 @@ def run_trial(trial, t: Trainer, rung: Budget) -> float:
 
     def report(epoch: int, model) -> None:
         # trials of different lengths are compared at the same share of their schedule (a quarter, half,
-        # three quarters: the step is the percentage): under OneCycle a 24-epoch run is still warming up at
-        # epoch 3, when a 4-epoch run is nearly done
+        # three quarters, the end before export: the step is the percentage): under OneCycle a 24-epoch run
+        # is still warming up at epoch 3, when a 4-epoch run is nearly done
         step = 25 * (4 * epoch // cand.epochs)
-        if step not in (25, 50, 75) or step in reported:
+        if step not in (25, 50, 75, 100) or step in reported:
             return
         reported.add(step)
         trial.report(top1_agreement(predictions(model, t.val_x), t.val_teacher_top1), step)
