@@ -129,9 +129,10 @@ class TeacherConfig(_Network):
     checkpoint: Path | None = None  # load this teacher instead of training one
     min_accuracy: float = Field(0.9, ge=0, le=1)  # refuse to distill from a worse teacher
     train: TrainConfig = TrainConfig(epochs=60, batch_size=128, lr=3e-3, weight_decay=5e-4)
-    # torch threads while the teacher trains alone (nothing runs beside it but what fits the other
-    # cores); None: the recipe's `threads`. The weights depend on it (the order of the arithmetic), not
-    # on the machine's core count; a teacher trained at another count is another teacher (its cache key)
+    # torch threads while the teacher trains, first (side-by-side jobs start beside it only on the cores
+    # it leaves); None: the recipe's `threads`. The weights depend on it (the order of the arithmetic),
+    # not on the machine's core count: when set, it is in the teacher's cache key. One CPU process only:
+    # DDP ranks (--nproc, torchrun) and GPUs keep `threads`
     threads: int | None = Field(None, ge=1)
     # images: crop/flip while the teacher trains (a stronger teacher); students still learn from its
     # cached outputs on the plain inputs (data.augment is what augments the students' batches)
@@ -348,7 +349,8 @@ class Recipe(_Strict):
     seed: int = 0
     threads: int = Field(1, ge=1)  # torch threads; 1 is fastest on a busy 2-core machine
     # processes for independent work side by side (students, teacher-output shards, the transfer set
-    # beside a one-thread teacher, each student's export as soon as it is trained); 0: one per CPU. Each
+    # beside the teacher when it leaves a core free, each student's export as soon as it is trained);
+    # 0: one per CPU. Each
     # job runs `threads` threads, so results do not depend on it
     jobs: int = Field(0, ge=0)
     cache_dir: Path | None = None  # teacher-logit and transfer-set cache; default ~/.cache/edgekd

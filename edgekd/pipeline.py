@@ -111,12 +111,10 @@ def teacher_stage(recipe: Recipe, data: Dataset, out: Path, world: World = SINGL
                            threads=teacher_threads(recipe, world), **t.train.model_dump())
 
 
-def teacher_threads(recipe: Recipe, world: World = SINGLE) -> int:
-    """The teacher's torch threads: `teacher.threads` in one CPU process; a rank of a DDP run (or a GPU)
-    keeps the recipe's `threads`, since the ranks already share the machine."""
-    if world == SINGLE and recipe.teacher.threads is not None:
-        return recipe.teacher.threads
-    return recipe.threads
+def teacher_threads(recipe: Recipe, world: World = SINGLE) -> int | None:
+    """`teacher.threads` in one CPU process; None (the recipe's `threads`, as every other network) when it
+    is not set, or in a rank of a DDP run or on a GPU (the ranks already share the machine)."""
+    return recipe.teacher.threads if world == SINGLE else None
 
 
 def _augment(cfg, data: Dataset, field: str) -> Augment | None:
@@ -161,7 +159,8 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
                   on_student=None) -> dict:
     """Teacher, then every student (`specs`: their networks as `validate` resolved them; validated
     here when not given); writes `out/metrics.json` and returns it. Independent work runs side by side
-    (`recipe.jobs`): the transfer set beside the teacher, the teacher's outputs in shards, the students.
+    (`recipe.jobs`): the transfer set beside the teacher (when the teacher's threads leave a job's core
+    free), the teacher's outputs in shards, the students.
     Across the ranks of `world` (DDP) every rank trains its share of each batch instead, and rank 0 writes.
     `jobs`: a pool the caller keeps for later stages (`run`); by default one of this stage's own."""
     from edgekd.distill import stage
@@ -179,7 +178,7 @@ def distill_stage(recipe: Recipe, out: Path, data: Dataset | None = None,
         clock = _Clock()
         # the transfer set beside the teacher when the teacher leaves a job's core free; else here after it
         made = (jobs.submit(stage.transfer_job, data.source, data.fingerprint, n_transfer, recipe.cache_dir)
-                if jobs.n > teacher_threads(recipe, world) else None)
+                if jobs.n > (teacher_threads(recipe, world) or recipe.threads) else None)
         teacher, teacher_model = teacher_stage(recipe, data, out, world)
         clock.lap("teacher")
         jobs.start()  # the processes start up while the transfer set is made (if it was not beside)

@@ -38,6 +38,9 @@ def signals(args) -> tuple[np.ndarray, np.ndarray]:
     import random
 
     from mnist1d.data import get_templates
+
+    if args.shuffle_seq:  # the package then draws one more permutation; edgekd never asks for it
+        raise ValueError("signals() does not shuffle the sequence axis (args.shuffle_seq)")
     from scipy.ndimage import gaussian_filter1d
 
     templates = get_templates()

@@ -3,9 +3,9 @@
 Each job trains or runs a network on `threads` torch threads, exactly as it would alone, so its numbers
 do not depend on how many jobs run beside it (or on the machine's core count): parallelism comes from
 running whole jobs at once (students, cache shards, the transfer set, exports), never from splitting one
-job's arithmetic. (The teacher, which trains alone before any job, may split its own over a fixed
-`teacher.threads`: its numbers depend on that count, never on the cores.) With one job everything runs in
-this process, in order.
+job's arithmetic. (The teacher, trained in this process before the students, may split its own over a
+fixed `teacher.threads`: its numbers depend on that count, never on the cores.) With one job everything
+runs in this process, in order.
 
 Workers are spawned (no forked torch or OpenMP state) by `concurrent.futures`; a job's exception is
 raised again here when its result is read.
@@ -57,8 +57,9 @@ def _native_threads(threads: int):
 
 class Jobs:
     """`submit(fn, *args)` -> Future. `n` <= 1: runs `fn` at once in this process. Otherwise `n` spawned
-    processes (all started on first use, each running `preload()` first, e.g. loading the data its jobs
-    will read, while this process is busy) run jobs concurrently; `fn` and its arguments must pickle."""
+    processes (all started by `start()` or on first use, each running `preload()` first, e.g. loading the
+    data its jobs will read, while this process is busy) run jobs concurrently; `fn` and its arguments
+    must pickle."""
 
     def __init__(self, n: int, threads: int = 1, preload=None):
         self.n, self.threads, self.preload = max(1, n), threads, preload
@@ -82,8 +83,13 @@ class Jobs:
             except Exception as e:  # noqa: BLE001 - handed to the caller through the future
                 done.set_exception(e)
             return done
+        from concurrent.futures.process import BrokenProcessPool
+
         self.start()
-        return self._pool.submit(fn, *args, **kwargs)
+        try:
+            return self._pool.submit(fn, *args, **kwargs)
+        except BrokenProcessPool:  # a job process died before this job was handed to the pool
+            raise _stopped() from None
 
     def map(self, fn, arg_lists) -> list:
         """`fn(*args)` for each args, concurrently; results in order (the first failure is raised)."""
@@ -96,13 +102,10 @@ class Jobs:
         the outputs and resume states stay for the next run."""
         from concurrent.futures.process import BrokenProcessPool
 
-        from edgekd.errors import Stopped
-
         try:
             return future.result()
         except BrokenProcessPool:
-            raise Stopped("a job process of this run died (killed, or out of memory); run the same command "
-                          "again: finished work is reused and training resumes from its last epoch") from None
+            raise _stopped() from None
 
     def close(self) -> None:
         if self._pool is not None:
@@ -114,3 +117,10 @@ class Jobs:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _stopped():
+    from edgekd.errors import Stopped
+
+    return Stopped("a job process of this run died (killed, or out of memory); run the same command again: "
+                   "finished work is reused and training resumes from its last epoch")

@@ -111,8 +111,8 @@ def prepare_teacher(data: Dataset, out_dir: Path, *, spec: ModelSpec, checkpoint
                     world: World = SINGLE, threads: int | None = None) -> tuple[Checkpoint, nn.Module]:
     """Return the teacher: the given checkpoint, a pretrained network (a spec with weights, used as it
     is), or one trained here (reused from `out_dir` when the same recipe already trained it; across the
-    ranks of `world`, rank 0 saves it; on `threads` torch threads when given). Refuses a teacher whose test
-    accuracy is below `min_accuracy`."""
+    ranks of `world`, rank 0 saves it; on `threads` torch threads when given, else on the current count).
+    Refuses a teacher whose test accuracy is below `min_accuracy`."""
     if checkpoint is not None:
         ckpt, model, acc = load_teacher(checkpoint, data)
     else:
@@ -120,9 +120,9 @@ def prepare_teacher(data: Dataset, out_dir: Path, *, spec: ModelSpec, checkpoint
         key = json_sha256(dict(**model_key(spec), seed=seed, epochs=0 if pretrained else epochs,
                                batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                data=data.fingerprint, **({"augment": augment.__dict__} if augment else {}),
-                               # one thread: the keys of teachers trained before the option existed
-                               **({"threads": threads} if threads not in (None, 1) and not pretrained
-                                  else {})))
+                               # recorded when given (the weights depend on it): a recipe without
+                               # teacher.threads keeps the keys of teachers trained before it existed
+                               **({"threads": threads} if threads is not None and not pretrained else {})))
         dest = Path(out_dir) / "teacher"
         if finished(dest, key):
             ckpt, model, acc = load_teacher(dest, data)

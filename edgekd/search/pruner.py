@@ -6,14 +6,16 @@ and three quarters of its epochs and when training ends (steps 25, 50, 75, 100).
 100 (before its files are exported and benched: about 40% of a trial's time here), it is stopped when,
 for every budget it could still meet, its agreement plus the largest gain any finished trial made from
 that step to its end (plus `margin`) stays below the final agreement of that budget's best finished
-trial. A budget the simulator says it cannot meet is skipped; a budget no finished trial met keeps it
-running (it may be that budget's first); fewer than `n_min_trials` finished trials, no judgement.
+trial (less what that trial's file for the budget loses against its best file). A budget the simulator
+says it cannot meet is skipped; a budget no finished trial met keeps it running (it may be that
+budget's first); with fewer than `n_min_trials` finished trials, nothing is judged.
 
-What it replaces, measured on the 40 recorded trials of benchmarks/search_ladder.py (their learning
-curves and files, replayed): Optuna's MedianPruner lost 7.8 points on the tight A17 rung, a median over
-the trials that met each budget 1.4 points. Both judged at a quarter and a half of the schedule, where
-under OneCycle tiny students' curves still cross: the A17 winner was 0.55 at a quarter (others 0.36-0.94)
-and 0.78 at half (others up to 0.84), then finished first at 0.93. So nothing is judged before step 75.
+What it replaces (benchmarks/search_ladder.py, earlier runs): Optuna's MedianPruner lost 7.8 points on
+the tight A17 rung (its own 40 trials), a median over the trials that met each budget 1.4 points (the
+same 40 candidates as the search without a pruner). Both judged at a quarter and a half of the schedule,
+where under OneCycle tiny students' curves still cross: the A17 winner was at 0.55 at a quarter (the
+others 0.36-0.99) and 0.78 at half (the other A17-sized students up to 0.84), then finished first at
+0.93. So nothing is judged before step 75.
 """
 
 from __future__ import annotations
@@ -50,14 +52,21 @@ class LadderPruner(optuna.pruners.BasePruner):
         for b in self.budgets:
             if b.key in predicted and predicted[b.key] > PRESCREEN_SLACK * b.latency_ms:
                 continue  # it cannot meet b: how others do there does not matter
-            best = max((t.intermediate_values[FINAL] for t in done if met(t, b, self.max_size_bytes)),
-                       default=None)
-            if best is None or reach >= best:
+            bar = self.bar(done, b)
+            if bar is None or reach >= bar:
                 return False  # it may yet be b's best student
         return True
 
-
-def met(t: optuna.trial.FrozenTrial, budget: Budget, max_size_bytes: int | None) -> bool:
-    """A file of the finished trial meets the budget."""
-    files = [FileResult(**f) for f in t.user_attrs.get("files", [])]
-    return best_file(files, budget, max_size_bytes) is not None
+    def bar(self, done: list[optuna.trial.FrozenTrial], b: Budget) -> float | None:
+        """The final agreement a trial must reach to beat budget b's best finished trial (the one whose file
+        that meets b retains most): that trial's final agreement, less what its file for b loses against
+        its best file (a large student may meet b only through a lossy int8 file); None: none met b."""
+        best, bar = None, None
+        for t in done:
+            files = [FileResult(**f) for f in t.user_attrs.get("files", [])]
+            chosen = best_file(files, b, self.max_size_bytes)
+            if chosen is None or chosen.retention is None or (best is not None and chosen.retention <= best):
+                continue
+            top = max(f.retention for f in files if f.retention is not None)
+            best, bar = chosen.retention, t.intermediate_values[FINAL] - (top - chosen.retention)
+        return bar
