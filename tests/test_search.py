@@ -384,11 +384,11 @@ def test_pruner_stops_a_trial_only_when_it_can_no_longer_win_a_budget_it_could_m
         latency = {tight.where: ane_ms, loose.where: host_ms}
         return FileResult("f", "coreml", "fp32", 100, "h", retention, latency).to_dict()
 
-    def finished(at_75, final, ane_ms, more_files=()):
+    def finished(at_75, final, ane_ms, more_files=(), retention=None):
         t = study.ask()
         t.report(at_75, 75)
         t.report(final, 100)
-        t.set_user_attr("files", [file(ane_ms, 0.5), *more_files])
+        t.set_user_attr("files", [file(ane_ms, 0.5, retention or final), *more_files])
         study.tell(t, final)
 
     def running(agreement, step, predicted_ane_ms):
@@ -411,11 +411,22 @@ def test_pruner_stops_a_trial_only_when_it_can_no_longer_win_a_budget_it_could_m
     # when training ends, before export: no gain left, only the margin
     assert running(0.894, 100, 0.02).should_prune()
     assert not running(0.896, 100, 0.02).should_prune()
-    # a large student that meets the tight budget only through a lossy file (0.80 against its 0.9 one) is
-    # not the tight budget's best: the small ones stay the bar there
+    # a large student that meets the tight budget only through a lossy file (0.80 against its 0.995 one)
+    # is not the tight budget's best: the small ones stay the bar there
     finished(0.99, 0.995, 0.05, [file(0.02, 0.5, retention=0.80)])
     assert not running(0.85, 75, 0.02).should_prune()
     # a budget no finished trial met keeps every trial that could meet it running
     unmet = Budget("arm-cortex-a78", "arm-cortex-a78", 1e-6, "tflite", False)
     pruner.budgets.append(unmet)
     assert not running(0.10, 100, 0.02).should_prune()
+    # trials tied on the tight budget's best file (0.90): the lowest bar, whatever their order
+    finished(0.85, 0.95, 0.02, retention=0.90)
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert pruner.bar(done, tight) == pruner.bar(done[::-1], tight) == pytest.approx(0.90)
+    # the best trial's file for the budget loses 0.10 against its best file: the bar is 0.10 lower
+    lossy = optuna.create_study(direction="maximize")
+    t = lossy.ask()
+    t.report(0.97, 100)
+    t.set_user_attr("files", [file(0.05, 0.5, retention=0.95), file(0.02, 0.5, retention=0.85)])
+    lossy.tell(t, 0.85)
+    assert pruner.bar(lossy.get_trials(), tight) == pytest.approx(0.87)

@@ -59,14 +59,17 @@ class LadderPruner(optuna.pruners.BasePruner):
 
     def bar(self, done: list[optuna.trial.FrozenTrial], b: Budget) -> float | None:
         """The final agreement a trial must reach to beat budget b's best finished trial (the one whose file
-        that meets b retains most): that trial's final agreement, less what its file for b loses against
-        its best file (a large student may meet b only through a lossy int8 file); None: none met b."""
+        that meets b retains most; of trials tied there, the lowest bar): that trial's final agreement,
+        less what its file for b loses against its best file (a large student may meet b only through a
+        lossy int8 file); None: no finished trial met b."""
         best, bar = None, None
         for t in done:
             files = [FileResult(**f) for f in t.user_attrs.get("files", [])]
             chosen = best_file(files, b, self.max_size_bytes)
-            if chosen is None or chosen.retention is None or (best is not None and chosen.retention <= best):
+            if chosen is None or chosen.retention is None or (best is not None and chosen.retention < best):
                 continue
             top = max(f.retention for f in files if f.retention is not None)
-            best, bar = chosen.retention, t.intermediate_values[FINAL] - (top - chosen.retention)
+            own = t.intermediate_values[FINAL] - (top - chosen.retention)
+            bar = own if best is None or chosen.retention > best else min(bar, own)
+            best = chosen.retention
         return bar
