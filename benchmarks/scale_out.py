@@ -90,9 +90,9 @@ def default_runs(work: Path) -> tuple[list, dict]:
         m = json.loads((out / "metrics.json").read_text())
         acc = {"teacher": m["teacher_accuracy"], **{s["name"]: s["accuracy"] for s in m["students"]}}
         accs[mode] = (acc, out)
+        used = yaml.safe_load(r.read_text())
         rows.append({"what": "default run from empty caches", "mode": mode, "jobs": m["jobs"],
-                     "teacher_threads": (yaml.safe_load(r.read_text())["teacher"].get("threads")
-                                         or yaml.safe_load(r.read_text()).get("threads", 1)),
+                     "teacher_threads": used["teacher"].get("threads") or used.get("threads", 1),
                      "wall_s": round(wall, 1), "stages_s": stage_seconds(res.stderr),
                      "distill_steps_s": m["wall_s"], "accuracy": acc})
         print(mode, round(wall, 1), acc, flush=True)

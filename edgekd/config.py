@@ -350,8 +350,7 @@ class Recipe(_Strict):
     threads: int = Field(1, ge=1)  # torch threads; 1 is fastest on a busy 2-core machine
     # processes for independent work side by side (students, teacher-output shards, the transfer set
     # beside the teacher when it leaves a core free, each student's export as soon as it is trained);
-    # 0: one per CPU. Each
-    # job runs `threads` threads, so results do not depend on it
+    # 0: one per CPU. Each job runs `threads` threads, so results do not depend on it
     jobs: int = Field(0, ge=0)
     cache_dir: Path | None = None  # teacher-logit and transfer-set cache; default ~/.cache/edgekd
     data: DataConfig = DataConfig()

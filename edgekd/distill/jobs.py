@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
 import torch
@@ -83,8 +84,6 @@ class Jobs:
             except Exception as e:  # noqa: BLE001 - handed to the caller through the future
                 done.set_exception(e)
             return done
-        from concurrent.futures.process import BrokenProcessPool
-
         self.start()
         try:
             return self._pool.submit(fn, *args, **kwargs)
@@ -100,8 +99,6 @@ class Jobs:
     def result(future: Future):
         """A job's result; a job process that died (killed, out of memory) is `Stopped`, like a killed rank:
         the outputs and resume states stay for the next run."""
-        from concurrent.futures.process import BrokenProcessPool
-
         try:
             return future.result()
         except BrokenProcessPool:
