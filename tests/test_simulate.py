@@ -334,6 +334,38 @@ def test_gate_can_require_the_latency_limit_at_the_band_edge(tmp_path):
 
 
 @pytest.mark.heavy
+def test_the_host_fit_prices_ops_as_the_simulator_does_with_launch_costs_per_op_class():
+    """Latencies made by a host profile with its own launch cost per op class (matmul dear, as ONNX Runtime's
+    CPU provider is) are fitted back: the fit's linear form is the simulator's, fused activations and all."""
+    from edgekd.hostprofile import CALIBRATION, HELD_OUT, fit_host
+    from edgekd.models import build_model
+
+    base = all_targets()["host-cpu-onnxruntime"]
+    cpu = base.units[0]
+    truth = base.model_copy(update={"invoke_overhead_us": 4.0, "units": [cpu.model_copy(update={
+        "dispatch_overhead_us": 0.3, "dispatch_by_kind_us": {"matmul": 11.0, "conv": 1.2}})]})
+
+    def rows(models):
+        out = []
+        for family, shape, width, depth in models:
+            torch.manual_seed(0)
+            ops = export_ops(build_model(family, shape, 10, width=width, depth=depth),
+                             (torch.randn(1, *shape),))
+            out.append({"graph": ops, "measured_ms": simulate(ops, truth).latency_ms})
+        return out
+
+    assert any(o.kind == "activation" for o in rows(CALIBRATION[:1])[0]["graph"])  # unfused in the graph
+    fitted = fit_host(rows(CALIBRATION), base)
+    unit = fitted.units[0]
+    assert unit.dispatch_us("matmul") == pytest.approx(11.0, rel=0.02)
+    assert unit.dispatch_us("conv") == pytest.approx(1.2, rel=0.05)
+    held = rows(HELD_OUT)
+    assert [simulate(r["graph"], fitted).latency_ms for r in held] == \
+        pytest.approx([r["measured_ms"] for r in held], rel=0.01)
+    with pytest.raises(ValueError, match="unknown op kind"):
+        cpu.model_validate({**cpu.model_dump(), "dispatch_by_kind_us": {"attention": 3.0}})
+
+
 def test_a_host_profile_fitted_here_replaces_the_packaged_one(tmp_path, monkeypatch):
     from edgekd.bench.measure import cpu_model
     from edgekd.bench.targets import host_profile_note, user_targets_dir

@@ -27,12 +27,16 @@ class Unit(BaseModel):
     cache_bandwidth_gbps: dict[str, float] | None = None
     overlap: bool = True  # True: roofline max(compute, memory); False: compute + memory (no overlap)
     dispatch_overhead_us: float = Field(ge=0)  # fixed cost of launching one op
+    # per op kind, where launching that kind costs other than dispatch_overhead_us (ONNX Runtime's CPU
+    # provider: about 11 us per attention matmul against 1 us per conv; `edgekd calibrate host` fits it)
+    dispatch_by_kind_us: dict[str, float] | None = None
     ops: list[str]  # op kinds this unit runs; ["*"] for all
     fuses_activation: bool = True  # an activation right after conv/linear costs nothing
 
     @model_validator(mode="after")
     def _check(self):
-        bad = [k for k in [*self.ops, *self.efficiency, *(self.cache_bandwidth_gbps or {})]
+        bad = [k for k in [*self.ops, *self.efficiency, *(self.cache_bandwidth_gbps or {}),
+                           *(self.dispatch_by_kind_us or {})]
                if k not in (*OP_KINDS, "*", "default")]
         if bad:
             raise ValueError(f"unit {self.name!r}: unknown op kind(s) {bad}; known: {', '.join(OP_KINDS)}")
@@ -42,10 +46,16 @@ class Unit(BaseModel):
             raise ValueError(f"unit {self.name!r}: cache_bandwidth_gbps needs a 'default' entry")
         if any(not 0 < v <= 1 for v in self.efficiency.values()):
             raise ValueError(f"unit {self.name!r}: efficiencies are shares of peak, in (0, 1]")
+        if any(v < 0 for v in (self.dispatch_by_kind_us or {}).values()):
+            raise ValueError(f"unit {self.name!r}: dispatch_by_kind_us holds costs in us, >= 0")
         return self
 
     def runs(self, kind: str, dtype: str) -> bool:
         return ("*" in self.ops or kind in self.ops) and dtype in self.peak_gops
+
+    def dispatch_us(self, kind: str) -> float:
+        """The fixed cost of launching one op of `kind` on this unit."""
+        return (self.dispatch_by_kind_us or {}).get(kind, self.dispatch_overhead_us)
 
 
 class Calibration(BaseModel):
