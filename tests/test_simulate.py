@@ -223,6 +223,33 @@ def test_onnx_reader_counts_what_the_torch_reader_counts(tmp_path):
     assert out["format"] == "onnx" and out["ops"] == len(q) and out["latency_ms"] > 0
 
 
+def test_readers_count_the_im2col_matrix_of_convolutions_wider_than_1x1(tmp_path):
+    """A k-tap convolution lowered to a matrix product copies its input k times (im2col); a 1x1 or a
+    depthwise convolution lowers nothing. The torch, ONNX and TFLite readers agree."""
+    from edgekd.bench.graph import read_graph
+    from edgekd.export.common import ExportMeta
+    from edgekd.export.onnx import write_onnx
+    from edgekd.export.tflite import write_tflite
+
+    net = nn.Sequential(nn.Conv1d(4, 8, 5, padding=2), nn.ReLU(), nn.Conv1d(8, 8, 1),
+                        nn.Conv1d(8, 8, 3, padding=1, groups=8), nn.Flatten(), nn.Linear(8 * 40, 10)).eval()
+    x = np.random.default_rng(0).normal(size=(1, 4, 40)).astype(np.float32)
+    ops = export_ops(net, (torch.from_numpy(x),))
+    assert [o.bytes_lowered for o in ops if o.kind in ("conv", "depthwise_conv")] == [40 * 4 * 5 * 4, 0, 0]
+    meta = ExportMeta(name="n", labels=tuple("0123456789"), mean=0.0, std=1.0, input_shape=(4, 40))
+    write_onnx(net, x, tmp_path / "n.onnx", "fp32", x, meta)
+    write_tflite(net, x, tmp_path / "n.tflite", "fp32", x, meta)
+    for fmt in ("onnx", "tflite"):
+        assert sum(o.bytes_lowered for o in read_graph(fmt, tmp_path / f"n.{fmt}")) == 40 * 4 * 5 * 4, fmt
+    # a unit that lowers pays for the matrix at its im2col bandwidth; one that convolves in place does not
+    cpu = all_targets()["host-cpu"].units[0]
+    conv = next(o for o in ops if o.bytes_lowered)
+    slow = cpu.model_copy(update={"im2col_gbps": 0.001})  # a byte a microsecond
+    from edgekd.bench.simulator import op_time_us
+
+    assert op_time_us(conv, slow) == pytest.approx(op_time_us(conv, cpu) + conv.bytes_lowered)
+
+
 def test_onnx_reader_takes_k_from_the_weight_side_and_refuses_open_shapes(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -336,14 +363,16 @@ def test_gate_can_require_the_latency_limit_at_the_band_edge(tmp_path):
 @pytest.mark.heavy
 def test_the_host_fit_prices_ops_as_the_simulator_does_with_launch_costs_per_op_class():
     """Latencies made by a host profile with its own launch cost per op class (matmul dear, as ONNX Runtime's
-    CPU provider is) are fitted back: the fit's linear form is the simulator's, fused activations and all."""
+    CPU provider is) and an im2col cost are fitted back: the fit's linear form is the simulator's, fused
+    activations and all."""
     from edgekd.hostprofile import CALIBRATION, HELD_OUT, fit_host
     from edgekd.models import build_model
 
     base = all_targets()["host-cpu-onnxruntime"]
     cpu = base.units[0]
     truth = base.model_copy(update={"invoke_overhead_us": 4.0, "units": [cpu.model_copy(update={
-        "dispatch_overhead_us": 0.3, "dispatch_by_kind_us": {"matmul": 11.0, "conv": 1.2}})]})
+        "dispatch_overhead_us": 0.3, "dispatch_by_kind_us": {"matmul": 11.0, "conv": 1.2},
+        "im2col_gbps": 5.0})]})
 
     def rows(models):
         out = []
@@ -359,6 +388,7 @@ def test_the_host_fit_prices_ops_as_the_simulator_does_with_launch_costs_per_op_
     unit = fitted.units[0]
     assert unit.dispatch_us("matmul") == pytest.approx(11.0, rel=0.02)
     assert unit.dispatch_us("conv") == pytest.approx(1.2, rel=0.05)
+    assert unit.im2col_gbps == pytest.approx(5.0, rel=0.05)  # ONNX Runtime lowers its convolutions
     held = rows(HELD_OUT)
     assert [simulate(r["graph"], fitted).latency_ms for r in held] == \
         pytest.approx([r["measured_ms"] for r in held], rel=0.01)

@@ -25,6 +25,18 @@ class Op:
     bytes_in: int  # activations read
     bytes_out: int  # activations written
     bytes_weights: int  # constant bytes read (compressed size)
+    # a convolution whose kernel spans more than one input position: its input lowered to a matrix
+    # (im2col: each element copied once per kernel tap that meets it), for runtimes that lower so
+    bytes_lowered: int = 0
+
+
+def lowered_bytes(kind: str, flops: float, w_shape, taps: int, itemsize: float, groups: int = 1) -> int:
+    """Bytes of a convolution's im2col matrix: output positions x input channels x kernel taps, which is
+    its multiply-adds over its output channels (w_shape[0]); 0 for a 1x1 (its input is the matrix)
+    and for anything but a convolution (depthwise convolutions run in place)."""
+    if kind != "conv" or taps <= 1 or not w_shape or not w_shape[0]:
+        return 0
+    return int(flops / 2 / w_shape[0] * groups * itemsize)
 
 
 TFLITE_KINDS = {
@@ -78,8 +90,11 @@ def read_tflite(path: Path) -> list[Op]:
         w_bytes = sum(_nbytes(t.shape, size(t)) for t in weights)
         if name == "GATHER" and weights and weights[0].shape is not None:
             w_bytes = _rows_read(w_bytes, math.prod(weights[0].shape), out_elems)
+        w0 = list(weights[0].shape) if weights and weights[0].shape is not None else []
+        lowered = lowered_bytes(kind, flops, w0, math.prod(w0[1:3]) if len(w0) == 4 else 1,
+                                size(acts[0]) if acts else 4)  # TFLite conv weight: (O, kh, kw, I)
         ops.append(Op(kind, name, dtype, flops, sum(_nbytes(t.shape, size(t)) for t in acts),
-                      sum(_nbytes(t.shape, size(t)) for t in tout), w_bytes))
+                      sum(_nbytes(t.shape, size(t)) for t in tout), w_bytes, lowered))
     return ops
 
 
@@ -154,9 +169,12 @@ def read_coreml(path: Path) -> list[Op]:
         w_bytes = sum(stored[v] for v in weights)
         if o.op_type == "gather" and weights:
             w_bytes = _rows_read(w_bytes, math.prod(int(s) for s in weights[0].shape), out_elems)
+        w0 = [int(d) for d in weights[0].shape] if weights and kind == "conv" else []
+        groups = int(o.inputs["groups"].val or 1) if kind == "conv" and "groups" in o.inputs else 1
+        lowered = lowered_bytes(kind, flops, w0, math.prod(w0[2:]), esize, groups)  # (O, I/groups, *k)
         ops.append(Op(kind, o.op_type, dtype, flops,
                       sum(_nbytes(v.shape, esize) for v in acts if _is_tensor(v)),
-                      out_elems * esize, w_bytes))
+                      out_elems * esize, w_bytes, lowered))
     return ops
 
 
@@ -290,8 +308,10 @@ def read_onnx(path: Path) -> list[Op]:
         w_bytes = sum(int(x.nbytes) for x in weights)
         if n.op_type == "Gather" and weights:
             w_bytes = _rows_read(w_bytes, weights[0].size, out_elems)
+        lowered = (lowered_bytes(kind, flops, w.shape, math.prod(w.shape[2:]), acts[0][1] if acts else 4,
+                                 _attr(n, "group", 1)) if w is not None and w.ndim >= 3 else 0)
         ops.append(Op(kind, n.op_type, dtype, flops, sum(math.prod(s) * b for s, b in acts),
-                      sum(math.prod(s) * b for s, b in outs), w_bytes))
+                      sum(math.prod(s) * b for s, b in outs), w_bytes, lowered))
     return ops
 
 

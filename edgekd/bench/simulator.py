@@ -1,7 +1,8 @@
 """Simulated latency on a target: walk the exported graph op by op with a roofline cost per op.
 
 time(op) = dispatch[kind] + max(flops / (peak[dtype] * efficiency[kind]), weight bytes / DRAM bandwidth
-                                                                       + activation bytes / cache bandwidth)
+                                                                       + activation bytes / cache bandwidth
+                                                                       [+ im2col bytes / im2col bandwidth])
 (a unit with `overlap: false` adds compute and memory time instead: small CPU kernels overlap little)
 An op runs on the first unit (in the profile's order) that takes its kind and dtype, else it falls back
 to the last unit (CPU), paying a unit switch (sync + copying its input) whenever execution moves.
@@ -43,7 +44,8 @@ def op_time_us(op: Op, unit: Unit) -> float:
     cache_bw = unit.cache_bandwidth_gbps or {}
     cache = cache_bw.get(op.kind, cache_bw.get("default", unit.memory_bandwidth_gbps))
     memory_s = (op.bytes_weights / (unit.memory_bandwidth_gbps * 1e9)
-                + (op.bytes_in + op.bytes_out) / (cache * 1e9))
+                + (op.bytes_in + op.bytes_out) / (cache * 1e9)
+                + (op.bytes_lowered / (unit.im2col_gbps * 1e9) if unit.im2col_gbps else 0.0))
     work_s = max(compute_s, memory_s) if unit.overlap else compute_s + memory_s
     return unit.dispatch_us(op.kind) + 1e6 * work_s
 

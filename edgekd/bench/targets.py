@@ -26,6 +26,10 @@ class Unit(BaseModel):
     # activations (small, cache-resident) per op kind, "default" for the rest; absent: DRAM bandwidth
     cache_bandwidth_gbps: dict[str, float] | None = None
     overlap: bool = True  # True: roofline max(compute, memory); False: compute + memory (no overlap)
+    # a unit that lowers a convolution wider than 1x1 to a matrix product (im2col, as ONNX Runtime's CPU
+    # provider does) moves that matrix at this bandwidth; None: convolutions read their input in place
+    # (XNNPACK's indirect convolution, the NPUs)
+    im2col_gbps: float | None = Field(None, gt=0)
     dispatch_overhead_us: float = Field(ge=0)  # fixed cost of launching one op
     # per op kind, where launching that kind costs other than dispatch_overhead_us (ONNX Runtime's CPU
     # provider: about 11 us per attention matmul against 1 us per conv; `edgekd calibrate host` fits it)

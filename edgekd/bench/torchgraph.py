@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from edgekd.bench.graph import Op
+from edgekd.bench.graph import Op, lowered_bytes
 from edgekd.errors import InputError
 
 # precision -> (compute dtype of conv/linear/matmul, activation bytes, weight bytes, other ops' dtype)
@@ -130,8 +130,10 @@ def graph_ops(program, precision: str) -> list[Op]:
         # a lookup (embedding, gather) reads the rows it returns, not its whole table
         w_elems = (out_elems if name in _LOOKUPS and weights
                    else sum(math.prod(_shape(a)) for a in weights))
+        lowered = (lowered_bytes(kind, flops, w_shape, math.prod(w_shape[2:]), abytes, _groups(node, name))
+                   if w_shape else 0)  # weight (O, I/groups, *k)
         ops.append(Op(kind, name, dtype, flops, int(sum(math.prod(_shape(a)) for a in acts) * abytes),
-                      int(out_elems * abytes), int(w_elems * wbytes)))
+                      int(out_elems * abytes), int(w_elems * wbytes), lowered))
         last_kind_by_node[node] = kind
     return ops
 
