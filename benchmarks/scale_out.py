@@ -162,6 +162,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the scaling runs")
     args = ap.parse_args()
+    if args.rounds < 1 or args.seeds < 1:
+        ap.error("--rounds and --seeds need at least 1")
     work = Path(tempfile.mkdtemp(prefix="edgekd-scale-"))
 
     rows, accs = default_runs(work)

@@ -131,8 +131,8 @@ def _per_kind(values, convert) -> dict[str, float]:
 def fit_host(rows: list[dict], base: Target) -> Target:
     """The host profile whose simulated latency best matches `rows` (relative error, so small models count
     as much as big); a term the fit drives to zero shows as 1e4 (no measurable cost of its own). Launch
-    costs are fitted per op class: ONNX Runtime's differ by op type (about 11 us per attention matmul
-    against 1 us per conv), and one figure for all put 3 in 10 held-out models more than 20% off."""
+    costs are fitted per op class: ONNX Runtime's differ by op type (about 8 us per attention matmul
+    against under 1 us per conv), and one figure for all put 3 in 10 held-out models more than 20% off."""
     from scipy.optimize import nnls
 
     X = np.array([features(r["graph"], base) for r in rows])

@@ -223,24 +223,30 @@ def test_onnx_reader_counts_what_the_torch_reader_counts(tmp_path):
     assert out["format"] == "onnx" and out["ops"] == len(q) and out["latency_ms"] > 0
 
 
+@pytest.mark.heavy
 def test_readers_count_the_im2col_matrix_of_convolutions_wider_than_1x1(tmp_path):
     """A k-tap convolution lowered to a matrix product copies its input k times (im2col); a 1x1 or a
     depthwise convolution lowers nothing. The torch, ONNX and TFLite readers agree."""
     from edgekd.bench.graph import read_graph
     from edgekd.export.common import ExportMeta
     from edgekd.export.onnx import write_onnx
+    from edgekd.export.coreml import write_coreml
     from edgekd.export.tflite import write_tflite
 
     net = nn.Sequential(nn.Conv1d(4, 8, 5, padding=2), nn.ReLU(), nn.Conv1d(8, 8, 1),
-                        nn.Conv1d(8, 8, 3, padding=1, groups=8), nn.Flatten(), nn.Linear(8 * 40, 10)).eval()
+                        nn.Conv1d(8, 8, 3, padding=1, groups=8), nn.Conv1d(8, 8, 3, padding=1, groups=2),
+                        nn.Flatten(), nn.Linear(8 * 40, 10)).eval()
     x = np.random.default_rng(0).normal(size=(1, 4, 40)).astype(np.float32)
     ops = export_ops(net, (torch.from_numpy(x),))
-    assert [o.bytes_lowered for o in ops if o.kind in ("conv", "depthwise_conv")] == [40 * 4 * 5 * 4, 0, 0]
+    # positions x input channels x taps x 4 bytes; the grouped conv lowers every input channel too
+    want = [40 * 4 * 5 * 4, 0, 0, 40 * 8 * 3 * 4]
+    assert [o.bytes_lowered for o in ops if o.kind in ("conv", "depthwise_conv")] == want
     meta = ExportMeta(name="n", labels=tuple("0123456789"), mean=0.0, std=1.0, input_shape=(4, 40))
     write_onnx(net, x, tmp_path / "n.onnx", "fp32", x, meta)
     write_tflite(net, x, tmp_path / "n.tflite", "fp32", x, meta)
-    for fmt in ("onnx", "tflite"):
-        assert sum(o.bytes_lowered for o in read_graph(fmt, tmp_path / f"n.{fmt}")) == 40 * 4 * 5 * 4, fmt
+    write_coreml(net, x, tmp_path / "n.mlpackage", "fp32", x, meta)
+    for fmt, suffix in (("onnx", "onnx"), ("tflite", "tflite"), ("coreml", "mlpackage")):
+        assert sum(o.bytes_lowered for o in read_graph(fmt, tmp_path / f"n.{suffix}")) == sum(want), fmt
     # a unit that lowers pays for the matrix at its im2col bandwidth; one that convolves in place does not
     cpu = all_targets()["host-cpu"].units[0]
     conv = next(o for o in ops if o.bytes_lowered)
@@ -360,7 +366,6 @@ def test_gate_can_require_the_latency_limit_at_the_band_edge(tmp_path):
     assert not evaluate(_sim_row(tmp_path, None), margin, {"android": "tflite"}).passed  # uncalibrated
 
 
-@pytest.mark.heavy
 def test_the_host_fit_prices_ops_as_the_simulator_does_with_launch_costs_per_op_class():
     """Latencies made by a host profile with its own launch cost per op class (matmul dear, as ONNX Runtime's
     CPU provider is) and an im2col cost are fitted back: the fit's linear form is the simulator's, fused
@@ -396,6 +401,7 @@ def test_the_host_fit_prices_ops_as_the_simulator_does_with_launch_costs_per_op_
         cpu.model_validate({**cpu.model_dump(), "dispatch_by_kind_us": {"attention": 3.0}})
 
 
+@pytest.mark.heavy
 def test_a_host_profile_fitted_here_replaces_the_packaged_one(tmp_path, monkeypatch):
     from edgekd.bench.measure import cpu_model
     from edgekd.bench.targets import host_profile_note, user_targets_dir

@@ -330,6 +330,8 @@ def apply(target: Target, theta: np.ndarray, calibration: dict) -> dict:
         u["peak_gops"] = {d: _sig(rates.get(d, v * p["rate:fp16"])) for d, v in u["peak_gops"].items()}
         u["efficiency"] = {k: _sig(p[f"eff:{k}"]) for k in EFF_KINDS}  # what the fit priced, nothing else
         u["dispatch_overhead_us"] = _sig(p["dispatch_us"])
+        for k in ("dispatch_by_kind_us", "im2col_gbps"):  # terms the fit does not price (host profiles')
+            u.pop(k, None)
         u["cache_bandwidth_gbps"] = {"layout": _sig(p["layout_gbps"]), "default": _sig(p["act_gbps"])}
         break
     data["invoke_overhead_us"] = _sig(p["invoke_us"])

@@ -91,8 +91,11 @@ def read_tflite(path: Path) -> list[Op]:
         if name == "GATHER" and weights and weights[0].shape is not None:
             w_bytes = _rows_read(w_bytes, math.prod(weights[0].shape), out_elems)
         w0 = list(weights[0].shape) if weights and weights[0].shape is not None else []
+        # TFLite conv weight: (O, kh, kw, I/groups), the input NHWC
+        groups = (acts[0].shape[-1] // w0[3] if len(w0) == 4 and w0[3] and acts and acts[0].shape is not None
+                  else 1)
         lowered = lowered_bytes(kind, flops, w0, math.prod(w0[1:3]) if len(w0) == 4 else 1,
-                                size(acts[0]) if acts else 4)  # TFLite conv weight: (O, kh, kw, I)
+                                size(acts[0]) if acts else 4, groups)
         ops.append(Op(kind, name, dtype, flops, sum(_nbytes(t.shape, size(t)) for t in acts),
                       sum(_nbytes(t.shape, size(t)) for t in tout), w_bytes, lowered))
     return ops
@@ -161,7 +164,8 @@ def read_coreml(path: Path) -> list[Op]:
         esize = {"fp16": 2, "int8": 1}.get(dtype, 4)
         if has_act_quant and kind in ("conv", "depthwise_conv", "fully_connected", "matmul"):
             dtype = "int8"
-        if kind == "conv" and weights and len(weights[0].shape) >= 3 and int(o.inputs["groups"].val or 1) > 1:
+        if (kind == "conv" and weights and len(weights[0].shape) >= 3 and int(o.inputs["groups"].val or 1) > 1
+                and int(weights[0].shape[1]) == 1):  # one input channel per group (the other readers' rule)
             kind = "depthwise_conv"
         out_elems = sum(math.prod(int(s) for s in v.shape) for v in outs)
         flops = _flops(kind, out_elems, [list(v.shape) for v in acts + weights if _is_tensor(v)],

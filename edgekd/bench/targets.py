@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -39,9 +40,9 @@ class Unit(BaseModel):
 
     @model_validator(mode="after")
     def _check(self):
-        bad = [k for k in [*self.ops, *self.efficiency, *(self.cache_bandwidth_gbps or {}),
-                           *(self.dispatch_by_kind_us or {})]
+        bad = [k for k in [*self.ops, *self.efficiency, *(self.cache_bandwidth_gbps or {})]
                if k not in (*OP_KINDS, "*", "default")]
+        bad += [k for k in self.dispatch_by_kind_us or {} if k not in OP_KINDS]  # no "default"
         if bad:
             raise ValueError(f"unit {self.name!r}: unknown op kind(s) {bad}; known: {', '.join(OP_KINDS)}")
         if "default" not in self.efficiency:
@@ -50,8 +51,8 @@ class Unit(BaseModel):
             raise ValueError(f"unit {self.name!r}: cache_bandwidth_gbps needs a 'default' entry")
         if any(not 0 < v <= 1 for v in self.efficiency.values()):
             raise ValueError(f"unit {self.name!r}: efficiencies are shares of peak, in (0, 1]")
-        if any(v < 0 for v in (self.dispatch_by_kind_us or {}).values()):
-            raise ValueError(f"unit {self.name!r}: dispatch_by_kind_us holds costs in us, >= 0")
+        if any(not 0 <= v < math.inf for v in (self.dispatch_by_kind_us or {}).values()):
+            raise ValueError(f"unit {self.name!r}: dispatch_by_kind_us holds costs in us, finite and >= 0")
         return self
 
     def runs(self, kind: str, dtype: str) -> bool:

@@ -131,7 +131,7 @@ def graph_ops(program, precision: str) -> list[Op]:
         w_elems = (out_elems if name in _LOOKUPS and weights
                    else sum(math.prod(_shape(a)) for a in weights))
         lowered = (lowered_bytes(kind, flops, w_shape, math.prod(w_shape[2:]), abytes, _groups(node, name))
-                   if w_shape else 0)  # weight (O, I/groups, *k)
+                   if w_shape and "transpose" not in name else 0)  # weight (O, I/groups, *k)
         ops.append(Op(kind, name, dtype, flops, int(sum(math.prod(_shape(a)) for a in acts) * abytes),
                       int(out_elems * abytes), int(w_elems * wbytes), lowered))
         last_kind_by_node[node] = kind
