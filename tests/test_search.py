@@ -54,6 +54,41 @@ def test_budgets_parse_targets_and_host_runner():
     assert b[1].key == "host=1.5" and b[1].slug == "host-1.5"
 
 
+def test_a_budget_timed_here_is_priced_on_the_host_profile_only_where_it_was_fitted():
+    from edgekd.bench.measure import cpu_model
+    from edgekd.search.budgets import host_profiles
+
+    targets = all_targets()
+    b = parse_budgets(["apple-a17-pro-ane=0.2", "host=1.5"], targets)
+
+    def fitted_on(cpu):
+        t = targets["host-cpu"]
+        return {**targets, "host-cpu": t.model_copy(update={"calibration": t.calibration.model_copy(
+            update={"host_cpu": cpu})})}
+
+    assert host_profiles(b, fitted_on(cpu_model())) == {"tflite": fitted_on(cpu_model())["host-cpu"]}
+    assert host_profiles(b, fitted_on("Some Other CPU")) == {}  # another CPU's fit rules nothing out
+    assert host_profiles(b[:1], fitted_on(cpu_model())) == {}  # no budget timed here
+
+
+def test_a_search_prescreens_a_host_budget_on_a_profile_fitted_here(write_recipe, tmp_path, monkeypatch):
+    """A host budget no candidate can meet, by the host profile fitted on this CPU: nothing is trained."""
+    from edgekd.bench.measure import cpu_model
+    from edgekd.bench.targets import user_targets_dir
+
+    monkeypatch.setenv("EDGEKD_CONFIG_DIR", str(tmp_path / "config"))
+    mine = json.loads(json.dumps(all_targets()["host-cpu"].yaml_data()))
+    mine["calibration"]["host_cpu"] = cpu_model()
+    user_targets_dir().mkdir(parents=True)
+    (user_targets_dir() / "host-cpu.yaml").write_text(yaml.safe_dump(mine))
+    rec, out = search_recipe(write_recipe), tmp_path / "s"
+    r = run_cli("search", rec, "--out", out, "--budget", "host=0.00001", "--trials", 2)
+    assert r.returncode == 0, r.stderr
+    outcomes = [t.user_attrs["outcome"] for _, t in _trials(f"sqlite:///{out / 'study.db'}")]
+    assert outcomes == ["over budget before training (simulated)"] * 2
+    assert not (out / "trials").exists() or not any((out / "trials").iterdir())
+
+
 @pytest.mark.parametrize(
     "text, says",
     [
@@ -386,6 +421,7 @@ def test_pruner_stops_a_trial_only_when_it_can_no_longer_win_a_budget_it_could_m
 
     def finished(at_75, final, ane_ms, more_files=(), retention=None):
         t = study.ask()
+        t.report(at_75 - 0.1, 50)  # each gained 0.1 more from half than from three quarters
         t.report(at_75, 75)
         t.report(final, 100)
         t.set_user_attr("files", [file(ane_ms, 0.5, retention or final), *more_files])
@@ -401,7 +437,9 @@ def test_pruner_stops_a_trial_only_when_it_can_no_longer_win_a_budget_it_could_m
         finished(0.97, 0.99, 0.05)  # large students: they meet only the loose budget; gained 0.02 after 3/4
     assert not running(0.50, 75, 0.02).should_prune()  # two finished trials: too few to judge by
     finished(0.85, 0.90, 0.02)  # a small one meets both, and gained 0.05: the largest gain seen
-    assert not running(0.30, 50, 0.02).should_prune()  # never judged before 3/4: curves still cross
+    # at half, the largest gain seen from half on (0.15) keeps a late bloomer: curves still cross there
+    assert not running(0.75, 50, 0.02).should_prune()  # 0.75 + 0.15 + 0.005 >= 0.90
+    assert running(0.74, 50, 0.02).should_prune()
     # a small student: could it still reach the tight budget's best (0.90) with the largest gain seen?
     assert not running(0.85, 75, 0.02).should_prune()  # 0.85 + 0.05 + 0.005 >= 0.90
     assert running(0.84, 75, 0.02).should_prune()  # 0.895: behind on both budgets

@@ -226,11 +226,11 @@ def test_onnx_reader_counts_what_the_torch_reader_counts(tmp_path):
 @pytest.mark.heavy
 def test_readers_count_the_im2col_matrix_of_convolutions_wider_than_1x1(tmp_path):
     """A k-tap convolution lowered to a matrix product copies its input k times (im2col); a 1x1 or a
-    depthwise convolution lowers nothing. The torch, ONNX and TFLite readers agree."""
+    depthwise convolution lowers nothing. The torch, ONNX, TFLite and Core ML readers agree."""
     from edgekd.bench.graph import read_graph
     from edgekd.export.common import ExportMeta
-    from edgekd.export.onnx import write_onnx
     from edgekd.export.coreml import write_coreml
+    from edgekd.export.onnx import write_onnx
     from edgekd.export.tflite import write_tflite
 
     net = nn.Sequential(nn.Conv1d(4, 8, 5, padding=2), nn.ReLU(), nn.Conv1d(8, 8, 1),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,9 @@ class Trainer:
     max_size_bytes: int | None
     val_x: np.ndarray  # inputs the pruner reads the student's agreement with the teacher on
     val_teacher_top1: np.ndarray
+    # runner timed here -> its host profile, fitted on this CPU (budgets.host_profiles): prices that
+    # runner's budgets before training
+    host_profiles: dict = field(default_factory=dict)
 
 
 def run_trial(trial, t: Trainer, rung: Budget) -> float:
@@ -109,20 +112,28 @@ def run_trial(trial, t: Trainer, rung: Budget) -> float:
 
 
 def prescreen(cand: Candidate, t: Trainer) -> dict[str, float]:
-    """Simulated latency (ms) of the untrained candidate on each simulated budget's target, at its
-    fastest precision: known before a second of training."""
+    """Simulated latency (ms) of the untrained candidate at its fastest precision, per budget the
+    simulator can price: a simulated target's, and a runner timed here through its host profile (at the
+    fast edge of that profile's error band, so a candidate is ruled out only when even the fastest run
+    the profile expects would miss). Known before a second of training."""
     from edgekd.bench.simulator import simulate
     from edgekd.bench.torchgraph import export_ops
     from edgekd.models import resolve
 
-    sims = [b for b in t.budgets if not b.measured]
-    if not sims:
+    targets = {x.name: x for x in t.targets}
+    priced = {b.key: (targets[b.where], 1.0) for b in t.budgets if not b.measured}
+    for b in t.budgets:
+        host = t.host_profiles.get(b.where) if b.measured else None
+        if host is not None:
+            band = host.calibration.error_band or (1.0, 1.0)
+            priced[b.key] = (host, min(1.0, band[0]))
+    if not priced:
         return {}
     model = resolve(cand.spec, t.data.input_shape, t.data.num_classes).eval()
     example = (torch.from_numpy(t.data.x_test[:1]),)
     graphs = [export_ops(model, example, p) for p in PRESCREEN_PRECISIONS]
-    targets = {x.name: x for x in t.targets}
-    return {b.key: round(min(simulate(g, targets[b.where]).latency_ms for g in graphs), 6) for b in sims}
+    return {key: round(edge * min(simulate(g, target).latency_ms for g in graphs), 6)
+            for key, (target, edge) in priced.items()}
 
 
 def _distill(cand: Candidate, t: Trainer, dest: Path, on_epoch):
