@@ -54,6 +54,19 @@ def test_budgets_parse_targets_and_host_runner():
     assert b[1].key == "host=1.5" and b[1].slug == "host-1.5"
 
 
+def test_the_prescreen_slack_covers_the_ops_not_the_fixed_cost_per_inference():
+    from edgekd.search.budgets import cannot_meet
+
+    b = Budget("apple-a17-pro-ane", "apple-a17-pro-ane", 0.2, "coreml", False)
+    fixed = {b.key: 0.18}  # the profile's cost per inference: the budget leaves the ops 0.02 ms
+    assert cannot_meet(b, {b.key: 0.22}, fixed)  # ops 0.04 ms: twice their share (1.2x of the whole: 0.24)
+    assert not cannot_meet(b, {b.key: 0.20}, fixed)  # ops 0.02 ms: within the slack
+    assert not cannot_meet(b, {b.key: 0.23}, {}) and cannot_meet(b, {b.key: 0.25}, {})  # no fixed cost known
+    below = Budget("apple-a17-pro-ane", "apple-a17-pro-ane", 0.15, "coreml", False)
+    assert cannot_meet(below, {below.key: 0.181}, {below.key: 0.18})  # under the fixed cost: nothing meets it
+    assert not cannot_meet(b, {}, {})  # not priced: left to the measurement
+
+
 def test_a_budget_timed_here_is_priced_on_the_host_profile_only_where_it_was_fitted():
     from edgekd.bench.measure import cpu_model
     from edgekd.search.budgets import host_profiles

@@ -24,7 +24,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from edgekd.search.budgets import PRESCREEN_SLACK, FileResult, best_file
+from edgekd.search.budgets import FileResult, best_file, cannot_meet
 from edgekd.types import Budget
 
 JUDGED = (25, 50, 75, 100)  # the steps at which a trial may be stopped
@@ -50,8 +50,9 @@ class LadderPruner(optuna.pruners.BasePruner):
         gain = max(t.intermediate_values[FINAL] - t.intermediate_values[step] for t in done)
         reach = trial.intermediate_values[step] + max(gain, 0.0) + self.margin
         predicted = trial.user_attrs.get("predicted_ms", {})
+        fixed = trial.user_attrs.get("predicted_fixed_ms", {})
         for b in self.budgets:
-            if b.key in predicted and predicted[b.key] > PRESCREEN_SLACK * b.latency_ms:
+            if cannot_meet(b, predicted, fixed):
                 continue  # it cannot meet b: how others do there does not matter
             bar = self.bar(done, b)
             if bar is None or reach >= bar:

@@ -21,7 +21,7 @@ from edgekd.config import SearchConfig
 from edgekd.data import Dataset
 from edgekd.distill.train import predictions
 from edgekd.metrics import top1_agreement
-from edgekd.search.budgets import PRESCREEN_SLACK, FileResult, best_file, file_results, overshoot
+from edgekd.search.budgets import FileResult, best_file, cannot_meet, file_results, overshoot
 from edgekd.search.space import Candidate, sample
 from edgekd.types import Budget, Checkpoint
 
@@ -71,9 +71,10 @@ def run_trial(trial, t: Trainer, rung: Budget) -> float:
     trial.set_user_attr("student", cand.to_dict())
     trial.set_user_attr("seed", t.seed)
     trial.set_user_attr("worker_pid", os.getpid())
-    predicted = prescreen(cand, t)
+    predicted, fixed = prescreen(cand, t)
     trial.set_user_attr("predicted_ms", predicted)
-    if rung.key in predicted and predicted[rung.key] > PRESCREEN_SLACK * rung.latency_ms:
+    trial.set_user_attr("predicted_fixed_ms", fixed)
+    if cannot_meet(rung, predicted, fixed):
         trial.set_constraint(CONSTRAINT, predicted[rung.key] / rung.latency_ms - 1)
         trial.set_user_attr("outcome", "over budget before training (simulated)")
         trial.set_user_attr("files", [])
@@ -111,11 +112,12 @@ def run_trial(trial, t: Trainer, rung: Budget) -> float:
     return best.retention if best else (max(retained) if retained else 0.0)
 
 
-def prescreen(cand: Candidate, t: Trainer) -> dict[str, float]:
-    """Simulated latency (ms) of the untrained candidate at its fastest precision, per budget the
-    simulator can price: a simulated target's, and a runner timed here through its host profile (at the
-    fast edge of that profile's error band, so a candidate is ruled out only when even the fastest run
-    the profile expects would miss). Known before a second of training."""
+def prescreen(cand: Candidate, t: Trainer) -> tuple[dict[str, float], dict[str, float]]:
+    """(simulated latency in ms of the untrained candidate at its fastest precision, the part of it its
+    profile charges per inference), per budget the simulator can price: a simulated target's, and a runner
+    timed here through its host profile (at the fast edge of that profile's error band, so a candidate is
+    ruled out only when even the fastest run the profile expects would miss). Known before a second of
+    training."""
     from edgekd.bench.simulator import simulate
     from edgekd.bench.torchgraph import export_ops
     from edgekd.models import resolve
@@ -128,12 +130,14 @@ def prescreen(cand: Candidate, t: Trainer) -> dict[str, float]:
             band = host.calibration.error_band or (1.0, 1.0)
             priced[b.key] = (host, min(1.0, band[0]))
     if not priced:
-        return {}
+        return {}, {}
     model = resolve(cand.spec, t.data.input_shape, t.data.num_classes).eval()
     example = (torch.from_numpy(t.data.x_test[:1]),)
     graphs = [export_ops(model, example, p) for p in PRESCREEN_PRECISIONS]
-    return {key: round(edge * min(simulate(g, target).latency_ms for g in graphs), 6)
-            for key, (target, edge) in priced.items()}
+    latency = {key: round(edge * min(simulate(g, target).latency_ms for g in graphs), 6)
+               for key, (target, edge) in priced.items()}
+    fixed = {key: round(edge * target.invoke_overhead_us / 1000, 6) for key, (target, edge) in priced.items()}
+    return latency, fixed
 
 
 def _distill(cand: Candidate, t: Trainer, dest: Path, on_epoch):
