@@ -67,41 +67,6 @@ def test_the_prescreen_slack_covers_the_ops_not_the_fixed_cost_per_inference():
     assert not cannot_meet(b, {}, {})  # not priced: left to the measurement
 
 
-def test_a_budget_timed_here_is_priced_on_the_host_profile_only_where_it_was_fitted():
-    from edgekd.bench.measure import cpu_model
-    from edgekd.search.budgets import host_profiles
-
-    targets = all_targets()
-    b = parse_budgets(["apple-a17-pro-ane=0.2", "host=1.5"], targets)
-
-    def fitted_on(cpu):
-        t = targets["host-cpu"]
-        return {**targets, "host-cpu": t.model_copy(update={"calibration": t.calibration.model_copy(
-            update={"host_cpu": cpu})})}
-
-    assert host_profiles(b, fitted_on(cpu_model())) == {"tflite": fitted_on(cpu_model())["host-cpu"]}
-    assert host_profiles(b, fitted_on("Some Other CPU")) == {}  # another CPU's fit rules nothing out
-    assert host_profiles(b[:1], fitted_on(cpu_model())) == {}  # no budget timed here
-
-
-def test_a_search_prescreens_a_host_budget_on_a_profile_fitted_here(write_recipe, tmp_path, monkeypatch):
-    """A host budget no candidate can meet, by the host profile fitted on this CPU: nothing is trained."""
-    from edgekd.bench.measure import cpu_model
-    from edgekd.bench.targets import user_targets_dir
-
-    monkeypatch.setenv("EDGEKD_CONFIG_DIR", str(tmp_path / "config"))
-    mine = json.loads(json.dumps(all_targets()["host-cpu"].yaml_data()))
-    mine["calibration"]["host_cpu"] = cpu_model()
-    user_targets_dir().mkdir(parents=True)
-    (user_targets_dir() / "host-cpu.yaml").write_text(yaml.safe_dump(mine))
-    rec, out = search_recipe(write_recipe), tmp_path / "s"
-    r = run_cli("search", rec, "--out", out, "--budget", "host=0.00001", "--trials", 2)
-    assert r.returncode == 0, r.stderr
-    outcomes = [t.user_attrs["outcome"] for _, t in _trials(f"sqlite:///{out / 'study.db'}")]
-    assert outcomes == ["over budget before training (simulated)"] * 2
-    assert not (out / "trials").exists() or not any((out / "trials").iterdir())
-
-
 @pytest.mark.parametrize(
     "text, says",
     [

@@ -203,7 +203,6 @@ def make_trainer(recipe: Recipe, data: Dataset, out: Path, budgets: list[Budget]
     from edgekd.distill.cache import cached_teacher_outputs
     from edgekd.distill.stage import transfer_inputs
     from edgekd.distill.train import predictions
-    from edgekd.search.budgets import host_profiles
     from edgekd.search.trial import VALIDATION_SEED, Trainer
 
     torch.set_num_threads(recipe.threads)
@@ -223,8 +222,7 @@ def make_trainer(recipe: Recipe, data: Dataset, out: Path, budgets: list[Budget]
         batch_size=d.train.batch_size, weight_decay=d.train.weight_decay, hint_weight=d.hint_weight,
         cosine_weight=d.cosine_weight, space=s, export=recipe.export.model_dump(), quants=quants,
         targets=tuple(targets[b.where] for b in budgets if not b.measured), budgets=tuple(budgets),
-        max_size_bytes=max_size_bytes, val_x=val_x, val_teacher_top1=predictions(teacher_model, val_x),
-        host_profiles=host_profiles(budgets, targets))
+        max_size_bytes=max_size_bytes, val_x=val_x, val_teacher_top1=predictions(teacher_model, val_x))
 
 
 def read_search(out: Path) -> dict:

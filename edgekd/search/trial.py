@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +56,6 @@ class Trainer:
     max_size_bytes: int | None
     val_x: np.ndarray  # inputs the pruner reads the student's agreement with the teacher on
     val_teacher_top1: np.ndarray
-    # runner timed here -> its host profile, fitted on this CPU (budgets.host_profiles): prices that
-    # runner's budgets before training
-    host_profiles: dict = field(default_factory=dict)
 
 
 def run_trial(trial, t: Trainer, rung: Budget) -> float:
@@ -114,30 +111,20 @@ def run_trial(trial, t: Trainer, rung: Budget) -> float:
 
 def prescreen(cand: Candidate, t: Trainer) -> tuple[dict[str, float], dict[str, float]]:
     """(simulated latency in ms of the untrained candidate at its fastest precision, the part of it its
-    profile charges per inference), per budget the simulator can price: a simulated target's, and a runner
-    timed here through its host profile (at the fast edge of that profile's error band, so a candidate is
-    ruled out only when even the fastest run the profile expects would miss). Known before a second of
-    training."""
+    profile charges per inference), per simulated budget: known before a second of training."""
     from edgekd.bench.simulator import simulate
     from edgekd.bench.torchgraph import export_ops
     from edgekd.models import resolve
 
     targets = {x.name: x for x in t.targets}
-    priced = {b.key: (targets[b.where], 1.0) for b in t.budgets if not b.measured}
-    for b in t.budgets:
-        host = t.host_profiles.get(b.where) if b.measured else None
-        if host is not None:
-            band = host.calibration.error_band or (1.0, 1.0)
-            priced[b.key] = (host, min(1.0, band[0]))
-    if not priced:
+    sims = [b for b in t.budgets if not b.measured]
+    if not sims:
         return {}, {}
     model = resolve(cand.spec, t.data.input_shape, t.data.num_classes).eval()
     example = (torch.from_numpy(t.data.x_test[:1]),)
     graphs = [export_ops(model, example, p) for p in PRESCREEN_PRECISIONS]
-    latency = {key: round(edge * min(simulate(g, target).latency_ms for g in graphs), 6)
-               for key, (target, edge) in priced.items()}
-    fixed = {key: round(edge * target.invoke_overhead_us / 1000, 6) for key, (target, edge) in priced.items()}
-    return latency, fixed
+    latency = {b.key: round(min(simulate(g, targets[b.where]).latency_ms for g in graphs), 6) for b in sims}
+    return latency, {b.key: round(targets[b.where].invoke_overhead_us / 1000, 6) for b in sims}
 
 
 def _distill(cand: Candidate, t: Trainer, dest: Path, on_epoch):
