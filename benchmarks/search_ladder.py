@@ -71,9 +71,7 @@ def default_files(rows) -> list[dict]:
     return list(files.values())
 
 
-def budgets_from(files: list[dict]) -> list[str]:
-    from edgekd.bench.targets import all_targets
-
+def budgets_from(files: list[dict], targets: dict) -> list[str]:
     def fastest(where, model=None):
         return min(f["latency_ms"][where] for f in files
                    if where in f["latency_ms"] and (model is None or f["model"] == model))
@@ -82,7 +80,7 @@ def budgets_from(files: list[dict]) -> list[str]:
         return float(f"{v:.3g}")
 
     # below the profile's fixed cost per inference no network runs: cut the part the network adds
-    floor = all_targets()["apple-a17-pro-ane"].invoke_overhead_us / 1000
+    floor = targets["apple-a17-pro-ane"].invoke_overhead_us / 1000
     a17 = floor + 0.7 * (fastest("apple-a17-pro-ane") - floor)
     return [f"apple-a17-pro-ane={sig(a17)}",
             f"arm-cortex-a78={sig(fastest('arm-cortex-a78', 'cnn1d-30x'))}",
@@ -175,8 +173,9 @@ def main() -> None:
 
     base, rows, default_s = default_run(work)
     files = default_files(rows)
-    budget_texts = budgets_from(files)
-    budgets = parse_budgets(budget_texts, all_targets())
+    targets = all_targets()
+    budget_texts = budgets_from(files, targets)
+    budgets = parse_budgets(budget_texts, targets)
     base["teacher"] = {"checkpoint": str((work / "default" / "teacher").resolve()),
                        "min_accuracy": base["teacher"]["min_accuracy"]}
     print("budgets:", ", ".join(budget_texts))
@@ -212,7 +211,7 @@ def main() -> None:
     levels = []
     for b in budgets:
         levels += [f"{b.name}={float(f'{b.latency_ms * m:.3g}')}" for m in (0.5, 1.0, 2.0, 4.0)]
-    ladder = write_ladder(work / "pruned", pruned["url"], budgets=parse_budgets(levels, all_targets()),
+    ladder = write_ladder(work / "pruned", pruned["url"], budgets=parse_budgets(levels, targets),
                           dest=work / "pruned" / "ladder-levels")
 
     t_pruned = pruned["summary"]["trials"]["trial_seconds"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.bench.calibrate import round_sig
 from edgekd.bench.measure import cpu_model
 from edgekd.bench.simulator import simulate, walk
 from edgekd.bench.targets import Target
@@ -132,7 +133,7 @@ def fit_host(rows: list[dict], base: Target) -> Target:
     """The host profile whose simulated latency best matches `rows` (relative error, so small models count
     as much as big); a term the fit drives to zero shows as 1e4 (no measurable cost of its own). Launch
     costs are fitted per op class: ONNX Runtime's differ by op type (about 8 us per attention matmul
-    against under 1 us per conv), and one figure for all put 3 in 10 held-out models more than 20% off."""
+    against under 1 us per conv), and one figure for all put 2 in 10 held-out models more than 20% off."""
     from scipy.optimize import nnls
 
     X = np.array([features(r["graph"], base) for r in rows])
@@ -144,22 +145,18 @@ def fit_host(rows: list[dict], base: Target) -> Target:
     per_lowered_byte = coef[2 + 3 * n] if base.name in LOWERS_CONVOLUTIONS else None
     thr = {k: (1e-3 / c if c > 1e-12 else 1e4) for k, c in zip(CLASSES, per_flop)}  # GFLOP/s per class
     peak = max(thr.values())
-    eff = _per_kind([max(1e-6, min(1.0, t / peak)) for t in thr.values()], _sig)
-    bw = lambda c: _sig(1e-3 / c) if c > 1e-12 else 1e4  # noqa: E731 - us per byte -> GB/s
-    by_kind = _per_kind(dispatch, _sig)
+    eff = _per_kind([max(1e-6, min(1.0, t / peak)) for t in thr.values()], round_sig)
+    bw = lambda c: round_sig(1e-3 / c) if c > 1e-12 else 1e4  # noqa: E731 - us per byte -> GB/s
+    by_kind = _per_kind(dispatch, round_sig)
     default = by_kind.pop("default")  # the other ops' launch cost is the unit's own
-    peak = _sig(peak)
+    peak = round_sig(peak)
     unit = base.units[0].model_copy(update={
         "peak_gops": {"fp32": peak, "fp16": peak, "int8": peak}, "efficiency": eff,
         "dispatch_overhead_us": default,
         "dispatch_by_kind_us": {k: v for k, v in by_kind.items() if v != default},
         "memory_bandwidth_gbps": bw(per_weight_byte), "cache_bandwidth_gbps": _per_kind(per_act_byte, bw),
         "im2col_gbps": None if per_lowered_byte is None else bw(per_lowered_byte), "overlap": False})
-    return base.model_copy(update={"invoke_overhead_us": _sig(invoke_us), "units": [unit]})
-
-
-def _sig(x: float) -> float:
-    return float(f"{x:.4g}")
+    return base.model_copy(update={"invoke_overhead_us": round_sig(invoke_us), "units": [unit]})
 
 
 def calibrate_host(base: Target, threads: int = 1, progress=lambda m: None, calibration=CALIBRATION,

@@ -271,7 +271,7 @@ def start_figures(target: Target, theta0: np.ndarray) -> dict[str, float]:
     current = acc.peak_gops.get("fp16", max(acc.peak_gops.values()))
     p = dict(zip(PARAMS, np.exp(theta0)))
     fp16 = p.pop("rate:fp16") * current
-    return {"peak_fp16_gops": _sig(fp16), **{k: _sig(v) for k, v in p.items()}}
+    return {"peak_fp16_gops": round_sig(fp16), **{k: round_sig(v) for k, v in p.items()}}
 
 
 def free_params(networks: int) -> tuple[str, ...]:
@@ -327,19 +327,21 @@ def apply(target: Target, theta: np.ndarray, calibration: dict) -> dict:
         # only the dtypes the unit runs: a fit never gives a unit a precision it lacks
         fp16 = u["peak_gops"].get("fp16", max(u["peak_gops"].values())) * p["rate:fp16"]
         rates = {"int8": fp16 * p["rate:int8"], "int16": fp16 * p["rate:int8"] * p["rate:int16"]}
-        u["peak_gops"] = {d: _sig(rates.get(d, v * p["rate:fp16"])) for d, v in u["peak_gops"].items()}
-        u["efficiency"] = {k: _sig(p[f"eff:{k}"]) for k in EFF_KINDS}  # what the fit priced, nothing else
-        u["dispatch_overhead_us"] = _sig(p["dispatch_us"])
+        u["peak_gops"] = {d: round_sig(rates.get(d, v * p["rate:fp16"])) for d, v in u["peak_gops"].items()}
+        u["efficiency"] = {k: round_sig(p[f"eff:{k}"]) for k in EFF_KINDS}  # what the fit priced, no more
+        u["dispatch_overhead_us"] = round_sig(p["dispatch_us"])
         for k in ("dispatch_by_kind_us", "im2col_gbps"):  # terms the fit does not price (host profiles')
             u.pop(k, None)
-        u["cache_bandwidth_gbps"] = {"layout": _sig(p["layout_gbps"]), "default": _sig(p["act_gbps"])}
+        u["cache_bandwidth_gbps"] = {"layout": round_sig(p["layout_gbps"]),
+                                     "default": round_sig(p["act_gbps"])}
         break
-    data["invoke_overhead_us"] = _sig(p["invoke_us"])
+    data["invoke_overhead_us"] = round_sig(p["invoke_us"])
     data["calibration"] = calibration
     return data
 
 
-def _sig(x: float) -> float:
+def round_sig(x: float) -> float:
+    """A fitted figure as profiles store it: 4 significant digits."""
     return float(f"{x:.4g}") if x and math.isfinite(x) else float(x)
 
 

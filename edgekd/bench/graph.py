@@ -164,9 +164,9 @@ def read_coreml(path: Path) -> list[Op]:
         esize = {"fp16": 2, "int8": 1}.get(dtype, 4)
         if has_act_quant and kind in ("conv", "depthwise_conv", "fully_connected", "matmul"):
             dtype = "int8"
-        if (kind == "conv" and weights and len(weights[0].shape) >= 3 and int(o.inputs["groups"].val or 1) > 1
-                and int(weights[0].shape[1]) == 1):  # one input channel per group (the other readers' rule)
-            kind = "depthwise_conv"
+        groups = int(o.inputs["groups"].val or 1) if kind == "conv" and "groups" in o.inputs else 1
+        if groups > 1 and weights and len(weights[0].shape) >= 3 and int(weights[0].shape[1]) == 1:
+            kind = "depthwise_conv"  # one input channel per group (the other readers' rule)
         out_elems = sum(math.prod(int(s) for s in v.shape) for v in outs)
         flops = _flops(kind, out_elems, [list(v.shape) for v in acts + weights if _is_tensor(v)],
                        [list(v.shape) for v in weights])
@@ -174,7 +174,6 @@ def read_coreml(path: Path) -> list[Op]:
         if o.op_type == "gather" and weights:
             w_bytes = _rows_read(w_bytes, math.prod(int(s) for s in weights[0].shape), out_elems)
         w0 = [int(d) for d in weights[0].shape] if weights and kind == "conv" else []
-        groups = int(o.inputs["groups"].val or 1) if kind == "conv" and "groups" in o.inputs else 1
         lowered = lowered_bytes(kind, flops, w0, math.prod(w0[2:]), esize, groups)  # (O, I/groups, *k)
         ops.append(Op(kind, o.op_type, dtype, flops,
                       sum(_nbytes(v.shape, esize) for v in acts if _is_tensor(v)),

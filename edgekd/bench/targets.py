@@ -33,7 +33,7 @@ class Unit(BaseModel):
     im2col_gbps: float | None = Field(None, gt=0)
     dispatch_overhead_us: float = Field(ge=0)  # fixed cost of launching one op
     # per op kind, where launching that kind costs other than dispatch_overhead_us (ONNX Runtime's CPU
-    # provider: about 11 us per attention matmul against 1 us per conv; `edgekd calibrate host` fits it)
+    # provider: about 8 us per attention matmul against under 1 us per conv; `edgekd calibrate host` fits it)
     dispatch_by_kind_us: dict[str, float] | None = None
     ops: list[str]  # op kinds this unit runs; ["*"] for all
     fuses_activation: bool = True  # an activation right after conv/linear costs nothing
