@@ -163,6 +163,8 @@ def main() -> None:
                           "within_35pct": round(float(np.mean(np.abs(errs) <= 0.35)), 4),
                           "error_band": res.profile["calibration"]["error_band"],
                           "per_precision": per_precision,
+                          "family_rows": res.profile["calibration"].get("family_rows", 0),
+                          "family_factors": res.profile["calibration"].get("family_factors"),
                           "worst": worst, "skipped": res.skipped, "calibrate_s": round(wall, 1),
                           "build_s": round(res.build_s, 1), "fit_s": round(res.fit_s, 1)}
         rows += [{"target": name, **r} for r in res.rows]

@@ -28,6 +28,7 @@ from edgekd.bench.simulator import simulate
 from edgekd.bench.targets import Target, all_targets, load_target
 from edgekd.bench.torchgraph import export_ops
 from edgekd.config import Policy
+from edgekd.errors import InputError
 from edgekd.gate.verdict import BenchRow, evaluate
 from edgekd.nets.standard import build, from_constructor
 from edgekd.types import Measurement
@@ -90,23 +91,25 @@ NETS = ("squeezenet1_1", "mobilenet_v3_small", "shufflenet_v2_x0_5", "mnasnet0_5
 CONSTRUCTOR = "torchvision.models.{}()"
 
 
-def _synthetic_csv(path, truth: Target, chipset: str):
-    """Latencies a known profile predicts, in the published file's columns: what the fit must recover."""
+def _synthetic_csv(path, truth: Target, chipset: str, nets=NETS, slower: float = 1.0, append: bool = False):
+    """Latencies a known profile predicts (times `slower`), in the published file's columns: what the fit
+    must recover."""
     cols = ["row_id", "model", "model_variant", "torch_constructor", "input_shape", "precision", "runtime",
             "compute_target", "chipset_norm", "latency_ms", "layers_total", "layers_npu", "layers_gpu",
             "layers_cpu"]
-    with open(path, "w", newline="") as f:
+    with open(path, "a" if append else "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for i, net in enumerate(NETS):
+        if not append:
+            w.writeheader()
+        for i, net in enumerate(nets):
             for j, (cell, prec) in enumerate((("float", "fp16"), ("w8a8", "int8"))):
-                ms = simulate(export_ops(*build(net), prec), truth).latency_ms
-                w.writerow({"row_id": f"{i}{j}", "model": net, "model_variant": net,
+                ms = simulate(export_ops(*build(net), prec), truth).latency_ms * slower
+                w.writerow({"row_id": f"{chipset}{i}{j}", "model": net, "model_variant": net,
                             "torch_constructor": CONSTRUCTOR.format(net), "input_shape": "224x224",
                             "precision": cell, "runtime": "TFLite", "compute_target": "NPU",
                             "chipset_norm": chipset, "latency_ms": f"{ms:.5f}", "layers_total": "",
                             "layers_npu": "", "layers_gpu": "", "layers_cpu": ""})
-        w.writerow({"row_id": "99", "model": "yolo", "model_variant": "", "chipset_norm": chipset,
+        w.writerow({"row_id": f"{chipset}99", "model": "yolo", "model_variant": "", "chipset_norm": chipset,
                     "torch_constructor": "ultralytics YOLO('yolov8n.yaml')", "input_shape": "640x640",
                     "precision": "float", "runtime": "TFLite", "compute_target": "NPU", "latency_ms": "2"})
 
@@ -142,6 +145,37 @@ def test_the_fit_recovers_a_known_profile_and_predicts_networks_it_did_not_see(t
     assert again.profile["calibration"]["start"] == pytest.approx(prof.calibration.start, rel=1e-3)
     held_out_again = [r["held_out_ms"] for r in again.rows]
     assert held_out_again == pytest.approx([r["held_out_ms"] for r in res.rows], rel=0.02)
+
+
+@pytest.mark.heavy
+def test_a_chip_with_few_networks_borrows_its_family_rows(tmp_path):
+    """A17 Pro's case: two networks of its own; a sibling chip's rows (the same design, its own speed)
+    pin the chip-wide figures, and the sibling's speed factor comes out as its own figure."""
+    base = all_targets()[HEXAGON].model_dump()
+    truth = dict(base, calibration={"chipset": "Test Chip"}, invoke_overhead_us=300.0)
+    truth["units"][0]["efficiency"] = {**truth["units"][0]["efficiency"], "conv": 0.3, "fully_connected": 0.3}
+    truth = Target.model_validate(truth)
+    rows = tmp_path / "rows.csv"
+    _synthetic_csv(rows, truth, "Test Chip", nets=("squeezenet1_1", "resnet18"))
+    _synthetic_csv(rows, truth, "Sibling", slower=1.5, append=True)
+    with open(rows, "a", newline="") as f:  # a row whose input shape nobody stated: it cannot be priced
+        f.write("s1,resnet18,resnet18,torchvision.models.resnet18(),not stated,float,TFLite,NPU,Sibling,9"
+                ",,,,\n")
+    start = Target.model_validate(dict(base, calibration={"chipset": "Test Chip", "family": ["Sibling"]}))
+    res = calibrate(start, rows)
+    c = res.profile["calibration"]
+    assert c["rows"] == 4 and c["networks"] == 2 and c["family_rows"] == 10
+    assert c["family_factors"]["Sibling"] == pytest.approx(1.5, rel=0.05)
+    assert {s["why"] for s in res.skipped} == {"network not buildable here", "input shape not stated"}
+    assert max(abs(r["held_out_error"]) for r in res.rows) < 0.10, res.rows
+    # the written profile keeps its family, and a refit starts from the same figures
+    write_profile(res.profile, tmp_path / "fitted.yaml", None)
+    prof = load_target(tmp_path / "fitted.yaml")
+    assert prof.calibration.family == ["Sibling"] and prof.calibration.start == c["start"]
+    # a family chip the file has no rows for is bad input, named
+    lonely = Target.model_validate(dict(base, calibration={"chipset": "Test Chip", "family": ["Nowhere"]}))
+    with pytest.raises(InputError, match="calibration.family names 'Nowhere'"):
+        calibrate(lonely, rows)
 
 
 @pytest.mark.heavy

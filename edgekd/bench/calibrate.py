@@ -31,20 +31,27 @@ from edgekd.errors import InputError
 EFF_KINDS = ("conv", "depthwise_conv", "fully_connected", "matmul", "norm", "elementwise", "default")
 # free parameters, all fitted in log space: efficiency per op class; the effective fp16 peak as a multiple
 # of the datasheet's (a third-party figure for most chips), int8 as a multiple of that, int16 of int8;
-# dispatch per op (us), overhead per inference (us), and the bandwidth activations (and layout ops) move at
+# dispatch per op (us), overhead per inference (us), the bandwidth activations (and layout ops) move at, and
+# the effective bandwidth weights stream at as a multiple of the datasheet's DRAM figure (the issue's "memory
+# bandwidth": a system cache and prefetch across layers put A17 Pro's and Snapdragon 8 Gen 3's at 2x theirs)
 PARAMS = (*[f"eff:{k}" for k in EFF_KINDS], "rate:fp16", "rate:int8", "rate:int16", "dispatch_us",
-          "invoke_us", "act_gbps", "layout_gbps")
+          "invoke_us", "act_gbps", "layout_gbps", "rate:mem")
 # physical ranges: a share of peak is at most 1; the effective fp16 peak within 2x of the datasheet's;
-# int8 between the fp16 rate and 4x it; int16 (w8a16) at most the int8 rate, at least a quarter of it
+# int8 between the fp16 rate and 4x it; int16 (w8a16) at most the int8 rate, at least a quarter of it;
+# weight bandwidth within 2x of the DRAM's
 # with few networks only these move: the share of the datasheet peak that convolutions reach (a fully
 # connected layer with them: NPUs run it as a 1x1 convolution), the integer rates, the bandwidth activations
-# move at, and the overhead per inference; the fp16 peak stays the datasheet's (it and the convolution
-# share cannot be told apart from a few CNNs)
-FEW = ("eff:conv", "rate:int8", "rate:int16", "invoke_us", "act_gbps")
+# move at, the weight bandwidth, and the overhead per inference; the fp16 peak stays the datasheet's (it and
+# the convolution share cannot be told apart from a few CNNs)
+FEW = ("eff:conv", "rate:int8", "rate:int16", "invoke_us", "act_gbps", "rate:mem")
 TIED = {"eff:fully_connected": "eff:conv"}  # in a fit of few networks: moves with it
 FULL_FIT_NETWORKS = 5
+# a family chip (calibration.family: the same accelerator design in another generation or clock) runs each
+# network this factor's times slower than the profile's chip; the fit finds it within these bounds
+FAMILY_FACTOR = (0.25, 4.0)
 STARTS = 5  # least-squares starts per fit: the start itself and seeded perturbations of it
 BOUNDS = {"eff": (1e-4, 1.0), "rate:fp16": (0.5, 2.0), "rate:int8": (1.0, 4.0), "rate:int16": (0.25, 1.0),
+          "rate:mem": (0.5, 2.0),
           "dispatch_us": (0.01, 200.0), "invoke_us": (1.0, 20000.0), "act_gbps": (1.0, 5000.0),
           "layout_gbps": (1.0, 1e5)}
 
@@ -105,6 +112,7 @@ def read_rows(csv_path: Path, chipset: str) -> tuple[list[Row], list[dict]]:
         network, precision = from_constructor(r["torch_constructor"]), precision_of(r["precision"])
         why = ("network not buildable here" if network is None else
                "precision not modelled" if precision is None else
+               "input shape not stated" if not re.search(r"\d", r["input_shape"]) else
                "ran on CPU/GPU" if any(k in r["compute_target"].upper() for k in ("CPU", "GPU"))
                and "NPU" not in r["compute_target"].upper() else None)
         if why:
@@ -164,8 +172,12 @@ class Packed:
     (CPU fallbacks, unit switches) at the profile's fixed cost. Placement depends only on op kinds and
     dtypes, so it is decided once."""
 
-    def __init__(self, rows: list[list[Op]], target: Target):
+    def __init__(self, rows: list[list[Op]], target: Target, chips: list[int] | None = None):
         acc = accelerator_of(target)
+        # per row, its chip: 0 the profile's own, i > 0 the i-th chip of its family (calibration.family),
+        # whose rows are priced as the profile's times a fitted factor of that chip's own
+        self.chip = np.zeros(len(rows), dtype=int) if chips is None else np.asarray(chips, dtype=int)
+        self.n_chips = int(self.chip.max(initial=0)) + 1
         cols = {k: [] for k in ("row", "kind", "layout", "dtype", "flops", "w", "a")}
         self.fixed_us = np.zeros(len(rows))
         self.n_rows = len(rows)
@@ -205,10 +217,11 @@ class Packed:
                         np.where(self.dtype == "int16", p["rate:int8"] * p["rate:int16"], self.fixed_rate))
         compute = self.flops / (self.peak_fp16 * p["rate:fp16"] * rate * eff * 1e3)
         act_gbps = np.where(self.layout, p["layout_gbps"], p["act_gbps"])
-        memory = self.w / (self.mem_gbps * 1e3) + self.a / (act_gbps * 1e3)
+        memory = self.w / (self.mem_gbps * p["rate:mem"] * 1e3) + self.a / (act_gbps * 1e3)
         per_op = p["dispatch_us"] + (np.maximum(compute, memory) if self.overlap else compute + memory)
         total = np.bincount(self.row, weights=per_op, minlength=self.n_rows)
-        return (total + self.fixed_us + p["invoke_us"]) / 1000
+        factor = np.exp(np.concatenate([[0.0], theta[len(PARAMS):]]))[self.chip] if self.n_chips > 1 else 1.0
+        return factor * (total + self.fixed_us + p["invoke_us"]) / 1000
 
 
 def accelerator_of(target: Target):
@@ -228,7 +241,8 @@ def initial_theta(target: Target) -> np.ndarray:
              "rate:int16": acc.peak_gops.get("int16", fp16) / acc.peak_gops.get("int8", fp16),
              "dispatch_us": max(acc.dispatch_overhead_us, 0.1),
              "invoke_us": max(target.invoke_overhead_us, 1.0),
-             "act_gbps": cache, "layout_gbps": (acc.cache_bandwidth_gbps or {}).get("layout", cache)}
+             "rate:mem": 1.0, "act_gbps": cache,
+             "layout_gbps": (acc.cache_bandwidth_gbps or {}).get("layout", cache)}
     return np.log([start[k] for k in PARAMS])
 
 
@@ -239,39 +253,47 @@ def start_theta(target: Target) -> np.ndarray:
     start = target.calibration.start
     if start is None:
         return initial_theta(target)
-    missing = [k for k in (*(k for k in PARAMS if k != "rate:fp16"), "peak_fp16_gops") if k not in start]
+    scaled = ("rate:fp16", "rate:mem")  # recorded as the datasheet figures they scale
+    missing = [k for k in (*(k for k in PARAMS if k not in scaled), "peak_fp16_gops") if k not in start]
     if missing:
         raise InputError(f"profile {target.name!r}: calibration.start lacks {missing[0]!r}; restore the "
                          "profile's calibration block, or remove `start` (a refit then starts from the "
                          "fitted figures)")
-    # the fit scales the unit's own fp16 peak: the datasheet's peak as a share of the current one
+    # the fit scales the unit's own fp16 peak and DRAM bandwidth: the datasheet's as a share of the current
+    # (a profile fitted before the bandwidth was free recorded none: its bandwidth is the datasheet's)
     acc = accelerator_of(target)
     current = acc.peak_gops.get("fp16", max(acc.peak_gops.values()))
-    return np.log([start["peak_fp16_gops"] / current if k == "rate:fp16" else start[k] for k in PARAMS])
+    share = {"rate:fp16": start["peak_fp16_gops"] / current,
+             "rate:mem": start.get("memory_gbps", acc.memory_bandwidth_gbps) / acc.memory_bandwidth_gbps}
+    return np.log([share.get(k, start.get(k)) for k in PARAMS])
 
 
 def at_start_peak(target: Target) -> Target:
     """A fitted profile with its accelerator's peaks scaled back so fp16 is the datasheet peak its fits
-    started from: every refit then solves the same problem. (Solved around the last fit's peak instead,
-    the finite-difference steps differed, and Snapdragon 8 Gen 3's held-out median moved from 23.9% to 26.2%
-    between two refits of the same rows from the same start.)"""
+    started from, and its DRAM bandwidth the datasheet's: every refit then solves the same problem. (Solved
+    around the last fit's peak instead, the finite-difference steps differed, and Snapdragon 8 Gen 3's
+    held-out median moved from 23.9% to 26.2% between two refits of the same rows from the same start.)"""
     start = target.calibration.start
     if start is None or "peak_fp16_gops" not in start:
         return target
     acc = accelerator_of(target)
     scale = start["peak_fp16_gops"] / acc.peak_gops.get("fp16", max(acc.peak_gops.values()))
-    units = [u.model_copy(update={"peak_gops": {d: v * scale for d, v in u.peak_gops.items()}})
+    memory = start.get("memory_gbps", acc.memory_bandwidth_gbps)
+    units = [u.model_copy(update={"peak_gops": {d: v * scale for d, v in u.peak_gops.items()},
+                                  "memory_bandwidth_gbps": memory})
              if u is acc else u for u in target.units]
     return target.model_copy(update={"units": units})
 
 
 def start_figures(target: Target, theta0: np.ndarray) -> dict[str, float]:
-    """theta0 as the calibration block records it: the fp16 peak in Gop/s instead of a share of it."""
+    """theta0 as the calibration block records it: the fp16 peak and DRAM bandwidth in Gop/s and GB/s
+    instead of shares of the unit's."""
     acc = accelerator_of(target)
     current = acc.peak_gops.get("fp16", max(acc.peak_gops.values()))
     p = dict(zip(PARAMS, np.exp(theta0)))
-    fp16 = p.pop("rate:fp16") * current
-    return {"peak_fp16_gops": round_sig(fp16), **{k: round_sig(v) for k, v in p.items()}}
+    fp16, memory = p.pop("rate:fp16") * current, p.pop("rate:mem") * acc.memory_bandwidth_gbps
+    return {"peak_fp16_gops": round_sig(fp16), "memory_gbps": round_sig(memory),
+            **{k: round_sig(v) for k, v in p.items()}}
 
 
 def free_params(networks: int) -> tuple[str, ...]:
@@ -286,13 +308,15 @@ def free_params(networks: int) -> tuple[str, ...]:
 def fit(packed: Packed, published_ms: np.ndarray, theta0: np.ndarray,
         free: tuple[str, ...] = PARAMS) -> np.ndarray:
     """Least squares on log(predicted / published), robust to a few odd rows (soft L1); parameters not
-    in `free` keep theta0's values."""
+    in `free` keep theta0's values. Rows of a family chip add that chip's speed factor to the fit (always
+    free; it follows PARAMS in the result)."""
     from scipy.optimize import least_squares
 
-    lo = np.log([BOUNDS.get(k, BOUNDS.get(k.split(":")[0]))[0] for k in PARAMS])
-    hi = np.log([BOUNDS.get(k, BOUNDS.get(k.split(":")[0]))[1] for k in PARAMS])
-    x0 = np.clip(theta0, lo + 1e-9, hi - 1e-9)
-    moving = np.array([k in free for k in PARAMS])
+    extra = packed.n_chips - 1
+    lo = np.log([BOUNDS.get(k, BOUNDS.get(k.split(":")[0]))[0] for k in PARAMS] + [FAMILY_FACTOR[0]] * extra)
+    hi = np.log([BOUNDS.get(k, BOUNDS.get(k.split(":")[0]))[1] for k in PARAMS] + [FAMILY_FACTOR[1]] * extra)
+    x0 = np.clip(np.concatenate([theta0[:len(PARAMS)], np.zeros(extra)]), lo + 1e-9, hi - 1e-9)
+    moving = np.array([k in free for k in PARAMS] + [True] * extra)
     ties = [(PARAMS.index(k), PARAMS.index(src)) for k, src in TIED.items() if k not in free and src in free]
 
     def full(sub: np.ndarray) -> np.ndarray:
@@ -330,6 +354,7 @@ def apply(target: Target, theta: np.ndarray, calibration: dict) -> dict:
         u["peak_gops"] = {d: round_sig(rates.get(d, v * p["rate:fp16"])) for d, v in u["peak_gops"].items()}
         u["efficiency"] = {k: round_sig(p[f"eff:{k}"]) for k in EFF_KINDS}  # what the fit priced, no more
         u["dispatch_overhead_us"] = round_sig(p["dispatch_us"])
+        u["memory_bandwidth_gbps"] = round_sig(u["memory_bandwidth_gbps"] * p["rate:mem"])
         for k in ("dispatch_by_kind_us", "im2col_gbps"):  # terms the fit does not price (host profiles')
             u.pop(k, None)
         u["cache_bandwidth_gbps"] = {"layout": round_sig(p["layout_gbps"]),
@@ -362,15 +387,23 @@ def calibrate(target: Target, csv_path: Path, progress=lambda m: None, cache: di
     if not chipset:
         raise InputError(f"profile {target.name!r} names no calibration.chipset: the calibration set has no "
                          "rows for it; it stays uncalibrated")
-    rows, skipped = read_rows(csv_path, chipset)
-    fallback = [r for r in rows if (r.layers_cpu or 0) > 0]
-    skipped += [{"row_id": r.row_id, "model": r.network, "precision": r.precision, "runtime": r.runtime,
-                 "why": f"{r.layers_cpu:.0f} of {r.layers_total or 0:.0f} layers ran on the CPU "
-                        "(residency row)"}
-                for r in fallback]
-    rows = [r for r in rows if r not in fallback]
+    rows, skipped, chip_of = [], [], []
+    for i, chip in enumerate([chipset, *target.calibration.family]):
+        got, left = read_rows(csv_path, chip)
+        fallback = [r for r in got if (r.layers_cpu or 0) > 0]
+        skipped += left + [{"row_id": r.row_id, "model": r.network, "precision": r.precision,
+                            "runtime": r.runtime, "why": f"{r.layers_cpu:.0f} of {r.layers_total or 0:.0f} "
+                                                        "layers ran on the CPU (residency row)"}
+                           for r in fallback]
+        got = [r for r in got if r not in fallback]
+        if i and not got:
+            raise InputError(f"profile {target.name!r}: calibration.family names {chip!r}, but {csv_path} "
+                             "has no rows of it the fit can use; remove it from the family")
+        rows += got
+        chip_of += [i] * len(got)
     target = at_start_peak(target)
-    if len({r.network for r in rows}) < 2:
+    own, chip_of = np.array(chip_of) == 0, np.array(chip_of)
+    if len({r.network for r, o in zip(rows, own) if o}) < 2:
         raise InputError(f"{csv_path}: rows of fewer than 2 buildable networks for chipset {chipset!r} "
                          f"(profile {target.name}): nothing to hold out; the profile stays uncalibrated")
     t0, cache = time.perf_counter(), {} if cache is None else cache
@@ -381,19 +414,26 @@ def calibrate(target: Target, csv_path: Path, progress=lambda m: None, cache: di
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     published = np.array([r.latency_ms for r in rows])
-    packed = Packed(ops, target)
+    packed = Packed(ops, target, chip_of)
     theta0 = start_theta(target)
-    networks = sorted({r.network for r in rows})
-    free = free_params(len(networks))  # one choice for the full fit and every held-out one: the band
-    theta = fit(packed, published, theta0, free)  # then measures the model that is shipped
+    # one choice of free parameters for the full fit and every held-out one: the band then measures the
+    # model that is shipped. The chip's own networks decide it: family rows refine the chip-wide figures
+    # but do not free the per-class ones (A17 Pro's 2 networks with 14 of the family's, all freed, put its
+    # held-out median error at 49% where the chip-wide figures alone reached 11%)
+    networks = sorted({r.network for r, o in zip(rows, own) if o})
+    free = free_params(len(networks))
+    theta = fit(packed, published, theta0, free)
     fitted = packed.predict_ms(theta)
     held_out = np.zeros(len(rows))
     for net in networks:  # from the profile's own figures: never from the full fit, which saw this network
-        keep = np.array([r.network != net for r in rows])
-        sub = Packed([o for o, k in zip(ops, keep) if k], target)
+        keep = np.array([r.network != net for r in rows])  # left out of every chip's rows
+        sub = Packed([o for o, k in zip(ops, keep) if k], target, chip_of[keep])
         th = fit(sub, published[keep], theta0, free)
-        held_out[~keep] = Packed([o for o, k in zip(ops, keep) if not k], target).predict_ms(th)
+        test = ~keep & own
+        held_out[test] = Packed([o for o, t in zip(ops, test) if t], target).predict_ms(th)
     fit_s = time.perf_counter() - t0
+    rows, fitted, held_out, published = ([x for x, o in zip(rows, own) if o], fitted[own], held_out[own],
+                                         published[own])
     ratio = published / held_out
     band = (float(np.quantile(ratio, 0.1)), float(np.quantile(ratio, 0.9)))
     calibration = {"chipset": chipset, "rows": len(rows), "networks": len(networks),
@@ -402,6 +442,13 @@ def calibrate(target: Target, csv_path: Path, progress=lambda m: None, cache: di
                    "error_band": [round(band[0], 3), round(band[1], 3)],
                    "median_abs_error": round(float(np.median(np.abs(held_out / published - 1))), 3),
                    "start": start_figures(target, theta0)}
+    if target.calibration.family:
+        factors = np.exp(theta[len(PARAMS):])
+        calibration.update(family=list(target.calibration.family), family_rows=int((~own).sum()),
+                           family_factors={c: round_sig(float(f))
+                                           for c, f in zip(target.calibration.family, factors)})
+        calibration["source"] += (f"; with {int((~own).sum())} rows of its family "
+                                  f"({', '.join(target.calibration.family)}), each chip its own speed factor")
     out_rows = [{"row_id": r.row_id, "network": r.network, "variant": r.variant,
                  "input_shape": list(r.input_shape), "precision": r.precision,
                  "runtime": r.runtime, "published_ms": r.latency_ms, "fitted_ms": round(float(f), 4),

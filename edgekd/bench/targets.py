@@ -81,6 +81,12 @@ class Calibration(BaseModel):
     # starts its held-out fits from them and not from values that saw the held-out network
     start: dict[str, float] | None = None
     fitted_at: str | None = None  # when (UTC, ISO 8601)
+    # chips of the same accelerator design (other generations, clocks) whose rows join the fit: they price
+    # the op classes the chip's own few networks leave open, each chip with its own speed factor
+    # (family_factors: its latency over this chip's, as fitted); the error band is the chip's own rows'
+    family: list[str] = []
+    family_rows: int = Field(0, ge=0)
+    family_factors: dict[str, float] | None = None
 
     @property
     def calibrated(self) -> bool:
@@ -146,6 +152,9 @@ class Target(BaseModel):
         data = self.model_dump(exclude_none=True)
         if not data.get("runtimes"):
             data.pop("runtimes", None)
+        if not self.calibration.family:
+            for k in ("family", "family_rows"):
+                data["calibration"].pop(k, None)
         return data
 
 
