@@ -201,6 +201,7 @@ def calibrate_host(base: Target, threads: int = 1, progress=lambda m: None, cali
                   " "
                   f"held-out share within +-10%: {within:.2f}; took {time.perf_counter() - t0:.0f} s",
         "error_band": [round(float(np.quantile(ratios, 0.1)), 3), round(float(np.quantile(ratios, 0.9)), 3)],
+        "dtypes": sorted({o.dtype for r in measured["calibration"] for o in r["graph"]}),
         "median_abs_error": round(float(np.median([abs(r["error"]) for r in held])), 3)}
     return data, rows
 

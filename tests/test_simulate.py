@@ -494,6 +494,40 @@ def test_torch_reader_agrees_with_the_exported_tflite_file(tmp_path, arch, shape
                                                                      rel=0.05)
 
 
+@pytest.mark.heavy
+def test_compressed_weights_read_as_the_float_file_the_runtime_runs_and_int8_kernels_lose_the_band(tmp_path):
+    """A weight-only int8 or fp16 .tflite file is the fp32 network with its weights stored small: the
+    runtime decompresses them once, at load, and runs the float kernels. A full-int8 file runs integer
+    kernels the host profile's calibration (fp32 files) never ran: simulated, it carries no error band."""
+    from edgekd.bench.graph import read_tflite
+    from edgekd.bench.predict import predict
+    from edgekd.export.common import ExportMeta
+    from edgekd.export.quiet import quiet
+    from edgekd.export.tflite import write_tflite
+    from edgekd.models import WithProbabilities, build_model
+
+    torch.manual_seed(0)
+    shape = (1, 8, 8)
+    model = WithProbabilities(build_model("mobilenet2d", shape, 10, width=0.5)).eval()
+    x = np.random.default_rng(0).normal(size=(8, 1, *shape)).astype(np.float32)[:, 0]
+    meta = ExportMeta(name="m", labels=tuple(str(i) for i in range(10)), mean=0.0, std=1.0, input_shape=shape)
+    graphs = {}
+    for quant in ("fp32", "int8", "fp16", "full-int8"):
+        with quiet():
+            write_tflite(model, x[:1], tmp_path / f"{quant}.tflite", quant, x, meta)
+        graphs[quant] = read_tflite(tmp_path / f"{quant}.tflite")
+    strip = lambda ops: [(o.kind, o.dtype, o.flops, o.bytes_weights, o.bytes_in) for o in ops]  # noqa: E731
+    assert strip(graphs["int8"]) == strip(graphs["fp32"]) == strip(graphs["fp16"])
+    assert "quant" not in {o.kind for o in graphs["int8"]}
+    host = all_targets()["host-cpu"]
+    assert host.calibration.dtypes == ["fp32"]
+    fp32 = predict(str(tmp_path / "fp32.tflite"), host)
+    assert fp32["calibrated"] and fp32["latency_band_ms"] and fp32["uncalibrated_dtypes"] == []
+    full = predict(str(tmp_path / "full-int8.tflite"), host)
+    assert not full["calibrated"] and full["latency_band_ms"] is None
+    assert full["uncalibrated_dtypes"] == ["int8"]
+
+
 @pytest.mark.parametrize("edit,needle", [
     (lambda rows: [{k: v for k, v in r.items() if k != "latency_ms"} for r in rows],
      "no column 'latency_ms'"),

@@ -441,7 +441,8 @@ def calibrate(target: Target, csv_path: Path, progress=lambda m: None, cache: di
                              "(least squares on log latency); band from leave-one-network-out",
                    "error_band": [round(band[0], 3), round(band[1], 3)],
                    "median_abs_error": round(float(np.median(np.abs(held_out / published - 1))), 3),
-                   "start": start_figures(target, theta0)}
+                   "start": start_figures(target, theta0),
+                   "dtypes": sorted(set(packed.dtype.tolist()))}  # the accelerator's kernels the rows ran
     if target.calibration.family:
         factors = np.exp(theta[len(PARAMS):])
         calibration.update(family=list(target.calibration.family), family_rows=int((~own).sum()),

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from edgekd.bench.graph import read_coreml, read_onnx, read_tflite
-from edgekd.bench.simulator import simulate
+from edgekd.bench.simulator import error_band, outside_calibration, simulate
 from edgekd.bench.targets import Target
 from edgekd.errors import InputError
 
@@ -49,8 +49,8 @@ def predict(source: str, target: Target, precision: str = "fp16",
     # a runtime left without the accelerator runs everything on the CPU: the fit priced the accelerator
     # only, so its band does not apply
     off = note is not None and not any(u.accelerator for u in seen.units)
-    calibrated = target.calibration.calibrated and not off
-    band = target.calibration.error_band if calibrated else None
+    band = None if off else error_band(sim, seen)
+    calibrated = target.calibration.calibrated and not off and band is not None
     fallbacks = Counter((f["kind"], f["reason"]) for f in sim.fallbacks)
     if off:
         fallbacks = Counter({("all", note): len(ops)})
@@ -61,6 +61,9 @@ def predict(source: str, target: Target, precision: str = "fp16",
         "latency_band_ms": [round(sim.latency_ms * band[0], 4), round(sim.latency_ms * band[1], 4)]
         if band else None,
         "calibrated": calibrated,
+        # kernels of dtypes the profile's calibration never ran (a quantised file on a host profile
+        # fitted on fp32 files): the figure is the roofline's, with no measured error
+        "uncalibrated_dtypes": outside_calibration(sim, seen),
         "accelerator_share": round(sim.residency_ops, 4) if any(u.accelerator for u in target.units)
         else None,
         "accelerator_time_share": round(sim.residency_time, 4),
@@ -71,8 +74,10 @@ def predict(source: str, target: Target, precision: str = "fp16",
 def describe(p: dict) -> str:
     what = p.get("network") or p.get("file")
     band = (f" (80% band {p['latency_band_ms'][0]:.3g}-{p['latency_band_ms'][1]:.3g} ms)"
-            if p["latency_band_ms"] else " (no error band: uncalibrated, or this runtime leaves the "
-                                         "calibrated accelerator)")
+            if p["latency_band_ms"] else
+            f" (no error band: the profile's calibration ran no {'/'.join(p['uncalibrated_dtypes'])} kernels)"
+            if p.get("uncalibrated_dtypes") else " (no error band: uncalibrated, or this runtime leaves the "
+                                                 "calibrated accelerator)")
     on = f" through {p['runtime']}" if p.get("runtime") else ""
     lines = [f"{what} on {p['target']}{on}: {p['latency_ms']:.3g} ms{band}, {p['ops']} ops"]
     if p["accelerator_share"] is not None:

@@ -99,3 +99,19 @@ def simulate(ops: list[Op], target: Target) -> Simulation:
         residency_ops=sum(t.unit in acc_names for t in counted) / max(1, len(counted)),
         residency_time=sum(t.time_us for t in times if t.unit in acc_names) / op_total,
         fallbacks=fallbacks)
+
+
+def error_band(sim: Simulation, target: Target) -> tuple[float, float] | None:
+    """The profile's 80% band (published or measured / predicted) where it applies to this simulation:
+    the profile is calibrated, and every op on its calibrated unit (the first) runs a dtype the
+    calibration's rows ran. None otherwise: a figure outside what the fit saw has no measured error."""
+    c = target.calibration
+    return c.error_band if c.calibrated and not outside_calibration(sim, target) else None
+
+
+def outside_calibration(sim: Simulation, target: Target) -> list[str]:
+    """The dtypes this simulation runs on the calibrated unit that the calibration never ran."""
+    c = target.calibration
+    if c.dtypes is None:
+        return []
+    return sorted({o.dtype for o in sim.ops if o.unit == target.units[0].name} - set(c.dtypes))

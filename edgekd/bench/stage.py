@@ -12,7 +12,7 @@ import torch
 from edgekd.artifacts import load_artifacts
 from edgekd.bench.graph import read_graph
 from edgekd.bench.measure import measure, zip_size
-from edgekd.bench.simulator import simulate
+from edgekd.bench.simulator import error_band, simulate
 from edgekd.bench.targets import Target, host_profile_notes
 from edgekd.checkpoint import load_checkpoint, read_checkpoint, training_data
 from edgekd.data import Dataset
@@ -79,7 +79,7 @@ def device_rows(common: dict, path: Path, delegates: list[str], threads: int) ->
 def simulated_row(common: dict, target: Target, graph, measured: Measurement) -> Measurement:
     sim = simulate(graph, target)
     has_accelerator = any(u.accelerator for u in target.units)
-    band = target.calibration.error_band if target.calibration.calibrated else None
+    band = error_band(sim, target)  # none where the file runs kernels the calibration never ran
     return Measurement(
         **common, kind="simulated", target=target.name, runner=f"sim:{target.name}",
         latency_ms_p50=sim.latency_ms, latency_ms_p90=sim.latency_ms, accuracy=measured.accuracy,

@@ -81,6 +81,11 @@ class Calibration(BaseModel):
     # starts its held-out fits from them and not from values that saw the held-out network
     start: dict[str, float] | None = None
     fitted_at: str | None = None  # when (UTC, ISO 8601)
+    # the dtypes of the kernels its rows ran on the calibrated unit (the first); a graph with ops of another
+    # dtype there is outside the calibration, and its simulated latency carries no band (the host profiles
+    # are fitted on fp32 files: their fit put integer-kernel files 30-90% over their measured time). None:
+    # not recorded (every dtype counts as covered)
+    dtypes: list[Dtype] | None = None
     # chips of the same accelerator design (other generations, clocks) whose rows join the fit: they price
     # the op classes the chip's own few networks leave open, each chip with its own speed factor
     # (family_factors: its latency over this chip's, as fitted); the error band is the chip's own rows'

@@ -167,7 +167,7 @@ def _check(c: Candidate, p: Policy, baseline: dict | None) -> list[RuleFailure]:
                 if v is None or v > limit:
                     at_edge = p.latency_margin == "band" and r.kind == "simulated"
                     rule = ("max_latency_ms (band edge)" if at_edge and v is not None else
-                            "max_latency_ms (uncalibrated profile: no error band)" if at_edge else
+                            "max_latency_ms (no error band: profile or kernels uncalibrated)" if at_edge else
                             "max_latency_ms")
                     fails.append(RuleFailure(rule, name, v, limit))
     for name, limit in p.min_accelerator_residency.items():

@@ -144,7 +144,7 @@ def _latency_detail(row: Measurement) -> str:
         parts.append(f"accelerator: {cells.residency(row)}")
         band = row.latency_band_ms
         parts.append(f"80% band {cells.ms(band[0])}-{cells.ms(band[1])} ms (calibrated on published phones)"
-                     if band else "uncalibrated profile: no error band")
+                     if band else "no error band (profile or kernels uncalibrated)")
     return "; ".join(parts)
 
 
