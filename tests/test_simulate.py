@@ -48,6 +48,26 @@ def test_torch_reader_counts_the_work_a_converter_would_run():
     assert {o.dtype for o in ops} == {"int8"}
     fp16 = export_ops(net, (torch.randn(1, 3, 16, 16),), "fp16")
     assert fp16[0].bytes_weights == 2 * conv.bytes_weights
+    assert (conv.channels, dw.channels, fc.channels) == (8, 8, 10)
+
+
+def test_a_cpu_unit_pads_a_kernels_channels_to_its_simd_tile():
+    """36 output channels on a 16-wide tile cost what 48 do; 32 cost 32; ops other than kernels, or of
+    unknown width, are not padded."""
+    from dataclasses import replace
+
+    from edgekd.bench.simulator import op_time_us, tiled_flops
+
+    net = nn.Sequential(nn.Conv1d(8, 36, 5), nn.Conv1d(36, 32, 5))
+    wide, even = export_ops(net, (torch.randn(1, 8, 40),), "fp32")
+    assert (wide.channels, even.channels) == (36, 32)
+    assert tiled_flops(wide, 16) == pytest.approx(wide.flops * 48 / 36) and tiled_flops(wide, 1) == wide.flops
+    assert tiled_flops(even, 16) == even.flops and tiled_flops(replace(wide, channels=0), 16) == wide.flops
+    cpu = all_targets()["host-cpu"].units[0]
+    flat, tiled = (cpu.model_copy(update={"channel_tile": t, "dispatch_overhead_us": 0.0,
+                                          "dispatch_by_kind_us": None}) for t in (1, 16))
+    assert op_time_us(wide, tiled) > op_time_us(wide, flat)
+    assert op_time_us(even, tiled) == pytest.approx(op_time_us(even, flat))
 
 
 def test_a_batch_norm_left_standing_is_a_scale_and_shift_its_activation_fuses_into():

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.bench.graph import Op
-from edgekd.bench.simulator import op_time_us, walk
+from edgekd.bench.simulator import op_time_us, tiled_flops, walk
 from edgekd.bench.targets import Target
 from edgekd.errors import InputError
 
@@ -191,7 +191,7 @@ class Packed:
                     cols["kind"].append(EFF_KINDS.index(op.kind if op.kind in EFF_KINDS else "default"))
                     cols["layout"].append(op.kind == "layout")
                     cols["dtype"].append(op.dtype)
-                    cols["flops"].append(op.flops)
+                    cols["flops"].append(tiled_flops(op, acc.channel_tile))
                     cols["w"].append(op.bytes_weights)
                     cols["a"].append(op.bytes_in + op.bytes_out)
                 else:

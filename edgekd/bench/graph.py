@@ -28,6 +28,9 @@ class Op:
     # a convolution whose kernel spans more than one input position: its input lowered to a matrix
     # (im2col: each element copied once per kernel tap that meets it), for runtimes that lower so
     bytes_lowered: int = 0
+    # a kernel's output channels (features, for a matrix product's weight side): the dimension a CPU
+    # kernel's SIMD tile covers (Unit.channel_tile); 0 where the reader does not know it
+    channels: int = 0
 
 
 def lowered_bytes(kind: str, flops: float, w_shape, taps: int, itemsize: float, groups: int = 1) -> int:
@@ -39,6 +42,7 @@ def lowered_bytes(kind: str, flops: float, w_shape, taps: int, itemsize: float, 
     return int(flops / 2 / w_shape[0] * groups * itemsize)
 
 
+KERNEL_KINDS = ("conv", "depthwise_conv", "fully_connected", "matmul")
 TFLITE_KINDS = {
     "CONV_2D": "conv", "CONV_3D": "conv", "DEPTHWISE_CONV_2D": "depthwise_conv",
     "FULLY_CONNECTED": "fully_connected", "BATCH_MATMUL": "matmul", "MAX_POOL_2D": "pool",
@@ -109,8 +113,10 @@ def read_tflite(path: Path) -> list[Op]:
                   else 1)
         lowered = lowered_bytes(kind, flops, w0, math.prod(w0[1:3]) if len(w0) == 4 else 1,
                                 size(acts[0]) if acts else 4, groups)
+        channels = (int(tout[0].shape[-1]) if kind in KERNEL_KINDS and tout and tout[0].shape is not None
+                    and len(tout[0].shape) else 0)  # NHWC, and (rows, features)
         ops.append(Op(kind, name, dtype, flops, sum(_nbytes(t.shape, size(t)) for t in acts),
-                      sum(_nbytes(t.shape, size(t)) for t in tout), w_bytes, lowered))
+                      sum(_nbytes(t.shape, size(t)) for t in tout), w_bytes, lowered, channels))
     return ops
 
 
@@ -326,8 +332,11 @@ def read_onnx(path: Path) -> list[Op]:
             w_bytes = _rows_read(w_bytes, weights[0].size, out_elems)
         lowered = (lowered_bytes(kind, flops, w.shape, math.prod(w.shape[2:]), acts[0][1] if acts else 4,
                                  _attr(n, "group", 1)) if w is not None and w.ndim >= 3 else 0)
+        out0 = outs[0][0] if outs else []
+        channels = (0 if kind not in KERNEL_KINDS or len(out0) < 2 else
+                    out0[1] if kind in ("conv", "depthwise_conv") else out0[-1])  # NCHW, and (rows, features)
         ops.append(Op(kind, n.op_type, dtype, flops, sum(math.prod(s) * b for s, b in acts),
-                      sum(math.prod(s) * b for s, b in outs), w_bytes, lowered))
+                      sum(math.prod(s) * b for s, b in outs), w_bytes, lowered, channels))
     return ops
 
 

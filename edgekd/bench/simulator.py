@@ -3,7 +3,8 @@
 time(op) = dispatch[kind] + max(flops / (peak[dtype] * efficiency[kind]), weight bytes / DRAM bandwidth
                                                                        + activation bytes / cache bandwidth
                                                                        [+ im2col bytes / im2col bandwidth])
-(a unit with `overlap: false` adds compute and memory time instead: small CPU kernels overlap little)
+(a unit with `overlap: false` adds compute and memory time instead: small CPU kernels overlap little;
+a unit with a channel_tile pads a kernel's output channels to a multiple of it: its SIMD tile)
 An op runs on the first unit (in the profile's order) that takes its kind and dtype, else it falls back
 to the last unit (CPU), paying a unit switch (sync + copying its input) whenever execution moves.
 Layout ops stay on the unit before them; an activation right after conv/linear on a fusing unit is free.
@@ -11,6 +12,7 @@ Layout ops stay on the unit before them; an activation right after conv/linear o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from edgekd.bench.graph import Op
@@ -38,9 +40,21 @@ class Simulation:
     fallbacks: list[dict] = field(default_factory=list)  # ops an accelerator could not take, and why
 
 
+TILED = ("conv", "depthwise_conv", "fully_connected")  # kernels whose output channels a SIMD tile covers
+
+
+def tiled_flops(op: Op, tile: int) -> float:
+    """The work a kernel does with its output channels padded to the unit's SIMD tile: 36 channels on a
+    16-wide tile cost 48."""
+    if tile <= 1 or op.kind not in TILED or op.channels <= 0:
+        return op.flops
+    return op.flops * math.ceil(op.channels / tile) * tile / op.channels
+
+
 def op_time_us(op: Op, unit: Unit) -> float:
     eff = unit.efficiency.get(op.kind, unit.efficiency["default"])
-    compute_s = op.flops / (unit.peak_gops[op.dtype] * eff * 1e9) if op.flops else 0.0
+    flops = tiled_flops(op, unit.channel_tile)
+    compute_s = flops / (unit.peak_gops[op.dtype] * eff * 1e9) if flops else 0.0
     cache_bw = unit.cache_bandwidth_gbps or {}
     cache = cache_bw.get(op.kind, cache_bw.get("default", unit.memory_bandwidth_gbps))
     memory_s = (op.bytes_weights / (unit.memory_bandwidth_gbps * 1e9)

@@ -31,6 +31,10 @@ class Unit(BaseModel):
     # provider does) moves that matrix at this bandwidth; None: convolutions read their input in place
     # (XNNPACK's indirect convolution, the NPUs)
     im2col_gbps: float | None = Field(None, gt=0)
+    # output channels a kernel computes at once (a CPU's SIMD tile): a layer's work is padded to a multiple
+    # of it. XNNPACK's f32 kernels on x86 (AVX2 6x16, AVX-512 7x16 GEMMs; 16-channel depthwise) tile 16;
+    # NEON's GEMMs tile 8. 1: no padding (the NPUs' profiles, whose fits price what tiling costs)
+    channel_tile: int = Field(1, ge=1)
     dispatch_overhead_us: float = Field(ge=0)  # fixed cost of launching one op
     # per op kind, where launching that kind costs other than dispatch_overhead_us (ONNX Runtime's CPU
     # provider: about 8 us per attention matmul against under 1 us per conv; `edgekd calibrate host` fits it)

@@ -132,8 +132,10 @@ def graph_ops(program, precision: str) -> list[Op]:
                    else sum(math.prod(_shape(a)) for a in weights))
         lowered = (lowered_bytes(kind, flops, w_shape, math.prod(w_shape[2:]), abytes, _groups(node, name))
                    if w_shape and "transpose" not in name else 0)  # weight (O, I/groups, *k)
+        channels = (0 if kind not in KERNELS or len(out) < 2 else
+                    out[1] if kind in ("conv", "depthwise_conv") else out[-1])  # NCHW, and (rows, features)
         ops.append(Op(kind, name, dtype, flops, int(sum(math.prod(_shape(a)) for a in acts) * abytes),
-                      int(out_elems * abytes), int(w_elems * wbytes), lowered))
+                      int(out_elems * abytes), int(w_elems * wbytes), lowered, channels))
         last_kind_by_node[node] = kind
     return ops
 
