@@ -208,7 +208,8 @@ def test_vectorised_fit_prices_ops_as_the_simulator_does():
     from edgekd.bench.calibrate import apply
 
     prof = Target.model_validate(apply(target, theta, {"chipset": "x"}))
-    assert packed.predict_ms(theta) == pytest.approx([simulate(o, prof).latency_ms for o in ops], rel=1e-6)
+    # the profile stores 4 significant digits of each figure (a rate times a peak rounds once more)
+    assert packed.predict_ms(theta) == pytest.approx([simulate(o, prof).latency_ms for o in ops], rel=1e-4)
     assert len(theta) == len(PARAMS)
     # fitting to the profile's own predictions stays there
     th = fit(packed, packed.predict_ms(theta), theta)
