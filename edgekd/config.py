@@ -276,8 +276,9 @@ class Policy(_Strict):
     min_teacher_agreement: float | None = Field(None, ge=0, le=1)  # top-1 agreement with the teacher
     max_size_bytes: int | None = Field(None, gt=0)
     max_latency_ms: dict[str, float] = {}  # runner (tflite, onnxruntime, ...) or target name -> p50 limit
-    # simulated targets: meet max_latency_ms even at the upper edge of the profile's error band (a
-    # profile without a band, i.e. uncalibrated, then fails the rule: its number is a guess)
+    # simulated targets: meet max_latency_ms even at the upper edge of the profile's error band (a row
+    # without a band fails the rule: an uncalibrated profile, or a file whose kernels its calibration never
+    # ran, such as an int8 file on a host profile fitted on fp32 files; its number is a guess)
     latency_margin: Literal["none", "band"] = "none"
     min_accelerator_residency: dict[str, float] = {}  # target name -> minimum share of ops on its accelerator
     max_regression: RegressionLimits | None = None  # against --baseline BUNDLE

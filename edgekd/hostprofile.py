@@ -68,14 +68,17 @@ def features(ops, base: Target) -> list[float]:
             *lowered]
 
 
-def simd_tile() -> int:
-    """The output channels this machine's CPU kernels compute at once (Unit.channel_tile): XNNPACK's f32
-    GEMMs are 16 wide on x86-64 (AVX2 6x16, AVX-512 7x16) and 8 on Arm64 (NEON 6x8); ONNX Runtime's MLAS
-    packs its matrices in 16-column strips on x86-64. Fitted with 16 here, TFLite's held-out models went
-    from 80% to 100% within +-10% (36 channels cost as 48: the 1-D CNNs 24, 36 and 72 wide had been
-    13-24% under) and ONNX Runtime's stayed at 90% (an offline refit of one benchmark run's timings)."""
+def simd_tile(runtime: str) -> int:
+    """The output channels this machine's CPU kernels compute at once (Unit.channel_tile), for TFLite's
+    XNNPACK: its f32 GEMMs are 16 wide on x86-64 (AVX2 6x16, AVX-512 7x16) and 8 on Arm64 (NEON 6x8).
+    Fitted with 16 here, TFLite's held-out models went from 80% to 100% within +-10% (36 channels cost as
+    48: the 1-D CNNs 24, 36 and 72 wide had been 13-24% under; an offline refit of one benchmark run's
+    timings). ONNX Runtime: 1. Its convolutions are an im2col matrix product with the output channels
+    on the side its kernels do not tile, and its fit was the same with 16 or without (90%)."""
     import platform
 
+    if runtime != "tflite":
+        return 1
     return {"x86_64": 16, "amd64": 16, "aarch64": 8, "arm64": 8}.get(platform.machine().lower(), 1)
 
 
@@ -182,7 +185,7 @@ def calibrate_host(base: Target, threads: int = 1, progress=lambda m: None, cali
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     runtime = HOST_PROFILES[base.name][0]
-    base = base.model_copy(update={"units": [u.model_copy(update={"channel_tile": simd_tile()})
+    base = base.model_copy(update={"units": [u.model_copy(update={"channel_tile": simd_tile(runtime)})
                                              for u in base.units]})
     with tempfile.TemporaryDirectory(prefix="edgekd-host-") as work:
         measured = {}

@@ -153,8 +153,11 @@ class Measurement:
     delegated_nodes: tuple[int, int] | None = None
     per_op: tuple[dict, ...] = ()
     # simulated: the profile's 80% interval [low, high] ms from its calibration on published phone
-    # latencies; None: the profile is uncalibrated (its figures were checked against no real device)
+    # latencies (or this host's measurements); None: see no_band
     latency_band_ms: tuple[float, float] | None = None
+    # simulated without a band: why ("uncalibrated profile": checked against no real device; or the file
+    # runs kernels its profile's calibration never ran). Rows written before it existed: None
+    no_band: str | None = None
     failed: str | None = None
 
     @property

@@ -191,6 +191,20 @@ def test_simulated_columns_say_whether_their_profile_was_held_against_real_phone
     assert "80% band 0.48-0.78 ms" in cell[1]["title"], cell  # coreml/fp16: 0.6 ms, band x0.8-x1.3
 
 
+def test_a_calibrated_profiles_row_without_a_band_for_its_kernels_says_why_and_leaves_the_column_alone(
+        tmp_path, rows, verdict):
+    """An int8 file on a profile calibrated on other kernels has no band; its column stays calibrated."""
+    i = next(i for i, r in enumerate(rows) if r.target == ANE_TARGET and r.model == "s_small")
+    why = "int8 kernels, which its calibration never ran"
+    rows[i] = dataclasses.replace(rows[i], latency_band_ms=None, no_band=why)
+    page = write_report(rows, tmp_path, title="t", teacher_accuracy=0.91, verdict=verdict)[1].read_text()
+    _, small, _, _ = parse(page).tables
+    headers = [text for text, _ in small[0]]
+    assert f"{ANE_TARGET} p50 ms" in headers and f"{ACCEL_TARGET} p50 ms, uncalibrated" in headers
+    ane = headers.index(f"{ANE_TARGET} p50 ms")
+    assert f"no error band ({why})" in next(row[ane] for row in small[1:] if row[ane][0])[1]["title"]
+
+
 def test_plots_are_written_and_inlined(tmp_path, rows, verdict):
     md, page_path = write_report(rows, tmp_path, title="t", teacher_accuracy=None, verdict=verdict)
     for name in ("retention_vs_latency.png", "retention_vs_size.png"):

@@ -332,9 +332,12 @@ def read_onnx(path: Path) -> list[Op]:
             w_bytes = _rows_read(w_bytes, weights[0].size, out_elems)
         lowered = (lowered_bytes(kind, flops, w.shape, math.prod(w.shape[2:]), acts[0][1] if acts else 4,
                                  _attr(n, "group", 1)) if w is not None and w.ndim >= 3 else 0)
-        out0 = outs[0][0] if outs else []
-        channels = (0 if kind not in KERNEL_KINDS or len(out0) < 2 else
-                    out0[1] if kind in ("conv", "depthwise_conv") else out0[-1])  # NCHW, and (rows, features)
+        # output channels from the weight (O, I/groups, *k), or a product's weight side; 0 where unknown (the
+        # output's shape may be open there, counted as 1 above)
+        channels = (0 if w is None or w.ndim < 2 or kind not in KERNEL_KINDS else
+                    int(w.shape[0]) if kind in ("conv", "depthwise_conv") else
+                    int(w.shape[0] if n.op_type == "Gemm" and _attr(n, "transB", 0) else w.shape[-1])
+                    if kind == "fully_connected" else 0)
         ops.append(Op(kind, n.op_type, dtype, flops, sum(math.prod(s) * b for s, b in acts),
                       sum(math.prod(s) * b for s, b in outs), w_bytes, lowered, channels))
     return ops

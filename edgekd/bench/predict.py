@@ -49,8 +49,7 @@ def predict(source: str, target: Target, precision: str = "fp16",
     # a runtime left without the accelerator runs everything on the CPU: the fit priced the accelerator
     # only, so its band does not apply
     off = note is not None and not any(u.accelerator for u in seen.units)
-    band = None if off else error_band(sim, seen)
-    calibrated = target.calibration.calibrated and not off and band is not None
+    band = None if off else error_band(sim, target)  # the whole profile: its calibrated unit is there
     fallbacks = Counter((f["kind"], f["reason"]) for f in sim.fallbacks)
     if off:
         fallbacks = Counter({("all", note): len(ops)})
@@ -60,10 +59,10 @@ def predict(source: str, target: Target, precision: str = "fp16",
         # the profile's 80% interval on networks its fit never saw; None: the profile is uncalibrated
         "latency_band_ms": [round(sim.latency_ms * band[0], 4), round(sim.latency_ms * band[1], 4)]
         if band else None,
-        "calibrated": calibrated,
+        "calibrated": target.calibration.calibrated,  # the profile: held against real devices
         # kernels of dtypes the profile's calibration never ran (a quantised file on a host profile
         # fitted on fp32 files): the figure is the roofline's, with no measured error
-        "uncalibrated_dtypes": outside_calibration(sim, seen),
+        "uncalibrated_dtypes": [] if off else outside_calibration(sim, target),
         "accelerator_share": round(sim.residency_ops, 4) if any(u.accelerator for u in target.units)
         else None,
         "accelerator_time_share": round(sim.residency_time, 4),
@@ -73,11 +72,12 @@ def predict(source: str, target: Target, precision: str = "fp16",
 
 def describe(p: dict) -> str:
     what = p.get("network") or p.get("file")
+    missing = "/".join(p.get("uncalibrated_dtypes") or [])
     band = (f" (80% band {p['latency_band_ms'][0]:.3g}-{p['latency_band_ms'][1]:.3g} ms)"
             if p["latency_band_ms"] else
-            f" (no error band: the profile's calibration ran no {'/'.join(p['uncalibrated_dtypes'])} kernels)"
-            if p.get("uncalibrated_dtypes") else " (no error band: uncalibrated, or this runtime leaves the "
-                                                 "calibrated accelerator)")
+            f" (no error band: the profile's calibration ran no {missing} kernels)" if missing else
+            " (no error band: uncalibrated profile)" if not p["calibrated"] else
+            " (no error band: this runtime leaves the calibrated accelerator)")
     on = f" through {p['runtime']}" if p.get("runtime") else ""
     lines = [f"{what} on {p['target']}{on}: {p['latency_ms']:.3g} ms{band}, {p['ops']} ops"]
     if p["accelerator_share"] is not None:

@@ -115,12 +115,10 @@ def simulate(ops: list[Op], target: Target) -> Simulation:
         fallbacks=fallbacks)
 
 
-def error_band(sim: Simulation, target: Target) -> tuple[float, float] | None:
-    """The profile's 80% band (published or measured / predicted) where it applies to this simulation:
-    the profile is calibrated, and every op on its calibrated unit (the first) runs a dtype the
-    calibration's rows ran. None otherwise: a figure outside what the fit saw has no measured error."""
-    c = target.calibration
-    return c.error_band if c.calibrated and not outside_calibration(sim, target) else None
+def calibrated_unit(target: Target) -> Unit:
+    """The unit a profile's calibration fits: its accelerator (a mobile profile), else its only unit (a
+    host profile)."""
+    return next((u for u in target.units if u.accelerator), target.units[0])
 
 
 def outside_calibration(sim: Simulation, target: Target) -> list[str]:
@@ -128,4 +126,20 @@ def outside_calibration(sim: Simulation, target: Target) -> list[str]:
     c = target.calibration
     if c.dtypes is None:
         return []
-    return sorted({o.dtype for o in sim.ops if o.unit == target.units[0].name} - set(c.dtypes))
+    unit = calibrated_unit(target).name
+    return sorted({o.dtype for o in sim.ops if o.unit == unit} - set(c.dtypes))
+
+
+def no_band_reason(sim: Simulation, target: Target) -> str | None:
+    """Why this simulation carries no error band (None: it does): the profile was never calibrated, or
+    the file runs kernels its calibration never ran (an int8 file on a host profile fitted on fp32 files)."""
+    if not target.calibration.calibrated:
+        return "uncalibrated profile"
+    missing = outside_calibration(sim, target)
+    return f"{'/'.join(missing)} kernels, which its calibration never ran" if missing else None
+
+
+def error_band(sim: Simulation, target: Target) -> tuple[float, float] | None:
+    """The profile's 80% band (published or measured / predicted) where it applies to this simulation
+    (no_band_reason is None); None otherwise: a figure outside what the fit saw has no measured error."""
+    return None if no_band_reason(sim, target) else target.calibration.error_band

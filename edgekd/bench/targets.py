@@ -97,6 +97,15 @@ class Calibration(BaseModel):
     family_rows: int = Field(0, ge=0)
     family_factors: dict[str, float] | None = None
 
+    @model_validator(mode="after")
+    def _family(self):
+        if self.family and not self.chipset:
+            raise ValueError("calibration.family needs calibration.chipset: the chip the family joins")
+        if self.chipset in self.family or len(set(self.family)) < len(self.family) or "" in self.family:
+            raise ValueError(f"calibration.family {self.family}: name other chips, each once (not the "
+                             f"profile's own chipset {self.chipset!r})")
+        return self
+
     @property
     def calibrated(self) -> bool:
         return self.rows > 0 and self.error_band is not None
@@ -236,6 +245,9 @@ def host_profile_note(target: Target) -> str:
     where = f"yours ({user_targets_dir() / f'{target.name}.yaml'})" if mine else "packaged"
     when = f", fitted {c.fitted_at} on {c.host_cpu}" if c.fitted_at and c.host_cpu else ""
     note = f"host profile {target.name}: {where}{when}"
+    if c.calibrated and c.dtypes is None:
+        note += ("; fitted before profiles recorded the kernels they were calibrated on: its error band is "
+                 "applied to every file; run `edgekd calibrate host` again")
     here = cpu_model()
     if c.host_cpu != here:
         note += (f"; warning: fitted on {c.host_cpu or 'another machine'}, this host is {here}: its "

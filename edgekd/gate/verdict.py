@@ -166,9 +166,9 @@ def _check(c: Candidate, p: Policy, baseline: dict | None) -> list[RuleFailure]:
                     v = r.latency_band_ms[1] if r.latency_band_ms else None  # uncalibrated: no margin known
                 if v is None or v > limit:
                     at_edge = p.latency_margin == "band" and r.kind == "simulated"
+                    why = r.no_band or "uncalibrated profile"
                     rule = ("max_latency_ms (band edge)" if at_edge and v is not None else
-                            "max_latency_ms (no error band: profile or kernels uncalibrated)" if at_edge else
-                            "max_latency_ms")
+                            f"max_latency_ms (no error band: {why})" if at_edge else "max_latency_ms")
                     fails.append(RuleFailure(rule, name, v, limit))
     for name, limit in p.min_accelerator_residency.items():
         for r in c.rows:

@@ -92,8 +92,10 @@ def cpu_only_columns(rows: list[Measurement]) -> set[str]:
 
 
 def uncalibrated_columns(rows: list[Measurement]) -> set[str]:
-    """Simulated targets whose profile was never held against a real device (no error band)."""
-    return {column_of(r) for r in rows if r.kind == "simulated" and r.ok and r.latency_band_ms is None}
+    """Simulated targets whose profile was never held against a real device (a calibrated profile's row
+    may lack a band for its file's kernels alone: that says nothing of the column)."""
+    return {column_of(r) for r in rows if r.kind == "simulated" and r.ok and r.latency_band_ms is None
+            and r.no_band in (None, "uncalibrated profile")}
 
 
 def _file_line(rows: list[Measurement], model: str, artifact: str, latency: list[str],
@@ -144,7 +146,7 @@ def _latency_detail(row: Measurement) -> str:
         parts.append(f"accelerator: {cells.residency(row)}")
         band = row.latency_band_ms
         parts.append(f"80% band {cells.ms(band[0])}-{cells.ms(band[1])} ms (calibrated on published phones)"
-                     if band else "no error band (profile or kernels uncalibrated)")
+                     if band else f"no error band ({row.no_band or 'uncalibrated profile'})")
     return "; ".join(parts)
 
 
