@@ -73,8 +73,8 @@ def simd_tile(runtime: str) -> int:
     XNNPACK: its f32 GEMMs are 16 wide on x86-64 (AVX2 6x16, AVX-512 7x16) and 8 on Arm64 (NEON 6x8).
     Fitted with 16 here, TFLite's held-out models went from 80% to 100% within +-10% (36 channels cost as
     48: the 1-D CNNs 24, 36 and 72 wide had been 13-24% under; an offline refit of one benchmark run's
-    timings). ONNX Runtime: 1. Its convolutions are an im2col matrix product with the output channels
-    on the side its kernels do not tile, and its fit was the same with 16 or without (90%)."""
+    timings). ONNX Runtime: 1, on the evidence alone: its held-out share was the same with 16 or without
+    (90% in that refit), and its 1-D convolutions (these models') are im2col products."""
     import platform
 
     if runtime != "tflite":

@@ -119,6 +119,10 @@ class StudentResult:
     world_size: int = 1
 
 
+# Measurement.no_band of a simulated row whose profile was checked against no real device
+UNCALIBRATED = "uncalibrated profile"
+
+
 @dataclass(frozen=True)
 class Measurement:
     """One bench row: a file measured on a runtime here (`kind` "measured"), timed on a device, or
@@ -155,8 +159,8 @@ class Measurement:
     # simulated: the profile's 80% interval [low, high] ms from its calibration on published phone
     # latencies (or this host's measurements); None: see no_band
     latency_band_ms: tuple[float, float] | None = None
-    # simulated without a band: why ("uncalibrated profile": checked against no real device; or the file
-    # runs kernels its profile's calibration never ran). Rows written before it existed: None
+    # simulated without a band: why (UNCALIBRATED: checked against no real device; or the file runs kernels
+    # or on units its profile's calibration never priced). Rows written before it existed: None
     no_band: str | None = None
     failed: str | None = None
 

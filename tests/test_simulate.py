@@ -63,6 +63,9 @@ def test_a_cpu_unit_pads_a_kernels_channels_to_its_simd_tile():
     assert (wide.channels, even.channels) == (36, 32)
     assert tiled_flops(wide, 16) == pytest.approx(wide.flops * 48 / 36) and tiled_flops(wide, 1) == wide.flops
     assert tiled_flops(even, 16) == even.flops and tiled_flops(replace(wide, channels=0), 16) == wide.flops
+    from edgekd.hostprofile import simd_tile
+
+    assert simd_tile("onnxruntime") == 1 and simd_tile("tflite") in (1, 8, 16)
     cpu = all_targets()["host-cpu"].units[0]
     flat, tiled = (cpu.model_copy(update={"channel_tile": t, "dispatch_overhead_us": 0.0,
                                           "dispatch_by_kind_us": None}) for t in (1, 16))
@@ -240,10 +243,17 @@ def test_vectorised_fit_prices_ops_as_the_simulator_does():
     assert all(after[k] == before[k] for k in PARAMS if k not in FEW and k not in TIED)
     assert after["eff:fully_connected"] == after["eff:conv"]
     assert packed.predict_ms(th) == pytest.approx(packed.predict_ms(theta) * 1.7, rel=0.05)
-    # a figure no row prices (the integer rates, with fp16 rows only) keeps its start, not a jittered value
-    fp16_only = Packed(ops[:1], target)
-    th = fit(fp16_only, fp16_only.predict_ms(theta) * 1.3, theta)
-    assert all(th[PARAMS.index(k)] == theta[PARAMS.index(k)] for k in ("rate:int8", "rate:int16"))
+    # a figure no row prices (the integer rates, with fp16 rows only) is held at its start, not jittered
+    unused = dict(zip(PARAMS, Packed(ops[:1], target).unused()))
+    assert unused["rate:int8"] and unused["rate:int16"] and not unused["eff:conv"] and not unused["rate:mem"]
+    # ...but a figure priced through a tie moves: fully connected layers alone still fit the conv share
+    mlp = [export_ops(nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 10)),
+                      (torch.randn(1, 256),), "fp16")]
+    only_fc = Packed(mlp, target)
+    assert dict(zip(PARAMS, only_fc.unused()))["eff:conv"]
+    th = fit(only_fc, only_fc.predict_ms(theta) * 3.0, theta, free_params(1))
+    assert th[PARAMS.index("eff:conv")] != theta[PARAMS.index("eff:conv")]
+    assert th[PARAMS.index("eff:fully_connected")] == th[PARAMS.index("eff:conv")]
 
 
 def test_shipped_profiles_say_whether_they_are_calibrated():
@@ -398,6 +408,8 @@ def test_simulate_command_prints_latency_band_residency_and_fallbacks():
     out = json.loads(r.stdout)
     assert out["accelerator_share"] == 0.0 and out["fallback_ops"]
     assert all("dtype fp32" in f["reason"] for f in out["fallback_ops"])
+    # the band was measured on runs wholly on the accelerator: none for a file that falls back
+    assert out["latency_band_ms"] is None and "on the CPU, which its calibration never" in out["no_band"]
     r = _cli("simulate", "resnet18", "--target", "google-tensor-g3", "--input-shape", "1,3,160,160")
     assert r.returncode == 0 and "uncalibrated" in r.stdout
     r = _cli("simulate", "mobilenet_v2", "--target", "snapdragon-7-gen4-hexagon", "--precision", "int8",
@@ -425,13 +437,13 @@ def test_simulate_bad_input_exits_2(args, needle):
     assert r.returncode == 2 and needle in r.stderr, r.stderr
 
 
-def _sim_row(tmp_path, band):
+def _sim_row(tmp_path, band, no_band=None):
     common = {"model": "s", "artifact": "a.tflite", "format": "tflite", "quant": "fp32", "size_bytes": 10}
     return [BenchRow(tmp_path, Measurement(**common, kind="measured", runner="tflite", retention=1.0,
                                            teacher_agreement=1.0, latency_ms_p50=0.01)),
             BenchRow(tmp_path, Measurement(**common, kind="simulated", target=HEXAGON,
                                            runner=f"sim:{HEXAGON}", latency_ms_p50=1.0,
-                                           latency_band_ms=band))]
+                                           latency_band_ms=band, no_band=no_band))]
 
 
 def test_gate_can_require_the_latency_limit_at_the_band_edge(tmp_path):
@@ -443,6 +455,11 @@ def test_gate_can_require_the_latency_limit_at_the_band_edge(tmp_path):
     rules = {f.rule for c in v.candidates for f in c.failures}
     assert not v.passed and "max_latency_ms (band edge)" in rules
     assert not evaluate(_sim_row(tmp_path, None), margin, {"android": "tflite"}).passed  # uncalibrated
+    # a row without a band says why in the rule that fails it
+    v = evaluate(_sim_row(tmp_path, None, "int8 kernels, which its calibration never ran"), margin,
+                 {"android": "tflite"})
+    assert {f.rule for c in v.candidates for f in c.failures} >= {
+        "max_latency_ms (no error band: int8 kernels, which its calibration never ran)"}
 
 
 def test_the_host_fit_prices_ops_as_the_simulator_does_with_launch_costs_per_op_class():

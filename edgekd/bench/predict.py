@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from edgekd.bench.graph import read_coreml, read_onnx, read_tflite
-from edgekd.bench.simulator import error_band, outside_calibration, simulate
+from edgekd.bench.simulator import error_band, no_band_reason, outside_calibration, simulate
 from edgekd.bench.targets import Target
 from edgekd.errors import InputError
 
@@ -56,13 +56,16 @@ def predict(source: str, target: Target, precision: str = "fp16",
     return {
         **what, "target": target.name, "runtime": runtime, "ops": len(ops),
         "latency_ms": round(sim.latency_ms, 4),
-        # the profile's 80% interval on networks its fit never saw; None: the profile is uncalibrated
+        # the profile's 80% interval on networks its fit never saw; None: uncalibrated profile, kernels or
+        # units its calibration never priced, or a runtime that leaves the accelerator
         "latency_band_ms": [round(sim.latency_ms * band[0], 4), round(sim.latency_ms * band[1], 4)]
         if band else None,
         "calibrated": target.calibration.calibrated,  # the profile: held against real devices
         # kernels of dtypes the profile's calibration never ran (a quantised file on a host profile
         # fitted on fp32 files): the figure is the roofline's, with no measured error
         "uncalibrated_dtypes": [] if off else outside_calibration(sim, target),
+        "no_band": None if band else "this runtime leaves the calibrated accelerator" if off
+        else no_band_reason(sim, target),  # why there is no band
         "accelerator_share": round(sim.residency_ops, 4) if any(u.accelerator for u in target.units)
         else None,
         "accelerator_time_share": round(sim.residency_time, 4),
@@ -72,12 +75,8 @@ def predict(source: str, target: Target, precision: str = "fp16",
 
 def describe(p: dict) -> str:
     what = p.get("network") or p.get("file")
-    missing = "/".join(p.get("uncalibrated_dtypes") or [])
     band = (f" (80% band {p['latency_band_ms'][0]:.3g}-{p['latency_band_ms'][1]:.3g} ms)"
-            if p["latency_band_ms"] else
-            f" (no error band: the profile's calibration ran no {missing} kernels)" if missing else
-            " (no error band: uncalibrated profile)" if not p["calibrated"] else
-            " (no error band: this runtime leaves the calibrated accelerator)")
+            if p["latency_band_ms"] else f" (no error band: {p['no_band']})")
     on = f" through {p['runtime']}" if p.get("runtime") else ""
     lines = [f"{what} on {p['target']}{on}: {p['latency_ms']:.3g} ms{band}, {p['ops']} ops"]
     if p["accelerator_share"] is not None:

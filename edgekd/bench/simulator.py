@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from edgekd.bench.graph import Op
 from edgekd.bench.targets import Target, Unit
+from edgekd.types import UNCALIBRATED
 
 FUSES_INTO = ("conv", "depthwise_conv", "fully_connected", "matmul", "elementwise")
 
@@ -131,12 +132,18 @@ def outside_calibration(sim: Simulation, target: Target) -> list[str]:
 
 
 def no_band_reason(sim: Simulation, target: Target) -> str | None:
-    """Why this simulation carries no error band (None: it does): the profile was never calibrated, or
-    the file runs kernels its calibration never ran (an int8 file on a host profile fitted on fp32 files)."""
+    """Why this simulation carries no error band (None: it does): the profile was never calibrated; the
+    file runs kernels its calibration never ran (an int8 file on a host profile fitted on fp32 files); or
+    ops fell back from the accelerator to the CPU, whose figures no fit priced (the band was measured on
+    published runs wholly on the accelerator: an fp32 file on a Hexagon profile runs all on the CPU)."""
     if not target.calibration.calibrated:
-        return "uncalibrated profile"
+        return UNCALIBRATED
     missing = outside_calibration(sim, target)
-    return f"{'/'.join(missing)} kernels, which its calibration never ran" if missing else None
+    if missing:
+        return f"{'/'.join(missing)} kernels, which its calibration never ran"
+    if sim.fallbacks:
+        return f"{len(sim.fallbacks)} ops on the CPU, which its calibration never priced"
+    return None
 
 
 def error_band(sim: Simulation, target: Target) -> tuple[float, float] | None:

@@ -85,7 +85,8 @@ class Calibration(BaseModel):
     # starts its held-out fits from them and not from values that saw the held-out network
     start: dict[str, float] | None = None
     fitted_at: str | None = None  # when (UTC, ISO 8601)
-    # the dtypes of the kernels its rows ran on the calibrated unit (the first); a graph with ops of another
+    # the dtypes of the kernels its rows ran on the calibrated unit (the accelerator, else the only one); a
+    # graph with ops of another
     # dtype there is outside the calibration, and its simulated latency carries no band (the host profiles
     # are fitted on fp32 files: their fit put integer-kernel files 30-90% over their measured time). None:
     # not recorded (every dtype counts as covered)

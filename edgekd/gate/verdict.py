@@ -9,7 +9,7 @@ from pathlib import Path
 from edgekd.config import Policy
 from edgekd.errors import InputError
 from edgekd.fileio import read_json, resolve_in
-from edgekd.types import Measurement
+from edgekd.types import UNCALIBRATED, Measurement
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,10 @@ def _check(c: Candidate, p: Policy, baseline: dict | None) -> list[RuleFailure]:
             if r.where == name and r.ok:
                 v = r.latency_ms_p50
                 if p.latency_margin == "band" and r.kind == "simulated":
-                    v = r.latency_band_ms[1] if r.latency_band_ms else None  # uncalibrated: no margin known
+                    v = r.latency_band_ms[1] if r.latency_band_ms else None  # no band: no margin known
                 if v is None or v > limit:
                     at_edge = p.latency_margin == "band" and r.kind == "simulated"
-                    why = r.no_band or "uncalibrated profile"
+                    why = r.no_band or UNCALIBRATED
                     rule = ("max_latency_ms (band edge)" if at_edge and v is not None else
                             f"max_latency_ms (no error band: {why})" if at_edge else "max_latency_ms")
                     fails.append(RuleFailure(rule, name, v, limit))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgekd.report import cells
-from edgekd.types import Measurement
+from edgekd.types import UNCALIBRATED, Measurement
 
 HOST = "this host"
 FORMAT_ORDER = ("torch", "tflite", "onnx", "coreml")
@@ -95,7 +95,7 @@ def uncalibrated_columns(rows: list[Measurement]) -> set[str]:
     """Simulated targets whose profile was never held against a real device (a calibrated profile's row
     may lack a band for its file's kernels alone: that says nothing of the column)."""
     return {column_of(r) for r in rows if r.kind == "simulated" and r.ok and r.latency_band_ms is None
-            and r.no_band in (None, "uncalibrated profile")}
+            and r.no_band in (None, UNCALIBRATED)}
 
 
 def _file_line(rows: list[Measurement], model: str, artifact: str, latency: list[str],
@@ -145,8 +145,8 @@ def _latency_detail(row: Measurement) -> str:
     if row.kind == "simulated":
         parts.append(f"accelerator: {cells.residency(row)}")
         band = row.latency_band_ms
-        parts.append(f"80% band {cells.ms(band[0])}-{cells.ms(band[1])} ms (calibrated on published phones)"
-                     if band else f"no error band ({row.no_band or 'uncalibrated profile'})")
+        parts.append(f"80% band {cells.ms(band[0])}-{cells.ms(band[1])} ms (the profile's calibration)"
+                     if band else f"no error band ({row.no_band or UNCALIBRATED})")
     return "; ".join(parts)
 
 
