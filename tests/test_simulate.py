@@ -210,6 +210,12 @@ def test_a_chip_with_few_networks_borrows_its_family_rows(tmp_path):
     lonely = Target.model_validate(dict(base, calibration={"chipset": "Test Chip", "family": ["Nowhere"]}))
     with pytest.raises(InputError, match="calibration.family names 'Nowhere'"):
         calibrate(lonely, rows)
+    # the band is the chip's own rows': so are the kernels it covers, whatever the family ran
+    assert c["dtypes"] == ["fp16", "int8"]
+    fp16_own = tmp_path / "fp16-own.csv"
+    fp16_own.write_text("\n".join(line for line in rows.read_text().splitlines()
+                                   if not (line.startswith("Test Chip") and ",w8a8," in line)) + "\n")
+    assert calibrate(start, fp16_own).profile["calibration"]["dtypes"] == ["fp16"]
     for family in (["Test Chip"], ["Sibling", "Sibling"]):  # itself, or a chip twice: refused
         with pytest.raises(ValueError, match="name other chips, each once"):
             Target.model_validate(dict(base, calibration={"chipset": "Test Chip", "family": family}))
