@@ -424,7 +424,8 @@ def calibrate(target: Target, csv_path: Path, progress=lambda m: None, cache: di
         rows += got
         chip_of += [i] * len(got)
     target = at_start_peak(target)
-    own, chip_of = np.array(chip_of) == 0, np.array(chip_of)
+    chip_of = np.array(chip_of)
+    own = chip_of == 0
     if len({r.network for r, o in zip(rows, own) if o}) < 2:
         raise InputError(f"{csv_path}: rows of fewer than 2 buildable networks for chipset {chipset!r} "
                          f"(profile {target.name}): nothing to hold out; the profile stays uncalibrated")

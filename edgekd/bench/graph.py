@@ -42,7 +42,7 @@ def lowered_bytes(kind: str, flops: float, w_shape, taps: int, itemsize: float, 
     return int(flops / 2 / w_shape[0] * groups * itemsize)
 
 
-KERNEL_KINDS = ("conv", "depthwise_conv", "fully_connected", "matmul")
+KERNEL_KINDS = ("conv", "depthwise_conv", "fully_connected", "matmul")  # what runs in a precision's kernels
 TFLITE_KINDS = {
     "CONV_2D": "conv", "CONV_3D": "conv", "DEPTHWISE_CONV_2D": "depthwise_conv",
     "FULLY_CONNECTED": "fully_connected", "BATCH_MATMUL": "matmul", "MAX_POOL_2D": "pool",
@@ -70,25 +70,23 @@ def read_tflite(path: Path) -> list[Op]:
     sg = model.subgraphs[0]
     const = {i for i, t in enumerate(sg.tensors)
              if model.buffers[t.buffer].data is not None and len(model.buffers[t.buffer].data) > 0}
+    listed = lambda a: a.tolist() if hasattr(a, "tolist") else a  # noqa: E731
+    parsed = [(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) or "CUSTOM",
+               [i for i in listed(op.inputs) if i >= 0], listed(op.outputs)) for op in sg.operators]
     # a DEQUANTIZE of a constant (weight-only int8 and fp16 files) is decompression the runtime does once,
     # at load (TFLite's kernel caches its output; XNNPACK packs the float weights): no op at run time, and
     # its output is the next op's weight, in float. Read as ops, a weight-only file's convolutions lost their
-    # weights (flops from the bias alone) and the host profile put them 11-41% under their measured time,
-    # which is the fp32 file's
-    decompressed = set()
-    for op in sg.operators:
-        ins = [i for i in (op.inputs.tolist() if hasattr(op.inputs, "tolist") else op.inputs) if i >= 0]
-        if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) == "DEQUANTIZE" and ins and ins[0] in const:
-            decompressed.add(id(op))
-            const.update(op.outputs.tolist() if hasattr(op.outputs, "tolist") else op.outputs)
+    # weights (flops from the bias alone) and the host profile put them up to 41% under their measured
+    # time, which is the fp32 file's
+    decompressed = [name == "DEQUANTIZE" and bool(ins) and ins[0] in const for name, ins, _ in parsed]
+    for (_, _, outs), gone in zip(parsed, decompressed):
+        if gone:
+            const.update(outs)
     ops = []
-    for op in sg.operators:
-        if id(op) in decompressed:
+    for (name, ins, outs), gone in zip(parsed, decompressed):
+        if gone:
             continue
-        name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) or "CUSTOM"
         kind = TFLITE_KINDS.get(name, "elementwise")
-        ins = [i for i in (op.inputs.tolist() if hasattr(op.inputs, "tolist") else op.inputs) if i >= 0]
-        outs = op.outputs.tolist() if hasattr(op.outputs, "tolist") else op.outputs
         tin = [sg.tensors[i] for i in ins]
         tout = [sg.tensors[i] for i in outs]
         acts = [t for i, t in zip(ins, tin) if i not in const]
@@ -99,7 +97,7 @@ def read_tflite(path: Path) -> list[Op]:
         # activations (dynamic range: XNNPACK quantises the activations on the fly)
         act_dtype = _TFL_DTYPE.get(acts[0].type if acts else tout[0].type, ("fp32", 4))[0]
         w_dtype = _TFL_DTYPE.get(weights[0].type, ("fp32", 4))[0] if weights else act_dtype
-        int8_kernel = kind in ("conv", "depthwise_conv", "fully_connected", "matmul")
+        int8_kernel = kind in KERNEL_KINDS
         dtype = "int8" if "int8" in (act_dtype, w_dtype) and int8_kernel else act_dtype
         dtype = "fp32" if dtype not in ("fp32", "fp16", "int8") else dtype
         flops = _flops(kind, out_elems, [list(t.shape) for t in tin if t.shape is not None],
@@ -181,7 +179,7 @@ def read_coreml(path: Path) -> list[Op]:
         outs = [v for v in o.outputs if getattr(v, "shape", None) is not None and _is_tensor(v)]
         dtype = _mil_dtype(outs[0].dtype) if outs else "fp32"
         esize = {"fp16": 2, "int8": 1}.get(dtype, 4)
-        if has_act_quant and kind in ("conv", "depthwise_conv", "fully_connected", "matmul"):
+        if has_act_quant and kind in KERNEL_KINDS:
             dtype = "int8"
         groups = int(o.inputs["groups"].val or 1) if kind == "conv" and "groups" in o.inputs else 1
         if groups > 1 and weights and len(weights[0].shape) >= 3 and int(weights[0].shape[1]) == 1:
@@ -325,7 +323,7 @@ def read_onnx(path: Path) -> list[Op]:
             flops = _flops(kind, out_elems, [s for s, _ in acts], [])
         if n.op_type == "BatchNormalization":
             flops = 2.0 * out_elems  # a scale and shift
-        kernel = kind in ("conv", "depthwise_conv", "fully_connected", "matmul")
+        kernel = kind in KERNEL_KINDS
         dtype = "int8" if n.op_type in _ONNX_INT8 or (kernel and dq_in) else "fp32"
         w_bytes = sum(int(x.nbytes) for x in weights)
         if n.op_type == "Gather" and weights:

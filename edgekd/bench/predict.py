@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from edgekd.bench.graph import read_coreml, read_onnx, read_tflite
-from edgekd.bench.simulator import error_band, no_band_reason, outside_calibration, simulate
+from edgekd.bench.simulator import error_band, outside_calibration, simulate
 from edgekd.bench.targets import Target
 from edgekd.errors import InputError
 
@@ -49,7 +49,8 @@ def predict(source: str, target: Target, precision: str = "fp16",
     # a runtime left without the accelerator runs everything on the CPU: the fit priced the accelerator
     # only, so its band does not apply
     off = note is not None and not any(u.accelerator for u in seen.units)
-    band = None if off else error_band(sim, target)  # the whole profile: its calibrated unit is there
+    # the whole profile, not `seen`: its calibrated unit is there
+    band, why = (None, "this runtime leaves the calibrated accelerator") if off else error_band(sim, target)
     fallbacks = Counter((f["kind"], f["reason"]) for f in sim.fallbacks)
     if off:
         fallbacks = Counter({("all", note): len(ops)})
@@ -64,8 +65,7 @@ def predict(source: str, target: Target, precision: str = "fp16",
         # kernels of dtypes the profile's calibration never ran (a quantised file on a host profile
         # fitted on fp32 files): the figure is the roofline's, with no measured error
         "uncalibrated_dtypes": [] if off else outside_calibration(sim, target),
-        "no_band": None if band else "this runtime leaves the calibrated accelerator" if off
-        else no_band_reason(sim, target),  # why there is no band
+        "no_band": why,  # why there is no band
         "accelerator_share": round(sim.residency_ops, 4) if any(u.accelerator for u in target.units)
         else None,
         "accelerator_time_share": round(sim.residency_time, 4),

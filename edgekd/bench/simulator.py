@@ -146,7 +146,8 @@ def no_band_reason(sim: Simulation, target: Target) -> str | None:
     return None
 
 
-def error_band(sim: Simulation, target: Target) -> tuple[float, float] | None:
-    """The profile's 80% band (published or measured / predicted) where it applies to this simulation
-    (no_band_reason is None); None otherwise: a figure outside what the fit saw has no measured error."""
-    return None if no_band_reason(sim, target) else target.calibration.error_band
+def error_band(sim: Simulation, target: Target) -> tuple[tuple[float, float] | None, str | None]:
+    """(the profile's 80% band, published or measured / predicted, where it applies to this simulation;
+    why it does not: no_band_reason). A figure outside what the fit saw has no measured error."""
+    why = no_band_reason(sim, target)
+    return (None if why else target.calibration.error_band), why

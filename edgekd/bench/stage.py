@@ -12,7 +12,7 @@ import torch
 from edgekd.artifacts import load_artifacts
 from edgekd.bench.graph import read_graph
 from edgekd.bench.measure import measure, zip_size
-from edgekd.bench.simulator import error_band, no_band_reason, simulate
+from edgekd.bench.simulator import error_band, simulate
 from edgekd.bench.targets import Target, host_profile_notes
 from edgekd.checkpoint import load_checkpoint, read_checkpoint, training_data
 from edgekd.data import Dataset
@@ -79,7 +79,7 @@ def device_rows(common: dict, path: Path, delegates: list[str], threads: int) ->
 def simulated_row(common: dict, target: Target, graph, measured: Measurement) -> Measurement:
     sim = simulate(graph, target)
     has_accelerator = any(u.accelerator for u in target.units)
-    band = error_band(sim, target)  # none where the file runs kernels the calibration never ran
+    band, no_band = error_band(sim, target)
     return Measurement(
         **common, kind="simulated", target=target.name, runner=f"sim:{target.name}",
         latency_ms_p50=sim.latency_ms, latency_ms_p90=sim.latency_ms, accuracy=measured.accuracy,
@@ -90,7 +90,7 @@ def simulated_row(common: dict, target: Target, graph, measured: Measurement) ->
         fallback_ops=tuple(sim.fallbacks),
         latency_band_ms=(round(sim.latency_ms * band[0], 6), round(sim.latency_ms * band[1], 6))
         if band else None,
-        no_band=no_band_reason(sim, target),
+        no_band=no_band,
         per_op=tuple({"op": o.name, "unit": o.unit, "dtype": o.dtype, "time_us": round(o.time_us, 3)}
                      for o in sim.ops))
 

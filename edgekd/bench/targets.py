@@ -86,10 +86,9 @@ class Calibration(BaseModel):
     start: dict[str, float] | None = None
     fitted_at: str | None = None  # when (UTC, ISO 8601)
     # the dtypes of the kernels its rows ran on the calibrated unit (the accelerator, else the only one); a
-    # graph with ops of another
-    # dtype there is outside the calibration, and its simulated latency carries no band (the host profiles
-    # are fitted on fp32 files: their fit put integer-kernel files 30-90% over their measured time). None:
-    # not recorded (every dtype counts as covered)
+    # graph with ops of another dtype there is outside the calibration, and its simulated latency carries no
+    # band (the host profiles are fitted on fp32 files; integer-kernel files ran from 3.6x faster to 11x
+    # slower than their fit gave them). None: not recorded (every dtype counts as covered)
     dtypes: list[Dtype] | None = None
     # chips of the same accelerator design (other generations, clocks) whose rows join the fit: they price
     # the op classes the chip's own few networks leave open, each chip with its own speed factor

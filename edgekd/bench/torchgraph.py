@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from edgekd.bench.graph import Op, lowered_bytes
+from edgekd.bench.graph import KERNEL_KINDS, Op, lowered_bytes
 from edgekd.errors import InputError
 
 # precision -> (compute dtype of conv/linear/matmul, activation bytes, weight bytes, other ops' dtype)
@@ -23,7 +23,6 @@ PRECISIONS = {"fp32": ("fp32", 4, 4, "fp32"), "fp16": ("fp16", 2, 2, "fp16"),
               "w8": ("fp16", 2, 1, "fp16"),  # 8-bit weights decompressed to fp16 (weight-only)
               "int8": ("int8", 1, 1, "int8"), "w8a16": ("int16", 2, 1, "int16")}
 
-KERNELS = ("conv", "depthwise_conv", "fully_connected", "matmul")  # what runs in the precision's kernels
 _KINDS = {
     "conv1d": "conv", "conv2d": "conv", "conv3d": "conv", "convolution": "conv", "conv_transpose2d": "conv",
     "linear": "fully_connected", "addmm": "fully_connected",
@@ -118,7 +117,7 @@ def graph_ops(program, precision: str) -> list[Op]:
         kind = _KINDS.get(name, "elementwise")
         if "batch_norm" in name:
             src = acts[0] if acts else None
-            if src is not None and last_kind_by_node.get(src) in KERNELS[:3]:
+            if src is not None and last_kind_by_node.get(src) in KERNEL_KINDS[:3]:
                 last_kind_by_node[node] = last_kind_by_node[src]  # folded into the conv before it
                 continue
             kind = "elementwise"  # left standing (pre-activation): a converter writes a scale and shift
@@ -126,13 +125,13 @@ def graph_ops(program, precision: str) -> list[Op]:
         if kind == "conv" and w_shape and w_shape[1] == 1 and _groups(node, name) > 1:
             kind = "depthwise_conv"  # one input channel per group; other grouped convs stay conv
         flops = _work(kind, node, name, out_elems, acts)
-        dtype = kernel_dtype if kind in KERNELS else other_dtype
+        dtype = kernel_dtype if kind in KERNEL_KINDS else other_dtype
         # a lookup (embedding, gather) reads the rows it returns, not its whole table
         w_elems = (out_elems if name in _LOOKUPS and weights
                    else sum(math.prod(_shape(a)) for a in weights))
         lowered = (lowered_bytes(kind, flops, w_shape, math.prod(w_shape[2:]), abytes, _groups(node, name))
                    if w_shape and "transpose" not in name else 0)  # weight (O, I/groups, *k)
-        channels = (0 if kind not in KERNELS or len(out) < 2 else
+        channels = (0 if kind not in KERNEL_KINDS or len(out) < 2 else
                     out[1] if kind in ("conv", "depthwise_conv") else out[-1])  # NCHW, and (rows, features)
         ops.append(Op(kind, name, dtype, flops, int(sum(math.prod(_shape(a)) for a in acts) * abytes),
                       int(out_elems * abytes), int(w_elems * wbytes), lowered, channels))

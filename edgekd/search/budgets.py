@@ -15,8 +15,8 @@ from edgekd.types import Budget, Measurement
 # more than this factor is taken as unable to meet it (never trained for that rung): the traced graph was
 # seen within 7.2% of the converted file's simulated latency (benchmarks/simulator_truth.py), so this
 # leaves room for the converter. A runner timed here is not priced: the host profiles are fitted on fp32
-# files only, and put the built-in recipe's 10x student at 8-10 us on TFLite where its int8 file ran in
-# 4.6 us; priced so, it was ruled out of the very budget it set.
+# files only, and put the built-in recipe's 10x student at 8-10 us on TFLite where its full-int8 file ran
+# in 4.6 us; priced so, it was ruled out of the very budget it set.
 PRESCREEN_SLACK = 1.2
 # runners timed here a budget may name -> (the runner's name in bench rows, the format it runs)
 MEASURED = {
@@ -30,9 +30,9 @@ def cannot_meet(budget: Budget, predicted: dict, fixed: dict) -> bool:
     """Whether a candidate priced before training cannot meet `budget`: `predicted` holds its simulated
     latency (ms) per budget key, `fixed` the part of it the profile charges per inference whatever runs
     (its invoke overhead). The slack covers what a converter changes in the ops, not the fixed part, which
-    no conversion moves. On the A17 Pro profile (181 us per inference) a 1.2x slack on the whole of a 0.199 ms
-    budget let through networks whose ops took up to 3.2x the 18 us it leaves them: 7 of 14 A17 trials of
-    benchmarks/search_ladder.py's search trained in full and had no file under the budget."""
+    no conversion moves. On the A17 Pro profile (181 us per inference then) a 1.2x slack on the whole of a
+    0.199 ms budget let through networks whose ops took up to 3.2x the 18 us it leaves them: 7 of 14 A17
+    trials of benchmarks/search_ladder.py's search trained in full and had no file under the budget."""
     if budget.key not in predicted:
         return False
     floor = fixed.get(budget.key, 0.0)
