@@ -20,9 +20,11 @@ WEIGHTS, META = "model.safetensors", "model.json"
 def save_checkpoint(model: Classifier, path: Path, *, name: str, role: str, arch: str, width: float,
                     depth: int | None, input_shape, labels, mean: float, std: float,
                     data_fingerprint: str, accuracy: float | None,
-                    provenance: dict | None = None, spec: ModelSpec | None = None) -> Checkpoint:
+                    provenance: dict | None = None, spec: ModelSpec | None = None,
+                    extras: dict[str, dict] | None = None) -> Checkpoint:
     """Write `path/model.safetensors` and `path/model.json` (atomically). `spec` records how to rebuild a
-    network that is not a zoo entry (its weights are the ones saved here)."""
+    network that is not a zoo entry (its weights are the ones saved here); `extras`: further tensors to
+    keep beside them (file name -> {name: tensor}), hashed in model.json and read with `extra_file`."""
     from safetensors.torch import save_file
 
     if callable(getattr(model, "rebuild_spec", None)):  # a network that records its own constructor
@@ -31,15 +33,20 @@ def save_checkpoint(model: Classifier, path: Path, *, name: str, role: str, arch
     with atomic_dir(path) as tmp:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))
+        for fname, tensors in (extras or {}).items():
+            save_file(tensors, str(tmp / fname))
         ckpt = Checkpoint(
             path=path, name=name, role=role, arch=arch, width=float(width), depth=depth,
             input_shape=tuple(int(s) for s in input_shape), labels=tuple(labels), mean=float(mean),
             std=float(std), params=count_params(model), weights_sha256=sha256_file(tmp / WEIGHTS),
             data_fingerprint=data_fingerprint, accuracy=accuracy, provenance=dict(provenance or {}),
             spec=replace(spec, weights=None, rename={}) if spec is not None else None,
+            extras={fname: sha256_file(tmp / fname) for fname in (extras or {})},
         )
         meta = {"format": FORMAT, "version": VERSION,
-                **{k: v for k, v in ckpt.__dict__.items() if k not in ("path", "spec")}}
+                **{k: v for k, v in ckpt.__dict__.items() if k not in ("path", "spec", "extras")}}
+        if ckpt.extras:
+            meta["extras"] = ckpt.extras
         meta["input_shape"], meta["labels"] = list(ckpt.input_shape), list(ckpt.labels)
         meta["model"] = ckpt.model_spec.to_dict()
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
@@ -74,6 +81,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
             accuracy=None if meta.get("accuracy") is None else float(meta["accuracy"]),
             provenance=dict(meta.get("provenance") or {}),
             spec=_spec(meta.get("model"), meta_path),
+            extras={str(k): str(v) for k, v in (meta.get("extras") or {}).items()},
         )
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{meta_path}: checkpoint metadata field {e} is missing or malformed") from None
@@ -99,6 +107,17 @@ def load_checkpoint(path: Path) -> tuple[Checkpoint, Classifier]:
         raise InputError(f"{weights}: weights do not fit the network {ckpt.model_spec.label!r} "
                          f"recorded in {META}: {first}") from None
     return ckpt, model.eval()
+
+
+def extra_file(ckpt: Checkpoint, name: str) -> Path:
+    """`name` in the checkpoint folder, checked against the hash model.json recorded for it."""
+    path = ckpt.path / name
+    if name not in ckpt.extras:
+        raise InputError(f"{ckpt.path / META}: no {name} recorded; re-run the training that wrote it")
+    if not path.is_file() or sha256_file(path) != ckpt.extras[name]:
+        raise InputError(f"{path}: missing or changed since it was written (sha256 differs from {META}); "
+                         "re-run the training that wrote it")
+    return path
 
 
 def training_data(ckpt: Checkpoint):

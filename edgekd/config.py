@@ -202,9 +202,11 @@ class ExportConfig(_Strict):
 
 # What each format's file can carry of a trained compression (edgekd.compress): Core ML stores palettes
 # (2-8 bits, per channel or per tensor, with a sparse mask) and int8; TFLite's int8 weights use the same
-# per-channel grid as Core ML's; ONNX carries none yet (its int8 files also quantise activations).
+# per-channel grid as Core ML's; TFLite full-int8 and ONNX static-int8 files carry int8 activations whose
+# ranges were trained (PT2E quantisation-aware training, edgekd.models.qat).
 CARRIES = {"coreml": ("int8", "pal2", "pal4", "pal6", "pal8", "prune-pal4", "mixed-pal"),
-           "tflite": ("int8",), "onnx": ()}
+           "tflite": ("int8", "full-int8"), "onnx": ("static-int8",)}
+TRAINED_MODES = tuple(dict.fromkeys(m for modes in CARRIES.values() for m in modes))
 
 
 class CompressConfig(_Strict):
@@ -227,13 +229,13 @@ class CompressConfig(_Strict):
     def _carried(cls, modes, info):
         can = CARRIES[info.field_name]
         for m in modes:
-            if m not in CARRIES["coreml"]:
-                raise ValueError(f"unknown compression {m!r}; choose from {', '.join(CARRIES['coreml'])}")
+            if m not in TRAINED_MODES:
+                raise ValueError(f"unknown compression {m!r}; choose from {', '.join(TRAINED_MODES)}")
             if m not in can:
                 name = {"coreml": "Core ML", "tflite": "TFLite", "onnx": "ONNX"}[info.field_name]
-                raise ValueError(f"{name} files cannot carry {m!r} (" + (
-                    f"they carry {', '.join(can)}" if can else "they carry no trained compression yet")
-                    + f"); move {m!r} under compress.coreml or remove it")
+                home = next(f for f, carried in CARRIES.items() if m in carried)
+                raise ValueError(f"{name} files cannot carry {m!r} (they carry {', '.join(can)}); "
+                                 f"move {m!r} under compress.{home} or remove it")
         return modes
 
     @model_validator(mode="after")

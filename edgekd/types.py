@@ -61,6 +61,8 @@ class Checkpoint:
     accuracy: float | None = None  # on the dataset's test split
     provenance: dict = field(default_factory=dict)  # training key, data source, teacher, ...
     spec: ModelSpec | None = None  # the network (its weights are the checkpoint's); None: the zoo's arch
+    # further safetensors files in `path` (file name -> sha256), e.g. trained int8 ranges (edgekd.models.qat)
+    extras: dict = field(default_factory=dict)
 
     @property
     def model_spec(self) -> ModelSpec:
@@ -233,7 +235,8 @@ class Budget:
 @dataclass(frozen=True)
 class CompressSpec:
     """One compression-aware fine-tuning of a student (edgekd.compress): `mode` is the Core ML/TFLite
-    quantisation its files carry ("int8", "pal2".."pal8", "prune-pal4", "mixed-pal"), the rest how it
+    quantisation its files carry ("int8", "pal2".."pal8", "prune-pal4", "mixed-pal"; "full-int8" and
+    "static-int8" with int8 activations), the rest how it
     trains (KD against the same teacher outputs as distillation, at a fine-tuning learning rate)."""
 
     mode: str
@@ -253,7 +256,7 @@ class CompressSpec:
     @property
     def bits(self) -> int:
         """The bit width of every layer (mixed-pal: the high one)."""
-        if self.mode == "int8":
+        if self.mode in ("int8", "full-int8", "static-int8"):
             return 8
         return self.mixed_bits[1] if self.mode == "mixed-pal" else int(self.mode[-1])
 

@@ -118,6 +118,8 @@ def test_weighted_layers_are_what_the_exporters_quantise():
     ("tflite", ["pal2"], "TFLite files cannot carry 'pal2'"),
     ("onnx", ["int8"], "ONNX files cannot carry 'int8'"),
     ("coreml", ["pal3"], "unknown compression 'pal3'"),
+    ("coreml", ["full-int8"], "move 'full-int8' under compress.tflite"),
+    ("tflite", ["static-int8"], "move 'static-int8' under compress.onnx"),
 ])
 def test_a_compression_a_format_cannot_carry_is_refused_naming_the_field(write_recipe, capsys, field,
                                                                         modes, needle):
@@ -217,6 +219,72 @@ def test_the_fake_quantised_network_and_its_file_agree(distilled, tmp_path, mode
 
 
 @pytest.mark.heavy
+@pytest.mark.parametrize("mode,fmt", [("full-int8", "tflite"), ("static-int8", "onnx")])
+def test_an_int8_activation_file_computes_its_trained_program(distilled, tmp_path, mode, fmt):
+    """Integer kernels are not bit-exact to the fake-quantised program (bias rounded to int32, fixed-point
+    requantisation: one step of a scale here and there), so the file may differ at a near-tie; wherever
+    the program's top two classes are apart by more than that error, it must agree."""
+    from edgekd.checkpoint import extra_file, load_checkpoint
+    from edgekd.models import export_graph, qat
+    from edgekd.runtimes import load_runner
+
+    data = distilled[2]
+    result = _compress(distilled, mode)
+    artifact = _export(result.checkpoint, tmp_path / mode, [fmt], mode, threshold=0.98)[0]
+    ckpt, model = load_checkpoint(result.checkpoint)
+    program = export_graph(qat.restore(model, data.x_train[:2], extra_file(ckpt, qat.STATE)))
+    x = data.x_test
+    with torch.no_grad():
+        reference = program(torch.from_numpy(x)).numpy()
+    outputs = load_runner(fmt, artifact.path, 1).predict(x)
+    top2 = np.sort(reference, 1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 0.05
+    assert np.abs(outputs - reference).max() < 0.05
+    assert clear.mean() > 0.8 and (outputs.argmax(1) == reference.argmax(1))[clear].all()
+    assert result.accuracy == pytest.approx(float((reference.argmax(1) == data.y_test).mean()), abs=1e-9)
+
+
+def _input_scale(ckpt: Path, data) -> float:
+    """The trained range of the graph's input: the scale of the fake quantiser the input goes through."""
+    from safetensors.torch import load_file
+
+    from edgekd.checkpoint import load_checkpoint
+    from edgekd.models import qat
+
+    _, model = load_checkpoint(ckpt)
+    graph = qat.prepare(model, data.x_train[:2])
+    first = next(n for n in graph.graph.nodes if n.op == "placeholder")
+    quantiser = next(u.target for u in first.users if u.op == "call_module" and "post_process" in u.target)
+    return float(load_file(str(ckpt / qat.STATE))[f"{quantiser}.scale"])
+
+
+@pytest.mark.heavy
+def test_int8_activation_files_carry_the_trained_ranges_not_recalibrated_ones(distilled, tmp_path):
+    """TFLite full-int8 and ONNX static-int8 files of a student trained for them quantise their input with
+    the scale training settled on (a recalibration on the export's samples would give its own)."""
+    import onnx
+    from ai_edge_litert.interpreter import Interpreter
+    from onnx import numpy_helper
+
+    data = distilled[2]
+    for mode, fmt in (("full-int8", "tflite"), ("static-int8", "onnx")):
+        result = _compress(distilled, mode)
+        trained = _input_scale(result.checkpoint, data)
+        path = _export(result.checkpoint, tmp_path / mode, [fmt], mode, threshold=0.98)[0].path
+        if fmt == "tflite":
+            stored = Interpreter(model_path=str(path)).get_input_details()[0]["quantization"][0]
+        else:
+            m = onnx.load(str(path))
+            consts = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+            consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in m.graph.node
+                           if n.op_type == "Constant"})
+            q = next(n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
+            stored = float(consts[q.input[1]])
+        assert stored == pytest.approx(trained, rel=1e-6), (mode, stored, trained)
+        assert result.bits and set(result.bits.values()) == {8}
+
+
+@pytest.mark.heavy
 def test_a_weight_off_the_grid_is_caught_not_stored_as_float(distilled, tmp_path):
     """A checkpoint that claims a trained palette but holds float weights: coremltools' unique mode would
     skip those weights with a warning; the exporter's check refuses the file instead."""
@@ -263,8 +331,8 @@ def test_run_benches_and_gates_compressed_files_beside_post_training_ones(tmp_pa
     policy = tmp_path / "policy.yaml"
     policy.write_text("min_retention: 0.8\n")
     path = write_recipe(tiny_recipe(
-        compress={"coreml": ["pal4", "int8"], "tflite": ["int8"], "train": {"epochs": 2, "batch_size": 128,
-                                                                      "lr": 3e-4}},
+        compress={"coreml": ["pal4", "int8"], "tflite": ["int8", "full-int8"], "onnx": ["static-int8"],
+                  "train": {"epochs": 2, "batch_size": 128, "lr": 3e-4}},
         export={"formats": ["coreml", "tflite"], "quants": ["fp16", "int8", "pal4"],
                 "min_top1_agreement": {"default": 0.95}, "parity_samples": 256},
         bench={"targets": ["host-cpu"]}, gate={"policy": "policy.yaml"}, bundle={"validation_samples": 4}))
@@ -274,9 +342,10 @@ def test_run_benches_and_gates_compressed_files_beside_post_training_ones(tmp_pa
     import json
 
     rows = [json.loads((out / "bench" / name / "bench.json").read_text())["rows"]
-            for name in ("s", "s.pal4-kd", "s.int8-kd")]
+            for name in ("s", "s.pal4-kd", "s.int8-kd", "s.full-int8-kd", "s.static-int8-kd")]
     quants = [sorted({(r["format"], r["quant"]) for r in rs if r["format"] != "torch"}) for rs in rows]
     assert quants[1] == [("coreml", "pal4")] and quants[2] == [("coreml", "int8"), ("tflite", "int8")]
+    assert quants[3] == [("tflite", "full-int8")] and quants[4] == [("onnx", "static-int8")]
     assert ("coreml", "pal4") in quants[0]
     report = (out / "report" / "report.md").read_text()
     assert "Compression-aware students" in report and "body.0:4" in report

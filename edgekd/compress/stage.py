@@ -28,9 +28,14 @@ from edgekd.distill.train import accuracy, train
 from edgekd.errors import InputError, TrainingError
 from edgekd.fileio import json_sha256, relative_to
 from edgekd.metrics import retention
+from edgekd.models import qat
 from edgekd.types import Checkpoint, CompressResult, CompressSpec
 
-MODES = ("int8", "pal2", "pal4", "pal6", "pal8", "prune-pal4", "mixed-pal")
+# weight grids (edgekd.compress.fake), and int8 weights with int8 activations (edgekd.models.qat): the
+# latter are TFLite's full-int8 and ONNX's static-int8 files, each trained for on its own
+ACTIVATION_MODES = ("full-int8", "static-int8")
+CALIBRATION_ROWS = 1024  # training rows the activation ranges start from (post-training export: 128)
+MODES = ("int8", "pal2", "pal4", "pal6", "pal8", "prune-pal4", "mixed-pal", *ACTIVATION_MODES)
 
 
 def compressed_name(student: str, mode: str) -> str:
@@ -53,8 +58,44 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
         return _result(read_checkpoint(dest), src, student_acc, teacher, 0.0)
 
     t0 = time.perf_counter()
-    folded = fold(model, src.name)  # BatchNorm scales into the weights the grid holds
+    xu = transfer_inputs(data, transfer_samples, seed=0, cache_dir=cache_dir)
+    x, y = Chain(data.x_train, xu), Chain(data.y_train, np.full(len(xu), -1, np.int64))
+    state = Path(out_dir) / f".{name}.{key[:12]}.state.pt"
+
+    def fine_tune(net) -> None:  # KD against the teacher outputs distillation cached, on the grid
+        if spec.epochs > 0:  # 0: the same grid after training only (a post-training baseline to compare)
+            logits, _ = teacher_outputs(data, teacher, teacher_model, xu, cache_dir)
+            train(net, x, y, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+                  weight_decay=spec.weight_decay, seed=spec.seed, teacher_logits=logits,
+                  temperature=spec.temperature, alpha=spec.alpha, state_path=state, desc=name)
+
     layers = weighted_layers(model)
+    if spec.mode in ACTIVATION_MODES:
+        extras, acc = _train_activations(model, data, fine_tune)
+        bits, sensitivity = {n: 8 for n in layers}, {}
+    else:
+        steps = spec.epochs * -(-len(y) // spec.batch_size)
+        acc, bits, sensitivity = _train_weights(model, src.name, layers, data, spec, steps, fine_tune)
+        extras = None
+    weights = {n: layer.weight.numel() for n, layer in layers.items()}
+    compression = {"mode": spec.mode, "bits": bits, "average_bits": round(average_bits(bits, weights), 4),
+                   "per_channel": spec.per_channel, "sparsity": spec.sparsity, "sensitivity": sensitivity}
+    save_checkpoint(model, dest, name=name, role="student", arch=src.arch, width=src.width, depth=src.depth,
+                    input_shape=src.input_shape, labels=src.labels, mean=src.mean, std=src.std,
+                    data_fingerprint=src.data_fingerprint, accuracy=acc, spec=src.spec, extras=extras,
+                    provenance={**src.provenance, "key": key, "compression": compression,
+                                "compressed_from": relative_to(src.path, dest),
+                                "student_accuracy": student_acc,
+                                "teacher": relative_to(teacher.path, dest)})
+    state.unlink(missing_ok=True)
+    return _result(read_checkpoint(dest), src, student_acc, teacher, time.perf_counter() - t0)
+
+
+def _train_weights(model, label: str, layers: dict, data: Dataset, spec: CompressSpec, steps: int,
+                   fine_tune):
+    """Weights on a grid (int8, palettes, sparse palettes, mixed bits): fold BatchNorm -> choose bits ->
+    fine-tune with fake compression -> snap -> unfold -> check. Returns (accuracy, bits, sensitivity)."""
+    folded = fold(model, label)  # BatchNorm scales into the weights the grid holds
     sensitivity = {}
     if spec.mode == "mixed-pal":
         n = spec.sensitivity_samples
@@ -63,35 +104,28 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
         bits = allocate_bits(sensitivity, *spec.mixed_bits, spec.average_bits)
     else:
         bits = {n: spec.bits for n in layers}
-    xu = transfer_inputs(data, transfer_samples, seed=0, cache_dir=cache_dir)
-    x, y = Chain(data.x_train, xu), Chain(data.y_train, np.full(len(xu), -1, np.int64))
-    steps = spec.epochs * -(-len(y) // spec.batch_size)
     for n, layer in layers.items():  # fake compression on every weight the exporters quantise
         fake = (Int8() if spec.mode == "int8" else
                 Palette(layer.weight, bits[n], spec.per_channel, spec.sparsity, ramp_steps=steps // 2))
         parametrize.register_parametrization(layer, "weight", fake)
-    state = Path(out_dir) / f".{name}.{key[:12]}.state.pt"
-    if spec.epochs > 0:  # 0: the same grid after training only (a post-training baseline to compare)
-        logits, _ = teacher_outputs(data, teacher, teacher_model, xu, cache_dir)  # cached by distill
-        train(model, x, y, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-              weight_decay=spec.weight_decay, seed=spec.seed, teacher_logits=logits,
-              temperature=spec.temperature, alpha=spec.alpha, state_path=state, desc=name)
+    fine_tune(model)
     _snap(layers)
     unfold(model, folded)
     _check_grid(layers, bits, spec)
-    acc = accuracy(model, data.x_test, data.y_test)
-    weights = {n: layer.weight.numel() for n, layer in layers.items()}
-    compression = {"mode": spec.mode, "bits": bits, "average_bits": round(average_bits(bits, weights), 4),
-                   "per_channel": spec.per_channel, "sparsity": spec.sparsity, "sensitivity": sensitivity}
-    save_checkpoint(model, dest, name=name, role="student", arch=src.arch, width=src.width, depth=src.depth,
-                    input_shape=src.input_shape, labels=src.labels, mean=src.mean, std=src.std,
-                    data_fingerprint=src.data_fingerprint, accuracy=acc, spec=src.spec,
-                    provenance={**src.provenance, "key": key, "compression": compression,
-                                "compressed_from": relative_to(src.path, dest),
-                                "student_accuracy": student_acc,
-                                "teacher": relative_to(teacher.path, dest)})
-    state.unlink(missing_ok=True)
-    return _result(read_checkpoint(dest), src, student_acc, teacher, time.perf_counter() - t0)
+    return accuracy(model, data.x_test, data.y_test), bits, sensitivity
+
+
+def _train_activations(model, data: Dataset, fine_tune) -> tuple[dict, float]:
+    """int8 weights and activations (PT2E QAT): fake quantisers on the BatchNorm-folded graph -> fine-tune
+    -> the trained weights back into `model` (its BatchNorms exact identities) -> freeze. Returns the
+    checkpoint's extra file (the trained ranges) and the accuracy of the program the file computes."""
+    graph = qat.prepare(model, data.x_train[:2])
+    qat.calibrate(graph, data.x_train[:CALIBRATION_ROWS])  # training starts from the data's ranges
+    fine_tune(graph)
+    trained = qat.state(graph)
+    qat.unfolded(model, graph)
+    program = qat.freeze(graph)
+    return {qat.STATE: trained}, accuracy(program, data.x_test, data.y_test)
 
 
 @torch.no_grad()

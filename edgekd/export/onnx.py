@@ -1,4 +1,5 @@
-"""ONNX (torch.onnx.export), with onnxruntime dynamic and static (QDQ, per-channel) int8."""
+"""ONNX (torch.onnx.export), with onnxruntime dynamic and static (QDQ, per-channel) int8; a static-int8
+student the compress step trained (edgekd.models.qat) goes out as its own QDQ program, not recalibrated."""
 
 from __future__ import annotations
 
@@ -23,12 +24,17 @@ def write_onnx(model, sample: np.ndarray, dest: Path, quant: str, calib: np.ndar
     with tempfile.TemporaryDirectory() as tmpd:
         fp32 = Path(tmpd) / "fp32.onnx"
         feeds = named_inputs(sample)
-        torch.onnx.export(model, tuple(torch.from_numpy(v) for v in feeds.values()), str(fp32),
-                          input_names=list(feeds), output_names=["probs"],
-                          dynamic_axes={**{name: {0: "batch"} for name in feeds}, "probs": {0: "batch"}},
-                          opset_version=17, dynamo=False)
+        args = tuple(torch.from_numpy(v) for v in feeds.values())
         src = fp32
-        if quant != "fp32":
+        if meta.trained_for(quant):  # a program with trained int8 ranges (edgekd.models.qat): QDQ as it is
+            torch.onnx.export(model, args, str(fp32), input_names=list(feeds), output_names=["probs"],
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), dynamo=True,
+                              verbose=False)
+        else:
+            torch.onnx.export(model, args, str(fp32), input_names=list(feeds), output_names=["probs"],
+                              dynamic_axes={**{name: {0: "batch"} for name in feeds}, "probs": {0: "batch"}},
+                              opset_version=17, dynamo=False)
+        if quant != "fp32" and not meta.trained_for(quant):
             from onnxruntime.quantization import (
                 CalibrationDataReader,
                 QuantFormat,

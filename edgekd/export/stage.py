@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd.checkpoint import load_checkpoint, training_data
+from edgekd.checkpoint import extra_file, load_checkpoint, training_data
 from edgekd.data import Dataset
 from edgekd.errors import CheckFailed, InputError
 from edgekd.export import coreml, onnx, tflite  # noqa: F401 - registers the exporters
@@ -24,7 +24,7 @@ from edgekd.export.common import EXPORTERS, ExportMeta, file_name
 from edgekd.export.quiet import ConverterFailed, quiet
 from edgekd.fileio import dir_size, relative_to, resolve_in, sha256_tree, write_json
 from edgekd.inputs import named_inputs
-from edgekd.models import export_graph
+from edgekd.models import export_graph, qat
 from edgekd.parity import measure_parity, parity_failure
 from edgekd.runtimes import load_runner
 from edgekd.types import Artifact, Checkpoint
@@ -98,13 +98,15 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
     data = data or training_data(ckpt)
     check_fits(ckpt, data)
     plan = _text_plan(plan, quants) if data.is_text else plan
-    wrapped = export_graph(model)
     meta = ExportMeta(name=ckpt.name, labels=ckpt.labels, mean=ckpt.mean, std=ckpt.std,
                       input_shape=ckpt.input_shape, compression=compression, text=data.is_text)
     held_out = data.x_test if parity_samples is None else data.x_test[:parity_samples]
     calib = data.x_train[np.random.default_rng(0).permutation(len(data.x_train))[:calibration_samples]]
+    graphs = _graphs(ckpt, model, meta, [q for _, q in plan], data)
+    references = {}
     with torch.no_grad():
-        reference = wrapped(*(torch.from_numpy(v) for v in named_inputs(held_out).values())).numpy()
+        for kind, graph in graphs.items():
+            references[kind] = graph(*(torch.from_numpy(v) for v in named_inputs(held_out).values())).numpy()
     sample = held_out[:1]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -114,9 +116,10 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
         dest = out_dir / file_name(meta, fmt, quant)
         options = {"target": coreml_target} if fmt == "coreml" else {}
         try:
-            artifacts.append(_export_one(wrapped, sample, dest, fmt, quant, calib, meta, options, held_out,
-                                         reference, min_top1_agreement, fp32_max_abs_diff, ckpt.params,
-                                         threads))
+            kind = quant if quant in graphs else "float"
+            artifacts.append(_export_one(graphs[kind], sample, dest, fmt, quant, calib, meta, options,
+                                         held_out, references[kind], min_top1_agreement, fp32_max_abs_diff,
+                                         ckpt.params, threads))
         except _ParityMiss as e:
             failures.append(Failure(fmt, quant, str(e), e.parity.top1_agreement, e.required))
         except ConverterFailed as e:
@@ -132,6 +135,18 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
     if failures:
         raise ExportMisses(failures, len(artifacts), ckpt.name)
     return artifacts
+
+
+def _graphs(ckpt: Checkpoint, model, meta: ExportMeta, quants: list[str], data: Dataset) -> dict:
+    """The graphs the plan converts: "float" (the checkpoint's network, probabilities out) for every file,
+    and for the mode a compress step trained int8 activations for, the program it trained
+    (edgekd.models.qat): that file is converted from it as it is, and checked against it."""
+    graphs = {"float": export_graph(model)}
+    trained = meta.compression["mode"] if meta.compression else None
+    if qat.STATE in ckpt.extras and trained in quants:
+        program = qat.restore(model, data.x_train[:2], extra_file(ckpt, qat.STATE))
+        graphs[trained] = export_graph(program)
+    return graphs
 
 
 # Modes that quantise a graph's input, which token ids cannot take (edgekd.export.tflite says why)

@@ -10,6 +10,7 @@ import numpy as np
 from edgekd.export.common import ExportMeta, register
 from edgekd.export.tflite_metadata import attach_metadata
 from edgekd.inputs import named_inputs
+from edgekd.models import qat
 
 QUANTS = ("fp32", "fp16", "int8", "dynamic-int8", "full-int8")
 
@@ -37,7 +38,9 @@ def write_tflite(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
         fp32 = Path(tmpd) / "fp32.tflite"
         feeds = named_inputs(sample)
         args = tuple(torch.from_numpy(v) for v in feeds.values())
-        if quant == "full-int8":
+        if quant == "full-int8" and meta.trained_for(quant):  # ranges trained in (edgekd.models.qat)
+            _convert_quantised(model, args, fp32)
+        elif quant == "full-int8":
             _convert_full_int8(model, args, calib, fp32)
         else:
             fp32.write_bytes(_fp32_flatbuffer(model, args, tuple(feeds)))
@@ -91,23 +94,27 @@ def _fp32_flatbuffer(model, args, names: tuple[str, ...]) -> bytes:
 
 
 def _convert_full_int8(model, args, calib: np.ndarray, dest: Path) -> None:
-    """Full-integer int8 (weights and activations, int8 input and output) through PT2E, calibrated on
-    training samples. ai-edge-quantizer's static recipe was measured here at 95% top-1 agreement on the
-    MNIST-1D student against PT2E's 100%, so PT2E it is (TOOLCHAIN.md saw the same on a transformer)."""
-    import litert_torch
+    """Full-integer int8 (weights and activations, int8 input) through PT2E, calibrated on training
+    samples. ai-edge-quantizer's static recipe was measured here at 95% top-1 agreement on the MNIST-1D
+    student against PT2E's 100%, so PT2E it is (TOOLCHAIN.md saw the same on a transformer)."""
     import torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
 
     try:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError:  # older torch keeps PT2E in torch.ao
         from torch.ao.quantization.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    graph = prepare_pt2e(torch.export.export(model.eval(), args).module(), quantizer)
+    graph = prepare_pt2e(torch.export.export(model.eval(), args).module(), qat.quantizer())
     with torch.no_grad():
         for i in range(len(calib)):
             graph(torch.from_numpy(calib[i:i + 1]))
-    graph = convert_pt2e(graph, fold_quantize=False)
-    litert_torch.convert(graph, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(dest))
+    _convert_quantised(convert_pt2e(graph, fold_quantize=False), args, dest)
+
+
+def _convert_quantised(program, args, dest: Path) -> None:
+    """A quantise/dequantise program (PT2E's convert) to a full-integer TFLite file, scales as they are."""
+    import litert_torch
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    config = QuantConfig(pt2e_quantizer=qat.quantizer())
+    litert_torch.convert(program, args, quant_config=config).export(str(dest))

@@ -225,12 +225,28 @@ def export_graph(model: nn.Module) -> nn.Module:
 def eval_mode(model: nn.Module) -> nn.Module:
     """`model.eval()`, also for a torch.export program's module (fixed in the mode it was exported in)."""
     try:
-        return model.eval()
+        model.eval()  # (a PT2E graph's patched eval returns None, not the module)
     except NotImplementedError:
-        return model
+        pass
+    return model
 
 
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)  # the layers whose weights the exporters quantise
+
+
+def conv_bn_pairs(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(conv's qualified name, its BatchNorm) for every Conv -> BatchNorm pair inside an nn.Sequential:
+    the pairs `fold_batchnorm` fuses."""
+    pairs = []
+    for prefix, seq in model.named_modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, (nn.Conv1d, nn.Conv2d)) and isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                pairs.append((f"{prefix}.{a}" if prefix else a, bn))
+    return pairs
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -240,13 +256,12 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     model = eval_mode(copy.deepcopy(model))
-    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
-            conv, bn = seq._modules[a], seq._modules[b]
-            if isinstance(conv, (nn.Conv1d, nn.Conv2d)) and isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
-                seq._modules[b] = nn.Identity()
+    for conv_name, bn in conv_bn_pairs(model):
+        parent, _, a = conv_name.rpartition(".")
+        seq = model.get_submodule(parent) if parent else model
+        b = next(k for k, m in seq._modules.items() if m is bn)
+        seq._modules[a] = fuse_conv_bn_eval(seq._modules[a], bn)
+        seq._modules[b] = nn.Identity()
     return model
 
 
