@@ -3,6 +3,7 @@ the teacher supervises the quantised student).
 
     python benchmarks/compress_aware.py --out results/compress_aware.json [--work DIR] [--seeds 0,1,2]
         [--datasets mnist1d,fashion-mnist] [--fashion-runs DIR,DIR,DIR] [--epochs 3] [--lr 3e-4]
+        [--modes int8,full-int8,static-int8]
 
 For each data set, seed and student:
 - MNIST-1D: the built-in recipe's cnn1d-10x and cnn1d-30x, distilled here (one teacher, seed 0, shared by
@@ -14,11 +15,12 @@ For each data set, seed and student:
 Every file is measured through its runtime on the whole test split: accuracy, and top-1 agreement with the
 float student it came from. Three variants of each compression:
 - post-training: the exporters' own modes on the float student (Core ML int8, pal4, pal6, prune-pal4 at
-  25% sparsity, fp16; TFLite int8, fp16), as `edgekd export` writes them;
+  25% sparsity, fp16; TFLite int8, fp16, full-int8; ONNX static-int8), as `edgekd export` writes them;
 - post-training on the trained grid: the compress step's grid without any fine-tuning (50% sparse +
   4-bit palettes, and mixed 2/4 bits chosen by sensitivity), for the bars that have no exporter mode;
 - compression-aware: the compress step (KD against the teacher on the grid) for int8, pal4, 50% sparse
-  pal4 and mixed 2/4 bits at <= 3.5 bits per weight.
+  pal4 and mixed 2/4 bits at <= 3.5 bits per weight, and int8 weights with int8 activations (TFLite
+  full-int8, ONNX static-int8: quantisation-aware training through PT2E).
 The compress step's time is compared with the student's distillation time (its training samples over its
 recorded throughput, same threads). Run it alone: two cores, so anything beside it changes the times.
 """
@@ -40,8 +42,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import environment, print_goals, write  # noqa: E402
 
-PTQ = {"coreml": ["fp16", "int8", "pal6", "pal4", "prune-pal4"], "tflite": ["fp16", "int8"]}
-KD = {"int8": ["coreml", "tflite"], "pal4": ["coreml"], "prune-pal4": ["coreml"], "mixed-pal": ["coreml"]}
+PTQ = {"coreml": ["fp16", "int8", "pal6", "pal4", "prune-pal4"], "tflite": ["fp16", "int8", "full-int8"],
+       "onnx": ["static-int8"]}
+KD = {"int8": ["coreml", "tflite"], "pal4": ["coreml"], "prune-pal4": ["coreml"], "mixed-pal": ["coreml"],
+      "full-int8": ["tflite"], "static-int8": ["onnx"]}
 GRID_ONLY = {"prune-pal4": ["coreml"], "mixed-pal": ["coreml"]}  # post-training on the trained grid
 STUDENTS = {"mnist1d": ("cnn1d-10x", "cnn1d-30x"), "fashion-mnist": ("kd-10x", "kd-30x")}
 
@@ -135,11 +139,16 @@ def measure_student(dataset: str, seed: int, run: Path, student: str, work: Path
                   f"acc {m['accuracy']:.4f} (fp32 {fp32_acc:.4f})  agree {m['agreement_fp32']:.4f}  "
                   f"parity {m['parity_vs_source']:.4f}", flush=True)
 
-    add("post-training", export_all(src, out / "ptq", PTQ), {"average_bits": None, "compress_s": None})
+    keep = set(args.modes.split(",")) if args.modes else None
+    ptq = {f: [q for q in qs if keep is None or q in keep] for f, qs in PTQ.items()}
+    add("post-training", export_all(src, out / "ptq", {f: qs for f, qs in ptq.items() if qs}),
+        {"average_bits": None, "compress_s": None})
     d = recipe.distill
     variants = (("post-training-grid", GRID_ONLY, 0), ("compression-aware", KD, args.epochs))
     for variant, modes, epochs in variants:
         for mode, formats in modes.items():
+            if keep is not None and mode not in keep:
+                continue
             spec = CompressSpec(mode=mode, epochs=epochs, batch_size=train.batch_size, lr=args.lr,
                                 weight_decay=0.0, temperature=d.temperature, alpha=d.alpha, seed=seed,
                                 per_channel=True, sparsity=0.5 if mode == "prune-pal4" else 0.0,
@@ -156,34 +165,51 @@ def measure_student(dataset: str, seed: int, run: Path, student: str, work: Path
 
 
 def goals(rows: list[dict]) -> dict:
+    """One entry per bar of the issue; a bar whose files this run did not make (`--modes`) is left out."""
     def pick(variant, pairs):
         return [r for r in rows if r["variant"] == variant and (r["format"], r["mode"]) in pairs]
 
     main = {("coreml", "int8"), ("tflite", "int8"), ("coreml", "pal4")}
-    kd_main, ptq_main = pick("compression-aware", main), pick("post-training", main)
-    kd_prune = pick("compression-aware", {("coreml", "prune-pal4")})
-    grid_prune = pick("post-training-grid", {("coreml", "prune-pal4")})
-    kd_mixed = pick("compression-aware", {("coreml", "mixed-pal")})
-    grid_mixed = pick("post-training-grid", {("coreml", "mixed-pal")})
+    act = {("tflite", "full-int8"), ("onnx", "static-int8")}
     kd_all = [r for r in rows if r["variant"] == "compression-aware"]
-    g = {
-        "int8_pal4_drop_points_kd": _bar(max(r["drop_points"] for r in kd_main), "<= 0.2",
-                                         lambda v: v <= 0.2),
-        "int8_pal4_agreement_kd": _bar(min(r["agreement_fp32"] for r in kd_main), ">= 0.99",
-                                       lambda v: v >= 0.99),
-        "int8_pal4_drop_points_post_training": _reported(max(r["drop_points"] for r in ptq_main)),
-        "int8_pal4_agreement_post_training": _reported(min(r["agreement_fp32"] for r in ptq_main)),
-        "sparse50_pal4_agreement_kd": _bar(min(r["agreement_fp32"] for r in kd_prune), ">= 0.98",
-                                           lambda v: v >= 0.98),
-        "sparse50_pal4_agreement_post_training": _reported(min(r["agreement_fp32"] for r in grid_prune)),
-        "mixed_drop_points_kd": _bar(max(r["drop_points"] for r in kd_mixed), "<= 0.5", lambda v: v <= 0.5),
-        "mixed_average_bits": _bar(max(r["average_bits"] for r in kd_mixed), "<= 3.5", lambda v: v <= 3.5),
-        "mixed_drop_points_post_training": _reported(max(r["drop_points"] for r in grid_mixed)),
-        "parity_file_vs_fake_quantised": _bar(min(r["parity_vs_source"] for r in kd_all), ">= 0.999",
-                                              lambda v: v >= 0.999),
-        "compress_over_distill_time": _bar(max(r["compress_over_distill"] for r in kd_all), "<= 0.5",
-                                           lambda v: v <= 0.5),
-    }
+    grids = [r for r in kd_all if (r["format"], r["mode"]) not in act]
+    bars = [  # (name, rows, field, worst, goal) with worst: max or min
+        ("int8_pal4_drop_points_kd", pick("compression-aware", main), "drop_points", max, "<= 0.2"),
+        ("int8_pal4_agreement_kd", pick("compression-aware", main), "agreement_fp32", min, ">= 0.99"),
+        ("int8_pal4_drop_points_post_training", pick("post-training", main), "drop_points", max, None),
+        ("int8_pal4_agreement_post_training", pick("post-training", main), "agreement_fp32", min, None),
+        # int8 activations too (TFLite full-int8, ONNX static-int8): the same bars, trained through PT2E
+        ("int8_activations_drop_points_kd", pick("compression-aware", act), "drop_points", max, "<= 0.2"),
+        ("int8_activations_agreement_kd", pick("compression-aware", act), "agreement_fp32", min, ">= 0.99"),
+        ("int8_activations_drop_points_post_training", pick("post-training", act), "drop_points", max, None),
+        ("int8_activations_agreement_post_training", pick("post-training", act), "agreement_fp32", min, None),
+        ("sparse50_pal4_agreement_kd", pick("compression-aware", {("coreml", "prune-pal4")}),
+         "agreement_fp32", min, ">= 0.98"),
+        ("sparse50_pal4_agreement_post_training", pick("post-training-grid", {("coreml", "prune-pal4")}),
+         "agreement_fp32", min, None),
+        ("mixed_drop_points_kd", pick("compression-aware", {("coreml", "mixed-pal")}), "drop_points", max,
+         "<= 0.5"),
+        ("mixed_average_bits", pick("compression-aware", {("coreml", "mixed-pal")}), "average_bits", max,
+         "<= 3.5"),
+        ("mixed_drop_points_post_training", pick("post-training-grid", {("coreml", "mixed-pal")}),
+         "drop_points", max, None),
+        # weight grids are stored exactly; int8 activations run on integer kernels (reported beside it)
+        ("parity_file_vs_fake_quantised", grids, "parity_vs_source", min, ">= 0.999"),
+        ("parity_int8_activation_file_vs_program", pick("compression-aware", act), "parity_vs_source", min,
+         ">= 0.999"),
+        ("compress_over_distill_time", kd_all, "compress_over_distill", max, "<= 0.5"),
+    ]
+    g = {}
+    for name, mine, field, worst, goal in bars:
+        if not mine:
+            continue
+        value = worst(r[field] for r in mine)
+        if goal is None:
+            g[name] = _reported(value)
+        else:
+            limit = float(goal.split()[1])
+            g[name] = _bar(value, goal, (lambda v, x=limit: v <= x) if goal.startswith("<=")
+                           else (lambda v, x=limit: v >= x))
     g.update(smallest_passing(rows))
     g["seeds_per_dataset"] = _bar(min(len({r["seed"] for r in rows if r["dataset"] == d})
                                       for d in {r["dataset"] for r in rows}), 3, lambda v: v >= 3)
@@ -226,6 +252,7 @@ def main() -> None:
     ap.add_argument("--fashion-runs", help="comma list of fashion_ladder.py run folders, one per seed")
     ap.add_argument("--epochs", type=int, default=3, help="compress-step fine-tuning epochs")
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--modes", help="comma list: only these modes, post-training and trained (default all)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="edgekd-compress-"))
     seeds = [int(s) for s in args.seeds.split(",")]
