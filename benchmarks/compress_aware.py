@@ -193,7 +193,7 @@ def goals(rows: list[dict]) -> dict:
          "<= 3.5"),
         ("mixed_drop_points_post_training", pick("post-training-grid", {("coreml", "mixed-pal")}),
          "drop_points", max, None),
-        # weight grids are stored exactly; int8 activations run on integer kernels (reported beside it)
+        # weight grids are stored exactly; int8 activations run on integer kernels: a bar of their own
         ("parity_file_vs_fake_quantised", grids, "parity_vs_source", min, ">= 0.999"),
         ("parity_int8_activation_file_vs_program", pick("compression-aware", act), "parity_vs_source", min,
          ">= 0.999"),

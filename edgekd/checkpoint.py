@@ -83,7 +83,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
             spec=_spec(meta.get("model"), meta_path),
             extras={str(k): str(v) for k, v in (meta.get("extras") or {}).items()},
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise InputError(f"{meta_path}: checkpoint metadata field {e} is missing or malformed") from None
 
 

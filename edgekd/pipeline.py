@@ -420,9 +420,9 @@ def export_plan(recipe: Recipe) -> dict[str, dict]:
     for s in recipe.students:
         for mode, formats in recipe.compress.modes.items():
             # int8 activations run on integer kernels, which round (int32 bias, fixed-point requantisation)
-            # where the program computes in float: a near-tie can flip (0.996 of 1,000 inputs on the test
-            # suite's tiny student, every miss at a top-two margin under 0.016), so such a file is held to
-            # its post-training mode's threshold; weight grids are stored exactly and held to 0.999
+            # where the program computes in float: a near-tie can flip (a one-off check on the test suite's
+            # tiny student: 0.996 of 1,000 inputs, every miss at a top-two margin under 0.016), so such a
+            # file is held to its post-training mode's threshold; weight grids are stored exactly: 0.999
             agree = recipe.export.min_top1_agreement
             need = agree.get(mode, agree.get("default", 0.99)) if mode in ACTIVATION_MODES else 0.999
             plan[compressed_name(s.name, mode)] = {**cfg, "formats": formats, "quants": [mode],

@@ -232,7 +232,7 @@ def test_an_int8_activation_file_computes_its_trained_program(distilled, tmp_pat
     result = _compress(distilled, mode)
     artifact = _export(result.checkpoint, tmp_path / mode, [fmt], mode, threshold=0.98)[0]
     ckpt, model = load_checkpoint(result.checkpoint)
-    program = export_graph(qat.restore(model, data.x_train[:2], extra_file(ckpt, qat.STATE)))
+    program = export_graph(qat.restore(model, data.x_train[:2], extra_file(ckpt, qat.STATE), mode))
     x = data.x_test
     with torch.no_grad():
         reference = program(torch.from_numpy(x)).numpy()
@@ -242,6 +242,51 @@ def test_an_int8_activation_file_computes_its_trained_program(distilled, tmp_pat
     assert np.abs(outputs - reference).max() < 0.05
     assert clear.mean() > 0.8 and (outputs.argmax(1) == reference.argmax(1))[clear].all()
     assert result.accuracy == pytest.approx(float((reference.argmax(1) == data.y_test).mean()), abs=1e-9)
+
+
+def test_int8_activation_training_refuses_a_batchnorm_it_cannot_fold():
+    """A BatchNorm outside an nn.Sequential conv pair would train on batch statistics while the file keeps
+    fixed ones: refused before anything is exported, naming the layer."""
+    from edgekd.models import qat
+
+    class Loose(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.head = nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.Linear(4, 10)
+
+        def forward(self, x):
+            return self.head(self.bn(self.conv(x)).mean(-1))
+
+    with pytest.raises(InputError, match="'bn' of Loose follows none.*remove full-int8 / static-int8"):
+        qat.prepare(Loose().eval(), np.zeros((2, 1, 40), np.float32))
+    model = _randomised("cnn1d", (1, 40))  # the zoo's pairs fold: nothing is left
+    graph = qat.prepare(model, np.zeros((2, 1, 40), np.float32))
+    assert not [m for m in graph.modules() if isinstance(m, nn.BatchNorm1d)]
+
+
+@pytest.mark.heavy
+def test_a_missing_or_changed_range_file_is_trained_again_or_refused(distilled, tmp_path):
+    """The trained ranges are hashed in model.json: a deleted file makes the compress step train again
+    (not reuse a checkpoint it cannot export); a model.json that drops the record is refused at export."""
+    import json
+    import shutil
+
+    from edgekd.models import qat
+
+    first = _compress(distilled, "full-int8")
+    (first.checkpoint / qat.STATE).unlink()
+    again = _compress(distilled, "full-int8")
+    assert again.train_s > 0 and (again.checkpoint / qat.STATE).is_file()
+    edited = tmp_path / "edited"
+    shutil.copytree(again.checkpoint, edited)
+    meta = json.loads((edited / "model.json").read_text())
+    del meta["extras"]
+    (edited / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="no activations.safetensors recorded"):
+        _export(edited, tmp_path / "out", ["tflite"], "full-int8", threshold=0.98)
+    assert not list((tmp_path / "out").glob("*.tflite"))
+    (again.checkpoint / "model.json").write_text(json.dumps(meta))  # the compress step trains it again
+    assert _compress(distilled, "full-int8").train_s > 0
 
 
 def _input_scale(ckpt: Path, data) -> float:
@@ -261,7 +306,8 @@ def _input_scale(ckpt: Path, data) -> float:
 @pytest.mark.heavy
 def test_int8_activation_files_carry_the_trained_ranges_not_recalibrated_ones(distilled, tmp_path):
     """TFLite full-int8 and ONNX static-int8 files of a student trained for them quantise their input with
-    the scale training settled on (a recalibration on the export's samples would give its own)."""
+    the scale training settled on (a recalibration on the export's samples would give its own), and keep
+    their weights as int8."""
     import onnx
     from ai_edge_litert.interpreter import Interpreter
     from onnx import numpy_helper
@@ -280,6 +326,8 @@ def test_int8_activation_files_carry_the_trained_ranges_not_recalibrated_ones(di
                            if n.op_type == "Constant"})
             q = next(n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
             stored = float(consts[q.input[1]])
+            weights = [a for a in consts.values() if a.ndim >= 2]  # stored as int8, not quantised at run time
+            assert weights and all(a.dtype == np.int8 for a in weights), [a.dtype for a in weights]
         assert stored == pytest.approx(trained, rel=1e-6), (mode, stored, trained)
         assert result.bits and set(result.bits.values()) == {8}
 

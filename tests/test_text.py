@@ -159,6 +159,20 @@ def test_text_data_refuses_zoo_students_and_a_missing_transfer_pool(review_table
         data.transfer_set(10, 0)
 
 
+@pytest.mark.parametrize("mode,fmt", [("full-int8", "tflite"), ("static-int8", "onnx")])
+def test_int8_activation_training_is_refused_for_text_naming_the_field(review_table, bert_folder, tmp_path,
+                                                                       mode, fmt):
+    from edgekd.compress import compress_student
+    from edgekd.types import CompressSpec
+
+    data = load_dataset("text", review_table, tokenizer=str(bert_folder), max_length=16)
+    spec = CompressSpec(mode=mode, epochs=1, batch_size=8, lr=1e-4, weight_decay=0.0, temperature=2.0,
+                        alpha=0.5, seed=0)
+    with pytest.raises(InputError, match=f"compress.{fmt}: '{mode}' would quantise a text model's token"):
+        compress_student(data, None, None, tmp_path / "s", tmp_path, spec, transfer_samples=0, cache_dir=None)
+    assert not list(tmp_path.iterdir())
+
+
 def test_vocabulary_bound_to_the_task(review_table, bert_folder):
     data = load_dataset("text", review_table, tokenizer=str(bert_folder), max_length=16)
     spec = bind_data(ModelSpec("hf", folder=str(bert_folder), kwargs={"hidden": 16, "layers": 1,

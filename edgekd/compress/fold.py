@@ -17,6 +17,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
 from edgekd.errors import InputError
 from edgekd.models import WEIGHTED
+from edgekd.models.zoo import neutral_variance
 
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -125,12 +126,3 @@ def unfold(model: nn.Module, folded: Folded) -> None:
             bn.running_var.fill_(neutral_variance(bn.eps))
         _set(model, name, bn)
     model.eval()
-
-
-def neutral_variance(eps: float) -> float:
-    """A float32 variance v with v + eps == 1.0 exactly in float32 (so 1 / sqrt(v + eps) is exactly 1)."""
-    v = torch.tensor(1.0 - eps, dtype=torch.float32)
-    one = torch.tensor(1.0, dtype=torch.float32)
-    while (v + eps).item() != 1.0:
-        v = torch.nextafter(v, one if (v + eps).item() < 1.0 else -one)
-    return v.item()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.nn.utils import parametrize
 
-from edgekd.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from edgekd.checkpoint import extra_file, load_checkpoint, read_checkpoint, save_checkpoint
 from edgekd.compress.allocate import allocate_bits, average_bits, layer_sensitivity
 from edgekd.compress.fake import Int8, Palette, distinct_per_group
 from edgekd.compress.fold import fold, unfold, weighted_layers
@@ -33,7 +33,7 @@ from edgekd.types import Checkpoint, CompressResult, CompressSpec
 
 # weight grids (edgekd.compress.fake), and int8 weights with int8 activations (edgekd.models.qat): the
 # latter are TFLite's full-int8 and ONNX's static-int8 files, each trained for on its own
-ACTIVATION_MODES = ("full-int8", "static-int8")
+ACTIVATION_MODES = qat.MODES
 CALIBRATION_ROWS = 1024  # training rows the activation ranges start from (post-training export: 128)
 MODES = ("int8", "pal2", "pal4", "pal6", "pal8", "prune-pal4", "mixed-pal", *ACTIVATION_MODES)
 
@@ -48,13 +48,18 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
     `out_dir/STUDENT.MODE-kd` (reused when the same inputs already made it)."""
     if spec.mode not in MODES:
         raise InputError(f"unknown compression {spec.mode!r}; choose one of {', '.join(MODES)}")
+    if spec.mode in ACTIVATION_MODES and data.is_text:
+        fmt = "tflite" if spec.mode == "full-int8" else "onnx"
+        raise InputError(f"compress.{fmt}: {spec.mode!r} would quantise a text model's token ids and mask; "
+                         f"remove it (text students train for int8, pal2..pal8, prune-pal4 or mixed-pal)")
     src, model = load_checkpoint(student)
     name = compressed_name(src.name, spec.mode)
     dest = Path(out_dir) / name
     key = json_sha256(dict(spec=asdict(spec), student=src.weights_sha256, teacher=teacher.weights_sha256,
-                           data=data.fingerprint, n=transfer_samples))
+                           data=data.fingerprint, n=transfer_samples,
+                           calibration=CALIBRATION_ROWS if spec.mode in ACTIVATION_MODES else None))
     student_acc = src.accuracy if src.accuracy is not None else accuracy(model, data.x_test, data.y_test)
-    if finished(dest, key):
+    if finished(dest, key) and _intact(read_checkpoint(dest), spec.mode):
         return _result(read_checkpoint(dest), src, student_acc, teacher, 0.0)
 
     t0 = time.perf_counter()
@@ -126,6 +131,19 @@ def _train_activations(model, data: Dataset, fine_tune) -> tuple[dict, float]:
     qat.unfolded(model, graph)
     program = qat.freeze(graph)
     return {qat.STATE: trained}, accuracy(program, data.x_test, data.y_test)
+
+
+def _intact(ckpt: Checkpoint, mode: str) -> bool:
+    """The checkpoint records the files its mode needs, and each is there, unchanged (else it is trained
+    again)."""
+    if mode in ACTIVATION_MODES and qat.STATE not in ckpt.extras:
+        return False
+    try:
+        for fname in ckpt.extras:
+            extra_file(ckpt, fname)
+    except InputError:
+        return False
+    return True
 
 
 @torch.no_grad()

@@ -143,8 +143,8 @@ def _graphs(ckpt: Checkpoint, model, meta: ExportMeta, quants: list[str], data: 
     (edgekd.models.qat): that file is converted from it as it is, and checked against it."""
     graphs = {"float": export_graph(model)}
     trained = meta.compression["mode"] if meta.compression else None
-    if qat.STATE in ckpt.extras and trained in quants:
-        program = qat.restore(model, data.x_train[:2], extra_file(ckpt, qat.STATE))
+    if trained in qat.MODES and trained in quants:  # extra_file refuses a checkpoint without them
+        program = qat.restore(model, data.x_train[:2], extra_file(ckpt, qat.STATE), trained)
         graphs[trained] = export_graph(program)
     return graphs
 

@@ -23,6 +23,13 @@ from torch import nn
 
 from edgekd.errors import InputError
 
+MODES = ("full-int8", "static-int8")  # the files trained here: TFLite's and ONNX's int8-activation modes
+# Whether a mode's program holds its weights as int8 constants (else float, with quantise/dequantise
+# pairs): litert-torch converts only the latter (given int8 constants its lowering fails: stablehlo's
+# uniform_dequantize refuses a plain i8 tensor) and stores int8 itself; the ONNX exporter keeps a float
+# weight as it is and quantises it at run time (onnxscript never folds QuantizeLinear), a file holding
+# float32 weights: 108,950 B for the MNIST-1D 10x student against 42,685 B with int8 constants.
+INT8_CONSTANTS = {"full-int8": False, "static-int8": True}
 STATE = "activations.safetensors"  # the prepared graph's state (weights and every quantiser's range)
 
 
@@ -48,10 +55,22 @@ def prepare(model: nn.Module, example: np.ndarray) -> torch.fx.GraphModule:
 
     from edgekd.models.zoo import fold_batchnorm
 
+    folded = fold_batchnorm(model)
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    left = next((n for n, m in folded.named_modules() if isinstance(m, norms)), None)
+    if left is not None:  # training would switch it to batch statistics; the file has fixed ones
+        raise InputError(f"int8-activation training (compress full-int8 / static-int8) folds each BatchNorm "
+                         f"into the convolution before it inside an nn.Sequential, but {left!r} of "
+                         f"{type(model).__name__} follows none; put it after its conv in an nn.Sequential "
+                         "or remove full-int8 / static-int8 from the recipe's compress section")
     x = torch.from_numpy(np.asarray(example[:2]))
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(fold_batchnorm(model), (x,), dynamic_shapes=({0: batch},))
-    graph = prepare_qat_pt2e(program.module(), quantizer(qat=True))
+    try:
+        program = torch.export.export(folded, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        graph = prepare_qat_pt2e(program.module(), quantizer(qat=True))
+    except Exception as e:  # noqa: BLE001 - the user's network: report what torch.export said
+        raise InputError(f"int8-activation training: {type(model).__name__} cannot be exported with a free "
+                         f"batch dimension ({type(e).__name__}: {str(e)[:200]}); remove full-int8 / "
+                         "static-int8 from the recipe's compress section") from None
     allow_exported_model_train_eval(graph)
     return graph
 
@@ -64,15 +83,16 @@ def calibrate(graph: torch.fx.GraphModule, x: np.ndarray, batch_size: int = 256)
         graph(torch.from_numpy(np.asarray(x[i:i + batch_size])))
 
 
-def freeze(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """The trained graph as the program the file computes: ranges fixed, quantise/dequantise pairs with
-    float weights (the converters store them as int8 with these scales)."""
+def freeze(graph: torch.fx.GraphModule, int8_constants: bool = False) -> torch.fx.GraphModule:
+    """The trained graph as the program the file computes: ranges fixed, quantise/dequantise pairs on
+    every activation, each weight float with its quantise/dequantise pair or (`int8_constants`) stored as
+    int8 with its dequantise (the same values)."""
     from torchao.quantization.pt2e import allow_exported_model_train_eval, disable_observer
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     graph.apply(disable_observer)
     graph.eval()
-    program = convert_pt2e(graph, fold_quantize=False)
+    program = convert_pt2e(graph, fold_quantize=int8_constants)
     allow_exported_model_train_eval(program)
     program.eval()  # (the patched eval returns None)
     return program
@@ -82,8 +102,9 @@ def state(graph: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in graph.state_dict().items()}
 
 
-def restore(model: nn.Module, example: np.ndarray, path: Path) -> torch.fx.GraphModule:
-    """The frozen program a compress step trained, from the checkpoint's network and its `STATE` file."""
+def restore(model: nn.Module, example: np.ndarray, path: Path, mode: str) -> torch.fx.GraphModule:
+    """The frozen program a compress step trained for `mode`, from the checkpoint's network and its
+    `STATE` file, its weights as that mode's converter takes them (INT8_CONSTANTS)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -98,31 +119,34 @@ def restore(model: nn.Module, example: np.ndarray, path: Path) -> torch.fx.Graph
         first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
         raise InputError(f"{path}: the trained int8 ranges do not fit this network's graph ({first}); "
                          "re-run the compress step with this edgekd") from None
-    return freeze(graph)
+    return freeze(graph, INT8_CONSTANTS[mode])
 
 
 def unfolded(model: nn.Module, graph: torch.fx.GraphModule) -> None:
     """Write the trained weights of `prepare`'s graph back into `model` (in place) so that the model
     folds to exactly them: each conv keeps its trained weight and bias, and its BatchNorm becomes an exact
-    identity (scale 1, variance 1 - eps so that var + eps == 1; a conv without a bias keeps it there)."""
-    from edgekd.models.zoo import conv_bn_pairs
+    identity (scale 1, variance v with v + eps == 1 in float32; a conv without a bias keeps it there)."""
+    from edgekd.models.zoo import conv_bn_pairs, neutral_variance
 
     trained = graph.state_dict()
     pairs = dict(conv_bn_pairs(model))
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
             if name in trained:
-                p.copy_(trained[name])
+                t.copy_(trained[name])
         for conv_name, bn in pairs.items():
             conv = model.get_submodule(conv_name)
             bias = trained[f"{conv_name}.bias"]
             if conv.bias is not None:
                 conv.bias.copy_(bias)
-                bn.bias.zero_()
-            else:
+                if bn.affine:
+                    bn.bias.zero_()
+            elif bn.affine:
                 bn.bias.copy_(bias)
-            bn.weight.fill_(1.0)
+            else:  # nowhere to keep the folded shift
+                raise InputError(f"int8-activation training: the conv {conv_name!r} has no bias and its "
+                                 "BatchNorm no affine shift to keep the trained one in; give the conv a bias")
+            if bn.affine:
+                bn.weight.fill_(1.0)
             bn.running_mean.zero_()
-            bn.running_var.fill_(1.0 - bn.eps)
-            if (bn.running_var + bn.eps != 1.0).any():  # fp32: 1 - eps + eps is 1 for eps 1e-5 and 1e-3
-                raise ValueError(f"BatchNorm after {conv_name!r}: eps {bn.eps} does not fold to an identity")
+            bn.running_var.fill_(neutral_variance(bn.eps))

@@ -249,6 +249,15 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return pairs
 
 
+def neutral_variance(eps: float) -> float:
+    """A float32 variance v with v + eps == 1.0 exactly in float32 (so 1 / sqrt(v + eps) is exactly 1)."""
+    v = torch.tensor(1.0 - eps, dtype=torch.float32)
+    one = torch.tensor(1.0, dtype=torch.float32)
+    while (v + eps).item() != 1.0:
+        v = torch.nextafter(v, one if (v + eps).item() < 1.0 else -one)
+    return v.item()
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of `model` (eval mode) with every Conv -> BatchNorm pair inside an nn.Sequential fused."""
     import copy
