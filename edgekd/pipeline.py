@@ -71,9 +71,28 @@ def validate(recipe: Recipe, data: Dataset) -> list[ModelSpec]:
                                         list(s.depths) if s.depths else [s.depth], f"{where}.{kind}")
             spec = ModelSpec.zoo(s.arch, width, depth)
         spec = bind_data(spec, data.x_train)  # a text student's `vocab: task`: the training split's tokens
-        _checked(spec, data, where)
+        model = _checked(spec, data, where)
+        _check_activation_training(recipe, data, model, where)
         specs.append(spec)
     return specs
+
+
+def _check_activation_training(recipe: Recipe, data: Dataset, model, where: str) -> None:
+    """A student the compress step is to train int8 activations for must fold and export (its graph is
+    built here, untrained, so a refusal comes before any training)."""
+    from edgekd.models import qat
+
+    for mode, formats in recipe.compress.modes.items():
+        if mode not in qat.MODES:
+            continue
+        field = f"compress.{formats[0]}"
+        if data.is_text:
+            raise InputError(f"{field}: {mode!r} would quantise a text model's token ids and mask; remove "
+                             "it (text students train for int8, pal2..pal8, prune-pal4 or mixed-pal)")
+        try:
+            qat.prepare(model, data.x_train[:2])
+        except InputError as e:
+            raise InputError(f"{field}: {mode!r} for {where}: {e}") from None
 
 
 def _checked(spec: ModelSpec, data: Dataset, where: str):
@@ -374,13 +393,15 @@ class _Exports:
         self.running: dict[str, tuple] = {}  # name -> (its key, the job; None when already exported)
 
     def submit(self, name: str) -> None:
+        from edgekd.checkpoint import read_checkpoint
         from edgekd.export import export_checkpoint
 
         if name in self.running or name not in self.plan:
             return
         cfg = self.plan[name]
         ckpt, dest = self.out / "students" / name, self.out / "export" / name
-        key = json_sha256([sha256_file(ckpt / "model.safetensors"), cfg])
+        extras = read_checkpoint(ckpt).extras  # trained int8 ranges (edgekd.models.qat) shape the file too
+        key = json_sha256([sha256_file(ckpt / "model.safetensors"), cfg, *([extras] if extras else [])])
         if self.marks.fresh(f"export/{name}", key, dest / "artifacts.json"):
             self.running[name] = (key, None)
             return
@@ -412,7 +433,8 @@ class _Exports:
 def export_plan(recipe: Recipe) -> dict[str, dict]:
     """Checkpoint name -> export_checkpoint's settings: each student in every format and mode the recipe
     exports; each compressed student only in the mode it was trained for, in the formats that carry it,
-    checked against the fake-quantised network it is (agreement >= 0.999, not a post-training threshold)."""
+    checked against the fake-quantised network it is (weight grids at agreement >= 0.999, int8
+    activations at their post-training mode's threshold)."""
     from edgekd.compress import ACTIVATION_MODES, compressed_name
 
     cfg = recipe.export.model_dump()

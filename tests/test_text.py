@@ -171,6 +171,18 @@ def test_int8_activation_training_is_refused_for_text_naming_the_field(review_ta
     with pytest.raises(InputError, match=f"compress.{fmt}: '{mode}' would quantise a text model's token"):
         compress_student(data, None, None, tmp_path / "s", tmp_path, spec, transfer_samples=0, cache_dir=None)
     assert not list(tmp_path.iterdir())
+    from edgekd import pipeline
+    from edgekd.config import Recipe
+
+    recipe = Recipe.model_validate({  # refused before anything trains
+        "name": "t", "data": {"name": "text", "path": str(review_table), "tokenizer": str(bert_folder),
+                              "max_length": 16, "transfer_samples": 0},
+        "teacher": {"model": {"folder": str(bert_folder)}},
+        "students": [{"name": "s", "model": {"folder": str(bert_folder),
+                                             "kwargs": {"hidden": 16, "layers": 1}}}],
+        "compress": {fmt: [mode]}})
+    with pytest.raises(InputError, match=f"compress.{fmt}: '{mode}' would quantise"):
+        pipeline.validate(recipe, data)
 
 
 def test_vocabulary_bound_to_the_task(review_table, bert_folder):

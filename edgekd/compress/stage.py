@@ -55,9 +55,11 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
     src, model = load_checkpoint(student)
     name = compressed_name(src.name, spec.mode)
     dest = Path(out_dir) / name
-    key = json_sha256(dict(spec=asdict(spec), student=src.weights_sha256, teacher=teacher.weights_sha256,
-                           data=data.fingerprint, n=transfer_samples,
-                           calibration=CALIBRATION_ROWS if spec.mode in ACTIVATION_MODES else None))
+    inputs = dict(spec=asdict(spec), student=src.weights_sha256, teacher=teacher.weights_sha256,
+                  data=data.fingerprint, n=transfer_samples)
+    if spec.mode in ACTIVATION_MODES:  # (added only here: the other modes' checkpoints keep their keys)
+        inputs["calibration"] = CALIBRATION_ROWS
+    key = json_sha256(inputs)
     student_acc = src.accuracy if src.accuracy is not None else accuracy(model, data.x_test, data.y_test)
     if finished(dest, key) and _intact(read_checkpoint(dest), spec.mode):
         return _result(read_checkpoint(dest), src, student_acc, teacher, 0.0)
@@ -125,7 +127,8 @@ def _train_activations(model, data: Dataset, fine_tune) -> tuple[dict, float]:
     -> the trained weights back into `model` (its BatchNorms exact identities) -> freeze. Returns the
     checkpoint's extra file (the trained ranges) and the accuracy of the program the file computes."""
     graph = qat.prepare(model, data.x_train[:2])
-    qat.calibrate(graph, data.x_train[:CALIBRATION_ROWS])  # training starts from the data's ranges
+    rows = np.sort(np.random.default_rng(0).permutation(len(data.x_train))[:CALIBRATION_ROWS])
+    qat.calibrate(graph, data.x_train[rows])  # training starts from the data's ranges (a file may be sorted)
     fine_tune(graph)
     trained = qat.state(graph)
     qat.unfolded(model, graph)

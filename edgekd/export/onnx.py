@@ -27,7 +27,8 @@ def write_onnx(model, sample: np.ndarray, dest: Path, quant: str, calib: np.ndar
         args = tuple(torch.from_numpy(v) for v in feeds.values())
         src = fp32
         if meta.trained_for(quant):  # a program with trained int8 ranges (edgekd.models.qat): QDQ as it is
-            torch.onnx.export(model, args, str(fp32), input_names=list(feeds), output_names=["probs"],
+            two = tuple(torch.cat([a, a]) for a in args)  # a batch of 1 could be specialised to 1
+            torch.onnx.export(model, two, str(fp32), input_names=list(feeds), output_names=["probs"],
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), dynamo=True,
                               verbose=False)
         else:

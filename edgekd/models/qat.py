@@ -62,7 +62,7 @@ def prepare(model: nn.Module, example: np.ndarray) -> torch.fx.GraphModule:
         raise InputError(f"int8-activation training (compress full-int8 / static-int8) folds each BatchNorm "
                          f"into the convolution before it inside an nn.Sequential, but {left!r} of "
                          f"{type(model).__name__} follows none; put it after its conv in an nn.Sequential "
-                         "or remove full-int8 / static-int8 from the recipe's compress section")
+                         "or remove full-int8 / static-int8 from compress.tflite / compress.onnx")
     x = torch.from_numpy(np.asarray(example[:2]))
     try:
         program = torch.export.export(folded, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
@@ -70,7 +70,7 @@ def prepare(model: nn.Module, example: np.ndarray) -> torch.fx.GraphModule:
     except Exception as e:  # noqa: BLE001 - the user's network: report what torch.export said
         raise InputError(f"int8-activation training: {type(model).__name__} cannot be exported with a free "
                          f"batch dimension ({type(e).__name__}: {str(e)[:200]}); remove full-int8 / "
-                         "static-int8 from the recipe's compress section") from None
+                         "static-int8 from compress.tflite / compress.onnx") from None
     allow_exported_model_train_eval(graph)
     return graph
 
@@ -113,6 +113,12 @@ def restore(model: nn.Module, example: np.ndarray, path: Path, mode: str) -> tor
     except (SafetensorError, OSError, ValueError) as e:
         raise InputError(f"{path}: unreadable trained int8 ranges ({e}); re-run the compress step") from None
     graph = prepare(model, example)
+    folded = graph.state_dict()
+    changed = [k for k, v in folded.items() if "post_process" not in k and k in saved
+               and not torch.equal(v, saved[k])]
+    if changed:  # model.safetensors and the ranges were not written by the same training
+        raise InputError(f"{path}: its weights differ from the checkpoint's at {changed[0]!r}; "
+                         "re-run the compress step")
     try:
         graph.load_state_dict(saved, strict=True)
     except RuntimeError as e:
@@ -126,10 +132,14 @@ def unfolded(model: nn.Module, graph: torch.fx.GraphModule) -> None:
     """Write the trained weights of `prepare`'s graph back into `model` (in place) so that the model
     folds to exactly them: each conv keeps its trained weight and bias, and its BatchNorm becomes an exact
     identity (scale 1, variance v with v + eps == 1 in float32; a conv without a bias keeps it there)."""
-    from edgekd.models.zoo import conv_bn_pairs, neutral_variance
+    from edgekd.models.zoo import WEIGHTED, conv_bn_pairs, neutral_variance
 
     trained = graph.state_dict()
     pairs = dict(conv_bn_pairs(model))
+    missing = [n for n, m in model.named_modules()
+               if isinstance(m, WEIGHTED) and f"{n}.weight" not in trained]
+    if missing:  # the weights would stay the untrained ones
+        raise ValueError(f"the trained graph has no weight for {missing[0]!r}; this is a bug in edgekd")
     with torch.no_grad():
         for name, t in [*model.named_parameters(), *model.named_buffers()]:
             if name in trained:
