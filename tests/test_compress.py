@@ -264,6 +264,24 @@ def test_int8_activation_training_refuses_a_batchnorm_it_cannot_fold():
     assert not [m for m in graph.modules() if isinstance(m, nn.BatchNorm1d)]
 
 
+def test_int8_activation_state_saves_and_restores_with_shared_ranges(tmp_path):
+    """MobileNet's residual adds share one quantiser between inputs and output (one module, two names):
+    the state must still write to safetensors and load back into a fresh graph."""
+    from safetensors.torch import load_file, save_file
+
+    from edgekd.models import qat
+
+    model = _randomised("mobilenet2d", (1, 16, 16), width=0.5)
+    x = np.random.default_rng(0).normal(size=(8, 1, 16, 16)).astype(np.float32)
+    graph = qat.prepare(model, x)
+    qat.calibrate(graph, x)
+    save_file(qat.state(graph), str(tmp_path / qat.STATE))
+    again = qat.prepare(model, x)
+    again.load_state_dict(load_file(str(tmp_path / qat.STATE)), strict=True)
+    with torch.no_grad():
+        assert torch.equal(qat.freeze(graph)(torch.from_numpy(x)), qat.freeze(again)(torch.from_numpy(x)))
+
+
 @pytest.mark.heavy
 def test_a_missing_or_changed_range_file_is_trained_again_or_refused(distilled, tmp_path):
     """The trained ranges are hashed in model.json: a deleted file makes the compress step train again

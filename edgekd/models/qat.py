@@ -99,7 +99,9 @@ def freeze(graph: torch.fx.GraphModule, int8_constants: bool = False) -> torch.f
 
 
 def state(graph: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous() for k, v in graph.state_dict().items()}
+    """The graph's state to save: copies, since quantisers that share one range (the inputs and output of
+    an add or a concatenation) are one module under two names, which safetensors refuses to write."""
+    return {k: v.detach().clone().contiguous() for k, v in graph.state_dict().items()}
 
 
 def restore(model: nn.Module, example: np.ndarray, path: Path, mode: str) -> torch.fx.GraphModule:
