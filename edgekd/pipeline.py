@@ -82,17 +82,14 @@ def _check_activation_training(recipe: Recipe, data: Dataset, model, where: str)
     built here, untrained, so a refusal comes before any training)."""
     from edgekd.models import qat
 
-    for mode, formats in recipe.compress.modes.items():
-        if mode not in qat.MODES:
-            continue
-        field = f"compress.{formats[0]}"
-        if data.is_text:
-            raise InputError(f"{field}: {mode!r} would quantise a text model's token ids and mask; remove "
-                             "it (text students train for int8, pal2..pal8, prune-pal4 or mixed-pal)")
+    modes = [m for m in recipe.compress.modes if m in qat.MODES]
+    if modes and data.is_text:
+        raise qat.text_refused(modes[0])
+    if modes:  # one graph serves both modes
         try:
             qat.prepare(model, data.x_train[:2])
         except InputError as e:
-            raise InputError(f"{field}: {mode!r} for {where}: {e}") from None
+            raise InputError(f"compress.{qat.FORMATS[modes[0]]}: {modes[0]!r} for {where}: {e}") from None
 
 
 def _checked(spec: ModelSpec, data: Dataset, where: str):
@@ -435,7 +432,9 @@ def export_plan(recipe: Recipe) -> dict[str, dict]:
     exports; each compressed student only in the mode it was trained for, in the formats that carry it,
     checked against the fake-quantised network it is (weight grids at agreement >= 0.999, int8
     activations at their post-training mode's threshold)."""
-    from edgekd.compress import ACTIVATION_MODES, compressed_name
+    from edgekd.compress import compressed_name
+    from edgekd.export import required_agreement
+    from edgekd.models import qat
 
     cfg = recipe.export.model_dump()
     plan = {s.name: cfg for s in recipe.students}
@@ -445,8 +444,8 @@ def export_plan(recipe: Recipe) -> dict[str, dict]:
             # where the program computes in float: a near-tie can flip (a one-off check on the test suite's
             # tiny student: 0.996 of 1,000 inputs, every miss at a top-two margin under 0.016), so such a
             # file is held to its post-training mode's threshold; weight grids are stored exactly: 0.999
-            agree = recipe.export.min_top1_agreement
-            need = agree.get(mode, agree.get("default", 0.99)) if mode in ACTIVATION_MODES else 0.999
+            need = (required_agreement(recipe.export.min_top1_agreement, mode) if mode in qat.MODES
+                    else 0.999)
             plan[compressed_name(s.name, mode)] = {**cfg, "formats": formats, "quants": [mode],
                                                    "min_top1_agreement": {"default": need}}
     return plan

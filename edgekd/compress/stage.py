@@ -31,11 +31,10 @@ from edgekd.metrics import retention
 from edgekd.models import qat
 from edgekd.types import Checkpoint, CompressResult, CompressSpec
 
-# weight grids (edgekd.compress.fake), and int8 weights with int8 activations (edgekd.models.qat): the
-# latter are TFLite's full-int8 and ONNX's static-int8 files, each trained for on its own
-ACTIVATION_MODES = qat.MODES
+# weight grids (edgekd.compress.fake), and int8 weights with int8 activations (edgekd.models.qat: TFLite's
+# full-int8 and ONNX's static-int8 files, each trained for on its own)
 CALIBRATION_ROWS = 1024  # training rows the activation ranges start from (post-training export: 128)
-MODES = ("int8", "pal2", "pal4", "pal6", "pal8", "prune-pal4", "mixed-pal", *ACTIVATION_MODES)
+MODES = ("int8", "pal2", "pal4", "pal6", "pal8", "prune-pal4", "mixed-pal", *qat.MODES)
 
 
 def compressed_name(student: str, mode: str) -> str:
@@ -48,21 +47,19 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
     `out_dir/STUDENT.MODE-kd` (reused when the same inputs already made it)."""
     if spec.mode not in MODES:
         raise InputError(f"unknown compression {spec.mode!r}; choose one of {', '.join(MODES)}")
-    if spec.mode in ACTIVATION_MODES and data.is_text:
-        fmt = "tflite" if spec.mode == "full-int8" else "onnx"
-        raise InputError(f"compress.{fmt}: {spec.mode!r} would quantise a text model's token ids and mask; "
-                         f"remove it (text students train for int8, pal2..pal8, prune-pal4 or mixed-pal)")
+    if spec.mode in qat.MODES and data.is_text:
+        raise qat.text_refused(spec.mode)
     src, model = load_checkpoint(student)
     name = compressed_name(src.name, spec.mode)
     dest = Path(out_dir) / name
     inputs = dict(spec=asdict(spec), student=src.weights_sha256, teacher=teacher.weights_sha256,
                   data=data.fingerprint, n=transfer_samples)
-    if spec.mode in ACTIVATION_MODES:  # (added only here: the other modes' checkpoints keep their keys)
+    if spec.mode in qat.MODES:  # (added only here: the other modes' checkpoints keep their keys)
         inputs["calibration"] = CALIBRATION_ROWS
     key = json_sha256(inputs)
     student_acc = src.accuracy if src.accuracy is not None else accuracy(model, data.x_test, data.y_test)
-    if finished(dest, key) and _intact(read_checkpoint(dest), spec.mode):
-        return _result(read_checkpoint(dest), src, student_acc, teacher, 0.0)
+    if finished(dest, key) and _intact(done := read_checkpoint(dest), spec.mode):
+        return _result(done, src, student_acc, teacher, 0.0)
 
     t0 = time.perf_counter()
     xu = transfer_inputs(data, transfer_samples, seed=0, cache_dir=cache_dir)
@@ -77,9 +74,9 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
                   temperature=spec.temperature, alpha=spec.alpha, state_path=state, desc=name)
 
     layers = weighted_layers(model)
-    if spec.mode in ACTIVATION_MODES:
+    if spec.mode in qat.MODES:
         extras, acc = _train_activations(model, data, fine_tune)
-        bits, sensitivity = {n: 8 for n in layers}, {}
+        bits, sensitivity = {n: spec.bits for n in layers}, {}
     else:
         steps = spec.epochs * -(-len(y) // spec.batch_size)
         acc, bits, sensitivity = _train_weights(model, src.name, layers, data, spec, steps, fine_tune)
@@ -139,7 +136,7 @@ def _train_activations(model, data: Dataset, fine_tune) -> tuple[dict, float]:
 def _intact(ckpt: Checkpoint, mode: str) -> bool:
     """The checkpoint records the files its mode needs, and each is there, unchanged (else it is trained
     again)."""
-    if mode in ACTIVATION_MODES and qat.STATE not in ckpt.extras:
+    if mode in qat.MODES and qat.STATE not in ckpt.extras:
         return False
     try:
         for fname in ckpt.extras:

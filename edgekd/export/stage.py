@@ -175,6 +175,11 @@ def check_fits(ckpt: Checkpoint, data: Dataset) -> None:
                     "restore model.json or re-run the training that wrote it")
 
 
+def required_agreement(min_top1: dict[str, float], quant: str) -> float:
+    """The top-1 agreement a file of `quant` must reach (its own entry, else "default", else 0.99)."""
+    return min_top1.get(quant, min_top1.get("default", 0.99))
+
+
 class _ParityMiss(Exception):
     def __init__(self, message: str, parity, required: float):
         super().__init__(message)
@@ -194,7 +199,7 @@ def _export_one(wrapped, sample, dest: Path, fmt: str, quant: str, calib, meta, 
             runner = load_runner(fmt, tmp_dest, threads)
             outputs = runner.predict(held_out)  # check parity
         parity = measure_parity(reference, outputs)
-        threshold = 1.0 if quant == "fp32" else min_top1.get(quant, min_top1.get("default", 0.99))
+        threshold = 1.0 if quant == "fp32" else required_agreement(min_top1, quant)
         why = parity_failure(parity, threshold, fp32_max_abs_diff if quant == "fp32" else None)
         if why:
             raise _ParityMiss(f"{why}; {runner.name} vs PyTorch", parity, threshold)

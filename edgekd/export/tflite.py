@@ -98,11 +98,7 @@ def _convert_full_int8(model, args, calib: np.ndarray, dest: Path) -> None:
     samples. ai-edge-quantizer's static recipe was measured here at 95% top-1 agreement on the MNIST-1D
     student against PT2E's 100%, so PT2E it is (TOOLCHAIN.md saw the same on a transformer)."""
     import torch
-
-    try:
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    except ImportError:  # older torch keeps PT2E in torch.ao
-        from torch.ao.quantization.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     graph = prepare_pt2e(torch.export.export(model.eval(), args).module(), qat.quantizer())
     with torch.no_grad():

@@ -23,7 +23,8 @@ from torch import nn
 
 from edgekd.errors import InputError
 
-MODES = ("full-int8", "static-int8")  # the files trained here: TFLite's and ONNX's int8-activation modes
+FORMATS = {"full-int8": "tflite", "static-int8": "onnx"}  # the modes trained here -> the format carrying it
+MODES = tuple(FORMATS)
 # Whether a mode's program holds its weights as int8 constants (else float, with quantise/dequantise
 # pairs): litert-torch converts only the latter (given int8 constants its lowering fails: stablehlo's
 # uniform_dequantize refuses a plain i8 tensor) and stores int8 itself; the ONNX exporter keeps a float
@@ -32,6 +33,12 @@ MODES = ("full-int8", "static-int8")  # the files trained here: TFLite's and ONN
 # exporter's debug record dropped, edgekd.export.onnx).
 INT8_CONSTANTS = {"full-int8": False, "static-int8": True}
 STATE = "activations.safetensors"  # the prepared graph's state (weights and every quantiser's range)
+
+
+def text_refused(mode: str) -> InputError:
+    """The refusal of `mode` for a text model, naming the recipe field it came from."""
+    return InputError(f"compress.{FORMATS[mode]}: {mode!r} would quantise a text model's token ids and mask; "
+                      "remove it (text students train for int8, pal2..pal8, prune-pal4 or mixed-pal)")
 
 
 def quantizer(qat: bool = False):
