@@ -3,7 +3,7 @@ the teacher supervises the quantised student).
 
     python benchmarks/compress_aware.py --out results/compress_aware.json [--work DIR] [--seeds 0,1,2]
         [--datasets mnist1d,fashion-mnist] [--fashion-runs DIR,DIR,DIR] [--epochs 3] [--lr 3e-4]
-        [--modes int8,full-int8,static-int8]
+        [--modes int8,full-int8,static-int8] [--fidelity 0.5]
 
 For each data set, seed and student:
 - MNIST-1D: the built-in recipe's cnn1d-10x and cnn1d-30x, distilled here (one teacher, seed 0, shared by
@@ -18,7 +18,8 @@ float student it came from. Three variants of each compression:
   25% sparsity, fp16; TFLite int8, fp16, full-int8; ONNX static-int8), as `edgekd export` writes them;
 - post-training on the trained grid: the compress step's grid without any fine-tuning (50% sparse +
   4-bit palettes, and mixed 2/4 bits chosen by sensitivity), for the bars that have no exporter mode;
-- compression-aware: the compress step (KD against the teacher on the grid) for int8, pal4, 50% sparse
+- compression-aware: the compress step (KD on the grid against the teacher, and the float student's own
+  outputs for a share `--fidelity` of the target, the recipe default unless given) for int8, pal4, 50% sparse
   pal4 and mixed 2/4 bits at <= 3.5 bits per weight, and int8 weights with int8 activations (TFLite
   full-int8, ONNX static-int8: quantisation-aware training through PT2E).
 The compress step's time is compared with the student's distillation time (its training samples over its
@@ -149,15 +150,17 @@ def measure_student(dataset: str, seed: int, run: Path, student: str, work: Path
         for mode, formats in modes.items():
             if keep is not None and mode not in keep:
                 continue
+            fidelity = args.fidelity if epochs else 0.0
             spec = CompressSpec(mode=mode, epochs=epochs, batch_size=train.batch_size, lr=args.lr,
                                 weight_decay=0.0, temperature=d.temperature, alpha=d.alpha, seed=seed,
                                 per_channel=True, sparsity=0.5 if mode == "prune-pal4" else 0.0,
-                                mixed_bits=(2, 4), average_bits=3.5)
-            r = compress_student(data, teacher, teacher_model, src, out / variant, spec,
+                                mixed_bits=(2, 4), average_bits=3.5, fidelity=fidelity)
+            folder = out / (variant if fidelity == 0 else f"{variant}-fidelity-{fidelity:g}")
+            r = compress_student(data, teacher, teacher_model, src, folder, spec,
                                  transfer_samples=recipe.data.transfer_samples, cache_dir=recipe.cache_dir)
-            arts = export_all(r.checkpoint, out / variant / "files", {f: [mode] for f in formats})
-            add(variant, arts, {"mode": mode, "average_bits": r.average_bits, "bits": r.bits,
-                                "torch_accuracy": r.accuracy, "compress_s": r.train_s,
+            arts = export_all(r.checkpoint, folder / "files", {f: [mode] for f in formats})
+            add(variant, arts, {"mode": mode, "fidelity": fidelity, "average_bits": r.average_bits,
+                                "bits": r.bits, "torch_accuracy": r.accuracy, "compress_s": r.train_s,
                                 "compress_over_distill": round(r.train_s / distill_s, 3) if epochs else None})
     for r in rows:
         r.setdefault("mode", r["quant"])
@@ -244,6 +247,8 @@ def _reported(value) -> dict:
 
 
 def main() -> None:
+    from edgekd.config import FIDELITY
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", help="folder for runs and files (default: a new temporary folder)")
@@ -253,6 +258,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="compress-step fine-tuning epochs")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--modes", help="comma list: only these modes, post-training and trained (default all)")
+    ap.add_argument("--fidelity", type=float, default=FIDELITY,
+                    help=f"compress.fidelity: the float student's share of the target (default {FIDELITY})")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="edgekd-compress-"))
     seeds = [int(s) for s in args.seeds.split(",")]

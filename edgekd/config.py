@@ -209,6 +209,9 @@ CARRIES = {"coreml": ("int8", "pal2", "pal4", "pal6", "pal8", "prune-pal4", "mix
 TRAINED_MODES = tuple(dict.fromkeys(m for modes in CARRIES.values() for m in modes))
 
 
+FIDELITY = 0.5  # compress.fidelity by default (measured: benchmarks/compress_aware.py)
+
+
 class CompressConfig(_Strict):
     """Compression-aware fine-tuning with the KD loss, per format: the modes each format's files are to
     carry (e.g. `coreml: [pal4, mixed-pal]`, `tflite: [int8]`). A mode named under two formats trains once."""
@@ -223,6 +226,10 @@ class CompressConfig(_Strict):
     mixed_bits: tuple[Literal[1, 2, 4, 6], Literal[2, 4, 6, 8]] = (2, 4)  # mixed-pal: low and high widths
     average_bits: float = Field(3.5, gt=0)  # mixed-pal: budget of index bits per weight
     sensitivity_samples: int = Field(2000, ge=1)  # mixed-pal: training rows a layer's sensitivity is read on
+    # share of the soft target that is the float student's own outputs, the rest the teacher's: the file is
+    # judged by agreement with the float student, and the teacher's targets pull the compressed student
+    # toward the teacher on exactly the inputs where the two differ
+    fidelity: float = Field(FIDELITY, ge=0, le=1)
 
     @field_validator("coreml", "tflite", "onnx")
     @classmethod

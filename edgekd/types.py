@@ -252,6 +252,7 @@ class CompressSpec:
     mixed_bits: tuple[int, int] = (2, 4)  # mixed-pal: the low and high bit widths
     average_bits: float = 3.5  # mixed-pal: budget of index bits per weight, weighted by layer size
     sensitivity_samples: int = 2000  # mixed-pal: training rows each layer's sensitivity is measured on
+    fidelity: float = 0.0  # share of the soft target that is the float student's own outputs (rest: teacher)
 
     @property
     def bits(self) -> int:

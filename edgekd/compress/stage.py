@@ -2,7 +2,9 @@
 sensitivity) -> fine-tune on the grid with the KD loss -> snap -> check -> save.
 
 The teacher supervises the compressed student (Apple's on-device models recover accuracy lost to
-palettisation by training; here the same teacher outputs the distillation used). The result is an
+palettisation by training; here the same teacher outputs the distillation used), beside the float
+student itself: a share of the soft target (`fidelity`) is the student's own outputs before compression,
+since the file is judged by how often it agrees with that student. The result is an
 ordinary checkpoint whose weights already lie on the file's grid, so export stores them as they are
 and its parity check compares the file with exactly the network that was trained.
 """
@@ -22,7 +24,7 @@ from edgekd.compress.allocate import allocate_bits, average_bits, layer_sensitiv
 from edgekd.compress.fake import Int8, Palette, distinct_per_group
 from edgekd.compress.fold import fold, unfold, weighted_layers
 from edgekd.data import Dataset, load_checked
-from edgekd.distill.batches import Chain
+from edgekd.distill.batches import Blend, Chain
 from edgekd.distill.stage import finished, teacher_outputs, transfer_inputs
 from edgekd.distill.train import accuracy, train
 from edgekd.errors import InputError, TrainingError
@@ -52,7 +54,7 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
     src, model = load_checkpoint(student)
     name = compressed_name(src.name, spec.mode)
     dest = Path(out_dir) / name
-    inputs = dict(spec=asdict(spec), student=src.weights_sha256, teacher=teacher.weights_sha256,
+    inputs = dict(spec=_recorded(spec), student=src.weights_sha256, teacher=teacher.weights_sha256,
                   data=data.fingerprint, n=transfer_samples)
     if spec.mode in qat.MODES:  # (added only here: the other modes' checkpoints keep their keys)
         inputs["calibration"] = CALIBRATION_ROWS
@@ -66,9 +68,16 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
     x, y = Chain(data.x_train, xu), Chain(data.y_train, np.full(len(xu), -1, np.int64))
     state = Path(out_dir) / f".{name}.{key[:12]}.state.pt"
 
-    def fine_tune(net) -> None:  # KD against the teacher outputs distillation cached, on the grid
+    # the float student's own outputs, before anything below changes `model` in place
+    own = (teacher_outputs(data, src, model, xu, cache_dir)[0] if spec.epochs > 0 and spec.fidelity > 0
+           else None)
+
+    def fine_tune(net) -> None:  # KD on the grid against the teacher outputs distillation cached (and own)
         if spec.epochs > 0:  # 0: the same grid after training only (a post-training baseline to compare)
-            logits, _ = teacher_outputs(data, teacher, teacher_model, xu, cache_dir)
+            logits = (own if spec.fidelity == 1 else
+                      teacher_outputs(data, teacher, teacher_model, xu, cache_dir)[0])
+            if 0 < spec.fidelity < 1:
+                logits = Blend(logits, own, spec.fidelity, spec.temperature)
             train(net, x, y, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
                   weight_decay=spec.weight_decay, seed=spec.seed, teacher_logits=logits,
                   temperature=spec.temperature, alpha=spec.alpha, state_path=state, desc=name)
@@ -83,7 +92,8 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
         extras = None
     weights = {n: layer.weight.numel() for n, layer in layers.items()}
     compression = {"mode": spec.mode, "bits": bits, "average_bits": round(average_bits(bits, weights), 4),
-                   "per_channel": spec.per_channel, "sparsity": spec.sparsity, "sensitivity": sensitivity}
+                   "fidelity": spec.fidelity, "per_channel": spec.per_channel, "sparsity": spec.sparsity,
+                   "sensitivity": sensitivity}
     save_checkpoint(model, dest, name=name, role="student", arch=src.arch, width=src.width, depth=src.depth,
                     input_shape=src.input_shape, labels=src.labels, mean=src.mean, std=src.std,
                     data_fingerprint=src.data_fingerprint, accuracy=acc, spec=src.spec, extras=extras,
@@ -93,6 +103,15 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
                                 "teacher": relative_to(teacher.path, dest)})
     state.unlink(missing_ok=True)
     return _result(read_checkpoint(dest), src, student_acc, teacher, time.perf_counter() - t0)
+
+
+def _recorded(spec: CompressSpec) -> dict:
+    """The spec as its checkpoint's key records it: a field added after keys were first written is left
+    out at its neutral value (fidelity 0: the teacher alone), so checkpoints made before it stay valid."""
+    fields = asdict(spec)
+    if fields["fidelity"] == 0:
+        del fields["fidelity"]
+    return fields
 
 
 def _train_weights(model, label: str, layers: dict, data: Dataset, spec: CompressSpec, steps: int,

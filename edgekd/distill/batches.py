@@ -39,6 +39,41 @@ class Chain:
         return out
 
 
+class Blend:
+    """Soft targets of two networks on the same rows, mixed: logits (N, C) whose softmax at `temperature` is
+    `(1 - share) * softmax(first / T) + share * softmax(second / T)`, computed a batch at a time. The KD
+    loss is linear in its target distribution, so distilling towards the blend is the same gradient as
+    `(1 - share) * KD(first) + share * KD(second)`, with one cross-entropy instead of two."""
+
+    def __init__(self, first, second, share: float, temperature: float):
+        if tuple(first.shape) != tuple(second.shape):
+            raise ValueError(f"logits differ in shape: {tuple(first.shape)} and {tuple(second.shape)}")
+        if not 0 < share < 1:
+            raise ValueError(f"share {share}: a blend needs 0 < share < 1 (else use one of the two)")
+        self.first, self.second, self.share, self.t = first, second, share, temperature
+        self.shape, self.dtype = tuple(first.shape), np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> np.ndarray:
+        idx = np.asarray(idx)
+        a, b = (_log_softmax(read_rows(arr, idx).astype(np.float64) / self.t)
+                for arr in (self.first, self.second))
+        mixed = np.logaddexp(np.log1p(-self.share) + a, np.log(self.share) + b)
+        return (self.t * mixed).astype(np.float32)
+
+
+def read_rows(a, idx: np.ndarray) -> np.ndarray:
+    """Rows `idx` of an array, a memory map (`take`) or a `Chain`/`Blend` (which read their own)."""
+    return take(a, idx) if isinstance(a, np.ndarray) else a[idx]
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
 def take(a, idx: np.ndarray) -> np.ndarray:
     """Rows `idx` of an array or a memory map, read in ascending order (sequential on disk) and
     returned in the order asked."""
@@ -89,7 +124,7 @@ class Rows(torch.utils.data.Dataset):
 
     def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
         idx = np.asarray(idx)
-        batch = {k: torch.from_numpy(np.ascontiguousarray(a[idx] if isinstance(a, Chain) else take(a, idx)))
+        batch = {k: torch.from_numpy(np.ascontiguousarray(read_rows(a, idx)))
                  for k, a in self.arrays.items() if a is not None}
         batch["y"] = batch["y"].long()
         return batch
