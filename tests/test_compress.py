@@ -178,18 +178,19 @@ def distilled(tmp_path_factory):
     return root, recipe, data, metrics
 
 
-def _compress(distilled, mode: str, lr: float = 3e-4, **over):
+def _compress(distilled, mode: str, lr: float = 3e-4, out: Path | None = None, teacher_model=None, **over):
     from edgekd.checkpoint import load_checkpoint, read_checkpoint
     from edgekd.compress import compress_student
     from edgekd.types import CompressSpec
 
     root, recipe, data, metrics = distilled
     teacher = replace(read_checkpoint(root / "teacher"), accuracy=metrics["teacher_accuracy"])
-    _, teacher_model = load_checkpoint(root / "teacher")
+    if teacher_model is None:
+        _, teacher_model = load_checkpoint(root / "teacher")
     spec = CompressSpec(mode=mode, epochs=2, batch_size=128, lr=lr, weight_decay=0.0, temperature=4.0,
-                        alpha=0.1, seed=0, **over)
-    return compress_student(data, teacher, teacher_model, root / "students" / "s", root / "students", spec,
-                            transfer_samples=recipe.data.transfer_samples, cache_dir=None)
+                        **{"alpha": 0.1, "seed": 0, **over})
+    return compress_student(data, teacher, teacher_model, root / "students" / "s", out or root / "students",
+                            spec, transfer_samples=recipe.data.transfer_samples, cache_dir=None)
 
 
 def _export(ckpt: Path, out: Path, formats, quant, threshold=0.999):
@@ -397,6 +398,67 @@ def test_training_on_the_grid_recovers_what_post_training_palettes_lose(distille
     post_training = accuracy(model, data.x_test, data.y_test)
     trained = _compress(distilled, "pal2", per_channel=False, lr=1e-3).accuracy
     assert trained > post_training + 0.02, (trained, post_training)
+
+
+class _Shifted(nn.Module):
+    """A teacher that answers every input with the next class's logit (a supervisor the student must
+    not follow where fidelity says so)."""
+
+    def __init__(self, teacher: nn.Module):
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, x):
+        return self.teacher(x).roll(1, dims=-1)
+
+
+@pytest.mark.heavy
+def test_fidelity_one_trains_towards_the_float_student_and_zero_towards_the_teacher(distilled, tmp_path):
+    from edgekd.checkpoint import load_checkpoint
+    from edgekd.distill.train import predictions
+
+    root, _, data, _ = distilled
+    _, float_student = load_checkpoint(root / "students" / "s")
+    own = predictions(float_student, data.x_test)
+    _, teacher_model = load_checkpoint(root / "teacher")
+    shifted = _Shifted(teacher_model)
+
+    def agreement(result) -> float:
+        _, model = load_checkpoint(result.checkpoint)
+        return float((predictions(model, data.x_test) == own).mean())
+
+    kw = dict(lr=1e-3, alpha=0.0, per_channel=False)
+    ignored = _compress(distilled, "pal4", out=tmp_path / "a", teacher_model=shifted, fidelity=1.0, **kw)
+    same = _compress(distilled, "pal4", out=tmp_path / "b", fidelity=1.0, **kw)
+    followed = _compress(distilled, "pal4", out=tmp_path / "c", teacher_model=shifted, fidelity=0.0, **kw)
+    blended = _compress(distilled, "pal4", out=tmp_path / "d", teacher_model=shifted, fidelity=0.5, **kw)
+    first, second = (load_checkpoint(r.checkpoint)[1].state_dict() for r in (ignored, same))
+    assert all(torch.equal(first[k], second[k]) for k in first), "fidelity 1: the teacher is never read"
+    assert agreement(followed) < agreement(blended) < agreement(ignored), \
+        (agreement(followed), agreement(blended), agreement(ignored))
+    assert agreement(ignored) >= 0.9 and agreement(followed) < 0.5
+
+
+def test_blended_targets_give_the_gradient_of_the_two_weighted_kd_terms():
+    from edgekd.distill.batches import Blend, Chain
+    from edgekd.distill.losses import kd_loss
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(0, 3, (6, 5)).astype(np.float32) for _ in range(2))
+    rows = np.array([4, 0, 5, 2])
+    target = Blend(Chain(a[:3], a[3:]), b, 0.3, 2.0)[rows]
+    s = torch.randn(4, 5, requires_grad=True)
+    y = torch.tensor([1, -1, 3, -1])
+
+    def grad(loss):
+        return torch.autograd.grad(loss, s)[0]
+
+    def kd(t):
+        return kd_loss(s, torch.from_numpy(t), y, temperature=2.0, alpha=0.2)
+
+    assert torch.allclose(grad(kd(target)), grad(0.7 * kd(a[rows]) + 0.3 * kd(b[rows])), atol=1e-6)
+    with pytest.raises(ValueError, match="share"):
+        Blend(a, b, 1.0, 2.0)
 
 
 @pytest.mark.heavy
