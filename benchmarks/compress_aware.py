@@ -3,7 +3,7 @@ the teacher supervises the quantised student).
 
     python benchmarks/compress_aware.py --out results/compress_aware.json [--work DIR] [--seeds 0,1,2]
         [--datasets mnist1d,fashion-mnist] [--fashion-runs DIR,DIR,DIR] [--epochs 3] [--lr 3e-4]
-        [--modes int8,full-int8,static-int8] [--fidelity 0.5]
+        [--modes int8,full-int8,static-int8] [--fidelity 0.5] [--sparsity-by sensitivity]
 
 For each data set, seed and student:
 - MNIST-1D: the built-in recipe's cnn1d-10x and cnn1d-30x, distilled here (one teacher, seed 0, shared by
@@ -19,8 +19,9 @@ float student it came from. Three variants of each compression:
 - post-training on the trained grid: the compress step's grid without any fine-tuning (50% sparse +
   4-bit palettes, and mixed 2/4 bits chosen by sensitivity), for the bars that have no exporter mode;
 - compression-aware: the compress step (KD on the grid against the teacher, and the float student's own
-  outputs for a share `--fidelity` of the target, the recipe default unless given) for int8, pal4, 50% sparse
-  pal4 and mixed 2/4 bits at <= 3.5 bits per weight, and int8 weights with int8 activations (TFLite
+  outputs for a share `--fidelity` of the target, the recipe default unless given) for int8, pal4, 50%
+  sparse pal4 (half of all the weights zero, spread over the layers by sensitivity unless `--sparsity-by
+  tensor`) and mixed 2/4 bits at <= 3.5 bits per weight, and int8 weights with int8 activations (TFLite
   full-int8, ONNX static-int8: quantisation-aware training through PT2E).
 The compress step's time is compared with the student's distillation time (its training samples over its
 recorded throughput, same threads). Run it alone: two cores, so anything beside it changes the times.
@@ -154,13 +155,15 @@ def measure_student(dataset: str, seed: int, run: Path, student: str, work: Path
             spec = CompressSpec(mode=mode, epochs=epochs, batch_size=train.batch_size, lr=args.lr,
                                 weight_decay=0.0, temperature=d.temperature, alpha=d.alpha, seed=seed,
                                 per_channel=True, sparsity=0.5 if mode == "prune-pal4" else 0.0,
+                                sparsity_by=args.sparsity_by if mode == "prune-pal4" else "tensor",
                                 mixed_bits=(2, 4), average_bits=3.5, fidelity=fidelity)
             folder = out / (variant if fidelity == 0 else f"{variant}-fidelity-{fidelity:g}")
             r = compress_student(data, teacher, teacher_model, src, folder, spec,
                                  transfer_samples=recipe.data.transfer_samples, cache_dir=recipe.cache_dir)
             arts = export_all(r.checkpoint, folder / "files", {f: [mode] for f in formats})
             add(variant, arts, {"mode": mode, "fidelity": fidelity, "average_bits": r.average_bits,
-                                "bits": r.bits, "torch_accuracy": r.accuracy, "compress_s": r.train_s,
+                                "bits": r.bits, "sparsity": r.sparsity, "layer_sparsity": r.layer_sparsity,
+                                "torch_accuracy": r.accuracy, "compress_s": r.train_s,
                                 "compress_over_distill": round(r.train_s / distill_s, 3) if epochs else None})
     for r in rows:
         r.setdefault("mode", r["quant"])
@@ -247,7 +250,7 @@ def _reported(value) -> dict:
 
 
 def main() -> None:
-    from edgekd.config import FIDELITY
+    from edgekd.config import FIDELITY, CompressConfig
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -260,6 +263,8 @@ def main() -> None:
     ap.add_argument("--modes", help="comma list: only these modes, post-training and trained (default all)")
     ap.add_argument("--fidelity", type=float, default=FIDELITY,
                     help=f"compress.fidelity: the float student's share of the target (default {FIDELITY})")
+    ap.add_argument("--sparsity-by", default=CompressConfig().sparsity_by, choices=("sensitivity", "tensor"),
+                    help="prune-pal4: half the weights zero spread by sensitivity, or half of every tensor")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="edgekd-compress-"))
     seeds = [int(s) for s in args.seeds.split(",")]

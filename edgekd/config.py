@@ -222,10 +222,14 @@ class CompressConfig(_Strict):
     # fine-tuning from the distilled student: a few epochs at a tenth of distillation's learning rate
     train: TrainConfig = TrainConfig(epochs=3, batch_size=256, lr=3e-4)
     per_channel: bool = True  # palettes of <= 4 bits: one per output channel (iOS18+); 6-8 bits: one a tensor
-    sparsity: float = Field(0.5, gt=0, lt=1)  # prune-pal4: share of each weight tensor that is zero
+    # prune-pal4: share of the weights that are zero (at most 0.95, the top of
+    # edgekd.compress.allocate.SPARSITY_LADDER), spread over the layers by what each costs
+    # ("sensitivity"), or the same share in every tensor as Core ML's magnitude pruner does ("tensor")
+    sparsity: float = Field(0.5, gt=0, le=0.95)
+    sparsity_by: Literal["sensitivity", "tensor"] = "sensitivity"
     mixed_bits: tuple[Literal[1, 2, 4, 6], Literal[2, 4, 6, 8]] = (2, 4)  # mixed-pal: low and high widths
     average_bits: float = Field(3.5, gt=0)  # mixed-pal: budget of index bits per weight
-    sensitivity_samples: int = Field(2000, ge=1)  # mixed-pal: training rows a layer's sensitivity is read on
+    sensitivity_samples: int = Field(2000, ge=1)  # mixed-pal, prune-pal4: rows sensitivity is read on
     # share of the soft target that is the float student's own outputs, the rest the teacher's: the file is
     # judged by agreement with the float student, and the teacher's targets pull the compressed student
     # toward the teacher on exactly the inputs where the two differ

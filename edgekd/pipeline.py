@@ -273,6 +273,7 @@ def compress_specs(recipe: Recipe) -> dict[str, CompressSpec]:
     for mode in c.modes:
         spec = CompressSpec(mode=mode, **c.train.model_dump(), temperature=d.temperature, alpha=d.alpha,
                             seed=recipe.seed, sparsity=c.sparsity if mode == "prune-pal4" else 0.0,
+                            sparsity_by=c.sparsity_by if mode == "prune-pal4" else "tensor",
                             mixed_bits=tuple(c.mixed_bits), average_bits=c.average_bits,
                             sensitivity_samples=c.sensitivity_samples, fidelity=c.fidelity)
         specs[mode] = replace(spec, per_channel=c.per_channel and spec.bits <= 4)

@@ -248,10 +248,11 @@ class CompressSpec:
     alpha: float
     seed: int
     per_channel: bool = True  # one palette per output channel (Core ML per_grouped_channel, iOS18+)
-    sparsity: float = 0.0  # prune-pal4: share of each tensor's weights that are zero
+    sparsity: float = 0.0  # prune-pal4: share of the weights that are zero
+    sparsity_by: str = "tensor"  # "tensor": that share in every tensor; "sensitivity": spread by sensitivity
     mixed_bits: tuple[int, int] = (2, 4)  # mixed-pal: the low and high bit widths
     average_bits: float = 3.5  # mixed-pal: budget of index bits per weight, weighted by layer size
-    sensitivity_samples: int = 2000  # mixed-pal: training rows each layer's sensitivity is measured on
+    sensitivity_samples: int = 2000  # mixed-pal, prune-pal4: training rows sensitivity is measured on
     fidelity: float = 0.0  # share of the soft target that is the float student's own outputs (rest: teacher)
 
     @property
@@ -276,3 +277,4 @@ class CompressResult:
     sparsity: float
     train_s: float  # wall seconds of the fine-tuning (0 when reused)
     sensitivity: dict = field(default_factory=dict)  # mixed-pal: layer -> {kl, accuracy_drop_points, ...}
+    layer_sparsity: dict = field(default_factory=dict)  # prune-pal4: layer -> share of its weights zero

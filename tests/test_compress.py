@@ -108,6 +108,23 @@ def test_allocate_bits_moves_the_least_sensitive_weights_first():
         allocate_bits(sens, 2, 4, 1.5)
 
 
+def test_allocate_sparsity_puts_the_zeros_where_they_cost_least_and_meets_the_share():
+    from edgekd.compress.allocate import SPARSITY_LADDER, allocate_sparsity
+
+    rungs = len(SPARSITY_LADDER)
+    sens = {"cheap": {"weights": 800, "kl": [0.001 * i for i in range(rungs)]},  # zeros cost little here
+            "dear": {"weights": 100, "kl": [0.5 * i for i in range(rungs)]},
+            "mid": {"weights": 100, "kl": [0.01 * i ** 2 for i in range(rungs)]}}
+    got = allocate_sparsity(sens, 0.5)
+    weights = {n: s["weights"] for n, s in sens.items()}
+    zeros = sum(got[n] * weights[n] for n in got) / sum(weights.values())
+    assert 0.5 <= zeros < 0.5 + max(b - a for a, b in zip(SPARSITY_LADDER, SPARSITY_LADDER[1:]))
+    assert got["cheap"] > got["mid"] >= got["dear"] and got["dear"] == 0.0, got
+    assert set(got.values()) <= set(SPARSITY_LADDER)
+    with pytest.raises(InputError, match="compress.sparsity"):
+        allocate_sparsity(sens, 0.97)
+
+
 def test_weighted_layers_are_what_the_exporters_quantise():
     model = _randomised("cnn1d", (1, 40))
     layers = weighted_layers(model)
@@ -207,12 +224,16 @@ def _export(ckpt: Path, out: Path, formats, quant, threshold=0.999):
     ("pal4", ["coreml"], {}),
     ("pal4", ["coreml"], {"per_channel": False}),
     ("prune-pal4", ["coreml"], {"sparsity": 0.5}),
+    ("prune-pal4", ["coreml"], {"sparsity": 0.5, "sparsity_by": "sensitivity", "sensitivity_samples": 500}),
     ("mixed-pal", ["coreml"], {"average_bits": 3.0, "sensitivity_samples": 500}),
 ])
 def test_the_fake_quantised_network_and_its_file_agree(distilled, tmp_path, mode, formats, over):
     result = _compress(distilled, mode, **over)
     if mode == "mixed-pal":
         assert result.average_bits <= 3.0 and set(result.bits.values()) == {2, 4} and result.sensitivity
+    if over.get("sparsity_by") == "sensitivity":  # the zeros the checkpoint holds, spread unevenly
+        per_layer = result.layer_sparsity
+        assert result.sparsity >= 0.5 and len(set(per_layer.values())) > 1, (result.sparsity, per_layer)
     artifacts = _export(result.checkpoint, tmp_path / mode, formats, mode)
     assert [a.format for a in artifacts] == formats
     for a in artifacts:  # the file computes the trained network: nothing was re-quantised differently

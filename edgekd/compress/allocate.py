@@ -1,8 +1,15 @@
-"""Where the bits go, layer by layer: mixed precision by sensitivity. How much each layer alone costs at
-the low bit width, then the low width for the layers that cost least per weight until the average bits
-per weight meets the budget. (Sparsity stays uniform per tensor, as Core ML's magnitude pruner does: one
-global magnitude cut over the BatchNorm-folded weights kept 86.3% on the Fashion-MNIST 10x student
-against 88.1% uniform, same fine-tuning.)"""
+"""Where the bits and the zeros go, layer by layer, by sensitivity (Han et al. 2015 chose each layer's
+pruning rate from a sensitivity scan the same way).
+
+- Mixed precision: how much each layer alone costs at the low bit width, then the low width for the
+  layers that cost least per weight until the average bits per weight meets the budget.
+- Sparsity: how much each layer alone costs at each of a ladder of sparsities (on its palette grid), then
+  zeros added a rung at a time where they cost least per weight zeroed, until the network's share of
+  zeros meets the target. Measured on the Fashion-MNIST 10x student (50% of its weights zero, pal4,
+  3 epochs of fine-tuning): agreement with the float student 0.945 by sensitivity against 0.919 with the
+  same share in every tensor (Core ML's magnitude pruner's rule); one global magnitude cut over the
+  BatchNorm-folded weights was worse than either (86.3% accuracy against 88.1% uniform).
+"""
 
 from __future__ import annotations
 
@@ -61,3 +68,49 @@ def allocate_bits(sensitivity: dict[str, dict], low: int, high: int, budget: flo
                          f"{low}/{high} bits per layer meets it; raise compress.average_bits")
     return bits
 
+
+
+SPARSITY_LADDER = (0.0, 0.25, 0.5, 0.625, 0.75, 0.875, 0.95)  # the rungs a layer's sparsity climbs
+
+
+@torch.no_grad()
+def sparsity_sensitivity(model: nn.Module, layers: dict[str, nn.Module], x: np.ndarray, bits: int,
+                         per_channel: bool) -> dict[str, dict]:
+    """For each layer alone on its palette grid at each rung of SPARSITY_LADDER (post-training, the rest
+    in float): the mean KL(float || compressed) of the class distributions on x (N, ...), per rung, and
+    the layer's weight count."""
+    model.eval()
+    p = _logits(model, x).log_softmax(-1)
+    out = {}
+    for name, layer in layers.items():
+        w = layer.weight.detach().clone()
+        kl = []
+        for s in SPARSITY_LADDER:
+            layer.weight.copy_(Palette(w, bits, per_channel, s).snap(w))
+            z = _logits(model, x)
+            kl.append(max((p.exp() * (p - z.log_softmax(-1))).sum(-1).mean().item(), 0.0))
+        layer.weight.copy_(w)
+        out[name] = {"kl": kl, "weights": w.numel()}
+    return out
+
+
+def allocate_sparsity(sensitivity: dict[str, dict], target: float) -> dict[str, float]:
+    """Sparsity per layer (a rung of SPARSITY_LADDER each) whose zeros are at least `target` of all the
+    weights: every layer starts dense, then the layer whose next rung adds the least KL per weight zeroed
+    climbs one rung, until the target is met (a greedy knapsack)."""
+    ladder, weights = SPARSITY_LADDER, {n: s["weights"] for n, s in sensitivity.items()}
+    rung = dict.fromkeys(sensitivity, 0)
+    total = sum(weights.values())
+
+    def zeros() -> float:
+        return sum(ladder[rung[n]] * weights[n] for n in rung)
+
+    while zeros() < target * total - 1e-9:
+        open_ = [n for n in rung if rung[n] + 1 < len(ladder)]
+        if not open_:
+            raise InputError(f"compress.sparsity={target} is above {ladder[-1]:g}, the most any layer is "
+                             f"pruned; lower compress.sparsity")
+        n = min(open_, key=lambda n: ((sensitivity[n]["kl"][rung[n] + 1] - sensitivity[n]["kl"][rung[n]])
+                                      / ((ladder[rung[n] + 1] - ladder[rung[n]]) * weights[n]), n))
+        rung[n] += 1
+    return {n: ladder[rung[n]] for n in rung}

@@ -20,7 +20,13 @@ import torch
 from torch.nn.utils import parametrize
 
 from edgekd.checkpoint import extra_file, load_checkpoint, read_checkpoint, save_checkpoint
-from edgekd.compress.allocate import allocate_bits, average_bits, layer_sensitivity
+from edgekd.compress.allocate import (
+    allocate_bits,
+    allocate_sparsity,
+    average_bits,
+    layer_sensitivity,
+    sparsity_sensitivity,
+)
 from edgekd.compress.fake import Int8, Palette, distinct_per_group
 from edgekd.compress.fold import fold, unfold, weighted_layers
 from edgekd.data import Dataset, load_checked
@@ -91,9 +97,13 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
         acc, bits, sensitivity = _train_weights(model, src.name, layers, data, spec, steps, fine_tune)
         extras = None
     weights = {n: layer.weight.numel() for n, layer in layers.items()}
+    zeros = {n: int((layer.weight == 0).sum()) for n, layer in layers.items()}
     compression = {"mode": spec.mode, "bits": bits, "average_bits": round(average_bits(bits, weights), 4),
                    "fidelity": spec.fidelity, "per_channel": spec.per_channel, "sparsity": spec.sparsity,
                    "sensitivity": sensitivity}
+    if spec.sparsity > 0:  # what the network holds: the share of zeros overall, and per layer
+        compression["sparsity"] = round(sum(zeros.values()) / sum(weights.values()), 4)
+        compression["layer_sparsity"] = {n: round(zeros[n] / weights[n], 4) for n in weights}
     save_checkpoint(model, dest, name=name, role="student", arch=src.arch, width=src.width, depth=src.depth,
                     input_shape=src.input_shape, labels=src.labels, mean=src.mean, std=src.std,
                     data_fingerprint=src.data_fingerprint, accuracy=acc, spec=src.spec, extras=extras,
@@ -105,13 +115,14 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
     return _result(read_checkpoint(dest), src, student_acc, teacher, time.perf_counter() - t0)
 
 
+# fields added to CompressSpec after keys were first written, at the value that trains as before them
+NEUTRAL = {"fidelity": 0.0, "sparsity_by": "tensor"}
+
+
 def _recorded(spec: CompressSpec) -> dict:
-    """The spec as its checkpoint's key records it: a field added after keys were first written is left
-    out at its neutral value (fidelity 0: the teacher alone), so checkpoints made before it stay valid."""
-    fields = asdict(spec)
-    if fields["fidelity"] == 0:
-        del fields["fidelity"]
-    return fields
+    """The spec as its checkpoint's key records it: a field of NEUTRAL at its neutral value is left out,
+    so checkpoints made before it stay valid."""
+    return {k: v for k, v in asdict(spec).items() if not (k in NEUTRAL and v == NEUTRAL[k])}
 
 
 def _train_weights(model, label: str, layers: dict, data: Dataset, spec: CompressSpec, steps: int,
@@ -119,17 +130,20 @@ def _train_weights(model, label: str, layers: dict, data: Dataset, spec: Compres
     """Weights on a grid (int8, palettes, sparse palettes, mixed bits): fold BatchNorm -> choose bits ->
     fine-tune with fake compression -> snap -> unfold -> check. Returns (accuracy, bits, sensitivity)."""
     folded = fold(model, label)  # BatchNorm scales into the weights the grid holds
-    sensitivity = {}
+    sensitivity, n = {}, spec.sensitivity_samples  # mixed-pal: per layer at 2 widths; prune-pal4: per rung
     if spec.mode == "mixed-pal":
-        n = spec.sensitivity_samples
         sensitivity = layer_sensitivity(model, layers, data.x_train[:n], data.y_train[:n], spec.mixed_bits[0],
                                         spec.per_channel)
         bits = allocate_bits(sensitivity, *spec.mixed_bits, spec.average_bits)
     else:
         bits = {n: spec.bits for n in layers}
+    sparsity = dict.fromkeys(layers, spec.sparsity)
+    if spec.sparsity > 0 and spec.sparsity_by == "sensitivity":
+        sensitivity = sparsity_sensitivity(model, layers, data.x_train[:n], spec.bits, spec.per_channel)
+        sparsity = allocate_sparsity(sensitivity, spec.sparsity)
     for n, layer in layers.items():  # fake compression on every weight the exporters quantise
         fake = (Int8() if spec.mode == "int8" else
-                Palette(layer.weight, bits[n], spec.per_channel, spec.sparsity, ramp_steps=steps // 2))
+                Palette(layer.weight, bits[n], spec.per_channel, sparsity[n], ramp_steps=steps // 2))
         parametrize.register_parametrization(layer, "weight", fake)
     fine_tune(model)
     _snap(layers)
@@ -195,7 +209,7 @@ def _result(ckpt: Checkpoint, src: Checkpoint, student_acc: float, teacher: Chec
                           accuracy=ckpt.accuracy, student_accuracy=student_acc,
                           retention=retention(ckpt.accuracy, teacher.accuracy), bits=c["bits"],
                           average_bits=c["average_bits"], sparsity=c["sparsity"], train_s=round(train_s, 2),
-                          sensitivity=c.get("sensitivity", {}))
+                          sensitivity=c.get("sensitivity", {}), layer_sparsity=c.get("layer_sparsity", {}))
 
 
 def compress_job(source: dict, fingerprint: str, teacher: Checkpoint, student: Path, out_dir: Path,

@@ -10,8 +10,13 @@ HEADERS = ("student", "from", "mode", "accuracy", "float student", "bits per wei
 
 
 def compression_rows(results: list[dict]) -> list[list[str]]:
-    """`results`: compress.json's rows. Bits per layer read `layer:bits` in network order."""
+    """`results`: compress.json's rows. Bits per layer read `layer:bits` in network order, with the share
+    of the layer's weights that are zero where the network is pruned (`layer:4@62%`)."""
+    def layer(r: dict, name: str) -> str:
+        zeros = r.get("layer_sparsity", {}).get(name)
+        return f"{name}:{r['bits'][name]}" + (f"@{zeros:.0%}" if zeros is not None else "")
+
     return [[r["name"], r["student"], r["mode"], cells.ratio(r["accuracy"], 4),
              cells.ratio(r["student_accuracy"], 4), f"{r['average_bits']:g}",
              f"{r['sparsity']:.0%}" if r["sparsity"] else "-",
-             " ".join(f"{layer}:{bits}" for layer, bits in r["bits"].items())] for r in results]
+             " ".join(layer(r, name) for name in r["bits"])] for r in results]
