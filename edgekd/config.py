@@ -222,10 +222,10 @@ class CompressConfig(_Strict):
     # fine-tuning from the distilled student: a few epochs at a tenth of distillation's learning rate
     train: TrainConfig = TrainConfig(epochs=3, batch_size=256, lr=3e-4)
     per_channel: bool = True  # palettes of <= 4 bits: one per output channel (iOS18+); 6-8 bits: one a tensor
-    # prune-pal4: share of the weights that are zero (at most 0.95, the top of
-    # edgekd.compress.allocate.SPARSITY_LADDER), spread over the layers by what each costs
-    # ("sensitivity"), or the same share in every tensor as Core ML's magnitude pruner does ("tensor")
-    sparsity: float = Field(0.5, gt=0, le=0.95)
+    # prune-pal4: share of the weights that are zero, spread over the layers by what each costs
+    # ("sensitivity": at most 0.95, the top of edgekd.compress.allocate.SPARSITY_LADDER), or the same
+    # share in every tensor as Core ML's magnitude pruner does ("tensor")
+    sparsity: float = Field(0.5, gt=0, lt=1)
     sparsity_by: Literal["sensitivity", "tensor"] = "sensitivity"
     mixed_bits: tuple[Literal[1, 2, 4, 6], Literal[2, 4, 6, 8]] = (2, 4)  # mixed-pal: low and high widths
     average_bits: float = Field(3.5, gt=0)  # mixed-pal: budget of index bits per weight
@@ -253,6 +253,9 @@ class CompressConfig(_Strict):
     def _bits(self):
         if self.mixed_bits[0] >= self.mixed_bits[1]:
             raise ValueError(f"mixed_bits {list(self.mixed_bits)}: the low width must be below the high one")
+        if self.sparsity_by == "sensitivity" and self.sparsity > 0.95:
+            raise ValueError(f"sparsity {self.sparsity}: at most 0.95 spread by sensitivity (no layer is "
+                             f"pruned further); lower it, or set sparsity_by: tensor")
         return self
 
     @property

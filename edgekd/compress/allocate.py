@@ -95,22 +95,30 @@ def sparsity_sensitivity(model: nn.Module, layers: dict[str, nn.Module], x: np.n
 
 
 def allocate_sparsity(sensitivity: dict[str, dict], target: float) -> dict[str, float]:
-    """Sparsity per layer (a rung of SPARSITY_LADDER each) whose zeros are at least `target` of all the
-    weights: every layer starts dense, then the layer whose next rung adds the least KL per weight zeroed
-    climbs one rung, until the target is met (a greedy knapsack)."""
+    """Sparsity per layer whose zeros are `target` of all the weights: every layer starts dense, then the
+    layer whose next rung of SPARSITY_LADDER adds the least KL per weight zeroed climbs one rung, until
+    the target is met (a greedy knapsack); the last layer to climb stops between its rungs, where the
+    share is met exactly (to a weight)."""
     ladder, weights = SPARSITY_LADDER, {n: s["weights"] for n, s in sensitivity.items()}
-    rung = dict.fromkeys(sensitivity, 0)
+    share = dict.fromkeys(sensitivity, 0.0)
     total = sum(weights.values())
+    need = target * total  # weights to zero
+
+    def rung(n: str) -> int:
+        return ladder.index(share[n])
 
     def zeros() -> float:
-        return sum(ladder[rung[n]] * weights[n] for n in rung)
+        return sum(share[n] * weights[n] for n in share)
 
-    while zeros() < target * total - 1e-9:
-        open_ = [n for n in rung if rung[n] + 1 < len(ladder)]
+    while zeros() < need - 0.5:  # within half a weight: Palette rounds each layer's count
+        open_ = [n for n in share if rung(n) + 1 < len(ladder)]
         if not open_:
             raise InputError(f"compress.sparsity={target} is above {ladder[-1]:g}, the most any layer is "
                              f"pruned; lower compress.sparsity")
-        n = min(open_, key=lambda n: ((sensitivity[n]["kl"][rung[n] + 1] - sensitivity[n]["kl"][rung[n]])
-                                      / ((ladder[rung[n] + 1] - ladder[rung[n]]) * weights[n]), n))
-        rung[n] += 1
-    return {n: ladder[rung[n]] for n in rung}
+        n = min(open_, key=lambda n: ((sensitivity[n]["kl"][rung(n) + 1] - sensitivity[n]["kl"][rung(n)])
+                                      / ((ladder[rung(n) + 1] - ladder[rung(n)]) * weights[n]), n))
+        over = zeros() + (ladder[rung(n) + 1] - share[n]) * weights[n] - need
+        if over > 0:  # the last climb: only as far as the target
+            return {**share, n: ladder[rung(n) + 1] - over / weights[n]}
+        share[n] = ladder[rung(n) + 1]
+    return share

@@ -12,7 +12,7 @@ and its parity check compares the file with exactly the network that was trained
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from torch.nn.utils import parametrize
 
 from edgekd.checkpoint import extra_file, load_checkpoint, read_checkpoint, save_checkpoint
 from edgekd.compress.allocate import (
+    SPARSITY_LADDER,
     allocate_bits,
     allocate_sparsity,
     average_bits,
@@ -64,6 +65,8 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
                   data=data.fingerprint, n=transfer_samples)
     if spec.mode in qat.MODES:  # (added only here: the other modes' checkpoints keep their keys)
         inputs["calibration"] = CALIBRATION_ROWS
+    if spec.sparsity > 0 and spec.sparsity_by == "sensitivity":  # the rungs decide the allocation
+        inputs["ladder"] = SPARSITY_LADDER
     key = json_sha256(inputs)
     student_acc = src.accuracy if src.accuracy is not None else accuracy(model, data.x_test, data.y_test)
     if finished(dest, key) and _intact(done := read_checkpoint(dest), spec.mode):
@@ -115,8 +118,8 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
     return _result(read_checkpoint(dest), src, student_acc, teacher, time.perf_counter() - t0)
 
 
-# fields added to CompressSpec after keys were first written, at the value that trains as before them
-NEUTRAL = {"fidelity": 0.0, "sparsity_by": "tensor"}
+# fields added to CompressSpec after keys were first written; at their defaults they train as before them
+NEUTRAL = {f.name: f.default for f in fields(CompressSpec) if f.name in ("fidelity", "sparsity_by")}
 
 
 def _recorded(spec: CompressSpec) -> dict:

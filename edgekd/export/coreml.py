@@ -70,9 +70,10 @@ def write_coreml(model, sample: np.ndarray, dest: Path, quant: str, calib: np.nd
     elif quant in PALETTES:
         config = _trained_palette(trained, model) if trained else _palette(int(quant[3:]), target)
         ml = cto.palettize_weights(ml, _per_tensor_embeddings(config))
-    elif quant == "prune-pal4" and trained:  # the zeros and the palette are the trained ones
+    elif quant == "prune-pal4" and trained:  # the zeros and the palette are the trained ones; a layer the
+        # sensitivity allocation left dense stays dense (a sparse mask of all ones costs a bit a weight)
         ml = cto.prune_weights(ml, cto.OptimizationConfig(global_config=cto.OpThresholdPrunerConfig(
-            threshold=1e-12, minimum_sparsity_percentile=0.0, weight_threshold=0)))
+            threshold=1e-12, minimum_sparsity_percentile=1e-6, weight_threshold=0)))
         ml = cto.palettize_weights(ml, cto.OptimizationConfig(global_config=_trained_palette(trained, model)),
                                    joint_compression=True)
     elif quant == "prune-pal4":
