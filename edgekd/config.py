@@ -209,7 +209,11 @@ CARRIES = {"coreml": ("int8", "pal2", "pal4", "pal6", "pal8", "prune-pal4", "mix
 TRAINED_MODES = tuple(dict.fromkeys(m for modes in CARRIES.values() for m in modes))
 
 
-FIDELITY = 0.5  # compress.fidelity by default (measured: benchmarks/compress_aware.py)
+# compress.fidelity by default. benchmarks/compress_aware.py, Fashion-MNIST 10x/30x students, 3 seeds,
+# int8 (Core ML, TFLite) and pal4 files (18): fidelity 0 / 0.5 / 1 gave agreement with the float student
+# min 0.9899 / 0.9914 / 0.9911 (mean 0.9933 / 0.9950 / 0.9960) and accuracy against it, mean -0.001 /
+# +0.028 / -0.001 points: half and half agrees as well as the student alone, and keeps the teacher's say
+FIDELITY = 0.5
 
 
 class CompressConfig(_Strict):
