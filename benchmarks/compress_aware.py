@@ -252,8 +252,9 @@ def _reported(value) -> dict:
 
 
 def main() -> None:
-    from edgekd.config import FIDELITY, CompressConfig
+    from edgekd.config import CompressConfig
 
+    defaults = CompressConfig()  # the compress step's settings in a recipe that names none
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", help="folder for runs and files (default: a new temporary folder)")
@@ -263,11 +264,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="compress-step fine-tuning epochs")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--modes", help="comma list: only these modes, post-training and trained (default all)")
-    ap.add_argument("--fidelity", type=float, default=FIDELITY,
-                    help=f"compress.fidelity: the float student's share of the target (default {FIDELITY})")
-    ap.add_argument("--sparsity", type=float, default=0.5, help="prune-pal4: share of the weights zero")
-    ap.add_argument("--sparsity-by", default=CompressConfig().sparsity_by, choices=("sensitivity", "tensor"),
-                    help="prune-pal4: half the weights zero spread by sensitivity, or half of every tensor")
+    ap.add_argument("--fidelity", type=float, default=defaults.fidelity,
+                    help="compress.fidelity: the float student's share of the target (default: the recipe's)")
+    ap.add_argument("--sparsity", type=float, default=defaults.sparsity,
+                    help="prune-pal4: share of the weights zero")
+    ap.add_argument("--sparsity-by", default=defaults.sparsity_by, choices=("sensitivity", "tensor"),
+                    help="prune-pal4: zeros spread over the layers by sensitivity, or the same share in each")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="edgekd-compress-"))
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -282,10 +284,11 @@ def main() -> None:
             for student in STUDENTS[dataset]:
                 print(f"{dataset} seed {seed}: {student}", flush=True)
                 rows += measure_student(dataset, seed, run, student, work, args)
+    bars = goals(rows, args.sparsity)
     write(args.out, {"benchmark": "compress_aware", "environment": environment(), "args": vars(args),
                      "distill_wall_s": distill_wall, "total_s": round(time.perf_counter() - t0, 1),
-                     "rows": rows, "goals": goals(rows, args.sparsity)})
-    print_goals(goals(rows, args.sparsity))
+                     "rows": rows, "goals": bars})
+    print_goals(bars)
 
 
 if __name__ == "__main__":

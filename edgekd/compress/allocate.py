@@ -29,6 +29,22 @@ def _logits(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> torch.Te
 
 
 @torch.no_grad()
+def _logits_with(model: nn.Module, layer: nn.Module, weight: torch.Tensor, x: np.ndarray) -> torch.Tensor:
+    """The network's logits on x with `layer`'s weight replaced by `weight` (then put back)."""
+    w = layer.weight.detach().clone()
+    layer.weight.copy_(weight)
+    try:
+        return _logits(model, x)
+    finally:
+        layer.weight.copy_(w)
+
+
+def _kl(p: torch.Tensor, z: torch.Tensor) -> float:
+    """Mean KL(p || softmax(z)) over the rows; p: log-probabilities (N, C), z: logits (N, C)."""
+    return max((p.exp() * (p - z.log_softmax(-1))).sum(-1).mean().item(), 0.0)
+
+
+@torch.no_grad()
 def layer_sensitivity(model: nn.Module, layers: dict[str, nn.Module], x: np.ndarray, y: np.ndarray,
                       bits: int, per_channel: bool) -> dict[str, dict]:
     """For each layer alone palettised to `bits` (post-training k-means, the rest in float): the mean
@@ -40,12 +56,9 @@ def layer_sensitivity(model: nn.Module, layers: dict[str, nn.Module], x: np.ndar
     base_acc = (base.argmax(-1).numpy() == y).mean()
     out = {}
     for name, layer in layers.items():
-        w = layer.weight.detach().clone()
-        layer.weight.copy_(Palette(w, bits, per_channel).snap(w))
-        z = _logits(model, x)
-        layer.weight.copy_(w)
-        kl = (p.exp() * (p - z.log_softmax(-1))).sum(-1).mean().item()
-        out[name] = {"kl": max(kl, 0.0), "weights": w.numel(),
+        w = layer.weight.detach()
+        z = _logits_with(model, layer, Palette(w, bits, per_channel).snap(w), x)
+        out[name] = {"kl": _kl(p, z), "weights": w.numel(),
                      "accuracy_drop_points": round(100 * (base_acc - (z.argmax(-1).numpy() == y).mean()), 3),
                      "agreement": float((z.argmax(-1) == base.argmax(-1)).float().mean())}
     return out
@@ -70,7 +83,6 @@ def allocate_bits(sensitivity: dict[str, dict], low: int, high: int, budget: flo
     return bits
 
 
-
 SPARSITY_LADDER = (0.0, 0.25, 0.5, 0.625, 0.75, 0.875, 0.95)  # the rungs a layer's sparsity climbs
 
 
@@ -84,14 +96,9 @@ def sparsity_sensitivity(model: nn.Module, layers: dict[str, nn.Module], x: np.n
     p = _logits(model, x).log_softmax(-1)
     out = {}
     for name, layer in layers.items():
-        w = layer.weight.detach().clone()
-        kl = []
-        for s in SPARSITY_LADDER:
-            layer.weight.copy_(Palette(w, bits, per_channel, s).snap(w))
-            z = _logits(model, x)
-            kl.append(max((p.exp() * (p - z.log_softmax(-1))).sum(-1).mean().item(), 0.0))
-        layer.weight.copy_(w)
-        out[name] = {"kl": kl, "weights": w.numel()}
+        w = layer.weight.detach()
+        out[name] = {"kl": [_kl(p, _logits_with(model, layer, Palette(w, bits, per_channel, s).snap(w), x))
+                            for s in SPARSITY_LADDER], "weights": w.numel()}
     return out
 
 
@@ -101,25 +108,23 @@ def allocate_sparsity(sensitivity: dict[str, dict], target: float) -> dict[str, 
     the target is met (a greedy knapsack); the last layer to climb stops between its rungs, where the
     share is met exactly (to a weight)."""
     ladder, weights = SPARSITY_LADDER, {n: s["weights"] for n, s in sensitivity.items()}
-    share = dict.fromkeys(sensitivity, 0.0)
-    total = sum(weights.values())
-    need = target * total  # weights to zero
+    rung = dict.fromkeys(sensitivity, 0)
+    need = target * sum(weights.values())  # weights to zero
 
-    def rung(n: str) -> int:
-        return ladder.index(share[n])
+    def cost(n: str) -> float:  # KL added per weight zeroed by layer n's next rung
+        kl, r = sensitivity[n]["kl"], rung[n]
+        return (kl[r + 1] - kl[r]) / ((ladder[r + 1] - ladder[r]) * weights[n])
 
-    def zeros() -> float:
-        return sum(share[n] * weights[n] for n in share)
-
-    while zeros() < need - 0.5:  # within half a weight: Palette rounds each layer's count
-        open_ = [n for n in share if rung(n) + 1 < len(ladder)]
+    zeros = 0.0
+    while zeros < need - 0.5:  # within half a weight: Palette rounds each layer's count
+        open_ = [n for n in rung if rung[n] + 1 < len(ladder)]
         if not open_:
             raise InputError(f"compress.sparsity={target} is above {ladder[-1]:g}, the most any layer is "
                              f"pruned; lower compress.sparsity")
-        n = min(open_, key=lambda n: ((sensitivity[n]["kl"][rung(n) + 1] - sensitivity[n]["kl"][rung(n)])
-                                      / ((ladder[rung(n) + 1] - ladder[rung(n)]) * weights[n]), n))
-        over = zeros() + (ladder[rung(n) + 1] - share[n]) * weights[n] - need
-        if over > 0:  # the last climb: only as far as the target
-            return {**share, n: ladder[rung(n) + 1] - over / weights[n]}
-        share[n] = ladder[rung(n) + 1]
+        n = min(open_, key=lambda n: (cost(n), n))
+        rung[n] += 1
+        zeros += (ladder[rung[n]] - ladder[rung[n] - 1]) * weights[n]
+    share = {m: ladder[r] for m, r in rung.items()}
+    if zeros > need:  # the last climb: only as far as the target
+        share[n] -= (zeros - need) / weights[n]
     return share

@@ -100,11 +100,11 @@ def compress_student(data: Dataset, teacher: Checkpoint, teacher_model, student:
         acc, bits, sensitivity = _train_weights(model, src.name, layers, data, spec, steps, fine_tune)
         extras = None
     weights = {n: layer.weight.numel() for n, layer in layers.items()}
-    zeros = {n: int((layer.weight == 0).sum()) for n, layer in layers.items()}
     compression = {"mode": spec.mode, "bits": bits, "average_bits": round(average_bits(bits, weights), 4),
                    "fidelity": spec.fidelity, "per_channel": spec.per_channel, "sparsity": spec.sparsity,
                    "sensitivity": sensitivity}
     if spec.sparsity > 0:  # what the network holds: the share of zeros overall, and per layer
+        zeros = {n: int((layer.weight == 0).sum()) for n, layer in layers.items()}
         compression["sparsity"] = round(sum(zeros.values()) / sum(weights.values()), 4)
         compression["layer_sparsity"] = {n: round(zeros[n] / weights[n], 4) for n in weights}
     save_checkpoint(model, dest, name=name, role="student", arch=src.arch, width=src.width, depth=src.depth,
@@ -133,16 +133,16 @@ def _train_weights(model, label: str, layers: dict, data: Dataset, spec: Compres
     """Weights on a grid (int8, palettes, sparse palettes, mixed bits): fold BatchNorm -> choose bits ->
     fine-tune with fake compression -> snap -> unfold -> check. Returns (accuracy, bits, sensitivity)."""
     folded = fold(model, label)  # BatchNorm scales into the weights the grid holds
-    sensitivity, n = {}, spec.sensitivity_samples  # mixed-pal: per layer at 2 widths; prune-pal4: per rung
+    sensitivity, rows = {}, spec.sensitivity_samples  # mixed-pal: per layer at 2 widths; prune-pal4: per rung
     if spec.mode == "mixed-pal":
-        sensitivity = layer_sensitivity(model, layers, data.x_train[:n], data.y_train[:n], spec.mixed_bits[0],
-                                        spec.per_channel)
+        sensitivity = layer_sensitivity(model, layers, data.x_train[:rows], data.y_train[:rows],
+                                        spec.mixed_bits[0], spec.per_channel)
         bits = allocate_bits(sensitivity, *spec.mixed_bits, spec.average_bits)
     else:
         bits = {n: spec.bits for n in layers}
     sparsity = dict.fromkeys(layers, spec.sparsity)
     if spec.sparsity > 0 and spec.sparsity_by == "sensitivity":
-        sensitivity = sparsity_sensitivity(model, layers, data.x_train[:n], spec.bits, spec.per_channel)
+        sensitivity = sparsity_sensitivity(model, layers, data.x_train[:rows], spec.bits, spec.per_channel)
         sparsity = allocate_sparsity(sensitivity, spec.sparsity)
     for n, layer in layers.items():  # fake compression on every weight the exporters quantise
         fake = (Int8() if spec.mode == "int8" else
