@@ -96,6 +96,22 @@ def test_students_from_the_folder(bert_folder):
     same = torch.tensor([[[101, 1037, 100, 102], [1, 1, 1, 1]]])
     with torch.no_grad():
         assert torch.equal(narrow(x), narrow(same))
+    # ALBERT's factorised table: at init the narrow table's first 8 SVD coordinates, projected back
+    fact = from_folder(bert_folder, 2, layers=1, hidden=16, vocab=vocab, positions=16, embedding=8)
+    assert fact.embeddings.word_embeddings.weight.shape == (6, 8)
+    with torch.no_grad():
+        rows = fact.embeddings.word_projection(fact.embeddings.word_embeddings.weight)
+        assert torch.allclose(rows[:, :8], narrow.embeddings.word_embeddings.weight[:, :8], atol=1e-5)
+        assert rows[:, 8:].abs().max() < 1e-5
+        # at the folder's width, the table's best rank-8 approximation (Eckart-Young: the error is the
+        # norm of the singular values left out)
+        words = full.embeddings.word_embeddings.weight
+        low = from_folder(bert_folder, 2, embedding=8)
+        approx = low.embeddings.word_projection(low.embeddings.word_embeddings.weight)
+        assert torch.isclose((approx - words).norm(), torch.linalg.svdvals(words)[8:].norm(), rtol=1e-3)
+    for bad in (16, 0, 2.5):
+        with pytest.raises(InputError, match=f"embedding is {bad}: .* narrower than"):
+            from_folder(bert_folder, 2, layers=1, hidden=16, embedding=bad)
     with pytest.raises(InputError, match="out of range"):
         from_folder(bert_folder, 2, layers=[0, 5])
     with pytest.raises(InputError, match="needs layers"):
@@ -215,7 +231,8 @@ def test_text_end_to_end(review_table, bert_folder, tmp_path):
                                            kwargs={"layers": [0], "init": "teacher"}), **kw)
     narrow = distill_student(data, teacher, teacher_model, tmp_path, name="narrow",
                              spec=ModelSpec("hf", folder=str(bert_folder), kwargs={
-                                 "hidden": 16, "layers": 1, "vocab": "task", "positions": 16}),
+                                 "hidden": 16, "layers": 1, "vocab": "task", "positions": 16,
+                                 "embedding": 8}),
                              **kw)
     assert narrow.params < distil.params / 10  # the pruned vocabulary is most of the difference
     # the checkpoint rebuilds without the folder: its spec is the network's own constructor
@@ -327,9 +344,10 @@ def test_distilbert_init_from_the_teacher(bert_folder, review_table, tmp_path):
     kept = student.encoder.layer[0].output.dense.weight
     assert torch.equal(kept, teacher.encoder.layer[1].output.dense.weight)
     assert torch.equal(student.head.weight, teacher.head.weight)
-    with pytest.raises(InputError, match="drop hidden and vocab"):
-        narrow = {"hidden": 16, "layers": 1, "init": "teacher"}
-        resolve(ModelSpec("hf", folder=str(bert_folder), kwargs=narrow), (2, 16), 2)
+    for kwargs in ({"hidden": 16, "layers": 1}, {"layers": [1], "embedding": 8}):
+        with pytest.raises(InputError, match="drop hidden, vocab and embedding"):
+            spec = ModelSpec("hf", folder=str(bert_folder), kwargs={**kwargs, "init": "teacher"})
+            resolve(spec, (2, 16), 2)
 
 
 @pytest.mark.heavy

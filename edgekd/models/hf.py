@@ -7,6 +7,9 @@ edgekd's plain-PyTorch `BertClassifier` (edgekd.nets.text), as a teacher or as a
     vocab=[ids...]            the embedding keeps only these rows (the task's tokens, `bind_data`); a
                               table inside the graph sends every other id to [UNK]'s row
     positions=64              only the first positions keep an embedding (the sequence length a phone runs)
+    embedding=64              the word table factorised (ALBERT, Lan et al. 2019): 64 numbers a token and
+                              one projection to the hidden size, both from the folder's table by SVD (its
+                              best rank-64 approximation, in the student's basis)
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ def _hf(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.M
     if init not in ("folder", "teacher"):
         raise InputError(f"model.kwargs.init is {init!r}; give 'folder' (the pretrained folder's layers) or "
                          "'teacher' (the fine-tuned teacher's, when it was made from the same folder)")
-    if init == "teacher" and (kwargs.get("hidden") or kwargs.get("vocab") is not None):
+    if init == "teacher" and (kwargs.get("hidden") or kwargs.get("vocab") is not None
+                              or kwargs.get("embedding") is not None):
         raise InputError("model.kwargs.init 'teacher' copies the teacher's layers, so the student keeps the "
-                         "teacher's width and vocabulary: drop hidden and vocab, or init from the folder")
-    known = {"layers", "hidden", "heads", "intermediate", "vocab", "positions"}
+                         "teacher's width, vocabulary and embedding table: drop hidden, vocab and embedding, "
+                         "or init from the folder")
+    known = {"layers", "hidden", "heads", "intermediate", "vocab", "positions", "embedding"}
     if set(kwargs) - known:
         raise InputError(f"model.kwargs {sorted(set(kwargs) - known)} unknown for a Hugging Face folder; "
                          f"it takes {sorted(known)}")
@@ -114,11 +119,13 @@ def folder_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def from_folder(folder: Path, num_classes: int, *, layers: list[int] | int | None = None,
                 hidden: int | None = None, heads: int | None = None, intermediate: int | None = None,
-                vocab: list[int] | None = None, positions: int | None = None) -> BertClassifier:
+                vocab: list[int] | None = None, positions: int | None = None,
+                embedding: int | None = None) -> BertClassifier:
     """The folder's encoder with a fresh head; with `layers` (indices) only those layers (DistilBERT's
     initialisation); with a smaller `hidden`, a narrow student whose embeddings are the folder's cut by
     SVD and whose layers are fresh; with `vocab`, only those tokenizer ids keep an embedding row; with
-    `positions`, only the first positions (the sequence length the phone runs) keep theirs."""
+    `positions`, only the first positions (the sequence length the phone runs) keep theirs; with
+    `embedding`, the word table is factorised into `embedding`-wide rows and a projection."""
     cfg = check_folder(folder)
     big = folder_weights(folder)
     full_hidden, n_layers = cfg["hidden_size"], cfg["num_hidden_layers"]
@@ -147,6 +154,11 @@ def from_folder(folder: Path, num_classes: int, *, layers: list[int] | int | Non
     if hidden > full_hidden:
         raise InputError(f"model.kwargs.hidden is {hidden}, wider than the folder's {full_hidden}; "
                          "a student is at most as wide as its folder")
+    if embedding is not None and (not isinstance(embedding, int) or isinstance(embedding, bool)
+                                  or not 1 <= embedding < hidden):
+        raise InputError(f"model.kwargs.embedding is {embedding!r}: a factorised word table is narrower "
+                         f"than the student's hidden size ({hidden}); give a count below it, e.g. "
+                         f"{max(1, hidden // 4)}, or drop it for a plain table")
     words = big["embeddings.word_embeddings.weight"]  # (V, H)
     rows = torch.arange(tokenizer_vocab) if vocab is None else torch.as_tensor(sorted(set(vocab)))
     if vocab is not None and (not len(rows) or rows.min() < 0 or rows.max() >= tokenizer_vocab):
@@ -158,16 +170,22 @@ def from_folder(folder: Path, num_classes: int, *, layers: list[int] | int | Non
         heads=heads or (cfg["num_attention_heads"] if not narrow else max(1, hidden // 64)),
         intermediate=intermediate or (cfg["intermediate_size"] if not narrow else 4 * hidden),
         num_classes=num_classes, max_positions=positions or max_positions, eps=cfg["layer_norm_eps"],
-        tokenizer_vocab=tokenizer_vocab if vocab is not None else None, unk_id=unk)
+        tokenizer_vocab=tokenizer_vocab if vocab is not None else None, unk_id=unk, embedding=embedding)
     state = model.state_dict()
     emb = {"embeddings.word_embeddings.weight": words[rows],
            "embeddings.position_embeddings.weight": big["embeddings.position_embeddings.weight"][:positions],
            "embeddings.token_type_embeddings.weight": big["embeddings.token_type_embeddings.weight"]}
+    if narrow or embedding:
+        _, _, vt = torch.linalg.svd(words, full_matrices=False)  # vt: (H, H), the word table's basis
     if narrow:  # one SVD basis of the word table projects words, positions and segment types alike
-        _, _, vt = torch.linalg.svd(words, full_matrices=False)  # vt: (H, H)
         basis = vt[:hidden].T  # (H, h)
         emb = {k: v @ basis for k, v in emb.items()}
-    else:
+    if embedding:  # rows: the table's first `embedding` SVD coordinates; the projection: those axes in
+        # the student's basis, so table @ projection.T is the table's best rank-`embedding` approximation
+        axes = vt[:embedding].T  # (H, E)
+        emb["embeddings.word_embeddings.weight"] = words[rows] @ axes
+        emb["embeddings.word_projection.weight"] = basis.T @ axes if narrow else axes  # (h, E)
+    if not narrow:
         emb["embeddings.LayerNorm.weight"] = big["embeddings.LayerNorm.weight"]
         emb["embeddings.LayerNorm.bias"] = big["embeddings.LayerNorm.bias"]
         emb.update(_renumbered_layers(big, keep_layers))

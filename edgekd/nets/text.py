@@ -31,9 +31,14 @@ MASK_BIAS = -10000.0
 
 
 class _Embeddings(nn.Module):
-    def __init__(self, vocab: int, hidden: int, positions: int, eps: float):
+    """Word + position + segment-type embeddings, normalised. With `factor` (E < H) the word table is
+    factorised as in ALBERT (Lan et al. 2019): V x E rows and one E x H projection, so on a phone-sized
+    student the table, most of the model, costs E/H of its size."""
+
+    def __init__(self, vocab: int, hidden: int, positions: int, eps: float, factor: int | None = None):
         super().__init__()
-        self.word_embeddings = nn.Embedding(vocab, hidden)
+        self.word_embeddings = nn.Embedding(vocab, factor or hidden)
+        self.word_projection = nn.Linear(factor, hidden, bias=False) if factor else None
         self.position_embeddings = nn.Embedding(positions, hidden)
         self.token_type_embeddings = nn.Embedding(2, hidden)
         self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
@@ -41,7 +46,10 @@ class _Embeddings(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, L, H)
         length = ids.shape[1]
         pos = self.position_embeddings.weight[:length]  # (L, H)
-        h = self.word_embeddings(ids) + pos + self.token_type_embeddings.weight[0]  # one segment: type 0
+        words = self.word_embeddings(ids)
+        if self.word_projection is not None:
+            words = self.word_projection(words)
+        h = words + pos + self.token_type_embeddings.weight[0]  # one segment: type 0
         return self.LayerNorm(h)
 
 
@@ -107,14 +115,19 @@ class BertClassifier(nn.Module):
 
     def __init__(self, *, vocab_size: int, hidden: int, layers: int, heads: int, intermediate: int,
                  num_classes: int, max_positions: int = 512, eps: float = 1e-12,
-                 tokenizer_vocab: int | None = None, unk_id: int | None = None):
+                 tokenizer_vocab: int | None = None, unk_id: int | None = None, embedding: int | None = None):
         super().__init__()
         if hidden % heads:
             raise InputError(f"text model: hidden size {hidden} is not a multiple of its {heads} heads")
+        if embedding is not None and not 1 <= embedding < hidden:
+            raise InputError(f"text model: a factorised embedding of {embedding} must be narrower than the "
+                             f"hidden size {hidden}; drop it (a plain table) or give fewer dimensions")
         self.config = dict(vocab_size=vocab_size, hidden=hidden, layers=layers, heads=heads,
                            intermediate=intermediate, num_classes=num_classes, max_positions=max_positions,
                            eps=eps, tokenizer_vocab=tokenizer_vocab, unk_id=unk_id)
-        self.embeddings = _Embeddings(vocab_size, hidden, max_positions, eps)
+        if embedding is not None:  # only when set: checkpoints of plain tables keep their specs
+            self.config["embedding"] = embedding
+        self.embeddings = _Embeddings(vocab_size, hidden, max_positions, eps, embedding)
         self.encoder = _Encoder(layers, hidden, heads, intermediate, eps)
         self.head = nn.Linear(hidden, num_classes)
         # a pruned vocabulary: tokenizer id -> embedding row; unk_id: the tokenizer's [UNK], whose row
