@@ -66,3 +66,16 @@ def test_hint_loss_uses_the_projection():
 def test_cosine_loss(t, expected):
     loss = cosine_loss(torch.tensor([[3.0, 0.0]]), torch.tensor([t]))
     assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_feature_projection_starts_as_the_identity_at_equal_widths():
+    """DistilBERT compares a student's features with the teacher's directly: at equal widths the learned
+    projection starts as the identity, so a student copied from its teacher starts with no cosine loss;
+    at other widths it is a learned map like any other."""
+    from edgekd.distill.train import projection
+
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        assert torch.equal(projection(8, 8)(x), x)
+        assert cosine_loss(projection(8, 8)(x), x) < 1e-6
+        assert projection(8, 4)(x).shape == (5, 4) and cosine_loss(projection(8, 8)(x), x + 1) > 0

@@ -184,7 +184,10 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
                            method=method, t=temperature, a=alpha,
                            h=hint_weight, c=cosine_weight, n=n_transfer, seed=seed, epochs=epochs,
                            bs=batch_size, lr=lr, wd=weight_decay, teacher=teacher.weights_sha256,
-                           data=data.fingerprint))
+                           data=data.fingerprint,
+                           # students trained with a feature loss before its projection started as the
+                           # identity at equal widths (edgekd.distill.train.projection) train again
+                           **({"proj": "eye"} if hint_weight or cosine_weight else {})))
     dest = Path(out_dir) / name
     stats = None
     if finished(dest, key):

@@ -52,6 +52,19 @@ class _Student(nn.Module):
         return self.model.head(f), f
 
 
+def projection(student_dim: int, teacher_dim: int) -> nn.Linear:
+    """The learned map from the student's features to the teacher's (FitNets' regressor, the cosine
+    loss's projection). At equal widths it starts as the identity: DistilBERT compares the two directly,
+    and a random start would first pull a student initialised from the teacher's layers away from the
+    features it already shares with it."""
+    proj = nn.Linear(student_dim, teacher_dim)
+    if student_dim == teacher_dim:
+        with torch.no_grad():
+            proj.weight.copy_(torch.eye(student_dim))
+            proj.bias.zero_()
+    return proj
+
+
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, **kwargs) -> TrainStats:
     """`_train`, with one rule about the resume state: an interrupt (Ctrl-C, SIGTERM) keeps it so the next
     run continues; any other failure (a NaN loss, a full disk) deletes it, since resuming would only
@@ -107,8 +120,8 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
     if use_feats and ((tf is not None and tf.shape[1] == 0) or not hasattr(model, "feature_dim")):
         raise InputError("distill.hint_weight/cosine_weight need teacher and student networks with "
                          "features() and head (the zoo's): set them to 0 for your own networks")
-    proj = (nn.Linear(model.feature_dim, (tf.shape[1] if tf is not None else teacher.feature_dim))
-            if use_feats else None)
+    proj = projection(model.feature_dim, tf.shape[1] if tf is not None else teacher.feature_dim) \
+        if use_feats else None
     dev = torch.device(world.device)
     student = _Student(model, proj, use_feats).to(dev)  # before the optimizer: its state follows the params
     params = list(model.parameters()) + (list(proj.parameters()) if proj is not None else [])
