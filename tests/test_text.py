@@ -143,6 +143,31 @@ def test_text_table_source(review_table, bert_folder, tmp_path):
     assert (data.x_test[:, 0, 0] == 101).all()
 
 
+def test_transfer_copies_are_perturbed_training_sentences(review_table, bert_folder):
+    """data.transfer_copies: each copy is a training sentence, or a span of one, with some tokens [UNK]."""
+    plain = load_dataset("text", review_table, tokenizer=str(bert_folder), max_length=16)
+    more = load_dataset("text", review_table, tokenizer=str(bert_folder), max_length=16, transfer_copies=3)
+    assert more.fingerprint != plain.fingerprint  # other transfer rows: other students
+    n = more.notes["transfer_copies"]
+    assert n == 3 * len(more.x_train)
+    pool = more.transfer_set(n, seed=0)
+    bodies = [tuple(r[0, 1:r[1].sum() - 1]) for r in more.x_train]
+    spans = masked = 0
+    for ids, mask in pool:
+        k = int(mask.sum())
+        assert ids[0] == 101 and ids[k - 1] == 102 and (ids[k:] == 0).all() and (mask[:k] == 1).all()
+        body = ids[1:k - 1]
+        # the body is a stretch of some training sentence, [UNK] (100) standing for any token
+        assert any(any(all(b == 100 or b == t for b, t in zip(body, src[i:i + len(body)]))
+                       for i in range(len(src) - len(body) + 1)) for src in bodies)
+        spans += not any(len(src) == len(body) for src in bodies)
+        masked += int((body == 100).sum())
+    assert spans > 0 and masked > 0
+    with pytest.raises(InputError, match="data.transfer_copies is -1"):
+        load_dataset("text", review_table, tokenizer=str(bert_folder), transfer_copies=-1)
+
+
+
 @pytest.mark.parametrize("rows, match", [
     ([{"sentence": "fine", "label": "positive"}], "no column 'text'"),
     ([{"text": "fine", "label": "positive"}, {"text": "  ", "label": "negative"}],

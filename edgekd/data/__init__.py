@@ -92,7 +92,8 @@ class Dataset:
             from edgekd.errors import InputError
 
             raise InputError(f"dataset {self.name!r} has no unlabelled sentences for a transfer set; give "
-                             "data.transfer_path (one sentence a line) or set data.transfer_samples: 0")
+                             "data.transfer_path (one sentence a line), data.transfer_copies (perturbed "
+                             "copies of the training sentences) or set data.transfer_samples: 0")
         rng = np.random.default_rng(seed)
         i = rng.integers(0, len(self.x_train), n)
         j = rng.integers(0, len(self.x_train), n)

