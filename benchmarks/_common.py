@@ -33,7 +33,8 @@ def write(path: str | Path, obj: dict) -> None:
 def print_goals(goals: dict) -> None:
     """One line per bar of the issue: value, goal, met or MISSED."""
     for name, g in goals.items():
-        print(f"{name}: {g['value']} (goal {g['goal']}) {'met' if g['met'] else 'MISSED'}")
+        note = f" ({g['note']})" if "note" in g else ""
+        print(f"{name}: {g['value']} (goal {g['goal']}) {'met' if g['met'] else 'MISSED'}{note}")
 
 
 def teacher_and_student_args(doc: str, prefix: str):

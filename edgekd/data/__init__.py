@@ -108,12 +108,18 @@ def _normalised(x: np.ndarray, mean: float, std: float) -> np.ndarray:
     return ((np.asarray(x, dtype=np.float64) - mean) / std).astype(np.float32)
 
 
+# options added after sources' records were first written: recorded only when set, so the data of
+# checkpoints made before them keeps its fingerprint (their records replay without the option)
+RECORDED_WHEN_SET = {"transfer_copies"}
+
+
 def source_options(source: Callable[..., RawData], options: dict) -> dict:
     """The options `source` takes (its keyword-only parameters), each from `options` or the source's
     default, in JSON form; options it does not take are dropped (a recipe's data.image_size means
     nothing to a CSV file)."""
     params = inspect.signature(source).parameters.values()
-    taken = {p.name: options.get(p.name, p.default) for p in params if p.kind is p.KEYWORD_ONLY}
+    taken = {p.name: options.get(p.name, p.default) for p in params if p.kind is p.KEYWORD_ONLY
+             and not (p.name in RECORDED_WHEN_SET and options.get(p.name, p.default) == p.default)}
     return json.loads(json.dumps(taken))  # tuples become lists: the same record however it was called
 
 

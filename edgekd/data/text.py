@@ -105,6 +105,8 @@ def text_table(path: Path | None = None, seed: int = 42, *, tokenizer: str = "al
 
 def _raw(texts: list[str], y: np.ndarray, names: tuple[str, ...], seed: int, tokenizer: str, max_length: int,
          unlabelled: list[str] | None, notes: dict, copies: int = 0) -> RawData:
+    if isinstance(copies, np.integer):
+        copies = int(copies)
     if not isinstance(copies, int) or isinstance(copies, bool) or copies < 0:
         raise InputError(f"data.transfer_copies is {copies!r}; give a count of perturbed copies of each "
                          "training sentence for the transfer set (0: none)")
@@ -138,20 +140,23 @@ def _raw(texts: list[str], y: np.ndarray, names: tuple[str, ...], seed: int, tok
 def perturbed_copies(x: np.ndarray, copies: int, seed: int, special: dict[str, int]) -> np.ndarray:
     """`copies` perturbed copies of each token row (N, 2, L): every token between [CLS] and [SEP] becomes
     [UNK] with probability MASK_P, and a copy is cut, with probability SPAN_P, to a random span of 1 to
-    SPAN_TOKENS of its tokens (wrapped in [CLS] ... [SEP] again, the rest padding)."""
+    SPAN_TOKENS of its tokens (wrapped in [CLS] ... [SEP] again, the rest padding). The training rows only:
+    the test split never enters."""
     rng = np.random.default_rng([seed, 1_000_033])
     length = x.shape[2]
     out = np.zeros((copies * len(x), 2, length), np.int64)
     out[:, 0] = special["pad"]
     for k, row in enumerate(np.tile(x, (copies, 1, 1))):
         n = int(row[1].sum())
-        body = row[0, 1:n - 1].copy()  # the tokens between [CLS] and [SEP]
+        # the tokens between [CLS] and [SEP]; a tokenizer that adds neither: all of them
+        wrapped = n >= 2 and row[0, 0] == special["cls"] and row[0, n - 1] == special["sep"]
+        body = row[0, 1:n - 1].copy() if wrapped else row[0, :n].copy()
         if len(body) and rng.random() < SPAN_P:
             size = int(rng.integers(1, min(SPAN_TOKENS, len(body)) + 1))
             start = int(rng.integers(0, len(body) - size + 1))
             body = body[start:start + size]
         body[rng.random(len(body)) < MASK_P] = special["unk"]
-        ids = np.concatenate([[special["cls"]], body, [special["sep"]]])
+        ids = np.concatenate([[special["cls"]], body, [special["sep"]]]) if wrapped else body
         out[k, 0, :len(ids)], out[k, 1, :len(ids)] = ids, 1
     return out
 

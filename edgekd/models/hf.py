@@ -8,8 +8,8 @@ edgekd's plain-PyTorch `BertClassifier` (edgekd.nets.text), as a teacher or as a
                               table inside the graph sends every other id to [UNK]'s row
     positions=64              only the first positions keep an embedding (the sequence length a phone runs)
     embedding=64              the word table factorised (ALBERT, Lan et al. 2019): 64 numbers a token and
-                              one projection to the hidden size, both from the folder's table by SVD (its
-                              best rank-64 approximation, in the student's basis)
+                              one projection to the hidden size, both from the student's table by SVD (its
+                              best rank-64 approximation, after the vocabulary and width cuts)
 """
 
 from __future__ import annotations
@@ -175,16 +175,16 @@ def from_folder(folder: Path, num_classes: int, *, layers: list[int] | int | Non
     emb = {"embeddings.word_embeddings.weight": words[rows],
            "embeddings.position_embeddings.weight": big["embeddings.position_embeddings.weight"][:positions],
            "embeddings.token_type_embeddings.weight": big["embeddings.token_type_embeddings.weight"]}
-    if narrow or embedding:
-        _, _, vt = torch.linalg.svd(words, full_matrices=False)  # vt: (H, H), the word table's basis
     if narrow:  # one SVD basis of the word table projects words, positions and segment types alike
+        _, _, vt = torch.linalg.svd(words, full_matrices=False)  # vt: (H, H)
         basis = vt[:hidden].T  # (H, h)
         emb = {k: v @ basis for k, v in emb.items()}
-    if embedding:  # rows: the table's first `embedding` SVD coordinates; the projection: those axes in
-        # the student's basis, so table @ projection.T is the table's best rank-`embedding` approximation
-        axes = vt[:embedding].T  # (H, E)
-        emb["embeddings.word_embeddings.weight"] = words[rows] @ axes
-        emb["embeddings.word_projection.weight"] = basis.T @ axes if narrow else axes  # (h, E)
+    if embedding:  # the student's own table (its rows, its width) cut to its best rank-`embedding`
+        # approximation (Eckart-Young): rows = its first SVD coordinates, projection = those axes
+        table = emb["embeddings.word_embeddings.weight"]
+        axes = torch.linalg.svd(table, full_matrices=False)[2][:embedding].T  # (h, E)
+        emb["embeddings.word_embeddings.weight"] = table @ axes
+        emb["embeddings.word_projection.weight"] = axes
     if not narrow:
         emb["embeddings.LayerNorm.weight"] = big["embeddings.LayerNorm.weight"]
         emb["embeddings.LayerNorm.bias"] = big["embeddings.LayerNorm.bias"]
