@@ -136,7 +136,7 @@ def main() -> None:
                 measured[(who, row["format"], row["quant"])] = row
             print(json.dumps({k: v for k, v in row.items() if k not in ("kind", "eval_s")}), flush=True)
 
-    goals = _goals(teacher, trained, measured)
+    goals = _goals(teacher, trained, measured, rows)
     out = {"benchmark": "text_row", "environment": environment(), "args": vars(args), "timings": timings,
            "data": data.notes, "teacher": {"accuracy": teacher.accuracy, "params": teacher.params,
                        "accuracy_on_parity_sentences": teacher_acc["parity"]},
@@ -300,7 +300,7 @@ def _limited(data, n: int):
                    text_test=tuple(data.text_test[i] for i in te))
 
 
-def _goals(teacher, trained, measured) -> dict:
+def _goals(teacher, trained, measured, rows) -> dict:
     def file(who, fmt, quant):
         return measured.get((who, fmt, quant), {})
 
@@ -313,13 +313,21 @@ def _goals(teacher, trained, measured) -> dict:
                   if who == "phone" and fmt != "coreml" and q in ("int8", "dynamic-int8")), default=None)
     phone = trained.get(("phone", "kd"))
     speedup = t_fp32 / p_int8["latency_ms"] if t_fp32 and p_int8.get("latency_ms") else None
-    coreml_ok = all(file("distil-3L", "coreml", q) for q in FILES["coreml"])
+    # every Core ML mode converted and parity-checked on Linux (the MIL executor): its agreement with
+    # PyTorch, kept or dropped; the issue asks W8A8 "where the ops allow", so it may be dropped, no other
+    dropped = {(r["who"], r["format"], r["quant"]): r for r in rows if r["kind"] == "file" and not r["kept"]}
+    coreml = {q: file("distil-3L", "coreml", q).get("agreement")
+              or dropped.get(("distil-3L", "coreml", q), {}).get("top1_agreement") for q in FILES["coreml"]}
+    coreml_ok = (all(a is not None for a in coreml.values())
+                 and all(file("distil-3L", "coreml", q) for q in FILES["coreml"] if q != "w8a8"))
     ratio = teacher.params / phone.params if phone else None
     goals = {
         "teacher_accuracy": {"value": teacher.accuracy, "goal": 0.82, "met": teacher.accuracy >= 0.82},
         "distil_3L_retention_tflite_dynamic_int8": {"value": d_int8.get("retention"), "goal": 0.99,
                                                     "met": (d_int8.get("retention") or 0) >= 0.99},
-        "distil_3L_coreml_files_parity_checked": {"value": coreml_ok, "goal": True, "met": coreml_ok},
+        "distil_3L_coreml_files_parity_checked": {
+            "value": coreml, "goal": "every mode parity-checked on Linux; all but w8a8 kept",
+            "met": coreml_ok},
         "phone_compression_params": {"value": ratio, "goal": 10.0, "met": (ratio or 0) >= 10},
         "phone_retention_best_int8_file_whole_test_split": {"value": p_best, "goal": 0.95,
                                                               "met": (p_best or 0) >= 0.95},
