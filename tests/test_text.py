@@ -148,6 +148,16 @@ def test_transfer_copies_are_perturbed_training_sentences(review_table, bert_fol
     assert more.fingerprint != plain.fingerprint  # other transfer rows: other students
     # recorded only when set: data recorded before the option replays to the same fingerprint
     assert "transfer_copies" not in plain.source["options"] and more.source["options"]["transfer_copies"] == 3
+    # a checkpoint's recorded data reloads to the same fingerprint, and a recipe passes the option through
+    from edgekd.config import DataConfig
+    from edgekd.data import load_recorded
+    from edgekd.pipeline import data_from
+
+    assert load_recorded(more.source).fingerprint == more.fingerprint
+    assert load_recorded(plain.source).fingerprint == plain.fingerprint
+    recipe_data = DataConfig(name="text", path=review_table, tokenizer=str(bert_folder), max_length=16,
+                             transfer_copies=3)
+    assert data_from(recipe_data).fingerprint == more.fingerprint
     n = more.notes["transfer_copies"]
     assert n == 3 * len(more.x_train)
     pool = more.transfer_set(n, seed=0)
@@ -163,6 +173,13 @@ def test_transfer_copies_are_perturbed_training_sentences(review_table, bert_fol
         spans += not any(len(src) == len(body) for src in bodies)
         masked += int((body == 100).sum())
     assert spans > 0 and masked > 0
+    # rows a tokenizer did not wrap in [CLS] ... [SEP] keep every token (none is taken for a special)
+    from edgekd.data.text import perturbed_copies
+
+    bare = np.zeros((1, 2, 6), np.int64)
+    bare[0, :, :3] = [[2000, 2001, 2002], [1, 1, 1]]
+    copies = perturbed_copies(bare, 20, 0, {"pad": 0, "unk": 100, "cls": 101, "sep": 102})
+    assert not np.isin(copies[:, 0], (101, 102)).any() and copies[:, 1].sum(1).max() == 3
     with pytest.raises(InputError, match="data.transfer_copies is -1"):
         load_dataset("text", review_table, tokenizer=str(bert_folder), transfer_copies=-1)
 

@@ -105,8 +105,6 @@ def text_table(path: Path | None = None, seed: int = 42, *, tokenizer: str = "al
 
 def _raw(texts: list[str], y: np.ndarray, names: tuple[str, ...], seed: int, tokenizer: str, max_length: int,
          unlabelled: list[str] | None, notes: dict, copies: int = 0) -> RawData:
-    if isinstance(copies, np.integer):
-        copies = int(copies)
     if not isinstance(copies, int) or isinstance(copies, bool) or copies < 0:
         raise InputError(f"data.transfer_copies is {copies!r}; give a count of perturbed copies of each "
                          "training sentence for the transfer set (0: none)")

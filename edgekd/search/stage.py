@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd.config import Recipe
-from edgekd.data import Dataset
+from edgekd.config import DataConfig, Recipe
+from edgekd.data import RECORDED_WHEN_SET, Dataset
 from edgekd.errors import CheckFailed, InputError
 from edgekd.fileio import json_sha256, read_json, sha256_file, write_json
 from edgekd.search.study import (
@@ -47,7 +47,11 @@ def study_key(recipe: Recipe, data: Dataset, max_size_bytes: int | None) -> Stud
         m = recipe.teacher.model
         teacher["model"] = {**teacher["model"], "weights": m.weights and sha256_file(m.weights),
                             "program": m.program and sha256_file(m.program)}
-    inputs = {"seed": dump["seed"], "data": {**dump["data"], "path": None},
+    # data options added later (RECORDED_WHEN_SET) at their defaults stay out: studies saved before keep
+    # their key
+    data_section = {k: v for k, v in dump["data"].items()
+                    if not (k in RECORDED_WHEN_SET and v == DataConfig.model_fields[k].default)}
+    inputs = {"seed": dump["seed"], "data": {**data_section, "path": None},
               "data_fingerprint": data.fingerprint, "teacher": teacher,
               **{k: dump[k] for k in ("distill", "export", "search")}}
     return StudyKey(json_sha256(inputs), max_size_bytes)
