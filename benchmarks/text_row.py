@@ -121,6 +121,9 @@ def main() -> None:
     torch.set_num_threads(1)
     files = {"teacher": (work / "teacher", {"tflite": ["fp32", "dynamic-int8"], "onnx": ["fp32"]})}
     for name in chosen(args):
+        if {(name, "kd"), (name, "label")} - set(trained):
+            ap.error(f"--measure-only {args.measure_only}: that run trained no {name}; leave it out with "
+                     "--students")
         files[name] = (trained[(name, "kd")].checkpoint, FILES)
         files[f"{name}-label"] = (trained[(name, "label")].checkpoint, {"tflite": ["dynamic-int8"]})
     # Core ML runs on the parity sentences only (the executor is slow): its retention is against the
