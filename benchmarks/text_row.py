@@ -64,8 +64,7 @@ def students(args) -> dict:
 
 def chosen(args) -> dict:
     """The students this run trains and measures (--students)."""
-    every = students(args)
-    return {k: v for k, v in every.items() if k in args.students}
+    return {k: v for k, v in students(args).items() if k in args.students}
 
 
 def main() -> None:
@@ -95,9 +94,9 @@ def main() -> None:
     ap.add_argument("--reuse-files", action="store_true",
                     help="measure the files an earlier run left in --work instead of exporting again")
     args = ap.parse_args()
-    if set(args.students) - {"distil-3L", "phone"}:
-        ap.error(f"--students: unknown {sorted(set(args.students) - {'distil-3L', 'phone'})}; "
-                 "give distil-3L, phone or both")
+    unknown = set(args.students) - set(students(args))
+    if unknown:
+        ap.error(f"--students: unknown {sorted(unknown)}; give any of {sorted(students(args))}")
     work = Path(args.work or tempfile.mkdtemp(prefix="text_row-"))
     torch.set_num_threads(args.threads)
 
@@ -319,8 +318,11 @@ def _goals(teacher, trained, measured, rows) -> dict:
     # every Core ML mode converted and parity-checked on Linux (the MIL executor): its agreement with
     # PyTorch, kept or dropped; the issue asks W8A8 "where the ops allow", so it may be dropped, no other
     dropped = {(r["who"], r["format"], r["quant"]): r for r in rows if r["kind"] == "file" and not r["kept"]}
-    coreml = {q: file("distil-3L", "coreml", q).get("agreement")
-              or dropped.get(("distil-3L", "coreml", q), {}).get("top1_agreement") for q in FILES["coreml"]}
+    def parity(q):  # the file's agreement with PyTorch, kept or dropped; None: never checked
+        r = file("distil-3L", "coreml", q) or dropped.get(("distil-3L", "coreml", q), {})
+        return r.get("agreement", r.get("top1_agreement"))
+
+    coreml = {q: parity(q) for q in FILES["coreml"]}
     coreml_ok = (all(a is not None for a in coreml.values())
                  and all(file("distil-3L", "coreml", q) for q in FILES["coreml"] if q != "w8a8"))
     ratio = teacher.params / phone.params if phone else None

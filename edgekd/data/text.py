@@ -144,7 +144,8 @@ def perturbed_copies(x: np.ndarray, copies: int, seed: int, special: dict[str, i
     length = x.shape[2]
     out = np.zeros((copies * len(x), 2, length), np.int64)
     out[:, 0] = special["pad"]
-    for k, row in enumerate(np.tile(x, (copies, 1, 1))):
+    for k in range(len(out)):
+        row = x[k % len(x)]
         n = int(row[1].sum())
         # the tokens between [CLS] and [SEP]; a tokenizer that adds neither: all of them
         wrapped = n >= 2 and row[0, 0] == special["cls"] and row[0, n - 1] == special["sep"]
