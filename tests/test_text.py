@@ -405,69 +405,112 @@ def test_distilbert_init_from_the_teacher(bert_folder, review_table, tmp_path):
                           kwargs={"hidden": 16, "layers": 1, "init": "teacher"}), (2, 16), 2)
 
 
-def _layer_outputs(model, rows, module: str) -> torch.Tensor:
-    """Layer 0's `module` (a Linear inside it) outputs over the real tokens of `rows`."""
-    seen = []
-    mask = torch.as_tensor(rows[:, 1]).bool()
-    hook = model.encoder.layer[0].get_submodule(module).register_forward_hook(
-        lambda m, a, out: seen.append(out[mask]))
+def _inside(model, rows, j: int) -> dict[str, torch.Tensor]:
+    """Layer j of `model` over the real tokens of `rows`: its input `h` (B, L, H), its attention output
+    `att` (before add & norm) and the feed-forward's input `mid` and output `ff`."""
+    seen = {}
+
+    def keep(name, pick):  # a hook that records and returns None (a returned value would replace)
+        return lambda module, *io: seen.update({name: pick(io)}) or None
+
+    layer = model.encoder.layer[j]
+    hooks = [layer.register_forward_pre_hook(keep("h", lambda io: io[0][0])),
+             layer.attention.output.dense.register_forward_hook(keep("att", lambda io: io[1])),
+             layer.intermediate.dense.register_forward_hook(keep("mid", lambda io: io[0][0])),
+             layer.output.dense.register_forward_hook(keep("ff", lambda io: io[1]))]
     with torch.no_grad():
         model.features(torch.as_tensor(rows, dtype=torch.long))
-    hook.remove()
-    return seen[0]
+    for h in hooks:
+        h.remove()
+    return seen
 
 
 def test_pruned_student_from_the_teacher(bert_folder, review_table):
     """`init: teacher` with fewer heads, units and tokens: the kept heads and units are the teacher's own,
-    chosen by what they add to its output on training rows, and what the cut ones added on average stays
-    in the bias (the layer's mean output over those rows is the teacher's); without rows, by weight norms."""
+    chosen by what they add to the output on training rows, layer by layer on the student's own stack;
+    what the cut ones added on average joins the bias, so over those rows each layer's mean output is what
+    the unpruned teacher layer gives on the same input. Without rows: weight norms."""
     from edgekd.models.hf import init_from_teacher, prune_layers
+    from edgekd.nets.text import MASK_BIAS
 
     data = load_dataset("text", review_table, tokenizer=str(bert_folder), max_length=16)
     rows = np.asarray(data.x_train)
+    real = torch.as_tensor(rows[:, 1]).bool()
     teacher = from_folder(bert_folder, 2)
 
-    def student(**kwargs):
-        spec = ModelSpec("hf", folder=str(bert_folder),
-                         kwargs={"layers": [0, 1], "init": "teacher", **kwargs})
+    def student(layers=(0, 1), **kwargs):
+        spec = ModelSpec("hf", folder=str(bert_folder), kwargs={"layers": list(layers), "init": "teacher",
+                                                                **kwargs})
         model = resolve(bind_data(spec, rows), (2, 16), 2)
-        init_from_teacher(model, teacher, [0, 1], rows)
+        init_from_teacher(model, teacher, list(layers), rows)
         return model
 
-    one_head = student(heads=1)
-    q_small = one_head.encoder.layer[0].attention.self.query.weight
-    q_big = teacher.encoder.layer[0].attention.self.query.weight
-    assert q_small.shape == (16, 32) and any(torch.equal(q_small, q_big[h * 16:(h + 1) * 16]) for h in (0, 1))
-    # layer 0 sees the same input in both: the mean attention output is kept, the per-token one is not
-    got, want = (_layer_outputs(m, rows, "attention.output.dense") for m in (one_head, teacher))
-    assert torch.allclose(got.mean(0), want.mean(0), atol=1e-5) and not torch.allclose(got, want, atol=1e-3)
-    got, want = (_layer_outputs(m, rows, "output.dense") for m in (student(intermediate=16), teacher))
-    assert torch.allclose(got.mean(0), want.mean(0), atol=1e-5) and not torch.allclose(got, want, atol=1e-3)
-    # the unit that adds the most is kept: make one unit dominate the teacher's layer 0
+    small = student(layers=(1, 0), heads=1, intermediate=16)  # both orders: layer 1 then layer 0
+    bias = (1.0 - torch.as_tensor(rows[:, 1]).float())[:, None, None, :] * MASK_BIAS
+    for j, t in enumerate((1, 0)):
+        got, big = _inside(small, rows, j), teacher.encoder.layer[t]
+        with torch.no_grad():  # the unpruned teacher layer on the student's own input to layer j
+            want = _inside_layer(big, got["h"], bias)
+            ff = big.output.dense(torch.nn.functional.gelu(big.intermediate.dense(got["mid"])))
+        assert torch.allclose(got["att"][real].mean(0), want["att"][real].mean(0), atol=1e-5)
+        assert not torch.allclose(got["att"], want["att"], atol=1e-3)  # per token it is another layer
+        assert torch.allclose(got["ff"][real].mean(0), ff[real].mean(0), atol=1e-5)
+        q = small.encoder.layer[j].attention.self.query.weight
+        assert any(torch.equal(q, big.attention.self.query.weight[h * 16:(h + 1) * 16]) for h in (0, 1))
+    # ranked by contribution, not weight: a unit with the largest weights that never fires is cut, and a
+    # head whose value weights are huge but read a dimension the embeddings zero is cut too
     with torch.no_grad():
-        teacher.encoder.layer[0].output.dense.weight[:, 37] *= 50
-    kept = student(intermediate=4).encoder.layer[0].output.dense.weight
-    assert any(torch.equal(kept[:, j], teacher.encoder.layer[0].output.dense.weight[:, 37]) for j in range(4))
+        layer = teacher.encoder.layer[0]
+        layer.intermediate.dense.bias[37] = -1e3
+        layer.output.dense.weight[:, 37] *= 50
+        teacher.embeddings.LayerNorm.weight[5] = teacher.embeddings.LayerNorm.bias[5] = 0.0
+        layer.attention.self.value.weight[16:, 5] = 1e3
+    pruned = student(layers=(0,), heads=1, intermediate=4).encoder.layer[0]
+    assert not any(torch.equal(pruned.output.dense.weight[:, j], layer.output.dense.weight[:, 37])
+                   for j in range(4))
+    assert torch.equal(pruned.attention.self.value.weight, layer.attention.self.value.weight[:16])
+    by_norms = prune_layers(teacher.state_dict(), 1, 16, heads=1, units=4)
+    assert torch.equal(by_norms["encoder.layer.0.attention.self.value.weight"],
+                       layer.attention.self.value.weight[16:])
+    assert any(torch.equal(by_norms["encoder.layer.0.output.dense.weight"][:, j],
+                           layer.output.dense.weight[:, 37]) for j in range(4))
+    assert torch.equal(by_norms["encoder.layer.0.output.dense.bias"], layer.output.dense.bias)
     # the task's tokens in a factorised table: the teacher's rows, at their best rank-8 approximation
     words = student(vocab="task", embedding=8).embeddings
-    ids = sorted(set(bind_data(ModelSpec("hf", folder=str(bert_folder), kwargs={"vocab": "task"}),
-                               rows).kwargs["vocab"]))
+    ids = sorted(bind_data(ModelSpec("hf", folder=str(bert_folder), kwargs={"vocab": "task"}),
+                           rows).kwargs["vocab"])
     table = teacher.embeddings.word_embeddings.weight[ids].detach()
     with torch.no_grad():
         approx = words.word_projection(words.word_embeddings.weight)
     assert torch.isclose((approx - table).norm(), torch.linalg.svdvals(table)[8:].norm(), rtol=1e-3)
-    # without rows: weight norms (a head: its value rows by its output columns)
-    state = {k: v.clone() for k, v in teacher.state_dict().items()}
-    state["encoder.layer.0.attention.self.value.weight"][16:] *= 10
-    cut = prune_layers(state, 2, 16, heads=1, units=64)
-    assert torch.equal(cut["encoder.layer.0.attention.self.value.weight"],
-                       state["encoder.layer.0.attention.self.value.weight"][16:])
-    assert torch.equal(cut["encoder.layer.0.output.dense.bias"], state["encoder.layer.0.output.dense.bias"])
-    for kwargs in ({"heads": 3}, {"intermediate": 65}):
-        with pytest.raises(InputError, match="at most their 2 heads and 64 units"):
+    # a teacher with a factorised table starts a student with a plain one: its rows, projected
+    factorised = student(embedding=8)
+    plain = resolve(ModelSpec("hf", folder=str(bert_folder), kwargs={"layers": [0], "init": "teacher"}),
+                    (2, 16), 2)
+    init_from_teacher(plain, factorised, [0])
+    with torch.no_grad():
+        want = factorised.embeddings.word_projection(factorised.embeddings.word_embeddings.weight)
+    assert torch.allclose(plain.embeddings.word_embeddings.weight, want)
+    for kwargs, match in (({"heads": 3}, "at most their 2 heads and 64 units"),
+                          ({"intermediate": 65}, "at most their 2 heads and 64 units"),
+                          ({"heads": "1"}, "heads is '1': give a whole number")):
+        with pytest.raises(InputError, match=match):
             student(**kwargs)
+    def one_layer(**kwargs):
+        return resolve(ModelSpec("hf", folder=str(bert_folder), kwargs={"layers": [0], **kwargs}), (2, 8), 2)
+
+    with pytest.raises(InputError, match="positions 64: the teacher keeps 8 positions; give positions: 8"):
+        init_from_teacher(one_layer(), one_layer(positions=8), [0])
     # a pruned student from the folder: the folder's layers, cut by weight norms
     assert from_folder(bert_folder, 2, layers=[1], heads=1, intermediate=8).encoder.layer[0].head_dim == 16
+
+
+def _inside_layer(layer, h, bias) -> dict[str, torch.Tensor]:
+    seen = {}
+    hook = layer.attention.output.dense.register_forward_hook(lambda m, a, o: seen.update(att=o))
+    layer(h, bias)
+    hook.remove()
+    return seen
 
 
 @pytest.mark.heavy

@@ -190,7 +190,10 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
                            data=data.fingerprint,
                            # students trained with a feature loss before its projection started as the
                            # identity at equal widths (edgekd.distill.train.projection) train again
-                           **({"proj": "eye"} if hint_weight or cosine_weight else {})))
+                           **({"proj": "eye"} if hint_weight or cosine_weight else {}),
+                           # how a student pruned from the teacher ranks what it keeps
+                           **({"prune": f"stack-contribution-{PRUNE_ROWS}"} if _pruned_from_teacher(spec)
+                              else {})))
     dest = Path(out_dir) / name
     stats = None
     if finished(dest, key):
@@ -231,6 +234,11 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
                          method=method, train_samples_per_s=stats.samples_per_s if stats else 0.0,
                          train_samples_per_s_per_rank=stats.samples_per_s_per_rank if stats else 0.0,
                          world_size=world.size)
+
+
+def _pruned_from_teacher(spec: ModelSpec) -> bool:
+    return (spec.kind == "hf" and spec.kwargs.get("init") == "teacher"
+            and ("heads" in spec.kwargs or "intermediate" in spec.kwargs))
 
 
 def _save_student(model, dest: Path, name: str, spec: ModelSpec, data: Dataset, acc: float, key: str,

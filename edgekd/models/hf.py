@@ -57,43 +57,74 @@ def _hf(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.M
 
 
 def init_from_teacher(student: BertClassifier, teacher: nn.Module, layers: list[int] | None,
-                      rows=None) -> None:
+                      rows: np.ndarray | None = None) -> None:
     """DistilBERT's initialisation from the fine-tuned teacher itself (Sanh et al. 2019 take one layer
     in two of the teacher): its embeddings, the encoder layers `layers` (all when None) and its head.
     The teacher must be a text model of the same width (a folder's, fine-tuned by `edgekd teacher`).
     A student that keeps fewer tokens gets the teacher's rows of them (factorised by SVD when its table
-    is); one that keeps fewer heads or feed-forward units per layer gets those that contribute most to
-    the teacher's output on `rows` (token rows (N, 2, L), the training split's), by weight norms
-    without them."""
+    is). One that keeps fewer heads or feed-forward units per layer is pruned a layer at a time, on the
+    student's own stack: each layer keeps those that add most to its output over `rows` (token rows
+    (N, 2, L), the training split's) as it runs after the layers below it were pruned, and the mean of
+    what it cuts joins its biases, so over those rows every layer's mean output is the unpruned one's
+    (by weight norms, and no bias change, without rows)."""
     if not isinstance(teacher, BertClassifier) or teacher.feature_dim != student.feature_dim:
         raise InputError("model.kwargs.init 'teacher': the teacher is not a text model of the student's "
                          "width (hidden); init the student from the folder instead (init: folder)")
+    n_teacher = len(teacher.encoder.layer)
+    keep = list(range(n_teacher)) if layers is None else list(layers)
+    if any(not 0 <= i < n_teacher for i in keep):
+        raise InputError(f"model.kwargs.layers {keep}: the teacher has {n_teacher} layers "
+                         f"(indices 0..{n_teacher - 1})")
+    if student.config["max_positions"] > teacher.config["max_positions"]:
+        raise InputError(f"model.kwargs.positions {student.config['max_positions']}: the teacher keeps "
+                         f"{teacher.config['max_positions']} positions; give positions: "
+                         f"{teacher.config['max_positions']} or less")
     big = teacher.state_dict()
-    keep = list(range(len(teacher.encoder.layer))) if layers is None else list(layers)
-    if any(not 0 <= i < len(teacher.encoder.layer) for i in keep):
-        raise InputError(f"model.kwargs.layers {keep}: the teacher has {len(teacher.encoder.layer)} layers "
-                         f"(indices 0..{len(teacher.encoder.layer) - 1})")
-    state = {k: v for k, v in big.items() if k.startswith(("embeddings.", "head."))}
-    state.update(_renumbered_layers(big, keep))
-    small = student.encoder.layer[0]
-    if small.heads * small.head_dim != _inner(teacher) or small.output.dense.in_features != _units(teacher):
-        stats = None if rows is None else _contributions(teacher, keep, rows)
-        state.update(prune_layers(state, len(keep), teacher.encoder.layer[0].head_dim, small.heads,
-                                  small.output.dense.in_features, stats))
+    state = {k: v for k, v in big.items()
+             if k.startswith(("embeddings.", "head.")) and k != "embeddings.word_projection.weight"}
     state.update(_student_table(student, teacher))
-    state.pop("vocab_map", None)
-    own = student.state_dict()
+    state.update(_renumbered_layers(big, keep))
     if student.vocab_map is not None:
-        state["vocab_map"] = own["vocab_map"]
+        state["vocab_map"] = student.state_dict()["vocab_map"]
+    small, wide = student.encoder.layer[0], teacher.encoder.layer[0]
+    units = small.output.dense.in_features
+    if (small.heads, small.head_dim, units) != (wide.heads, wide.head_dim, _units(teacher)):
+        if small.head_dim != wide.head_dim:
+            raise InputError(f"model.kwargs.heads {small.heads}: a student pruned from the teacher keeps its "
+                             f"{wide.head_dim}-wide heads; give at most {wide.heads} heads, and no head_dim")
+        if rows is None:
+            state.update(prune_layers(state, len(keep), wide.head_dim, small.heads, units))
+        else:
+            state = _pruned_on_rows(student, teacher, state, len(keep), rows)
+    own = student.state_dict()
     if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
-        raise InputError("model.kwargs.init 'teacher': the teacher's layers do not fit the student (another "
-                         "folder, or more heads or units than the teacher has); init the student from the "
-                         "folder instead (init: folder)")
+        bad = sorted(k for k in set(state) | set(own) if k not in state or k not in own
+                     or state[k].shape != own[k].shape)
+        raise InputError(f"model.kwargs.init 'teacher': the teacher's weights do not fit the student "
+                         f"({', '.join(bad[:3])}); init the student from the folder instead (init: folder)")
     student.load_state_dict(state)
 
 
-def _inner(model: BertClassifier) -> int:
-    return model.encoder.layer[0].attention.output.dense.in_features
+def _pruned_on_rows(student: BertClassifier, teacher: BertClassifier, state: dict[str, torch.Tensor],
+                    n_layers: int, rows) -> dict[str, torch.Tensor]:
+    """`state` (the student's tables, the teacher's kept layers unpruned) with its layers pruned one at a
+    time to the student's heads and units, each measured on the stack below it as already pruned (and
+    its units behind its pruned attention)."""
+    config = {k: v for k, v in student.config.items() if k != "head_dim"}
+    stack = BertClassifier(**{**config, "heads": teacher.config["heads"], "intermediate": _units(teacher),
+                              "head_dim": teacher.encoder.layer[0].head_dim})
+    stack.load_state_dict(state)
+    small = student.encoder.layer[0]
+    for j in range(n_layers):
+        # heads first, then the units measured behind the pruned attention
+        for heads, units in ((small.heads, _units(teacher)), (small.heads, small.output.dense.in_features)):
+            prefix = f"encoder.layer.{j}."
+            layer = {k[len(prefix):]: v for k, v in stack.state_dict().items() if k.startswith(prefix)}
+            cut = prune_layer(layer, small.head_dim, heads, units, _contributions(stack, [j], rows)[0])
+            stack.encoder.layer[j] = type(stack.encoder.layer[j])(
+                student.feature_dim, heads, units, student.config["eps"], small.head_dim)
+            stack.encoder.layer[j].load_state_dict(cut)
+    return stack.state_dict()
 
 
 def _units(model: BertClassifier) -> int:
@@ -179,56 +210,64 @@ def _contributions(model: BertClassifier, layers: list[int], rows, batch: int = 
     out = []
     for i in layers:
         acc, n = sums[i], max(sums[i]["tokens"], 1)
-        w_out = model.encoder.layer[i].output.dense.weight  # (H, F)
+        w_out = model.encoder.layer[i].output.dense.weight.detach()  # (H, F)
         unit_mean = acc["unit_sum"] / n
         out.append({"heads": acc["head_norm"] / n, "head_mean": acc["head_sum"] / n,  # (heads,), (heads, H)
                     "units": acc["unit_abs"] / n * w_out.norm(dim=0),  # (F,)
-                    "unit_mean": unit_mean[None, :] * w_out.detach()})  # (H, F): each unit's mean output
+                    "unit_mean": unit_mean[None, :] * w_out})  # (H, F): each unit's mean output
     return out
 
 
-def prune_layers(state: dict[str, torch.Tensor], n_layers: int, head_dim: int, heads: int, units: int,
-                 stats: list[dict] | None = None) -> dict[str, torch.Tensor]:
-    """The encoder layers 0..n_layers-1 of `state` cut to `heads` heads and `units` feed-forward units each:
-    those that contribute most by `stats` (edgekd.models.hf._contributions; the mean output of what is cut
-    then joins the output projection's bias, so the layer's expected output is kept), or without stats by
-    weight norms (a head: its value rows times its output columns; a unit: its input row times its output
-    column). Kept heads and units stay in their order."""
+def prune_layers(state: dict[str, torch.Tensor], n_layers: int, head_dim: int, heads: int,
+                 units: int) -> dict[str, torch.Tensor]:
+    """The encoder layers 0..n_layers-1 of `state`, each cut by weight norms (prune_layer)."""
     out = {}
     for i in range(n_layers):
         p = f"encoder.layer.{i}."
-        wv, wo = state[p + "attention.self.value.weight"], state[p + "attention.output.dense.weight"]
-        w_in, w_out = state[p + "intermediate.dense.weight"], state[p + "output.dense.weight"]
-        n_heads = wo.shape[1] // head_dim
-        if heads > n_heads or units > w_in.shape[0]:
-            raise InputError(f"model.kwargs heads {heads} / intermediate {units}: the layers hold "
-                             f"{n_heads} heads and {w_in.shape[0]} units; give at most those")
-        if stats is None:
-            head_score = (wv.view(n_heads, head_dim, -1).flatten(1).norm(dim=1)
-                          * wo.view(wo.shape[0], n_heads, head_dim).transpose(0, 1).flatten(1).norm(dim=1))
-            unit_score = w_in.norm(dim=1) * w_out.norm(dim=0)
-        else:
-            head_score, unit_score = stats[i]["heads"], stats[i]["units"]
-        kept_heads = head_score.topk(heads).indices.sort().values
-        kept_units = unit_score.topk(units).indices.sort().values
-        cols = (kept_heads[:, None] * head_dim + torch.arange(head_dim)).flatten()
-        for name in ("query", "key", "value"):
-            out[p + f"attention.self.{name}.weight"] = state[p + f"attention.self.{name}.weight"][cols]
-            out[p + f"attention.self.{name}.bias"] = state[p + f"attention.self.{name}.bias"][cols]
-        out[p + "attention.output.dense.weight"] = wo[:, cols]
-        out[p + "intermediate.dense.weight"] = w_in[kept_units]
-        out[p + "intermediate.dense.bias"] = state[p + "intermediate.dense.bias"][kept_units]
-        out[p + "output.dense.weight"] = w_out[:, kept_units]
-        attention_bias, output_bias = state[p + "attention.output.dense.bias"], state[p + "output.dense.bias"]
-        if stats is not None:  # what the cut heads and units added on average stays in as a constant
-            cut_heads = torch.ones(n_heads, dtype=torch.bool)
-            cut_heads[kept_heads] = False
-            cut_units = torch.ones(w_in.shape[0], dtype=torch.bool)
-            cut_units[kept_units] = False
-            attention_bias = attention_bias + stats[i]["head_mean"][cut_heads].sum(0)
-            output_bias = output_bias + stats[i]["unit_mean"][:, cut_units].sum(1)
-        out[p + "attention.output.dense.bias"] = attention_bias
-        out[p + "output.dense.bias"] = output_bias
+        layer = {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
+        out.update({p + k: v for k, v in prune_layer(layer, head_dim, heads, units).items()})
+    return out
+
+
+def prune_layer(layer: dict[str, torch.Tensor], head_dim: int, heads: int, units: int,
+                stats: dict | None = None) -> dict[str, torch.Tensor]:
+    """One encoder layer's weights (names inside the layer) cut to `heads` heads and `units` feed-forward
+    units: those that contribute most by `stats` (edgekd.models.hf._contributions: what they added to the
+    layer's output over some rows; the mean output of what is cut then joins the output projections'
+    biases, so the layer's mean output over those rows is kept), or without stats by weight norms (a head:
+    its value rows times its output columns; a unit: its input row times its output column). Kept heads
+    and units stay in their order."""
+    wv, wo = layer["attention.self.value.weight"], layer["attention.output.dense.weight"]
+    w_in, w_out = layer["intermediate.dense.weight"], layer["output.dense.weight"]
+    n_heads = wo.shape[1] // head_dim
+    if heads > n_heads or units > w_in.shape[0]:
+        raise InputError(f"model.kwargs heads {heads} / intermediate {units}: the teacher's layers hold "
+                         f"{n_heads} heads and {w_in.shape[0]} units; give at most those")
+    if stats is None:
+        head_score = (wv.view(n_heads, head_dim, -1).flatten(1).norm(dim=1)
+                      * wo.view(wo.shape[0], n_heads, head_dim).transpose(0, 1).flatten(1).norm(dim=1))
+        unit_score = w_in.norm(dim=1) * w_out.norm(dim=0)
+    else:
+        head_score, unit_score = stats["heads"], stats["units"]
+    kept_heads = head_score.topk(heads).indices.sort().values
+    kept_units = unit_score.topk(units).indices.sort().values
+    cols = (kept_heads[:, None] * head_dim + torch.arange(head_dim)).flatten()
+    out = dict(layer)
+    for name in ("query", "key", "value"):
+        out[f"attention.self.{name}.weight"] = layer[f"attention.self.{name}.weight"][cols]
+        out[f"attention.self.{name}.bias"] = layer[f"attention.self.{name}.bias"][cols]
+    out["attention.output.dense.weight"] = wo[:, cols]
+    out["intermediate.dense.weight"] = w_in[kept_units]
+    out["intermediate.dense.bias"] = layer["intermediate.dense.bias"][kept_units]
+    out["output.dense.weight"] = w_out[:, kept_units]
+    if stats is not None:  # what the cut heads and units added on average stays in as a constant
+        cut_heads = torch.ones(n_heads, dtype=torch.bool)
+        cut_heads[kept_heads] = False
+        cut_units = torch.ones(w_in.shape[0], dtype=torch.bool)
+        cut_units[kept_units] = False
+        out["attention.output.dense.bias"] = (layer["attention.output.dense.bias"]
+                                              + stats["head_mean"][cut_heads].sum(0))
+        out["output.dense.bias"] = layer["output.dense.bias"] + stats["unit_mean"][:, cut_units].sum(1)
     return out
 
 
@@ -287,7 +326,9 @@ def from_folder(folder: Path, num_classes: int, *, layers: list[int] | int | Non
     initialisation); with a smaller `hidden`, a narrow student whose embeddings are the folder's cut by
     SVD and whose layers are fresh; with `vocab`, only those tokenizer ids keep an embedding row; with
     `positions`, only the first positions (the sequence length the phone runs) keep theirs; with
-    `embedding`, the word table is factorised into `embedding`-wide rows and a projection."""
+    `embedding`, the word table is factorised into `embedding`-wide rows and a projection; at the
+    folder's width with fewer `heads` or `intermediate` units, the copied layers are pruned to them by
+    weight norms (prune_layers; init_from_teacher prunes the teacher's by measured contribution)."""
     cfg = check_folder(folder)
     big = folder_weights(folder)
     full_hidden, n_layers = cfg["hidden_size"], cfg["num_hidden_layers"]
@@ -327,6 +368,9 @@ def from_folder(folder: Path, num_classes: int, *, layers: list[int] | int | Non
         raise InputError(f"model.kwargs.vocab holds ids outside the tokenizer's 0..{tokenizer_vocab - 1}; "
                          "use `vocab: task`, or ids of this folder's tokenizer")
     unk = special_ids(folder)["unk"] if vocab is not None else None
+    for field, value in (("heads", heads), ("intermediate", intermediate)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise InputError(f"model.kwargs.{field} is {value!r}: give a whole number of at least 1")
     folder_heads, folder_units = cfg["num_attention_heads"], cfg["intermediate_size"]
     heads = heads or (folder_heads if not narrow else max(1, hidden // 64))
     intermediate = intermediate or (folder_units if not narrow else 4 * hidden)

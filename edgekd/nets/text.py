@@ -91,7 +91,7 @@ class _Layer(nn.Module):
         d = self.head_dim
         att = self.attention.self
 
-        def split(t):  # (B, L, H) -> (B, heads, L, d)
+        def split(t):  # (B, L, heads * d) -> (B, heads, L, d)
             return t.reshape(b, length, self.heads, d).transpose(1, 2)
 
         q, k, v = split(att.query(h)), split(att.key(h)), split(att.value(h))
