@@ -501,6 +501,10 @@ def test_pruned_student_from_the_teacher(bert_folder, review_table):
 
     with pytest.raises(InputError, match="positions 64: the teacher keeps 8 positions; give positions: 8"):
         init_from_teacher(one_layer(), one_layer(positions=8), [0])
+    other = BertClassifier(vocab_size=30522, hidden=32, layers=2, heads=4, intermediate=64, num_classes=2,
+                           max_positions=64)  # a teacher from another folder: 4 heads of 8
+    with pytest.raises(InputError, match="the teacher's heads are 8 wide, the student's 16"):
+        init_from_teacher(one_layer(heads=1), other, [0], rows)
     # a pruned student from the folder: the folder's layers, cut by weight norms
     assert from_folder(bert_folder, 2, layers=[1], heads=1, intermediate=8).encoder.layer[0].head_dim == 16
 

@@ -90,8 +90,9 @@ def init_from_teacher(student: BertClassifier, teacher: nn.Module, layers: list[
     units = small.output.dense.in_features
     if (small.heads, small.head_dim, units) != (wide.heads, wide.head_dim, _units(teacher)):
         if small.head_dim != wide.head_dim:
-            raise InputError(f"model.kwargs.heads {small.heads}: a student pruned from the teacher keeps its "
-                             f"{wide.head_dim}-wide heads; give at most {wide.heads} heads, and no head_dim")
+            raise InputError(f"model.kwargs.init 'teacher': the teacher's heads are {wide.head_dim} wide, "
+                             f"the student's {small.head_dim} (the teacher comes from another folder); init "
+                             "the student from the folder instead (init: folder)")
         if rows is None:
             state.update(prune_layers(state, len(keep), wide.head_dim, small.heads, units))
         else:
