@@ -127,6 +127,22 @@ def test_onnx_metadata(student, tmp_path):
     assert json.loads(props["edgekd.labels"])[3] == "3" and props["quant"] == "fp32"
 
 
+def test_a_row_is_predicted_alike_alone_or_batched(student, tmp_path):
+    """A row's prediction does not depend on the rows run beside it. onnxruntime's dynamic int8 scales
+    activations by the range of the whole input tensor, so its files run a row at a time, as an app runs
+    them; batched, one loud row would change every other row's result."""
+    from edgekd.runtimes.onnxrt import batch_dependent
+
+    arts = _export(student, tmp_path, ["onnx", "tflite"], ["fp32", "dynamic-int8"])
+    x = load_dataset("mnist1d").x_test[:64].copy()
+    x[0] *= 50  # widens any range shared across the batch
+    for a in arts:
+        runner = load_runner(a.format, a.path)
+        alone = np.concatenate([runner.predict(x[i:i + 1]) for i in range(len(x))])
+        assert np.abs(runner.predict(x) - alone).max() < 1e-5, (a.format, a.quant)
+    assert [batch_dependent(a.path) for a in arts if a.format == "onnx"] == [False, True]
+
+
 def test_a_file_below_its_threshold_fails_the_export_and_is_not_kept(student, tmp_path):
     with pytest.raises(CheckFailed, match=r"tflite/fp32 .*max abs diff .* > allowed 0"):
         _export(student, tmp_path, ["tflite", "onnx"], ["fp32"], fp32_max_abs_diff=0.0)
