@@ -107,7 +107,8 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=0,
                     help="data.transfer_copies: perturbed copies of each training sentence in the pool")
     ap.add_argument("--seed", type=int, default=0,
-                    help="the students' seed (their data order; the teacher and its outputs keep seed 0)")
+                    help="the students' seed: their data order, and narrow's fresh weights (the teacher and "
+                         "its outputs keep seed 0); checkpoints and files of another seed are named -seedN")
     ap.add_argument("--parity", type=int, default=512, help="sentences in each file's parity check")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: this many training rows")
     ap.add_argument("--measure-only", metavar="JSON",
@@ -134,7 +135,11 @@ def main() -> None:
     print(f"data: {len(data.x_train)} train / {len(data.x_test)} test, notes {data.notes}", flush=True)
 
     if args.measure_only:  # the checkpoints an earlier run trained in --work, its training rows
-        teacher, trained, rows, timings = _previous(Path(args.measure_only), work, timings)
+        earlier = json.loads(Path(args.measure_only).read_text())["args"].get("seed", 0)
+        if earlier != args.seed:
+            ap.error(f"--measure-only {args.measure_only}: that run trained seed {earlier}; "
+                     f"give --seed {earlier}")
+        teacher, trained, rows, timings = _previous(Path(args.measure_only), work, timings, args.seed)
     else:
         teacher, trained, rows = _train(args, data, work, timings)
 
@@ -152,7 +157,8 @@ def main() -> None:
                    "parity": _accuracy(teacher.path, data.x_test[:args.parity], data.y_test[:args.parity])}
     measured = {}
     for who, (ckpt, plan) in files.items():
-        for row in export_and_measure(who, ckpt, plan, data, teacher_acc, work / "files", args.parity,
+        for row in export_and_measure(who, ckpt, plan, data, teacher_acc, work / f"files{_tag(args.seed)}",
+                                      args.parity,
                                       args.reuse_files):
             rows.append(row)
             if row["kept"]:
@@ -193,7 +199,8 @@ def _train(args, data, work: Path, timings: dict):
     for name, (spec, budget) in chosen(args).items():
         for method in ("kd", "label"):
             t0 = time.perf_counter()
-            r = distill_student(data, teacher, teacher_model, work, name=f"{name}-{method}", spec=spec,
+            r = distill_student(data, teacher, teacher_model, work, name=f"{name}-{method}{_tag(args.seed)}",
+                                spec=spec,
                                 method=method,
                                 **{**KD, "cosine_weight": KD["cosine_weight"] if method == "kd" else 0.0},
                                 transfer_samples=args.transfer, cache_dir=cache, seed=args.seed,
@@ -210,7 +217,12 @@ def _train(args, data, work: Path, timings: dict):
     return teacher, trained, rows
 
 
-def _previous(path: Path, work: Path, timings: dict):
+def _tag(seed: int) -> str:
+    """Checkpoint and file folders of another seed than 0 carry it, so runs share a --work folder."""
+    return f"-seed{seed}" if seed else ""
+
+
+def _previous(path: Path, work: Path, timings: dict, seed: int):
     """An earlier run's training, read back: its teacher and students from `work`, its rows and timings."""
     from types import SimpleNamespace
 
@@ -218,8 +230,8 @@ def _previous(path: Path, work: Path, timings: dict):
 
     old = json.loads(path.read_text())
     teacher = read_checkpoint(work / "teacher")
-    trained = {(r["student"], r["method"]): SimpleNamespace(checkpoint=work / f"{r['student']}-{r['method']}",
-                                                            params=r["params"])
+    trained = {(r["student"], r["method"]): SimpleNamespace(
+        checkpoint=work / f"{r['student']}-{r['method']}{_tag(seed)}", params=r["params"])
                for r in old["rows"] if r["kind"] == "student"}
     return teacher, trained, [r for r in old["rows"] if r["kind"] == "student"], {**old["timings"], **timings}
 

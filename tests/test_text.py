@@ -428,8 +428,9 @@ def _inside(model, rows, j: int) -> dict[str, torch.Tensor]:
 def test_pruned_student_from_the_teacher(bert_folder, review_table):
     """`init: teacher` with fewer heads, units and tokens: the kept heads and units are the teacher's own,
     chosen by what they add to the output on training rows, layer by layer on the student's own stack;
-    what the cut ones added on average joins the bias, so over those rows each layer's mean output is what
-    the unpruned teacher layer gives on the same input. Without rows: weight norms."""
+    what the cut ones added on average joins the biases, so over those rows the mean output of each block
+    (attention, feed-forward; before add & norm) is what the unpruned teacher block gives on the same
+    input. Without rows: weight norms."""
     from edgekd.models.hf import init_from_teacher, prune_layers
     from edgekd.nets.text import MASK_BIAS
 
@@ -445,35 +446,47 @@ def test_pruned_student_from_the_teacher(bert_folder, review_table):
         init_from_teacher(model, teacher, list(layers), rows)
         return model
 
-    small = student(layers=(1, 0), heads=1, intermediate=16)  # both orders: layer 1 then layer 0
     bias = (1.0 - torch.as_tensor(rows[:, 1]).float())[:, None, None, :] * MASK_BIAS
-    for j, t in enumerate((1, 0)):
-        got, big = _inside(small, rows, j), teacher.encoder.layer[t]
-        with torch.no_grad():  # the unpruned teacher layer on the student's own input to layer j
-            want = _inside_layer(big, got["h"], bias)
-            ff = big.output.dense(torch.nn.functional.gelu(big.intermediate.dense(got["mid"])))
-        assert torch.allclose(got["att"][real].mean(0), want["att"][real].mean(0), atol=1e-5)
-        assert not torch.allclose(got["att"], want["att"], atol=1e-3)  # per token it is another layer
-        assert torch.allclose(got["ff"][real].mean(0), ff[real].mean(0), atol=1e-5)
-        q = small.encoder.layer[j].attention.self.query.weight
-        assert any(torch.equal(q, big.attention.self.query.weight[h * 16:(h + 1) * 16]) for h in (0, 1))
-    # ranked by contribution, not weight: a unit with the largest weights that never fires is cut, and a
-    # head whose value weights are huge but read a dimension the embeddings zero is cut too
+
+    def check_means(small, order):
+        for j, t in enumerate(order):
+            got, big = _inside(small, rows, j), teacher.encoder.layer[t]
+            with torch.no_grad():  # the unpruned teacher layer on the student's own input to layer j
+                want = _inside_layer(big, got["h"], bias)
+                ff = big.output.dense(torch.nn.functional.gelu(big.intermediate.dense(got["mid"])))
+            assert torch.allclose(got["att"][real].mean(0), want["att"][real].mean(0), atol=1e-5)
+            assert torch.allclose(got["ff"][real].mean(0), ff[real].mean(0), atol=1e-5)
+            if small.encoder.layer[j].heads < 2:  # per token it is another layer
+                assert not torch.allclose(got["att"], want["att"], atol=1e-3)
+                q, q_big = small.encoder.layer[j].attention.self.query.weight, big.attention.self.query.weight
+                assert any(torch.equal(q, q_big[h * 16:(h + 1) * 16]) for h in (0, 1))
+
+    check_means(student(layers=(1, 0), heads=1, intermediate=16), (1, 0))  # layer 1 below layer 0
+    for kwargs, shape in (({"intermediate": 16}, (2, 16)), ({"heads": 1}, (1, 64))):  # one dimension cut
+        small = student(**kwargs)
+        layer = small.encoder.layer[1]
+        assert (layer.heads, layer.output.dense.in_features, small.config["head_dim"]) == (*shape, 16)
+        check_means(small, (0, 1))
+    # ranked by contribution, not by weight: head 0 and unit 0 get the largest weights but add nothing
+    # (head 0 reads only a dimension the embeddings zero; unit 0 never fires), head 1 and unit 60 add most
     with torch.no_grad():
         layer = teacher.encoder.layer[0]
-        layer.intermediate.dense.bias[37] = -1e3
-        layer.output.dense.weight[:, 37] *= 50
         teacher.embeddings.LayerNorm.weight[5] = teacher.embeddings.LayerNorm.bias[5] = 0.0
-        layer.attention.self.value.weight[16:, 5] = 1e3
+        layer.attention.self.value.weight[:16] = 0.0
+        layer.attention.self.value.weight[:16, 5] = 1e3
+        layer.attention.self.value.bias[:16] = 0.0
+        layer.intermediate.dense.bias[0] = -1e3
+        layer.output.dense.weight[:, 0] *= 50
+        layer.output.dense.weight[:, 60] *= 10
     pruned = student(layers=(0,), heads=1, intermediate=4).encoder.layer[0]
-    assert not any(torch.equal(pruned.output.dense.weight[:, j], layer.output.dense.weight[:, 37])
-                   for j in range(4))
-    assert torch.equal(pruned.attention.self.value.weight, layer.attention.self.value.weight[:16])
+    out, big_out = pruned.output.dense.weight, layer.output.dense.weight
+    kept = [next((u for u in range(64) if torch.equal(out[:, j], big_out[:, u])), None) for j in range(4)]
+    assert 60 in kept and 0 not in kept, kept
+    assert torch.equal(pruned.attention.self.value.weight, layer.attention.self.value.weight[16:])
     by_norms = prune_layers(teacher.state_dict(), 1, 16, heads=1, units=4)
     assert torch.equal(by_norms["encoder.layer.0.attention.self.value.weight"],
-                       layer.attention.self.value.weight[16:])
-    assert any(torch.equal(by_norms["encoder.layer.0.output.dense.weight"][:, j],
-                           layer.output.dense.weight[:, 37]) for j in range(4))
+                       layer.attention.self.value.weight[:16])
+    assert torch.equal(by_norms["encoder.layer.0.output.dense.weight"][:, 0], layer.output.dense.weight[:, 0])
     assert torch.equal(by_norms["encoder.layer.0.output.dense.bias"], layer.output.dense.bias)
     # the task's tokens in a factorised table: the teacher's rows, at their best rank-8 approximation
     words = student(vocab="task", embedding=8).embeddings

@@ -202,7 +202,7 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
     else:
         model = seeded_model(spec, data, seed)
         if spec.kind == "hf" and spec.kwargs.get("init") == "teacher":  # DistilBERT: the teacher's layers
-            # (pruned heads and units ranked on the teacher's activations over training rows)
+            # (pruned heads and units ranked layer by layer on the student's own stack over training rows)
             init_from_teacher(model, teacher_model, spec.kwargs.get("layers"), data.x_train[:PRUNE_ROWS])
         x, y = data.x_train, data.y_train
         logits = feats = None

@@ -12,9 +12,9 @@ edgekd's plain-PyTorch `BertClassifier` (edgekd.nets.text), as a teacher or as a
                               best rank-64 approximation, after the vocabulary and width cuts)
     heads=6, intermediate=512 at the folder's width: each copied layer keeps its 6 heads and 512 feed-forward
                               units that contribute most (structured pruning, Michel et al. 2019; with
-                              `init: teacher`, measured on the teacher's own activations over training rows,
-                              the pruned units' mean output folded into the bias; from the folder, by
-                              weight norms)
+                              `init: teacher`, measured layer by layer on the student's own stack over
+                              training rows, the cut heads' and units' mean output folded into the two
+                              output biases; from the folder, by weight norms)
 """
 
 from __future__ import annotations
@@ -65,8 +65,9 @@ def init_from_teacher(student: BertClassifier, teacher: nn.Module, layers: list[
     is). One that keeps fewer heads or feed-forward units per layer is pruned a layer at a time, on the
     student's own stack: each layer keeps those that add most to its output over `rows` (token rows
     (N, 2, L), the training split's) as it runs after the layers below it were pruned, and the mean of
-    what it cuts joins its biases, so over those rows every layer's mean output is the unpruned one's
-    (by weight norms, and no bias change, without rows)."""
+    what it cuts joins its biases, so over those rows the mean output of its attention (on the layer's
+    input) and of its feed-forward (behind the pruned attention), each before its add & norm, is the
+    unpruned block's (by weight norms, and no bias change, without rows)."""
     if not isinstance(teacher, BertClassifier) or teacher.feature_dim != student.feature_dim:
         raise InputError("model.kwargs.init 'teacher': the teacher is not a text model of the student's "
                          "width (hidden); init the student from the folder instead (init: folder)")
@@ -84,8 +85,14 @@ def init_from_teacher(student: BertClassifier, teacher: nn.Module, layers: list[
              if k.startswith(("embeddings.", "head.")) and k != "embeddings.word_projection.weight"}
     state.update(_student_table(student, teacher))
     state.update(_renumbered_layers(big, keep))
+    own = student.state_dict()
     if student.vocab_map is not None:
-        state["vocab_map"] = student.state_dict()["vocab_map"]
+        state["vocab_map"] = own["vocab_map"]
+    if len(student.encoder.layer) != len(keep):
+        raise InputError(f"model.kwargs.layers {keep}: the student has {len(student.encoder.layer)} layers; "
+                         "give one teacher layer index per student layer")
+    _check_fits({k: v for k, v in state.items() if not k.startswith("encoder.")},
+                {k: v for k, v in own.items() if not k.startswith("encoder.")})  # before any pruning
     small, wide = student.encoder.layer[0], teacher.encoder.layer[0]
     units = small.output.dense.in_features
     if (small.heads, small.head_dim, units) != (wide.heads, wide.head_dim, _units(teacher)):
@@ -97,13 +104,16 @@ def init_from_teacher(student: BertClassifier, teacher: nn.Module, layers: list[
             state.update(prune_layers(state, len(keep), wide.head_dim, small.heads, units))
         else:
             state = _pruned_on_rows(student, teacher, state, len(keep), rows)
-    own = student.state_dict()
-    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
-        bad = sorted(k for k in set(state) | set(own) if k not in state or k not in own
-                     or state[k].shape != own[k].shape)
+    _check_fits(state, own)
+    student.load_state_dict(state)
+
+
+def _check_fits(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> None:
+    bad = sorted(k for k in set(state) | set(own) if k not in state or k not in own
+                 or state[k].shape != own[k].shape)
+    if bad:
         raise InputError(f"model.kwargs.init 'teacher': the teacher's weights do not fit the student "
                          f"({', '.join(bad[:3])}); init the student from the folder instead (init: folder)")
-    student.load_state_dict(state)
 
 
 def _pruned_on_rows(student: BertClassifier, teacher: BertClassifier, state: dict[str, torch.Tensor],
@@ -235,9 +245,9 @@ def prune_layer(layer: dict[str, torch.Tensor], head_dim: int, heads: int, units
     """One encoder layer's weights (names inside the layer) cut to `heads` heads and `units` feed-forward
     units: those that contribute most by `stats` (edgekd.models.hf._contributions: what they added to the
     layer's output over some rows; the mean output of what is cut then joins the output projections'
-    biases, so the layer's mean output over those rows is kept), or without stats by weight norms (a head:
-    its value rows times its output columns; a unit: its input row times its output column). Kept heads
-    and units stay in their order."""
+    biases, so each block's mean output before its add & norm over those rows is kept), or without stats
+    by weight norms (a head: its value rows times its output columns; a unit: its input row times its
+    output column). Kept heads and units stay in their order."""
     wv, wo = layer["attention.self.value.weight"], layer["attention.output.dense.weight"]
     w_in, w_out = layer["intermediate.dense.weight"], layer["output.dense.weight"]
     n_heads = wo.shape[1] // head_dim
