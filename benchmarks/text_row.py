@@ -135,11 +135,12 @@ def main() -> None:
     print(f"data: {len(data.x_train)} train / {len(data.x_test)} test, notes {data.notes}", flush=True)
 
     if args.measure_only:  # the checkpoints an earlier run trained in --work, its training rows
-        earlier = json.loads(Path(args.measure_only).read_text())["args"].get("seed", 0)
+        old = json.loads(Path(args.measure_only).read_text())
+        earlier = old["args"].get("seed", 0)
         if earlier != args.seed:
             ap.error(f"--measure-only {args.measure_only}: that run trained seed {earlier}; "
                      f"give --seed {earlier}")
-        teacher, trained, rows, timings = _previous(Path(args.measure_only), work, timings, args.seed)
+        teacher, trained, rows, timings = _previous(old, work, timings, args.seed)
     else:
         teacher, trained, rows = _train(args, data, work, timings)
 
@@ -158,8 +159,7 @@ def main() -> None:
     measured = {}
     for who, (ckpt, plan) in files.items():
         for row in export_and_measure(who, ckpt, plan, data, teacher_acc, work / f"files{_tag(args.seed)}",
-                                      args.parity,
-                                      args.reuse_files):
+                                      args.parity, args.reuse_files):
             rows.append(row)
             if row["kept"]:
                 measured[(who, row["format"], row["quant"])] = row
@@ -200,8 +200,7 @@ def _train(args, data, work: Path, timings: dict):
         for method in ("kd", "label"):
             t0 = time.perf_counter()
             r = distill_student(data, teacher, teacher_model, work, name=f"{name}-{method}{_tag(args.seed)}",
-                                spec=spec,
-                                method=method,
+                                spec=spec, method=method,
                                 **{**KD, "cosine_weight": KD["cosine_weight"] if method == "kd" else 0.0},
                                 transfer_samples=args.transfer, cache_dir=cache, seed=args.seed,
                                 batch_size=32, weight_decay=0.01, **budget)
@@ -222,13 +221,13 @@ def _tag(seed: int) -> str:
     return f"-seed{seed}" if seed else ""
 
 
-def _previous(path: Path, work: Path, timings: dict, seed: int):
-    """An earlier run's training, read back: its teacher and students from `work`, its rows and timings."""
+def _previous(old: dict, work: Path, timings: dict, seed: int):
+    """An earlier run's training (its output `old`), read back: its teacher and students from `work`, its
+    rows and timings."""
     from types import SimpleNamespace
 
     from edgekd.checkpoint import read_checkpoint
 
-    old = json.loads(path.read_text())
     teacher = read_checkpoint(work / "teacher")
     trained = {(r["student"], r["method"]): SimpleNamespace(
         checkpoint=work / f"{r['student']}-{r['method']}{_tag(seed)}", params=r["params"])

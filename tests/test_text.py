@@ -405,21 +405,20 @@ def test_distilbert_init_from_the_teacher(bert_folder, review_table, tmp_path):
                           kwargs={"hidden": 16, "layers": 1, "init": "teacher"}), (2, 16), 2)
 
 
-def _inside(model, rows, j: int) -> dict[str, torch.Tensor]:
-    """Layer j of `model` over the real tokens of `rows`: its input `h` (B, L, H), its attention output
-    `att` (before add & norm) and the feed-forward's input `mid` and output `ff`."""
+def _inside(layer, run) -> dict[str, torch.Tensor]:
+    """What one encoder layer sees while `run()` runs: its input `h` (B, L, H), its attention output `att`
+    (before add & norm) and the feed-forward's input `mid` and output `ff`."""
     seen = {}
 
     def keep(name, pick):  # a hook that records and returns None (a returned value would replace)
         return lambda module, *io: seen.update({name: pick(io)}) or None
 
-    layer = model.encoder.layer[j]
     hooks = [layer.register_forward_pre_hook(keep("h", lambda io: io[0][0])),
              layer.attention.output.dense.register_forward_hook(keep("att", lambda io: io[1])),
              layer.intermediate.dense.register_forward_hook(keep("mid", lambda io: io[0][0])),
              layer.output.dense.register_forward_hook(keep("ff", lambda io: io[1]))]
     with torch.no_grad():
-        model.features(torch.as_tensor(rows, dtype=torch.long))
+        run()
     for h in hooks:
         h.remove()
     return seen
@@ -450,9 +449,10 @@ def test_pruned_student_from_the_teacher(bert_folder, review_table):
 
     def check_means(small, order):
         for j, t in enumerate(order):
-            got, big = _inside(small, rows, j), teacher.encoder.layer[t]
-            with torch.no_grad():  # the unpruned teacher layer on the student's own input to layer j
-                want = _inside_layer(big, got["h"], bias)
+            got = _inside(small.encoder.layer[j], lambda: small.features(torch.as_tensor(rows)))
+            big = teacher.encoder.layer[t]  # the unpruned teacher layer on the student's own input to j
+            want = _inside(big, lambda: big(got["h"], bias))
+            with torch.no_grad():
                 ff = big.output.dense(torch.nn.functional.gelu(big.intermediate.dense(got["mid"])))
             assert torch.allclose(got["att"][real].mean(0), want["att"][real].mean(0), atol=1e-5)
             assert torch.allclose(got["ff"][real].mean(0), ff[real].mean(0), atol=1e-5)
@@ -509,6 +509,7 @@ def test_pruned_student_from_the_teacher(bert_folder, review_table):
                           ({"heads": "1"}, "heads is '1': give a whole number")):
         with pytest.raises(InputError, match=match):
             student(**kwargs)
+
     def one_layer(**kwargs):
         return resolve(ModelSpec("hf", folder=str(bert_folder), kwargs={"layers": [0], **kwargs}), (2, 8), 2)
 
@@ -520,14 +521,6 @@ def test_pruned_student_from_the_teacher(bert_folder, review_table):
         init_from_teacher(one_layer(heads=1), other, [0], rows)
     # a pruned student from the folder: the folder's layers, cut by weight norms
     assert from_folder(bert_folder, 2, layers=[1], heads=1, intermediate=8).encoder.layer[0].head_dim == 16
-
-
-def _inside_layer(layer, h, bias) -> dict[str, torch.Tensor]:
-    seen = {}
-    hook = layer.attention.output.dense.register_forward_hook(lambda m, a, o: seen.update(att=o))
-    layer(h, bias)
-    hook.remove()
-    return seen
 
 
 @pytest.mark.heavy

@@ -127,11 +127,11 @@ def _pruned_on_rows(student: BertClassifier, teacher: BertClassifier, state: dic
     stack.load_state_dict(state)
     small = student.encoder.layer[0]
     for j in range(n_layers):
+        prefix = f"encoder.layer.{j}."
         # heads first, then the units measured behind the pruned attention
         for heads, units in ((small.heads, _units(teacher)), (small.heads, small.output.dense.in_features)):
-            prefix = f"encoder.layer.{j}."
             layer = {k[len(prefix):]: v for k, v in stack.state_dict().items() if k.startswith(prefix)}
-            cut = prune_layer(layer, small.head_dim, heads, units, _contributions(stack, [j], rows)[0])
+            cut = prune_layer(layer, small.head_dim, heads, units, _contributions(stack, j, rows))
             stack.encoder.layer[j] = type(stack.encoder.layer[j])(
                 student.feature_dim, heads, units, student.config["eps"], small.head_dim)
             stack.encoder.layer[j].load_state_dict(cut)
@@ -146,22 +146,21 @@ def _student_table(student: BertClassifier, teacher: BertClassifier) -> dict[str
     """The student's word and position tables from the teacher's: the rows of the tokens the student
     keeps (the teacher's whole table when it keeps all), cut to its best rank-E approximation when the
     student's table is factorised, and the first positions."""
-    ids = torch.arange(student.config["tokenizer_vocab"] or student.config["vocab_size"])
-    if student.vocab_map is not None:  # student row r holds tokenizer id ids[r]; [UNK]'s row, [UNK]
+    ids = torch.arange(student.config["vocab_size"])  # student row r holds tokenizer id ids[r]
+    if student.vocab_map is not None:  # a pruned vocabulary; [UNK]'s row holds [UNK]
         kept = torch.as_tensor(student.kept_ids(), dtype=torch.long)
         ids = torch.full((student.config["vocab_size"],), student.config["unk_id"], dtype=torch.long)
         ids[student.vocab_map[kept].long()] = kept
+    emb = teacher.embeddings
     with torch.no_grad():
         if teacher.vocab_map is not None:
             ids = teacher.vocab_map[ids].long()
-        emb = teacher.embeddings
         table = emb.word_embeddings.weight[ids]
         if emb.word_projection is not None:
             table = emb.word_projection(table)
-    out = {"embeddings.position_embeddings.weight":
-           emb.position_embeddings.weight[:student.config["max_positions"]].detach().clone()}
-    out.update(_factorised(table.detach().clone(), student.config.get("embedding")))
-    return out
+        return {"embeddings.position_embeddings.weight":
+                emb.position_embeddings.weight[:student.config["max_positions"]],
+                **_factorised(table, student.config.get("embedding"))}
 
 
 def _factorised(table: torch.Tensor, embedding: int | None) -> dict[str, torch.Tensor]:
@@ -173,60 +172,48 @@ def _factorised(table: torch.Tensor, embedding: int | None) -> dict[str, torch.T
     return {"embeddings.word_embeddings.weight": table @ axes, "embeddings.word_projection.weight": axes}
 
 
-def _contributions(model: BertClassifier, layers: list[int], rows, batch: int = 64) -> list[dict]:
-    """For each of `layers`, what every attention head and feed-forward unit adds to the layer's output
-    over the real tokens of `rows` (N, 2, L): the mean norm of each head's share of the attention output
-    (its context through its block of the output projection), the mean |activation| of each unit, and
-    the mean vectors of both (what a pruned unit's bias correction adds back)."""
-    sums = {i: {"tokens": 0} for i in layers}
-    hooks = []
+def _contributions(model: BertClassifier, j: int, rows, batch: int = 64) -> dict:
+    """What every attention head and feed-forward unit of layer j adds to the layer's output over the
+    real tokens of `rows` (N, 2, L): the mean norm of each head's share of the attention output (its
+    context through its block of the output projection), the mean |activation| of each unit times its
+    output column's norm, and the mean output vectors of both (what a cut one's bias correction adds)."""
+    layer = model.encoder.layer[j]
+    acc = {"tokens": 0, "head_norm": 0, "head_sum": 0, "unit_abs": 0, "unit_sum": 0}
+    mask = None
 
-    def attention_hook(i, layer):
-        def hook(module, args, _):
-            ctx, mask = args[0], sums["mask"]
-            b, length, _ = ctx.shape
-            w = module.weight.view(module.out_features, layer.heads, layer.head_dim)
-            part = torch.einsum("blhd,ohd->blho", ctx.view(b, length, layer.heads, layer.head_dim), w)
-            part = part[mask]  # (tokens, heads, H)
-            acc = sums[i]
-            acc["head_norm"] = acc.get("head_norm", 0) + part.norm(dim=-1).sum(0)
-            acc["head_sum"] = acc.get("head_sum", 0) + part.sum(0)
-        return hook
+    def attention_hook(module, args, _):
+        ctx = args[0]
+        b, length, _ = ctx.shape
+        w = module.weight.view(module.out_features, layer.heads, layer.head_dim)
+        part = torch.einsum("blhd,ohd->blho", ctx.view(b, length, layer.heads, layer.head_dim), w)[mask]
+        acc["head_norm"] += part.norm(dim=-1).sum(0)  # part: (tokens, heads, H)
+        acc["head_sum"] += part.sum(0)
 
-    def unit_hook(i):
-        def hook(module, args, _):
-            a = args[0][sums["mask"]]  # (tokens, F)
-            acc = sums[i]
-            acc["unit_abs"] = acc.get("unit_abs", 0) + a.abs().sum(0)
-            acc["unit_sum"] = acc.get("unit_sum", 0) + a.sum(0)
-            acc["tokens"] += a.shape[0]
-        return hook
+    def unit_hook(module, args, _):
+        a = args[0][mask]  # (tokens, F)
+        acc["unit_abs"] += a.abs().sum(0)
+        acc["unit_sum"] += a.sum(0)
+        acc["tokens"] += a.shape[0]
 
-    for i in layers:
-        layer = model.encoder.layer[i]
-        hooks.append(layer.attention.output.dense.register_forward_hook(attention_hook(i, layer)))
-        hooks.append(layer.output.dense.register_forward_hook(unit_hook(i)))
+    hooks = [layer.attention.output.dense.register_forward_hook(attention_hook),
+             layer.output.dense.register_forward_hook(unit_hook)]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for start in range(0, len(rows), batch):
                 x = torch.as_tensor(np.asarray(rows[start:start + batch]), dtype=torch.long)
-                sums["mask"] = x[:, 1].bool()
+                mask = x[:, 1].bool()
                 model.features(x)
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    out = []
-    for i in layers:
-        acc, n = sums[i], max(sums[i]["tokens"], 1)
-        w_out = model.encoder.layer[i].output.dense.weight.detach()  # (H, F)
-        unit_mean = acc["unit_sum"] / n
-        out.append({"heads": acc["head_norm"] / n, "head_mean": acc["head_sum"] / n,  # (heads,), (heads, H)
-                    "units": acc["unit_abs"] / n * w_out.norm(dim=0),  # (F,)
-                    "unit_mean": unit_mean[None, :] * w_out})  # (H, F): each unit's mean output
-    return out
+    n = max(acc["tokens"], 1)
+    w_out = layer.output.dense.weight.detach()  # (H, F)
+    return {"heads": acc["head_norm"] / n, "head_mean": acc["head_sum"] / n,  # (heads,), (heads, H)
+            "units": acc["unit_abs"] / n * w_out.norm(dim=0),  # (F,)
+            "unit_mean": acc["unit_sum"][None, :] / n * w_out}  # (H, F): each unit's mean output
 
 
 def prune_layers(state: dict[str, torch.Tensor], n_layers: int, head_dim: int, heads: int,

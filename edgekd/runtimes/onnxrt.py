@@ -56,7 +56,7 @@ def batch_dependent(path: Path) -> bool:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    graphs = [model.graph] + [f for f in model.functions]
+    graphs = [model.graph, *model.functions]
     while graphs:
         g = graphs.pop()
         for node in g.node:
