@@ -135,6 +135,22 @@ def test_ladder_rungs_are_the_best_file_per_budget_across_every_trial_and_monoto
     assert [p[2].split()[-1] for p in front] == ["a", "b", "c"]
 
 
+def test_a_rung_winner_carries_its_interval_and_the_trials_the_test_split_cannot_tell_from_it():
+    from edgekd.metrics import wilson_interval
+
+    recs = [_record(0, [_file("a", 0.990, 0.4)]), _record(1, [_file("b", 0.985, 0.4)]),
+            _record(2, [_file("c", 0.950, 0.4)]), _record(3, [_file("d", 0.999, 3.0)])]  # d: over budget
+    host = Budget("host", "tflite", 1.0, "tflite", True)
+    (rung,) = rungs(recs, [host], None, test=(1000, 0.98))
+    lo, hi = (x / 0.98 for x in wilson_interval(round(0.990 * 0.98 * 1000), 1000))
+    assert rung.file.artifact == "a" and rung.interval == (round(lo, 5), round(hi, 5))
+    assert lo < 0.985 and rung.within == 1  # b is inside the interval, c is not, d does not meet the budget
+    (wider,) = rungs(recs, [host], None, test=(100, 0.98))  # fewer test inputs: c is a tie too
+    assert wider.within == 2
+    (unknown,) = rungs(recs, [host], None)
+    assert unknown.interval is None and unknown.within is None
+
+
 # --- settings checked before any output
 
 
@@ -210,6 +226,8 @@ def test_search_on_sqlite_writes_a_ladder_resumes_and_redraws(write_recipe, tmp_
     assert by["apple-a17-pro-ane=0.0001"]["met"] is False
     host = by["host=5"]
     assert host["met"] and host["latency_ms"] <= 5 and host["format"] == "tflite"
+    lo, hi = host["retention_interval_95"]  # on the tiny recipe's test split
+    assert lo < host["retention"] <= hi and host["trials_within_interval"] >= 0
     # every file of every finished trial is recorded with its hash, retention and latency
     done = [t for _, t in trials if t.user_attrs.get("files")]
     assert all(

@@ -12,6 +12,7 @@ import yaml
 
 from edgekd.errors import InputError
 from edgekd.fileio import atomic_path, write_json
+from edgekd.metrics import wilson_interval
 from edgekd.report.pareto import pareto_front
 from edgekd.search.budgets import FileResult, best_file, rank
 from edgekd.search.study import HEARTBEAT_S, PREFIX, describe_url, open_storage
@@ -44,6 +45,11 @@ class Rung:
     budget: Budget
     trial: TrialRecord | None
     file: FileResult | None
+    # the winner's retention as a 95% interval on the test split, and how many other trials' best files
+    # for this budget lie inside that interval of its own (a cautious count: a paired comparison on the
+    # same inputs is tighter; None: unknown)
+    interval: tuple[float, float] | None = None
+    within: int | None = None
 
 
 def load_records(url: str, recipe_name: str, recipe_sha256: str | None,
@@ -76,14 +82,25 @@ def load_records(url: str, recipe_name: str, recipe_sha256: str | None,
     return records, ignored
 
 
-def rungs(records: list[TrialRecord], budgets: list[Budget], max_size_bytes: int | None) -> list[Rung]:
+def rungs(records: list[TrialRecord], budgets: list[Budget], max_size_bytes: int | None,
+          test: tuple[int, float] | None = None) -> list[Rung]:
     """For each budget, the trial file with the best retention that meets it, across all trials (every
-    trial was measured on every budget of its search, whichever rung's study ran it)."""
+    trial was measured on every budget of its search, whichever rung's study ran it). With `test` (the
+    test split's size, the teacher's accuracy on it): the winner's 95% interval, and the other trials
+    inside it. The best of many trials on one test split is partly the trial the split happens to suit
+    (benchmarks/search_ladder.py measures winners again on fresh signals; README)."""
     out = []
     for b in budgets:
         found = [(r, f) for r in records if (f := best_file(list(r.files), b, max_size_bytes)) is not None]
         best = max(found, key=lambda rf: rank(rf[1]), default=(None, None))
-        out.append(Rung(b, *best))
+        if best[1] is None or test is None:
+            out.append(Rung(b, *best))
+            continue
+        n, teacher_accuracy = test
+        lo, hi = (x / teacher_accuracy for x in
+                  wilson_interval(round(best[1].retention * teacher_accuracy * n), n))
+        within = sum(1 for r, f in found if r is not best[0] and f.retention >= lo)
+        out.append(Rung(b, *best, (round(lo, 5), round(hi, 5)), within))
     return out
 
 
@@ -132,7 +149,8 @@ def write_ladder(out: Path, url: str, budgets: list[Budget] | None = None, dest:
                 raise InputError(f"--budget {b.key}: no trial of this search was measured on {b.where!r} "
                                  f"(measured: {', '.join(sorted(measured_on)) or 'nothing yet'}); run "
                                  "`edgekd search` with a budget on it")
-    ladder = rungs(records, budgets, max_size)
+    test = (record["test_samples"], record["teacher_accuracy"]) if "test_samples" in record else None
+    ladder = rungs(records, budgets, max_size, test)
     dest = Path(dest or out / "ladder")
     (dest / "rungs").mkdir(parents=True, exist_ok=True)
     for r in ladder:
@@ -181,6 +199,8 @@ def _rung_dict(r: Rung) -> dict:
         "size_bytes": r.file.size_bytes,
         "sha256": r.file.sha256,
         "retention": r.file.retention,
+        **({"retention_interval_95": list(r.interval), "trials_within_interval": r.within}
+           if r.interval is not None else {}),
         "latency_ms": r.file.latency_ms.get(r.budget.where),
         "recipe": f"rungs/{r.budget.slug}.yaml",
     }
@@ -242,19 +262,25 @@ def _markdown(s: dict) -> str:
         f"{t['trial_seconds']:.0f} s of trials; storage {s['storage']}"
         + (f"; files at most {s['max_size_bytes']} bytes" if s["max_size_bytes"] else ""),
         "",
-        "| budget | student | params | file | size (B) | latency (ms) | retention | recipe |",
-        "|---|---|---|---|---|---|---|---|",
+        "| budget | student | params | file | size (B) | latency (ms) | retention (95%) | tied | recipe |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in s["rungs"]:
         if not r["met"]:
-            lines.append(f"| {r['budget']} | no trial meets it | | | | | | |")
+            lines.append(f"| {r['budget']} | no trial meets it | | | | | | | |")
             continue
         st = r["student"]
         who = f"{st['arch']} x{st['width']:g}" + (f" d{st['depth']}" if st.get("depth") else "")
+        band = "({:.4f}-{:.4f})".format(*r["retention_interval_95"]) if "retention_interval_95" in r else ""
         lines.append(
             f"| {r['budget']} | {who} ({r['trial']}) | {r['params']} | {r['file']} | {r['size_bytes']} | "
-            f"{r['latency_ms']:.4g} | {r['retention']:.4f} | {r['recipe']} |"
+            f"{r['latency_ms']:.4g} | {r['retention']:.4f} {band} | {r.get('trials_within_interval', '')} | "
+            f"{r['recipe']} |"
         )
+    if any(r.get("trials_within_interval") for r in s["rungs"]):
+        lines += ["", "tied: other trials whose file for the budget lies inside the winner's own 95% "
+                  "interval on the test split; measure the rung recipes you shortlist on data none was "
+                  "chosen on before you rely on their order."]
     if s["monotone_problems"]:
         lines += ["", "Not monotone: " + "; ".join(s["monotone_problems"])]
     for where, pts in s["fronts"].items():

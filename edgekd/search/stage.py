@@ -120,7 +120,9 @@ def search(recipe: Recipe, out: Path, budgets: list[Budget], *, trials: int, wor
     write_json(out / SEARCH_FILE, {
         "recipe": recipe.model_dump(mode="json"), "recipe_sha256": key.recipe_sha256,
         "storage": masked_url(storage_url), "budgets": [b.__dict__ for b in budgets],
-        "max_size_bytes": max_size_bytes, "trials": trials, "quants": list(quants)})
+        "max_size_bytes": max_size_bytes, "trials": trials, "quants": list(quants),
+        # what a rung winner's retention interval is computed on (edgekd.search.ladder.rungs)
+        "test_samples": len(data.y_test), "teacher_accuracy": trainer.teacher.accuracy})
     job = _Job(recipe, out, tuple(budgets), quants, max_size_bytes, url, heartbeat_s, trials, key)
     progress(f"search: {trials} trials over {len(budgets)} budget(s) on {workers} worker(s); "
              f"storage {describe_url(url)}")
