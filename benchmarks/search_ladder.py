@@ -25,8 +25,8 @@ Steps (each reuses what an earlier run left in --work):
    `--heldout` fresh MNIST-1D signals that neither side trained or was chosen on (the generator at a seed
    of their own), against the teacher on the same signals. Picking the best of 40 trials on 1,000 test
    signals favours a trial the test split happens to suit; the fresh signals say whether it is better.
-7. Where both sides meet a budget, the search's winning recipe for it (the ladder's rung YAML) trained
-   again on the default's whole transfer set (the search's trials use a 20,000-input proxy of it,
+7. Where both sides meet a budget, the search's winner for it trained again on the default's whole
+   transfer set (the ladder's rungs/BUDGET.full.yaml: the search's trials use a 20,000-input proxy of it,
    SEARCH["transfer_samples"]; the default students learn from all of it), exported and measured the same
    way: the student the search found, trained as the default's are. The "beats the default" bar reads it
    when its file still meets the budget (else the searched file; per_budget says which), and counts a
@@ -158,27 +158,20 @@ def held_right(path: Path, x, y):
     return load_runner(fmt, path, threads=1).predict(x).argmax(1) == y
 
 
-def full_data_winner(work: Path, base: dict, budget) -> tuple[Path, dict, bool] | None:
-    """The pruned search's winning recipe for `budget` trained on the default's whole transfer set through
-    `edgekd run`: (its exported file, that file's record as default_files gives it, whether it still meets
-    the budget), or None when the search met no such budget."""
+def full_data_winner(work: Path, budget) -> tuple[Path, dict, bool] | None:
+    """The pruned search's winner for `budget` trained on the default's whole transfer set (the ladder's
+    rungs/BUDGET.full.yaml) through `edgekd run`: (its exported file, that file's record as default_files
+    gives it, whether it still meets the budget), or None when the search met no such budget."""
     from edgekd import pipeline
     from edgekd.config import load_recipe
     from edgekd.errors import CheckFailed
     from edgekd.gate.verdict import load_bench_rows
 
-    rungs = work / "pruned" / "ladder" / "rungs"
-    if not (rungs / f"{budget.slug}.yaml").exists():
+    path = work / "pruned" / "ladder" / "rungs" / f"{budget.slug}.full.yaml"
+    if not path.exists():
         return None
-    r = yaml.safe_load((rungs / f"{budget.slug}.yaml").read_text())
-    r["name"] += "-full-data"
-    r["data"]["transfer_samples"] = base["data"]["transfer_samples"]
-    r["gate"]["policy"] = str((rungs / r["gate"]["policy"]).resolve())
-    out = work / "full-data" / budget.slug
-    out.mkdir(parents=True, exist_ok=True)
-    path = work / "full-data" / f"{budget.slug}.yaml"
-    path.write_text(yaml.safe_dump(r, sort_keys=False))
     recipe, _ = load_recipe(path)
+    out = work / "full-data" / budget.slug
     try:
         pipeline.run(recipe, path, out, progress=print)
     except CheckFailed as e:  # the gate: its verdict does not matter here, the file's measurements do
@@ -325,7 +318,7 @@ def main() -> None:
                     "retention": round(float(r.mean()) / teacher_held_acc, 5)} for k, (p, r) in right.items()}
         if len(right) == 2:
             held["search_vs_default"] = paired(right["search"][1], right["default"][1], teacher_held_acc)
-        full = full_data_winner(work, base, b) if "default" in right and "search" in right else None
+        full = full_data_winner(work, b) if "default" in right and "search" in right else None
         if full is not None:
             path, f, meets = full
             got = held_right(path, x_held, y_held)

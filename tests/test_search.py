@@ -209,7 +209,7 @@ def _trials(url: str, recipe: str = "tiny") -> list:
 
 @pytest.mark.heavy
 def test_search_on_sqlite_writes_a_ladder_resumes_and_redraws(write_recipe, tmp_path):
-    rec, out = search_recipe(write_recipe), tmp_path / "s"
+    rec, out = search_recipe(write_recipe, transfer_samples=500), tmp_path / "s"  # trials: a 500-input proxy
     # a budget no cnn1d can meet on the simulated A17 (prescreened, never trained) and one it can on host
     args = ["search", rec, "--out", out, "--budget", "apple-a17-pro-ane=0.0001", "--budget", "host=5"]
     r = run_cli(*args, "--trials", 4)
@@ -242,6 +242,13 @@ def test_search_on_sqlite_writes_a_ladder_resumes_and_redraws(write_recipe, tmp_
     assert r.returncode == 0, r.stderr
     trial = next(t for n, t in trials if f"{n.rsplit(':', 1)[-1]}#{t.number}" == host["trial"])
     assert json.loads(r.stdout)["student_accuracy"] == pytest.approx(trial.user_attrs["student_accuracy"])
+    # ... and its full-data twin trains that student on the recipe's whole transfer set, nothing else changed
+    full = yaml.safe_load((out / "ladder" / host["recipe_full_data"]).read_text())
+    assert cfg["data"]["transfer_samples"] == 500 and full["data"]["transfer_samples"] == 2000
+    assert {k: v for k, v in full.items() if k not in ("name", "data")} == {
+        k: v for k, v in cfg.items() if k not in ("name", "data")}
+    assert _ladder(out)["transfer_proxy"] == [500, 2000]
+    assert "rungs/BUDGET.full.yaml on all of them" in (out / "ladder" / "ladder.md").read_text()
 
     # resumed: one more trial, not four
     r = run_cli(*args, "--trials", 5)
