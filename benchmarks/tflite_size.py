@@ -8,7 +8,8 @@ DIR: an export folder with its artifacts.json (own_models.py's --work/export hol
 Each quantised tensor stores one scale (float32) and one zero point (int64) per channel in the flatbuffer,
 12 bytes a channel; a full-int8 file carries them for the weights and for the int32 biases (whose scale
 the kernels check against input scale x weight scale). The floor of a file is its tensor data plus those
-parameters with no graph at all.
+parameters with no graph at all. Anything else (the graph, signatures, metadata, a quantisation's min/max
+arrays when a converter writes them) is "other".
 """
 
 from __future__ import annotations
@@ -33,18 +34,21 @@ def breakdown(path: Path) -> dict:
     buf = path.read_bytes()
     model = schema.Model.GetRootAsModel(buf, 0)
     types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    data: dict[str, int] = collections.Counter()
+    kind: dict[int, str] = {}  # buffer -> the type of the first tensor reading it (tensors may share one)
     entries = 0
     for g in range(model.SubgraphsLength()):
         graph = model.Subgraphs(g)
         for i in range(graph.TensorsLength()):
             t = graph.Tensors(i)
-            n = model.Buffers(t.Buffer()).DataLength()
-            if n:
-                data[types[t.Type()]] += n
+            kind.setdefault(t.Buffer(), types[t.Type()])
             q = t.Quantization()
             if q is not None:
                 entries += q.ScaleLength()
+    data: dict[str, int] = collections.Counter()
+    for b, k in kind.items():
+        buffer = model.Buffers(b)
+        data[k] += buffer.DataLength() or buffer.Size()  # Size(): data kept outside a file over 2 GB
+    data = {k: v for k, v in data.items() if v}
     quant_bytes = entries * (SCALE_BYTES + ZERO_POINT_BYTES)
     tensors = sum(data.values())
     return {"file_bytes": len(buf), "tensor_bytes_by_type": dict(data), "tensor_bytes": tensors,

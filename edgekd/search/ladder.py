@@ -5,6 +5,7 @@ takes as is. Drawn from the storage alone, so `edgekd search --report` and `edge
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +101,8 @@ def rungs(records: list[TrialRecord], budgets: list[Budget], max_size_bytes: int
         lo, hi = (x / teacher_accuracy for x in
                   wilson_interval(round(best[1].retention * teacher_accuracy * n), n))
         within = sum(1 for r, f in found if r is not best[0] and f.retention >= lo)
-        out.append(Rung(b, *best, (round(lo, 5), round(hi, 5)), within))
+        # rounded outwards, so the rounded band still holds the retention
+        out.append(Rung(b, *best, (math.floor(lo * 1e5) / 1e5, math.ceil(hi * 1e5) / 1e5), within))
     return out
 
 
@@ -299,11 +301,11 @@ def _markdown(s: dict) -> str:
             f"{r['latency_ms']:.4g} | {r['retention']:.4f} {band} | {r.get('trials_within_interval', '')} | "
             f"{r['recipe']} |"
         )
-    if any(r.get("trials_within_interval") for r in s["rungs"]):
+    if any("trials_within_interval" in r for r in s["rungs"]):
         lines += ["", "tied: other trials whose file for the budget lies inside the winner's own 95% "
                   "interval on the test split; measure the rung recipes you shortlist on data none was "
                   "chosen on before you rely on their order."]
-    if s.get("transfer_proxy"):
+    if s.get("transfer_proxy") and any(r["met"] for r in s["rungs"]):
         n, full = s["transfer_proxy"]
         lines += ["", f"Trials learned from {n:,} of the recipe's {full:,} transfer inputs (a cheaper "
                   "proxy): rungs/BUDGET.yaml trains a rung's student as its trial did, "
