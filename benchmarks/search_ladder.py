@@ -75,7 +75,8 @@ def default_files(rows) -> list[dict]:
         if not r.ok or r.format == "torch":
             continue
         f = files.setdefault((r.model, r.artifact), {"model": r.model, "artifact": r.artifact,
-                                                     "size_bytes": r.size_bytes, "latency_ms": {}})
+                                                     "format": r.format, "size_bytes": r.size_bytes,
+                                                     "latency_ms": {}})
         if r.kind == "measured":
             f["retention"] = r.retention
         if r.latency_ms_p50 is not None and r.where in TARGETS:
@@ -116,14 +117,14 @@ HELDOUT_SEED = 2_000_000  # the generator's seed for held-out signals: apart fro
 
 def heldout(work: Path, n: int):
     """`n` fresh labelled MNIST-1D signals, normalised as the default recipe's data, and the default
-    teacher's top-1 on them."""
-    import numpy as np
+    teacher's accuracy on them."""
     import torch
     from mnist1d.data import get_dataset_args
 
     from edgekd.checkpoint import load_checkpoint
     from edgekd.data import load_dataset
     from edgekd.data.mnist1d import signals
+    from edgekd.distill.train import accuracy
 
     args = get_dataset_args()
     args.seed, args.num_samples = HELDOUT_SEED, n
@@ -131,9 +132,7 @@ def heldout(work: Path, n: int):
     x = load_dataset("mnist1d").normalise(x[:, None, :])
     _, teacher = load_checkpoint(work / "default" / "teacher")
     with torch.no_grad():
-        top1 = np.concatenate([teacher(torch.from_numpy(x[i:i + 4096])).argmax(1).numpy()
-                               for i in range(0, len(x), 4096)])
-    return x, y, top1
+        return x, y, accuracy(teacher, x, y)
 
 
 def paired(right_a, right_b, teacher_acc: float) -> dict:
@@ -150,11 +149,10 @@ def paired(right_a, right_b, teacher_acc: float) -> dict:
             "inputs_only_search_right": only_a, "inputs_only_default_right": only_b}
 
 
-def held_right(path: Path, x, y):
-    """Which held-out signals an exported file gets right."""
+def held_right(path: Path, fmt: str, x, y):
+    """Which held-out signals an exported file (of format `fmt`) gets right."""
     from edgekd.runtimes import load_runner
 
-    fmt = {".tflite": "tflite", ".onnx": "onnx", ".mlpackage": "coreml"}[path.suffix]
     return load_runner(fmt, path, threads=1).predict(x).argmax(1) == y
 
 
@@ -178,9 +176,9 @@ def full_data_winner(work: Path, budget) -> tuple[Path, dict, bool] | None:
     made = [f for f in default_files(rows) if f.get("retention") is not None]
     if not made:
         return None
-    ok = [f for f in made if f["latency_ms"].get(budget.where, float("inf")) <= budget.latency_ms]
-    f = max(ok or made, key=rank)
-    return out / "export" / student / f["artifact"], f, bool(ok)
+    meeting = default_best(made, budget)
+    f = meeting or max(made, key=rank)
+    return out / "export" / student / f["artifact"], f, meeting is not None
 
 
 def run_search(work: Path, name: str, base: dict, search: dict, budgets, trials: int, workers: int) -> dict:
@@ -231,12 +229,9 @@ def trial_rows(url: str, recipe: str, budgets) -> list[dict]:
             continue
         for t in optuna.load_study(study_name=s.study_name, storage=url).trials:
             files = [FileResult(**f) for f in t.user_attrs.get("files", [])]
-            chosen = {b.key: best_file(files, b, None) for b in budgets}
-            best = {k: getattr(f, "retention", None) for k, f in chosen.items()}
+            best = {b.key: getattr(best_file(files, b, None), "retention", None) for b in budgets}
             rows.append({"study": recipe, "rung": s.study_name.rsplit(":", 1)[-1], "number": t.number,
                          "state": t.state.name, "student": t.user_attrs.get("student"),
-                         "best_artifact_per_budget": {k: getattr(f, "artifact", None)
-                                                      for k, f in chosen.items()},
                          "params": t.user_attrs.get("params"), "seconds": t.user_attrs.get("seconds"),
                          "outcome": t.user_attrs.get("outcome"), "best_retention_per_budget": best,
                          "start": t.datetime_start.timestamp() if t.datetime_start else None,
@@ -292,8 +287,7 @@ def main() -> None:
     per_budget = {}
     ladder_json = json.loads((work / "pruned" / "ladder" / "ladder.json").read_text())
     rung_winner = {r["budget"]: r for r in ladder_json["rungs"]}
-    x_held, y_held, teacher_held = heldout(work, args.heldout)
-    teacher_held_acc = float((teacher_held == y_held).mean())
+    x_held, y_held, teacher_held_acc = heldout(work, args.heldout)
     for b in budgets:
         d_file, s = default_best(files, b), best["pruned"][b.key]
         d = d_file["retention"] if d_file else None
@@ -307,10 +301,10 @@ def main() -> None:
             rung, number = win["trial"].rsplit("#", 1)
             trial = f"{rung.replace('=', '-')}-{int(number):03d}"
             path = work / "pruned" / "trials" / trial / "export" / win["file"]
-            right["search"] = (path, held_right(path, x_held, y_held))
+            right["search"] = (path, held_right(path, win["format"], x_held, y_held))
         if d_file is not None:
             path = work / "default" / "export" / d_file["model"] / d_file["artifact"]
-            right["default"] = (path, held_right(path, x_held, y_held))
+            right["default"] = (path, held_right(path, d_file["format"], x_held, y_held))
         held = {k: {"file": str(p.relative_to(work)),
                     "retention": round(float(r.mean()) / teacher_held_acc, 5)} for k, (p, r) in right.items()}
         if len(right) == 2:
@@ -318,7 +312,7 @@ def main() -> None:
         full = full_data_winner(work, b) if "default" in right and "search" in right else None
         if full is not None:
             path, f, meets = full
-            got = held_right(path, x_held, y_held)
+            got = held_right(path, f["format"], x_held, y_held)
             held["search_full_data"] = {"file": str(path.relative_to(work)), "meets_budget": meets,
                                         "latency_ms": f["latency_ms"].get(b.where),
                                         "retention_test_split": f["retention"],

@@ -158,9 +158,9 @@ def write_ladder(out: Path, url: str, budgets: list[Budget] | None = None, dest:
     proxy = _proxy(recipe)
     for r in ladder:
         if r.trial is not None:
-            _write_rung_recipe(dest / "rungs", recipe, record, r, max_size, out / "teacher")
+            _write_rung_recipe(dest / "rungs", recipe, r, max_size, out / "teacher")
             if proxy:
-                _write_rung_recipe(dest / "rungs", recipe, record, r, max_size, out / "teacher", full=True)
+                _write_rung_recipe(dest / "rungs", recipe, r, max_size, out / "teacher", full=True)
     front = fronts(records)
     summary = {
         "recipe": recipe["name"],
@@ -173,6 +173,7 @@ def write_ladder(out: Path, url: str, budgets: list[Budget] | None = None, dest:
             "trial_seconds": round(sum(r.seconds for r in records), 1),
         },
         "ignored_studies": ignored,
+        "transfer_proxy": proxy,
         "rungs": [_rung_dict(r, proxy is not None) for r in ladder],
         "monotone_problems": monotone(ladder),
         "fronts": {
@@ -180,7 +181,6 @@ def write_ladder(out: Path, url: str, budgets: list[Budget] | None = None, dest:
             for w, p in front.items()
         },
     }
-    summary["transfer_proxy"] = proxy
     write_json(dest / "ladder.json", summary)
     with atomic_path(dest / "ladder.md") as tmp:
         tmp.write_text(_markdown(summary))
@@ -221,7 +221,7 @@ def _proxy(recipe: dict) -> list[int] | None:
 
 
 def _write_rung_recipe(
-    folder: Path, recipe: dict, record: dict, r: Rung, max_size: int | None, teacher: Path, full: bool = False
+    folder: Path, recipe: dict, r: Rung, max_size: int | None, teacher: Path, full: bool = False
 ) -> None:
     """The winner as a recipe: the same teacher and data, this trial's student and KD settings, its file's
     format and mode, and a policy holding the budget. `edgekd run` on it trains the same student. With
@@ -261,12 +261,13 @@ def _write_rung_recipe(
     with atomic_path(folder / f"{b.slug}.policy.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(policy, sort_keys=False))
     rec["gate"] = {"policy": f"{b.slug}.policy.yaml"}
-    header = (
-        f"# Rung {b.key} of the {recipe['name']} ladder: trial {r.trial.label}, {f.artifact}\n"
-        f"# retention {f.retention:.4f} through the file, {f.latency_ms.get(b.where):.4g} ms on {b.where}, "
-        f"{f.size_bytes} bytes; `edgekd run` on this file trains the same student\n"
-    )
-    if full:
+    if not full:
+        header = (
+            f"# Rung {b.key} of the {recipe['name']} ladder: trial {r.trial.label}, {f.artifact}\n"
+            f"# retention {f.retention:.4f} through the file, {f.latency_ms.get(b.where):.4g} ms on "
+            f"{b.where}, {f.size_bytes} bytes; `edgekd run` on this file trains the same student\n"
+        )
+    else:
         header = (
             f"# Rung {b.key} of the {recipe['name']} ladder: trial {r.trial.label}'s student and settings, "
             f"trained on the recipe's {rec['data']['transfer_samples']:,} transfer inputs (the trial learned "
