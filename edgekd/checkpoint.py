@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgekd.errors import InputError
 from edgekd.fileio import atomic_dir, read_json, sha256_file
-from edgekd.models import Classifier, count_params, resolve
+from edgekd.models import Classifier, count_params, eval_mode, resolve
 from edgekd.types import Checkpoint, ModelSpec
 
 FORMAT = "edgekd.checkpoint"
@@ -106,7 +106,7 @@ def load_checkpoint(path: Path) -> tuple[Checkpoint, Classifier]:
         first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
         raise InputError(f"{weights}: weights do not fit the network {ckpt.model_spec.label!r} "
                          f"recorded in {META}: {first}") from None
-    return ckpt, model.eval()
+    return ckpt, eval_mode(model)  # a torch.export program's module refuses .eval()
 
 
 def extra_file(ckpt: Checkpoint, name: str) -> Path:

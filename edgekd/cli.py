@@ -193,10 +193,22 @@ def compare(bench_dir: Annotated[Path, typer.Argument(help="Directory holding be
     from edgekd.gate.verdict import load_bench_rows
     from edgekd.report import text_table, write_report
 
-    rows = [b.row for b in load_bench_rows([bench_dir])]
-    bench = read_json(bench_dir / "bench.json" if bench_dir.is_dir() else bench_dir, "bench.json")
-    md, page = write_report(rows, bench_dir if bench_dir.is_dir() else bench_dir.parent, title=bench["model"],
-                            teacher_accuracy=bench.get("teacher_accuracy"))
+    students = sorted(p.parent for p in bench_dir.glob("bench/*/bench.json")) if bench_dir.is_dir() else []
+    if students and not (bench_dir / "bench.json").exists():
+        from edgekd.errors import InputError
+
+        raise InputError(f"{bench_dir}: a run folder; compare reads one student's bench folder, e.g. "
+                         f"{students[0]} (`edgekd run` wrote the run's report in {bench_dir / 'report'})")
+    from edgekd.artifacts import load_artifacts
+    from edgekd.fileio import resolve_in
+
+    rows = [b.row for b in load_bench_rows([bench_dir])]  # refuses rows of files exported again since
+    path = bench_dir / "bench.json" if bench_dir.is_dir() else bench_dir
+    bench = read_json(path, "bench.json")
+    failures = load_artifacts(resolve_in(path.parent, bench["artifacts"])).get("failures", [])
+    md, page = write_report(rows, path.parent, title=bench["model"],
+                            teacher_accuracy=bench.get("teacher_accuracy"),
+                            dropped=[{**f, "model": bench["model"]} for f in failures])
     typer.echo(text_table(rows))
     typer.echo(f"\nwrote {md} and {page}")
 
@@ -310,6 +322,11 @@ def search(
     from edgekd.search import write_ladder
 
     if report is not None:
+        if recipe is not None or budget:
+            from edgekd.errors import InputError
+
+            raise InputError("--report redraws the ladder of a search already run and takes no RECIPE or "
+                             "--budget; drop them, or use `edgekd ladder DIR --budget ...` for other budgets")
         _echo_ladder(write_ladder(report, _stored_url(report, storage)))
         return
     from edgekd.bench.targets import all_targets

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
@@ -294,12 +294,14 @@ class Policy(_Strict):
     min_retention: float | None = Field(None, gt=0)  # file accuracy / teacher accuracy
     min_teacher_agreement: float | None = Field(None, ge=0, le=1)  # top-1 agreement with the teacher
     max_size_bytes: int | None = Field(None, gt=0)
-    max_latency_ms: dict[str, float] = {}  # runner (tflite, onnxruntime, ...) or target name -> p50 limit
+    # runner (tflite, onnxruntime, ...) or target name -> p50 limit
+    max_latency_ms: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = {}
     # simulated targets: meet max_latency_ms even at the upper edge of the profile's error band (a row
     # without a band fails the rule: an uncalibrated profile, or a file whose kernels its calibration never
     # ran, such as an int8 file on a host profile fitted on fp32 files; its number is a guess)
     latency_margin: Literal["none", "band"] = "none"
-    min_accelerator_residency: dict[str, float] = {}  # target name -> minimum share of ops on its accelerator
+    # target name -> minimum share of ops on its accelerator
+    min_accelerator_residency: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
     max_regression: RegressionLimits | None = None  # against --baseline BUNDLE
     prefer: Literal["size", "latency"] = "size"  # how to pick among files that pass
 
@@ -383,6 +385,17 @@ class Recipe(_Strict):
     bundle: BundleConfig = BundleConfig()
     gate: GateConfig = GateConfig()
     search: SearchConfig = SearchConfig()  # `edgekd search` / `edgekd ladder`
+
+    def record(self) -> dict:
+        """The recipe as JSON that loads back as this recipe (what run folders, bundles and searches keep): a
+        student keeps only the size it was given (a budget student's default width of 0.25 is not its
+        width, and would clash with the budget when the recipe is read again)."""
+        d = self.model_dump(mode="json")
+        for s, raw in zip(self.students, d["students"]):
+            for k in ("width", "compression", "params", "model", "depths"):
+                if k not in s.model_fields_set:
+                    del raw[k]
+        return d
 
     def student_train(self, student: StudentConfig) -> TrainConfig:
         """distill.train with the fields this student's own `train` sets."""
@@ -487,7 +500,7 @@ def load_recipe(path: Path | None = None) -> tuple[Recipe, Path]:
 def load_model_file(path: Path) -> ModelFile:
     """Read and validate a model file; relative paths inside it are taken from its folder."""
     path = Path(path)
-    raw = read_yaml(path, "model file")
+    raw = read_yaml(path, "model")
     try:
         m = ModelFile.model_validate(raw)
     except ValidationError as e:

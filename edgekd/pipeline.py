@@ -116,8 +116,15 @@ def import_model(model_file: ModelFile, dest: Path) -> tuple[Path, Dataset]:
     save_checkpoint(model, dest, name=model_file.name, role="teacher", arch=spec.kind, width=1.0, depth=None,
                     input_shape=data.input_shape, labels=data.labels, mean=data.mean, std=data.std,
                     data_fingerprint=data.fingerprint, accuracy=accuracy(model, data.x_test, data.y_test),
-                    provenance={"data": data.source, "imported": spec.to_dict()}, spec=spec)
+                    provenance={"data": data.source, "imported": _imported(spec)}, spec=spec)
     return Path(dest), data
+
+
+def _imported(spec) -> dict:
+    """The spec a model was imported with, and the hashes of the files it read (its path alone does not say
+    which weights those were)."""
+    files = {"weights_sha256": spec.weights, "program_sha256": spec.program}
+    return {**spec.to_dict(), **{k: sha256_file(Path(v)) for k, v in files.items() if v}}
 
 
 def teacher_stage(recipe: Recipe, data: Dataset, out: Path, world: World = SINGLE):
@@ -254,7 +261,8 @@ def distill_metrics(teacher: Checkpoint, students, out: Path) -> dict:
     rows = [{"name": s.name, "checkpoint": relative_to(s.checkpoint, out), "params": s.params,
              "accuracy": s.accuracy, "retention": s.retention, "compression": s.compression,
              "train_samples_per_s": s.train_samples_per_s,
-             "train_samples_per_s_per_rank": s.train_samples_per_s_per_rank, "world_size": s.world_size}
+             "train_samples_per_s_per_rank": s.train_samples_per_s_per_rank, "world_size": s.world_size,
+             "trained_here": s.trained_here}
             for s in students]
     return {
         "teacher_accuracy": teacher.accuracy, "teacher_params": teacher.params,
@@ -334,7 +342,7 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     base = load_baseline(baseline, list(data.labels), list(data.input_shape)) if baseline else None
     # the students, then each compressed student (STUDENT.MODE-kd): every checkpoint export_plan exports
     record = RunRecord(recipe.name, tuple(export_plan(recipe)), dict(recipe.bundle.platforms))
-    write_record(out, record, recipe.model_dump(mode="json"))
+    write_record(out, record, recipe.record())
     marks = _Marks(out / STATE_DIR / "stages.json")
 
     with _jobs(recipe, data) as jobs:  # one set of job processes for both stages: started, data loaded once
@@ -424,7 +432,7 @@ class _Exports:
                 misses += [(name, f) for f in e.failures]
                 if not e.final:
                     continue  # a converter crashed: not done, the next run tries again
-            self.marks.set(f"export/{name}", key)
+            self.marks.set(f"export/{name}", key, self.out / "export" / name / "artifacts.json")
         if misses:
             note("some files were not kept (the others were):\n" + misses_table(misses))
 
@@ -462,7 +470,7 @@ def bench_students(recipe: Recipe, out: Path, data: Dataset, targets, marks: "_M
         if marks.fresh(f"bench/{name}", key, dest / "bench.json"):
             continue
         bench_artifacts(manifest, dest, targets=targets, data=data, threads=recipe.bench.threads)
-        marks.set(f"bench/{name}", key)
+        marks.set(f"bench/{name}", key, dest / "bench.json")
 
 
 def report(recipe: Recipe, out: Path, teacher_accuracy: float, rows, verdict) -> Path:
@@ -472,8 +480,15 @@ def report(recipe: Recipe, out: Path, teacher_accuracy: float, rows, verdict) ->
     compressed = out / "compress.json"
     compression = (read_json(compressed, "compress results", "re-run `edgekd run`")["results"]
                    if recipe.compress.modes and compressed.is_file() else [])
+    dropped = []
+    for name in export_plan(recipe):  # the files export did not keep, beside the ones it did
+        manifest = out / "export" / name / "artifacts.json"
+        if manifest.is_file():
+            failures = read_json(manifest, "artifacts file").get("failures", [])
+            dropped += [{**f, "model": name} for f in failures]
     return write_report([b.row for b in rows], out / "report", title=recipe.name,
-                        teacher_accuracy=teacher_accuracy, verdict=verdict, compression=compression)[1]
+                        teacher_accuracy=teacher_accuracy, verdict=verdict, compression=compression,
+                        dropped=dropped)[1]
 
 
 def write_bundles(recipe: Recipe, recipe_path: Path, out: Path, data: Dataset, metrics: dict,
@@ -484,7 +499,7 @@ def write_bundles(recipe: Recipe, recipe_path: Path, out: Path, data: Dataset, m
     from edgekd.checkpoint import read_checkpoint
     from edgekd.gate.bundle import write_bundle
 
-    provenance = {"recipe_name": recipe.name, "recipe": recipe.model_dump(mode="json"),
+    provenance = {"recipe_name": recipe.name, "recipe": recipe.record(),
                   "recipe_sha256": sha256_file(recipe_path),
                   "teacher_sha256": read_checkpoint(resolve_in(out, metrics["teacher"])).weights_sha256,
                   "teacher_accuracy": metrics["teacher_accuracy"], "data_fingerprint": data.fingerprint,
@@ -538,7 +553,8 @@ def _drop_bundles_of_other_platforms(bundles_dir: Path, platforms: set[str]) -> 
 
 class _Marks:
     """Stage completion marks: a stage counts as done only when its mark matches its inputs and its
-    output file exists (an interrupted stage leaves no mark, so it runs again)."""
+    output file is the one it wrote (an interrupted stage leaves no mark, so it runs again; an output
+    written over since, e.g. by `edgekd export` into the run's folder, makes it run again too)."""
 
     def __init__(self, path: Path):
         import json
@@ -550,8 +566,10 @@ class _Marks:
             self.marks = {}
 
     def fresh(self, name: str, key: str, output: Path) -> bool:
-        return self.marks.get(name) == key and Path(output).is_file()
+        mark = self.marks.get(name)
+        return (isinstance(mark, dict) and mark.get("key") == key and Path(output).is_file()
+                and mark.get("output_sha256") == sha256_file(output))
 
-    def set(self, name: str, key: str) -> None:
-        self.marks[name] = key
+    def set(self, name: str, key: str, output: Path) -> None:
+        self.marks[name] = {"key": key, "output_sha256": sha256_file(output)}
         write_json(self.path, self.marks)

@@ -119,6 +119,7 @@ class StudentResult:
     train_samples_per_s: float = 0.0  # all ranks together
     train_samples_per_s_per_rank: float = 0.0
     world_size: int = 1
+    trained_here: bool = True  # False: an earlier run's checkpoint, reused (its throughput is that run's)
 
 
 # Measurement.no_band of a simulated row whose profile was checked against no real device

@@ -107,7 +107,8 @@ def _baseline_without_labels(d: Path):
     row = {"model": "m", "artifact": "m.onnx", "format": "onnx", "quant": "fp32", "kind": "measured",
            "runner": "onnxruntime", "retention": 1.0, "size_bytes": 10}
     b = _bench_json(d, {"artifacts": "artifacts.json", "model": "m", "rows": [row]})
-    (b / "artifacts.json").write_text(json.dumps({"checkpoint": "c", "model": "m", "artifacts": [],
+    listed = [{"format": "onnx", "quant": "fp32", "path": "m.onnx", "size_bytes": 10, "sha256": "0" * 64}]
+    (b / "artifacts.json").write_text(json.dumps({"checkpoint": "c", "model": "m", "artifacts": listed,
                                                   "labels": ["a", "b"], "input_shape": [1, 4]}))
     base = d / "baseline"
     base.mkdir()

@@ -170,6 +170,7 @@ def test_bench_cli_end_to_end(exported, tmp_path):
             assert x["latency_ms_p50"] > 0 and x["latency_ms_p90"] >= x["latency_ms_p50"]
             assert x["threads"] == 1 and x["cpu"] and x["runtime_version"]
     assert {x["target"] for x in simulated} == {"apple-a17-pro-ane", "host-cpu", "host-cpu-onnxruntime"}
+    assert all(x.get("latency_ms_p90") is None for x in simulated)  # one estimate: its spread is the band
     onnx_sim = [x for x in simulated if x["target"] == "host-cpu-onnxruntime"]
     assert {x["format"] for x in onnx_sim} == {"onnx"} and not [x for x in onnx_sim if x.get("failed")]
     assert {x["quant"] for x in onnx_sim} == {x["quant"] for x in measured if x["format"] == "onnx"}
@@ -219,3 +220,46 @@ def test_bench_cli_bad_inputs(exported, tmp_path):
     assert r.returncode == 2 and "unknown target" in r.stderr and not (tmp_path / "b").exists()
     r = run_cli("bench", tmp_path / "nothing.json", "--out", tmp_path / "c")
     assert r.returncode == 2 and "no such artifacts file" in r.stderr
+
+
+def test_bench_on_named_data_scales_it_as_the_model_was_trained_and_keeps_its_split(tmp_path):
+    """`edgekd bench --data NAME`: the data the model was trained on comes back with its own split seed and
+    options; other data of the task is scaled with the model's recorded mean and std, not its own; data
+    whose classes are named otherwise is refused."""
+    import numpy as np
+
+    from edgekd.bench.stage import check_data_fits, dataset_for_manifest
+    from edgekd.data import load_dataset
+
+    trained = load_dataset("digits", seed=7, normalization=[1.0, 0.05])
+    manifest = {"checkpoint": "gone", "model": "s", "artifacts": [], "mean": trained.mean, "std": trained.std,
+                "labels": list(trained.labels), "input_shape": list(trained.input_shape),
+                "data": trained.source}
+    path = tmp_path / "artifacts.json"
+    path.write_text(json.dumps(manifest))
+    again = dataset_for_manifest(path, "digits")
+    assert again.fingerprint == trained.fingerprint  # seed 7's split and the fixed scale, not seed 42's
+    path.write_text(json.dumps({**manifest, "data": {"name": "mnist1d", "seed": 42, "options": {}}}))
+    other = dataset_for_manifest(path, "digits")  # not the recorded data: scaled as the model expects
+    assert (other.mean, other.std) == (1.0, 0.05)
+    own = load_dataset("digits")
+    assert own.mean != 1.0 and not np.allclose(other.x_test, own.x_test)
+    renamed = {**manifest, "labels": [f"digit {i}" for i in range(10)]}
+    with pytest.raises(InputError, match=r"class 0 is 'digit 0' \(field 'labels'\).*calls it '0'"):
+        check_data_fits(renamed, path, trained)
+    path.write_text(json.dumps({k: v for k, v in manifest.items() if k not in ("mean", "std", "data")}))
+    with pytest.raises(InputError, match="records no input normalisation"):
+        dataset_for_manifest(path, "digits")
+
+
+def test_the_runtime_library_is_imported_before_a_files_load_is_timed():
+    """The first file of each format must not be charged its runtime's import (3 s and 140 MB for Core ML's
+    MIL loader); bench imports it first, by these names."""
+    import sys
+
+    from edgekd.runtimes import FORMAT_RUNNER, RUNTIME_MODULES, import_runtime
+
+    assert set(RUNTIME_MODULES) == set(FORMAT_RUNNER.values()) | {"torch"}
+    for fmt in FORMAT_RUNNER:
+        import_runtime(fmt)
+        assert all(m in sys.modules for m in RUNTIME_MODULES[FORMAT_RUNNER[fmt]])

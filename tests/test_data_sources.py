@@ -283,6 +283,25 @@ def test_csv_integer_labels_and_another_label_column(tmp_path):
     assert load_dataset("csv", p, label_column="class").source["options"] == {"label_column": "class"}
 
 
+def test_csv_numeric_labels_are_ids_as_in_parquet_and_fractions_or_gaps_are_refused(tmp_path):
+    x, y = _table(30)
+    ids = [{"cat": 2, "dog": 0, "eel": 1}[c] for c in y]
+    floats = write_csv(tmp_path / "f.csv", ["a", "b", "c", "d", "label"],
+                       [[*r, f"{i}.0" if n % 2 else i] for n, (r, i) in enumerate(zip(x.tolist(), ids))])
+    raw = DATASETS.get("csv")(path=floats)  # 2 and 2.0 alike: one class, as Parquet reads a float column
+    assert raw.labels == ("0", "1", "2")
+    got = np.concatenate([raw.y_train, raw.y_test])
+    assert sorted(got.tolist()) == sorted(ids)
+    frac = write_csv(tmp_path / "frac.csv", ["a", "b", "c", "d", "label"],
+                     [[*r, i + 0.5] for r, i in zip(x.tolist(), ids)])
+    with _fails("non-integer numbers", frac, "'label'"):
+        load_dataset("csv", frac)
+    one_based = write_csv(tmp_path / "one.csv", ["a", "b", "c", "d", "label"],
+                          [[*r, i + 1] for r, i in zip(x.tolist(), ids)])
+    with _fails("no row of class 0", one_based, "subtract 1"):
+        load_dataset("csv", one_based)
+
+
 def test_csv_bad_values_name_file_column_and_row(tmp_path):
     x, y = _table(20)
     rows = [[*r, c] for r, c in zip(x.tolist(), y)]

@@ -202,9 +202,26 @@ def test_distill_cli_writes_metrics(distilled):
 def test_distill_rerun_reuses_teacher_and_students(distilled):
     recipe, out = distilled
     before = {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")}
+    first = json.loads((out / "metrics.json").read_text())["students"][0]
     r = run_cli("distill", recipe, "--out", out)
     assert r.returncode == 0, r.stderr
     assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == before
+    # the reused student keeps the throughput of the run that trained it (not 0), and says it was reused
+    again = json.loads((out / "metrics.json").read_text())["students"][0]
+    assert first["trained_here"] and not again["trained_here"]
+    assert again["train_samples_per_s"] == first["train_samples_per_s"] > 0
+
+
+def test_a_recipe_record_loads_back_as_the_same_recipe():
+    """Run folders, bundles and searches keep the recipe as JSON: a budget student's default width (not
+    its width) must not be written, or the record cannot be read back."""
+    from edgekd.config import Recipe
+
+    r = Recipe.model_validate({**tiny_recipe(), "students": [
+        {"name": "a", "compression": 10, "depths": [2, 3]}, {"name": "b", "width": 0.3}, {"name": "c"}]})
+    d = json.loads(json.dumps(r.record()))
+    assert "width" not in d["students"][0] and d["students"][1]["width"] == 0.3
+    assert Recipe.model_validate(d) == r
 
 
 @pytest.mark.heavy

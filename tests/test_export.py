@@ -151,6 +151,19 @@ def test_a_file_below_its_threshold_fails_the_export_and_is_not_kept(student, tm
     assert not list(tmp_path.glob("*.tflite")) and not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
+def test_exporting_again_into_a_folder_leaves_no_file_the_new_manifest_does_not_list(student, tmp_path):
+    """A file an earlier export wrote (another plan, or one that now misses parity) must not stay beside the
+    new artifacts.json under a name an app would ship."""
+    _export(student, tmp_path, ["onnx", "tflite"], ["fp32", "dynamic-int8"])
+    assert len(list(tmp_path.glob("student-*"))) == 4
+    (tmp_path / "notes.txt").write_text("mine")  # not edgekd's: kept
+    _export(student, tmp_path, ["onnx"], ["fp32"])
+    assert sorted(p.name for p in tmp_path.glob("student-*")) == ["student-fp32.onnx"]
+    with pytest.raises(CheckFailed):  # the fp32 file now misses parity: the old one goes too
+        _export(student, tmp_path, ["onnx"], ["fp32"], fp32_max_abs_diff=0.0)
+    assert not list(tmp_path.glob("student-*")) and (tmp_path / "notes.txt").is_file()
+
+
 def test_plan_rejects_unknown_and_misplaced_modes():
     with pytest.raises(InputError, match="unknown quantisation 'int3'"):
         plan_exports(["tflite"], ["int3"])

@@ -91,6 +91,63 @@ def test_regression_against_baseline(tmp_path):
     assert not v.passed
 
 
+def test_prefer_latency_ranks_by_the_time_measured_here_without_simulated_targets(tmp_path):
+    """A run benched on no simulated target (a host-budget rung recipe) still ships its fastest file."""
+    rows = []
+    for art, size, ms in [("a-fp16.tflite", 9_000, 0.0021), ("a-dyn.tflite", 7_000, 0.0024)]:
+        rows.append(BenchRow(tmp_path, Measurement(model="s", artifact=art, format="tflite", quant="fp16",
+                                                   size_bytes=size, kind="measured", runner="tflite",
+                                                   retention=0.99, latency_ms_p50=ms)))
+    android = {"android": "tflite"}
+    assert evaluate(rows, Policy(prefer="latency"), android).chosen["android"].artifact == "a-fp16.tflite"
+    assert evaluate(rows, Policy(), android).chosen["android"].artifact == "a-dyn.tflite"  # the smaller
+
+
+def test_latency_regression_with_nothing_to_compare_is_refused_and_another_platform_noted(tmp_path):
+    p = Policy(max_regression={"latency_pct": 10})
+    no_sims = {"platform": "android", "metrics": {"retention": 0.99, "simulated": {}},
+               "model": {"size_bytes": 10_000}}
+    with pytest.raises(InputError, match="max_regression.latency_pct.*no simulated row"):
+        evaluate(_rows(tmp_path, SPECS[:2]), p, {"android": "tflite"}, no_sims)
+    ios = {**no_sims, "platform": "ios"}
+    v = evaluate(_rows(tmp_path, SPECS), Policy(max_regression={"retention": 0.5}), PLATFORMS, ios)
+    assert "max_regression not checked for android: the baseline bundle is for ios" in v.notes
+
+
+def test_the_gate_refuses_bench_rows_of_files_exported_again_since(tmp_path):
+    """bench.json must describe the files artifacts.json lists now: a re-export, or a run stopped between
+    export and bench, would let the gate judge (and ship) a file by another file's numbers."""
+    from edgekd.gate.verdict import load_bench_rows
+
+    row = {"model": "m", "artifact": "m.onnx", "format": "onnx", "quant": "fp32", "kind": "measured",
+           "runner": "onnxruntime", "retention": 1.0, "size_bytes": 10}
+    (tmp_path / "e").mkdir()
+    (tmp_path / "b").mkdir()
+
+    def write(listed: list, files: dict | None, rows=(row,)):
+        (tmp_path / "e" / "artifacts.json").write_text(json.dumps(
+            {"checkpoint": "c", "model": "m", "artifacts": listed}))
+        bench = {"artifacts": "../e/artifacts.json", "model": "m", "rows": list(rows),
+                 **({"files": files} if files is not None else {})}
+        (tmp_path / "b" / "bench.json").write_text(json.dumps(bench))
+
+    same = {"format": "onnx", "quant": "fp32", "path": "m.onnx", "size_bytes": 10, "sha256": "a" * 64}
+    write([same], {"m.onnx": "a" * 64})
+    assert [b.row.artifact for b in load_bench_rows([tmp_path / "b"])] == ["m.onnx"]
+    write([{**same, "sha256": "b" * 64}], {"m.onnx": "a" * 64})
+    with pytest.raises(InputError, match="measured another m.onnx.*re-run `edgekd bench`"):
+        load_bench_rows([tmp_path / "b"])
+    write([], {"m.onnx": "a" * 64})
+    with pytest.raises(InputError, match="measured m.onnx, which .* no longer lists"):
+        load_bench_rows([tmp_path / "b"])
+    write([{**same, "size_bytes": 12}], None)  # a bench.json from before it recorded hashes: sizes
+    with pytest.raises(InputError, match="measured another m.onnx"):
+        load_bench_rows([tmp_path / "b"])
+    (tmp_path / "e" / "artifacts.json").unlink()
+    with pytest.raises(InputError, match="is gone"):
+        load_bench_rows([tmp_path / "b"])
+
+
 def test_policy_rule_naming_unknown_target(tmp_path):
     with pytest.raises(InputError, match="max_latency_ms names 'pixel-99'"):
         evaluate(_rows(tmp_path, SPECS), Policy(max_latency_ms={"pixel-99": 1.0}), PLATFORMS)
@@ -104,6 +161,13 @@ def test_policy_file_errors(tmp_path):
     p.write_text(yaml.safe_dump({"max_latency_ms": {"ane": "fast"}}))
     with pytest.raises(InputError, match="max_latency_ms.ane"):
         load_policy(p)
+    # limits no file could meet are refused, not failed file by file
+    for rules, field in [({"max_latency_ms": {"tflite": 0}}, "max_latency_ms.tflite"),
+                         ({"max_latency_ms": {"tflite": -1.0}}, "max_latency_ms.tflite"),
+                         ({"min_accelerator_residency": {"ane": 1.5}}, "min_accelerator_residency.ane")]:
+        p.write_text(yaml.safe_dump(rules))
+        with pytest.raises(InputError, match=field.replace(".", r"\.")):
+            load_policy(p)
     assert load_policy().min_retention == 0.97  # the built-in policy
 
 

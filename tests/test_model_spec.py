@@ -102,6 +102,40 @@ def test_a_torch_export_program(tmp_path):
         resolve(ModelSpec("program", program=str(tmp_path / "bad.pt2")), (1, 16), 3)
 
 
+def test_a_program_checkpoint_loads_again_and_its_file_is_its_cache_key(tmp_path):
+    """A torch.export program's module refuses .eval(): loading its checkpoint (what export, bench and a
+    second run's teacher do) must not call it. And the teacher cache keys on the file, not its path."""
+    from edgekd.distill.stage import model_key
+
+    batch = torch.export.Dim("batch")
+    path = tmp_path / "m.pt2"
+    model = tiny_net().eval()
+    torch.export.save(torch.export.export(model, (_x(),), dynamic_shapes=({0: batch},)), path)
+    spec = ModelSpec("program", program=str(path))
+    key = model_key(spec)
+    loaded = resolve(spec, (1, 16), 3)
+    ckpt = save_checkpoint(loaded, tmp_path / "ck", name="prog", role="teacher", arch="program", width=1.0,
+                           depth=None, input_shape=(1, 16), labels=("a", "b", "c"), mean=0.0, std=1.0,
+                           data_fingerprint="f", accuracy=None, spec=spec)
+    _, rebuilt = load_checkpoint(ckpt.path)
+    torch.testing.assert_close(rebuilt(_x()), model(_x()))
+    torch.manual_seed(9)
+    torch.export.save(torch.export.export(tiny_net().eval(), (_x(),), dynamic_shapes=({0: batch},)), path)
+    assert model_key(spec) != key  # another network saved under the same path
+
+
+def test_a_program_fixed_to_one_batch_size_is_told_to_export_a_dynamic_batch(tmp_path):
+    from edgekd.data import load_dataset
+    from edgekd.distill.stage import check_fits_data
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(60, 1, 16)).astype(np.float32), y=np.arange(60) % 3)
+    torch.export.save(torch.export.export(tiny_net().eval(), (_x()[:1],)), tmp_path / "one.pt2")
+    model = resolve(ModelSpec("program", program=str(tmp_path / "one.pt2")), (1, 16), 3)
+    with pytest.raises(InputError, match=r"dynamic batch: dynamic_shapes=\(\{0: torch.export.Dim"):
+        check_fits_data(model, load_dataset("npz", tmp_path / "d.npz"), "one.pt2")
+
+
 @pytest.mark.heavy
 def test_export_and_bench_a_model_of_yours_with_no_distill_run(tmp_path):
     """`edgekd export MODEL.yaml`: a factory with weights, the data it is checked on, and nothing else."""
@@ -123,6 +157,9 @@ def test_export_and_bench_a_model_of_yours_with_no_distill_run(tmp_path):
     assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / "e" / "model" / "model.json").read_text())
     assert meta["model"]["factory"] == "own_nets:tiny_net" and meta["mean"] == 0.0 and meta["std"] == 1.0
+    from edgekd.fileio import sha256_file
+
+    assert meta["provenance"]["imported"]["weights_sha256"] == sha256_file(tmp_path / "w.pt")  # which weights
     manifest = json.loads((tmp_path / "e" / "artifacts.json").read_text())
     assert {a["format"] for a in manifest["artifacts"]} == {"onnx", "tflite"}
     assert all(a["parity"]["top1_agreement"] == 1.0 for a in manifest["artifacts"])

@@ -134,3 +134,25 @@ def test_a_renamed_student_never_ships_the_old_one_and_gate_keeps_the_recipes_pl
     assert again.returncode == 0, again.stdout + again.stderr
     assert json.loads((tmp_path / "g" / "gate.json").read_text())["chosen"]["android"]["model"] == "s2"
     assert "ios" not in json.loads((tmp_path / "g" / "gate.json").read_text())["chosen"]
+
+
+def test_a_run_whose_export_was_written_over_exports_and_benches_again(two_runs, tmp_path):
+    """`edgekd export` into a run's export folder (other modes) must not pass for the run's own export: the
+    next `edgekd run` redoes export and bench, and the gate, until then, refuses the stale bench rows."""
+    import shutil
+
+    root, recipe, _ = two_runs
+    out = tmp_path / "d"
+    shutil.copytree(root / "a", out)
+    before = json.loads((out / "export" / "s" / "artifacts.json").read_text())["artifacts"]
+    r = run_cli("export", out / "students" / "s", "--out", out / "export" / "s", "--formats", "tflite",
+                "--quant", "fp32")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (out / "export" / "s").glob("s-*")) == ["s-fp32.tflite"]
+    gate = run_cli("gate", out)
+    assert gate.returncode == 2 and "no longer lists" in gate.stderr, gate.stderr
+    again = run_cli("run", recipe, "--out", out)
+    assert again.returncode == 0, again.stderr
+    after = json.loads((out / "export" / "s" / "artifacts.json").read_text())["artifacts"]
+    assert sorted(a["path"] for a in after) == sorted(a["path"] for a in before)
+    assert run_cli("gate", out, "--policy", root / "policy.yaml").returncode == 0

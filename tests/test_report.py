@@ -154,6 +154,20 @@ def test_report_leads_with_the_verdict_and_ends_with_every_row(tmp_path, rows, v
     assert order == sorted(order) and SHIPPED in text[: order[1]]
 
 
+def test_files_export_did_not_keep_are_listed_beside_the_kept_ones(tmp_path, rows, verdict):
+    """Post-training pal4 that missed parity must show in the report, not only in the console."""
+    miss = {"model": "s_small", "format": "coreml", "quant": "pal4", "top1_agreement": 0.9412,
+            "required": 0.98, "reason": "top-1 agreement 0.9412 < required 0.98; coreml-exec vs PyTorch"}
+    md, page_path = write_report(rows, tmp_path, title="t", teacher_accuracy=0.91, verdict=verdict,
+                                 dropped=[miss])
+    page = page_path.read_text()
+    assert parse(page).sections == ["verdict", "students", "dropped", "plots", "all-rows"]
+    kept = section(page, "dropped")
+    assert "s_small" in kept and "coreml/pal4" in kept and "0.9412" in kept and "0.98" in kept
+    line = "| s_small | coreml/pal4 | 0.9412 | 0.98 | top-1 agreement 0.9412 &lt; required 0.98"
+    assert line in md.read_text()
+
+
 def test_matrix_per_student_with_failures_footnoted(tmp_path, rows, verdict):
     page = write_report(rows, tmp_path, title="t", teacher_accuracy=0.91, verdict=verdict)[1].read_text()
     gate, small, tiny, full = parse(page).tables

@@ -73,7 +73,8 @@ def test_the_prescreen_slack_covers_the_ops_not_the_fixed_cost_per_inference():
         ("pixel9=1", "unknown target 'pixel9'"),
         ("host", "write TARGET=MS"),
         ("host=fast", "not a number"),
-        ("host=0", "above 0 ms"),
+        ("host=0", "finite number of ms above 0"),
+        ("host=inf", "finite number of ms above 0"),
         ("=3", "write TARGET=MS"),
     ],
 )
@@ -275,6 +276,44 @@ def test_search_on_sqlite_writes_a_ladder_resumes_and_redraws(write_recipe, tmp_
     r = run_cli("ladder", out, "--budget", "host=0.0001", "--out", tmp_path / "l2")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "l2" / "ladder.json").read_text())["rungs"][0]["met"] is False
+    # a rung below its recipe's policy floor says so (`edgekd run` on it would fail its gate)
+    assert host["below_policy"] == (host["retention"] < 0.97)
+    assert ("below host-5.policy.yaml's min_retention" in rung.read_text()) == host["below_policy"]
+    # drawn again into the same folder for budgets no trial meets: no rung recipe of the last ladder stays
+    r = run_cli("ladder", out, "--budget", "host=0.0001")
+    assert r.returncode == 0, r.stderr
+    assert not list((out / "ladder" / "rungs").glob("*.yaml"))
+    # --report redraws; it takes no recipe or budgets (they would be ignored)
+    r = run_cli("search", rec, "--report", out, "--budget", "host=1")
+    assert r.returncode == 2 and "takes no RECIPE or --budget" in r.stderr
+    # another version of the recipe in this folder (a new budget makes new studies) is refused before its
+    # teacher would be trained again over the one these trials learned from
+    teacher = (out / "teacher" / "model.safetensors").read_bytes()
+    changed = yaml.safe_load(rec.read_text())
+    changed["teacher"]["train"]["epochs"] = 3
+    r = run_cli("search", write_recipe(changed, "changed.yaml"), "--out", out, "--budget", "host=7",
+                "--trials", 1)
+    assert r.returncode == 2 and "holds the search of another recipe" in r.stderr, r.stderr
+    assert (out / "teacher" / "model.safetensors").read_bytes() == teacher
+
+
+@pytest.mark.heavy
+def test_a_teacher_below_its_floor_leaves_no_study_behind(write_recipe, tmp_path):
+    """The studies are created only once the teacher passed its floor: lowering the floor and running again
+    in the same folder and storage works."""
+    import optuna
+
+    r = yaml.safe_load(search_recipe(write_recipe).read_text())
+    r["teacher"]["min_accuracy"] = 0.9999
+    out, url = tmp_path / "s", f"sqlite:///{tmp_path / 's' / 'study.db'}"
+    args = ["--out", out, "--budget", "host=5", "--trials", 1]
+    failed = run_cli("search", write_recipe(r, "high.yaml"), *args)
+    assert failed.returncode == 1 and "min_accuracy" in failed.stderr, failed.stderr
+    assert optuna.get_all_study_summaries(url) == []
+    r["teacher"]["min_accuracy"] = 0.5
+    ok = run_cli("search", write_recipe(r, "low.yaml"), *args)
+    assert ok.returncode == 0, ok.stderr
+    assert len(_trials(url)) == 1
 
 
 @pytest.mark.heavy

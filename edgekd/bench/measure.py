@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.metrics import retention, top1_agreement
-from edgekd.runtimes import load_runner
+from edgekd.runtimes import import_runtime, load_runner
 
 
 def cpu_model() -> str:
@@ -62,7 +62,9 @@ def time_runs(run, x1: np.ndarray, warmup: int = 20, min_runs: int = 50, min_sec
 def measure(fmt: str, path: Path, x_test: np.ndarray, y_test: np.ndarray, teacher_top1: np.ndarray,
             teacher_accuracy: float | None, threads: int = 1) -> dict:
     """The numbers of one measured row (Measurement fields): load time, latency percentiles, peak
-    memory growth, accuracy, retention."""
+    memory growth, accuracy, retention. Load time and memory are this file's alone: the runtime library is
+    imported first (else the first file of each format carries its import: 3 s and 140 MB for Core ML's)."""
+    import_runtime(fmt)
     try:  # reset the peak-RSS watermark so VmHWM measures this runner (Linux >= 4.0)
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:

@@ -82,7 +82,8 @@ def simulated_row(common: dict, target: Target, graph, measured: Measurement) ->
     band, no_band = error_band(sim, target)
     return Measurement(
         **common, kind="simulated", target=target.name, runner=f"sim:{target.name}",
-        latency_ms_p50=sim.latency_ms, latency_ms_p90=sim.latency_ms, accuracy=measured.accuracy,
+        # one estimate, no distribution: no p90 (its spread is latency_band_ms)
+        latency_ms_p50=sim.latency_ms, latency_ms_p90=None, accuracy=measured.accuracy,
         retention=measured.retention, teacher_agreement=measured.teacher_agreement,
         accelerator=has_accelerator,
         accelerator_residency={"ops": round(sim.residency_ops, 4), "time": round(sim.residency_time, 4)}
@@ -154,6 +155,8 @@ def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target]
     result = {"artifacts": relative_to(manifest_path, out_dir), "model": manifest["model"],
               "teacher_accuracy": teacher_acc, "targets": [t.name for t in targets],
               "host_profile": "; ".join(host_profile_notes(targets)) or None,
+              # the files measured, as artifacts.json listed them: the gate refuses rows of replaced files
+              "files": {Path(a["path"]).name: a["sha256"] for a in manifest["artifacts"]},
               "rows": [r.to_dict() for r in rows]}
     write_json(out_dir / "bench.json", result)
     return result
@@ -161,8 +164,14 @@ def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target]
 
 def check_data_fits(manifest: dict, manifest_path: Path, data: Dataset) -> None:
     """The data must be the task the files were exported for: same input shape and label count."""
+    fix = "bench on the data the model was trained for (--data)"
     data.check_task(manifest_path, "the exported model", manifest.get("input_shape"),
-                    len(manifest.get("labels") or []), "bench on the data the model was trained for (--data)")
+                    len(manifest.get("labels") or []), fix)
+    labels = list(manifest.get("labels") or [])
+    if labels and labels != list(data.labels):
+        first = next(i for i, (a, b) in enumerate(zip(labels, data.labels)) if a != b)
+        raise InputError(f"{manifest_path}: the exported model's class {first} is {labels[first]!r} (field "
+                         f"'labels') but dataset {data.name!r} calls it {data.labels[first]!r}; {fix}")
 
 
 def _weights_size(ckpt_dir: Path) -> int:
@@ -175,7 +184,14 @@ def dataset_for_manifest(manifest_path: Path, name: str | None = None) -> Datase
     manifest = load_artifacts(manifest_path)
     ckpt = resolve_in(Path(manifest_path).parent, manifest["checkpoint"])
     if name is not None:
-        return load_dataset(name)
+        src = manifest.get("data") or {}
+        if src.get("name") == name:  # the data it was trained on: its path, split seed and options
+            return load_recorded(src)
+        if manifest.get("mean") is None or manifest.get("std") is None:
+            raise InputError(f"{manifest_path}: records no input normalisation (fields 'mean', 'std'), so "
+                             f"dataset {name!r} cannot be scaled as the model expects; export it again")
+        # other data of the same task, scaled as the model was trained, not by its own statistics
+        return load_dataset(name, normalization=(manifest["mean"], manifest["std"]))
     if ckpt.exists():
         return training_data(read_checkpoint(ckpt))
     src = manifest.get("data") or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ def csv_table(path: Path | None = None, seed: int = 42, *, label_column: str = "
         if not v:
             raise InputError(f"{path}: column {label_column!r} is empty in row {r + 1} (line {lines[r]}); "
                              "every row needs a class")
-    ids, names = class_ids(_ints_or_strings(labels), path, label_column)
+    ids, names = class_ids(_ints_or_names(labels, path, label_column), path, label_column)
     return to_raw(x, ids, names, seed)
 
 
@@ -68,9 +69,19 @@ def _read(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     return header, rows, lines
 
 
-def _ints_or_strings(values: list[str]) -> list:
-    """The labels as ints when every one is an integer, else as they are."""
+def _ints_or_names(values: list[str], path: Path, column: str) -> list:
+    """The labels as class ids when every one is a whole number (`2` and `2.0` alike, as Parquet's float
+    columns), as names when any is not a number; numbers with a fraction are refused, as in Parquet."""
     try:
         return [int(v) for v in values]
     except ValueError:
-        return values
+        pass
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        return values  # class names
+    bad = next((v for v, n in zip(values, numbers) if not (math.isfinite(n) and n.is_integer())), None)
+    if bad is not None:
+        raise InputError(f"{path}: column {column!r} holds non-integer numbers (e.g. {bad!r}); class labels "
+                         "must be integer ids 0..C-1 or names")
+    return [int(n) for n in numbers]

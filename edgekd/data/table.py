@@ -40,6 +40,11 @@ def class_ids(values: list, path: Path, label_column: str) -> tuple[np.ndarray, 
             row = int(np.argmin(ids))
             raise InputError(f"{path}: column {label_column!r} holds class id {ids[row]} (row {row + 1}); "
                              "integer labels are class ids 0..C-1: renumber them")
+        missing = sorted(set(range(int(ids.max()) + 1)) - set(ids.tolist())) if len(ids) else []
+        if missing:  # a class with no row (1-based ids, a gap) would be trained as a class of its own
+            raise InputError(f"{path}: column {label_column!r} holds class ids up to {int(ids.max())} but no "
+                             f"row of class {', '.join(map(str, missing[:5]))}; integer labels are class ids "
+                             "0..C-1, each with rows: renumber them (1-based? subtract 1) or use class names")
         return ids, tuple(str(i) for i in range(int(ids.max()) + 1 if len(ids) else 0))
     names = tuple(present)
     return np.searchsorted(np.array(names), np.array([str(v) for v in values])).astype(np.int64), names

@@ -66,8 +66,12 @@ def check_fits_data(model: nn.Module, data: Dataset, label: str) -> None:
         with torch.no_grad():
             out = model(torch.from_numpy(data.x_test[:2]))
     except Exception as e:  # noqa: BLE001 - the user's network: report what it said
-        raise InputError(f"model {label!r} does not take the data's inputs of shape "
-                         f"{list(data.input_shape)} ({type(e).__name__}: {str(e)[:200]})") from None
+        fix = ""
+        if "Guard failed" in str(e):  # a torch.export program fixed to the batch size it was traced with
+            fix = ("; a torch.export program takes only the shapes it was exported for: export it with a "
+                   "dynamic batch: dynamic_shapes=({0: torch.export.Dim('batch')},)")
+        raise InputError(f"model {label!r} does not take the data's inputs of shape {list(data.input_shape)} "
+                         f"in batches ({type(e).__name__}: {str(e)[:200]}){fix}") from None
     if tuple(out.shape) != (2, data.num_classes):
         raise InputError(f"model {label!r} gives outputs of shape {list(out.shape)[1:]} for dataset "
                          f"{data.name!r}, which has {data.num_classes} classes; set its number of classes")
@@ -81,7 +85,10 @@ def model_key(spec: ModelSpec) -> dict:
     weights = sha256_file(Path(spec.weights)) if spec.weights else None
     if spec.kind == "hf":  # the folder's weights, not its name: a folder saved again is another network
         weights = sha256_file(pretrained_folder(spec.folder, "model.folder") / "model.safetensors")
-    return dict(model={**spec.to_dict(), "weights": weights})
+    key = {**spec.to_dict(), "weights": weights}
+    if spec.kind == "program":  # the file, not its path: it holds the graph (and weights, unless given)
+        key["program_sha256"] = sha256_file(Path(spec.program))
+    return dict(model=key)
 
 
 @contextmanager
@@ -222,18 +229,25 @@ def distill_student(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module
                       on_epoch=on_epoch, world=world)
         acc = accuracy(model, data.x_test, data.y_test)
         if world.main:
-            _save_student(model, dest, name, spec, data, acc, key, method, teacher)
+            _save_student(model, dest, name, spec, data, acc, key, method, teacher, stats)
             state.unlink(missing_ok=True)
         world.barrier()
         ckpt = read_checkpoint(dest)
         if world.distributed:  # as the teacher: rank 0's saved network, measured alike on every rank
             ckpt, model = load_checkpoint(dest)
             acc = accuracy(model, data.x_test, data.y_test)
+    # a student trained by an earlier run reports that training's throughput (recorded with it), not 0
+    trained = _throughput(stats) if stats else ckpt.provenance.get("train", {})
     return StudentResult(name=name, checkpoint=dest, params=ckpt.params, accuracy=acc,
                          retention=retention(acc, teacher.accuracy), compression=teacher.params / ckpt.params,
-                         method=method, train_samples_per_s=stats.samples_per_s if stats else 0.0,
-                         train_samples_per_s_per_rank=stats.samples_per_s_per_rank if stats else 0.0,
-                         world_size=world.size)
+                         method=method, train_samples_per_s=trained.get("samples_per_s", 0.0),
+                         train_samples_per_s_per_rank=trained.get("samples_per_s_per_rank", 0.0),
+                         world_size=trained.get("world_size", world.size), trained_here=stats is not None)
+
+
+def _throughput(stats) -> dict:
+    return {"samples_per_s": stats.samples_per_s, "samples_per_s_per_rank": stats.samples_per_s_per_rank,
+            "world_size": stats.world_size}
 
 
 def _pruned_from_teacher(spec: ModelSpec) -> bool:
@@ -242,7 +256,7 @@ def _pruned_from_teacher(spec: ModelSpec) -> bool:
 
 
 def _save_student(model, dest: Path, name: str, spec: ModelSpec, data: Dataset, acc: float, key: str,
-                  method: str, teacher: Checkpoint) -> Checkpoint:
+                  method: str, teacher: Checkpoint, stats=None) -> Checkpoint:
     return save_checkpoint(model, dest, name=name, role="student", arch=spec.arch or spec.kind,
                            width=spec.width, depth=spec.depth, input_shape=data.input_shape,
                            labels=data.labels, mean=data.mean, std=data.std,
@@ -250,7 +264,8 @@ def _save_student(model, dest: Path, name: str, spec: ModelSpec, data: Dataset, 
                            spec=spec if spec.kind != "zoo" else None,
                            provenance={"key": key, "method": method, "teacher_sha256": teacher.weights_sha256,
                                        "teacher_accuracy": teacher.accuracy, "teacher_params": teacher.params,
-                                       "teacher": relative_to(teacher.path, dest), "data": data.source})
+                                       "teacher": relative_to(teacher.path, dest), "data": data.source,
+                                       **({"train": _throughput(stats)} if stats else {})})
 
 
 def teacher_outputs(data: Dataset, teacher: Checkpoint, teacher_model: nn.Module, transfer, cache_dir,

@@ -6,6 +6,7 @@ file that computes something else never lands in the output directory.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -60,7 +61,7 @@ def misses_table(misses: list[tuple[str, Failure]]) -> str:
     for student, f in misses:
         agree = "-" if f.top1_agreement is None else f"{f.top1_agreement:.4f}"
         need = "-" if f.required is None else f"{f.required:g}"
-        rows.append((student, f"{f.format}/{f.quant}", agree, need, f.reason.splitlines()[0][:90]))
+        rows.append((student, f"{f.format}/{f.quant}", agree, need, f.reason.split("\n")[0]))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows)
 
@@ -131,7 +132,13 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
                 failures.append(Failure(fmt, quant, f"{e.cause}", checked=True))
                 continue
             failures.append(Failure(fmt, quant, str(e)))
+    earlier = _listed(out_dir)
     _write_manifest(out_dir, ckpt, artifacts, failures, coreml_target)
+    # files an earlier export left here that this one does not list (another plan, a file that now missed
+    # parity, another model): gone, so no stale file sits beside the manifest under a shippable name
+    kept = {a.path.name for a in artifacts}
+    for name in (earlier | {file_name(meta, f, q) for f, q in plan}) - kept:
+        _remove(out_dir / name)
     if failures:
         raise ExportMisses(failures, len(artifacts), ckpt.name)
     return artifacts
@@ -210,6 +217,18 @@ def _export_one(wrapped, sample, dest: Path, fmt: str, quant: str, calib, meta, 
     return Artifact(format=fmt, quant=quant, path=dest, size_bytes=dir_size(dest),
                     sha256=sha256_tree(dest), params=params, parity=parity,
                     convert_s=round(time.perf_counter() - t0, 3), model=meta.name)
+
+
+def _listed(out_dir: Path) -> set[str]:
+    """The file names an artifacts.json already in `out_dir` lists (none when there is none, or it is not
+    readable: then nothing here is known to be edgekd's)."""
+    try:
+        rows = json.loads((out_dir / "artifacts.json").read_text())["artifacts"]
+        names = {str(a["path"]) for a in rows}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    suffixes = tuple(EXPORTERS.get(fmt).suffix for fmt in EXPORTERS.names())
+    return {n for n in names if Path(n).name == n and n.endswith(suffixes)}
 
 
 def _remove(p: Path) -> None:

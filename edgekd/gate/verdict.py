@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edgekd.artifacts import load_artifacts
 from edgekd.config import Policy
 from edgekd.errors import InputError
 from edgekd.fileio import read_json, resolve_in
@@ -49,6 +50,15 @@ class Candidate:
         sims = [r.latency_ms_p50 for r in self.rows if r.kind == "simulated" and r.ok]
         return sum(sims) / len(sims) if sims else None
 
+    def latency_ms(self) -> float | None:
+        """What `prefer: latency` ranks by: the simulated targets' mean, else the file timed here (a run
+        benched on no simulated target, as a host-budget rung recipe is)."""
+        sim = self.simulated_latency_ms()
+        if sim is not None:
+            return sim
+        m = self.measured()
+        return m.latency_ms_p50 if m is not None else None
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -86,10 +96,34 @@ def load_bench_rows(paths: list[Path]) -> list[BenchRow]:
         if not isinstance(bench, dict) or not isinstance(bench.get("rows"), list) or "artifacts" not in bench:
             raise InputError(f"{f}: not an edgekd bench.json (needs an object with 'artifacts' and a 'rows' "
                              "list); re-run `edgekd bench`")
-        files_dir = resolve_in(f.parent, bench["artifacts"]).parent
-        out += [BenchRow(files_dir, Measurement.from_dict(r, f"{f}: rows[{i}]"))
-                for i, r in enumerate(bench["rows"])]
+        manifest = resolve_in(f.parent, bench["artifacts"])
+        rows = [Measurement.from_dict(r, f"{f}: rows[{i}]") for i, r in enumerate(bench["rows"])]
+        _check_current(f, bench, manifest, rows)
+        out += [BenchRow(manifest.parent, r) for r in rows]
     return out
+
+
+def _check_current(f: Path, bench: dict, manifest: Path, rows: list[Measurement]) -> None:
+    """The files bench.json measured must be the ones artifacts.json lists now: a re-export (or a run
+    stopped between export and bench) would otherwise let the gate judge, and ship, other files by
+    numbers they never had. Checked by the hashes bench recorded, or by size for older bench.json."""
+    fix = "re-run `edgekd bench` on the current export (or `edgekd run`)"
+    if not manifest.is_file():
+        raise InputError(f"{f}: the artifacts.json it measured ({manifest}) is gone; {fix}")
+    listed = {Path(a["path"]).name: a for a in load_artifacts(manifest)["artifacts"]}
+    measured = bench.get("files")
+    for r in rows:
+        if r.format == "torch":
+            continue
+        a = listed.get(r.artifact)
+        if a is None:
+            raise InputError(f"{f}: measured {r.artifact}, which {manifest} no longer lists (exported again "
+                             f"since); {fix}")
+        same = (measured[r.artifact] == a["sha256"] if measured and r.artifact in measured else
+                r.size_bytes is None or r.size_bytes == a["size_bytes"])
+        if not same:
+            raise InputError(f"{f}: measured another {r.artifact} than the one {manifest} lists now "
+                             f"(exported again since); {fix}")
 
 
 def check_policy_names(policy: Policy, known: set[str]) -> None:
@@ -117,6 +151,11 @@ def evaluate(rows: list[BenchRow], policy: Policy, platforms: dict[str, str],
             c = Candidate(platform, model, artifact, fmt, rs[0].quant, rs[0].size_bytes or 0,
                           str(dirs[(model, artifact)] / artifact), rs)
             platform_baseline = baseline if baseline and baseline.get("platform") == platform else None
+            if baseline and platform_baseline is None and policy.max_regression is not None:
+                note = (f"max_regression not checked for {platform}: the baseline bundle is for "
+                        f"{baseline.get('platform')}")
+                if note not in notes:
+                    notes.append(note)
             c.failures.extend(_check(c, policy, platform_baseline))
             candidates.append(c)
     chosen = {}
@@ -128,6 +167,8 @@ def evaluate(rows: list[BenchRow], policy: Policy, platforms: dict[str, str],
             continue
         ok = [c for c in mine if c.passed]
         chosen[platform] = min(ok, key=lambda c: _preference(c, policy.prefer)) if ok else None
+        if policy.prefer == "latency" and ok and all(c.latency_ms() is None for c in ok):
+            notes.append(f"{platform}: prefer latency, but no file has a latency; chose the smallest")
     present = [p for p in platforms if any(c.platform == p for c in candidates)]
     passed = bool(present) and all(chosen[p] is not None for p in present)
     if not present:
@@ -136,7 +177,7 @@ def evaluate(rows: list[BenchRow], policy: Policy, platforms: dict[str, str],
 
 
 def _preference(c: Candidate, prefer: str):
-    lat = c.simulated_latency_ms()
+    lat = c.latency_ms()
     lat = lat if lat is not None else float("inf")
     return (c.size_bytes, lat, c.artifact) if prefer == "size" else (lat, c.size_bytes, c.artifact)
 
@@ -194,6 +235,13 @@ def _regressions(c: Candidate, p: Policy, baseline: dict) -> list[RuleFailure]:
         if c.size_bytes > cap:
             fails.append(RuleFailure("max_regression.size_pct", "vs baseline", c.size_bytes, cap))
     if lim.latency_pct is not None:
+        sims = base.get("simulated") or {}
+        if not any(r.target in sims for r in c.rows if r.kind == "simulated"):
+            raise InputError(
+                f"policy rule max_regression.latency_pct compares simulated latency on the targets the "
+                f"baseline bundle records ({', '.join(sorted(sims)) or 'none'}), and {c.artifact} has no "
+                "simulated row on any of them (bundles keep no wall-clock timings); bench both on a common "
+                "target (bench.targets) or drop latency_pct")
         for r in c.rows:
             old = (base.get("simulated") or {}).get(r.target, {}).get("latency_ms") if r.target else None
             cap = old * (1 + lim.latency_pct / 100) if old is not None else None

@@ -9,6 +9,7 @@ from html import escape
 
 from edgekd.report import cells
 from edgekd.report.compression import HEADERS as COMPRESSION_HEADERS
+from edgekd.report.dropped import HEADERS as DROPPED_HEADERS
 from edgekd.report.headline import NOT_RUN, Headline, PlatformOutcome
 from edgekd.report.matrix import Cell, FileLine, Matrix
 from edgekd.report.table import FIRST_NUMBER, HEADERS
@@ -36,13 +37,15 @@ details summary { cursor: pointer; font-weight: 600; }
 
 
 def render(title: str, teacher_accuracy: float | None, head: Headline, matrices: list[Matrix],
-           plots: dict[str, bytes | None], full: list[list[str]], compression: list[list[str]] = ()) -> str:
+           plots: dict[str, bytes | None], full: list[list[str]], compression: list[list[str]] = (),
+           dropped: list[list[str]] = ()) -> str:
     """The whole page. `plots` maps a heading to its PNG bytes (None: nothing to plot)."""
     sections = [
         _header(title, teacher_accuracy),
         _verdict(head),
         _students(matrices),
         _compression(compression),
+        _dropped(dropped),
         _plots(plots),
         _full_table(full),
     ]
@@ -153,6 +156,18 @@ def _compression(rows: list[list[str]]) -> str:
     intro = ("<p class=\"muted\">Fine-tuned on the file's grid with the KD loss (edgekd.compress); their "
              "files are in the matrices above.</p>")
     return (f"<section id=\"compression\">\n<h2>Compression-aware students</h2>\n{intro}\n"
+            f"<table>\n<tr>{header}</tr>\n{body}</table>\n</section>")
+
+
+def _dropped(rows: list[list[str]]) -> str:
+    if not rows:
+        return ""
+    header = "".join(f"<th class=\"name\">{escape(h)}</th>" for h in DROPPED_HEADERS)
+    body = "".join("<tr>" + "".join(f"<td class=\"name\">{escape(c)}</td>" for c in r) + "</tr>\n"
+                   for r in rows)
+    intro = ("<p class=\"muted\">Below their parity threshold against PyTorch (or failed to convert): not "
+             "benchmarked, never shipped.</p>")
+    return (f"<section id=\"dropped\">\n<h2>Files not kept</h2>\n{intro}\n"
             f"<table>\n<tr>{header}</tr>\n{body}</table>\n</section>")
 
 

@@ -7,13 +7,15 @@ from html import escape
 
 from edgekd.report import cells
 from edgekd.report.compression import HEADERS as COMPRESSION_HEADERS
+from edgekd.report.dropped import HEADERS as DROPPED_HEADERS
 from edgekd.report.headline import NOT_RUN, Headline, PlatformOutcome
 from edgekd.report.matrix import Cell, Matrix
 from edgekd.report.table import HEADERS
 
 
 def render(title: str, teacher_accuracy: float | None, head: Headline, matrices: list[Matrix],
-           plots: dict[str, str | None], full: list[list[str]], compression: list[list[str]] = ()) -> str:
+           plots: dict[str, str | None], full: list[list[str]], compression: list[list[str]] = (),
+           dropped: list[list[str]] = ()) -> str:
     """`plots` maps a heading to its PNG file name (None: nothing to plot)."""
     teacher = "unknown" if teacher_accuracy is None else f"{teacher_accuracy:.4f}"
     lines = [f"# {_md(title)}", "", f"Teacher accuracy {teacher}. Retention is a file's accuracy over the "
@@ -27,6 +29,11 @@ def render(title: str, teacher_accuracy: float | None, head: Headline, matrices:
                   "(edgekd.compress); their files are in the matrices above.", "",
                   "| " + " | ".join(COMPRESSION_HEADERS) + " |", "|---" * len(COMPRESSION_HEADERS) + "|"]
         lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in compression] + [""]
+    if dropped:
+        lines += ["## Files not kept", "", "Below their parity threshold against PyTorch (or failed to "
+                  "convert): not benchmarked, never shipped.", "",
+                  "| " + " | ".join(DROPPED_HEADERS) + " |", "|---" * len(DROPPED_HEADERS) + "|"]
+        lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in dropped] + [""]
     lines += ["## Trade-offs", "", "Labelled points are the Pareto front.", ""]
     for heading, name in plots.items():
         lines += [f"![{heading}]({name})" if name else f"{heading}: nothing to plot.", ""]

@@ -137,7 +137,9 @@ def _latency_cell(row: Measurement | None) -> Cell:
 
 
 def _latency_detail(row: Measurement) -> str:
-    parts = [row.kind, f"p90 {cells.ms(row.latency_ms_p90)} ms"]
+    parts = [row.kind]
+    if row.latency_ms_p90 is not None:  # measured; a simulated row is one estimate with a band
+        parts.append(f"p90 {cells.ms(row.latency_ms_p90)} ms")
     if row.runtime_version:
         parts.append(f"{row.runner} {row.runtime_version}")
     if row.threads:

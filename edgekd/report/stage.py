@@ -10,6 +10,7 @@ from edgekd.fileio import atomic_path
 from edgekd.gate.verdict import Verdict
 from edgekd.report import html, markdown, matrix, plots, table
 from edgekd.report.compression import compression_rows
+from edgekd.report.dropped import dropped_rows
 from edgekd.report.headline import headline, shipped_files
 from edgekd.types import Measurement
 
@@ -20,15 +21,18 @@ PLOTS = {  # heading -> (file name, figure)
 
 
 def write_report(rows: list[Measurement], out_dir: Path, *, title: str, teacher_accuracy: float | None,
-                 verdict: Verdict | None = None, compression: list[dict] = ()) -> tuple[Path, Path]:
+                 verdict: Verdict | None = None, compression: list[dict] = (),
+                 dropped: list[dict] = ()) -> tuple[Path, Path]:
     """Write `out_dir/report.md`, a self-contained `out_dir/report.html` and the PNG plots, each
     atomically; return (report.md, report.html). `verdict` None: the gate has not run yet.
-    `compression`: compress.json's rows (the compression-aware students), listed after the matrices."""
+    `compression`: compress.json's rows (the compression-aware students), listed after the matrices;
+    `dropped`: the files export did not keep (artifacts.json's failures, each with its `model`)."""
     out_dir = Path(out_dir)
     head = headline(verdict, rows)
     matrices = matrix.build(rows, shipped_files(verdict))
     full = table.full_rows(rows)
     comp = compression_rows(list(compression))
+    drop = dropped_rows(list(dropped))
     pngs = {heading: draw(rows) for heading, (_, draw) in PLOTS.items()}
     names = {heading: PLOTS[heading][0] if png else None for heading, png in pngs.items()}
     for heading, png in pngs.items():
@@ -38,8 +42,9 @@ def write_report(rows: list[Measurement], out_dir: Path, *, title: str, teacher_
         else:
             path.unlink(missing_ok=True)  # a plot from an earlier run must not outlive its numbers
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    _write(md_path, markdown.render(title, teacher_accuracy, head, matrices, names, full, comp).encode())
-    _write(html_path, html.render(title, teacher_accuracy, head, matrices, pngs, full, comp).encode())
+    md = markdown.render(title, teacher_accuracy, head, matrices, names, full, comp, drop)
+    _write(md_path, md.encode())
+    _write(html_path, html.render(title, teacher_accuracy, head, matrices, pngs, full, comp, drop).encode())
     return md_path, html_path
 
 

@@ -56,8 +56,8 @@ def parse_budgets(texts: list[str], targets: dict) -> list[Budget]:
             ms = float(value)
         except ValueError:
             raise InputError(f"--budget {text!r}: {value!r} is not a number of milliseconds") from None
-        if not ms > 0:
-            raise InputError(f"--budget {text!r}: a latency budget must be above 0 ms")
+        if not 0 < ms < float("inf"):
+            raise InputError(f"--budget {text!r}: a latency budget must be a finite number of ms above 0")
         if name in MEASURED:
             where, fmt = MEASURED[name]
             budgets.append(Budget(name, where, ms, fmt, measured=True))

@@ -156,6 +156,13 @@ def write_ladder(out: Path, url: str, budgets: list[Budget] | None = None, dest:
     dest = Path(dest or out / "ladder")
     (dest / "rungs").mkdir(parents=True, exist_ok=True)
     proxy = _proxy(recipe)
+    # a ladder drawn again (other budgets, a search resumed) keeps no rung recipe it no longer has
+    now = {f"{r.budget.slug}{x}" for r in ladder if r.trial is not None
+           for x in (".yaml", ".policy.yaml", *((".full.yaml",) if proxy else ()))}
+    for old in (dest / "rungs").glob("*.yaml"):
+        if old.name not in now:
+            old.unlink()
+    floor = _policy_floor()
     for r in ladder:
         if r.trial is not None:
             _write_rung_recipe(dest / "rungs", recipe, r, max_size, out / "teacher")
@@ -174,7 +181,8 @@ def write_ladder(out: Path, url: str, budgets: list[Budget] | None = None, dest:
         },
         "ignored_studies": ignored,
         "transfer_proxy": proxy,
-        "rungs": [_rung_dict(r, proxy is not None) for r in ladder],
+        "rungs": [_rung_dict(r, proxy is not None, floor) for r in ladder],
+        "policy_min_retention": floor,
         "monotone_problems": monotone(ladder),
         "fronts": {
             w: [{"latency_ms": x, "retention": y, "file": lab} for x, y, lab in p]
@@ -189,7 +197,14 @@ def write_ladder(out: Path, url: str, budgets: list[Budget] | None = None, dest:
     return summary
 
 
-def _rung_dict(r: Rung, proxy: bool) -> dict:
+def _policy_floor() -> float | None:
+    """The min_retention every rung recipe's policy holds (the built-in policy's)."""
+    from edgekd.config import load_policy
+
+    return load_policy(None).min_retention
+
+
+def _rung_dict(r: Rung, proxy: bool, floor: float | None) -> dict:
     d = {"budget": r.budget.key, "where": r.budget.where, "latency_budget_ms": r.budget.latency_ms}
     if r.trial is None:
         return {**d, "met": False}
@@ -205,6 +220,8 @@ def _rung_dict(r: Rung, proxy: bool) -> dict:
         "size_bytes": r.file.size_bytes,
         "sha256": r.file.sha256,
         "retention": r.file.retention,
+        # below the rung recipe's policy floor: `edgekd run` on it trains this student and fails its gate
+        "below_policy": floor is not None and (r.file.retention or 0.0) < floor,
         **({"retention_interval_95": list(r.interval), "trials_within_interval": r.within}
            if r.interval is not None else {}),
         "latency_ms": r.file.latency_ms.get(r.budget.where),
@@ -251,10 +268,8 @@ def _write_rung_recipe(
     rec["export"].update(formats=[f.format], quants=[f.quant])
     rec["bench"]["targets"] = [] if b.measured else [b.where]
     rec["bundle"]["platforms"] = {PLATFORM[f.format]: f.format}
-    from edgekd.config import load_policy
-
     policy = {
-        "min_retention": load_policy(None).min_retention,
+        "min_retention": _policy_floor(),
         "max_latency_ms": {b.where: b.latency_ms},
         **({"max_size_bytes": max_size} if max_size else {}),
     }
@@ -267,6 +282,9 @@ def _write_rung_recipe(
             f"# retention {f.retention:.4f} through the file, {f.latency_ms.get(b.where):.4g} ms on "
             f"{b.where}, {f.size_bytes} bytes; `edgekd run` on this file trains the same student\n"
         )
+        if f.retention is not None and f.retention < policy["min_retention"]:
+            header += (f"# below {b.slug}.policy.yaml's min_retention {policy['min_retention']}: "
+                       "its gate fails unless you lower that\n")
     else:
         header = (
             f"# Rung {b.key} of the {recipe['name']} ladder: trial {r.trial.label}'s student and settings, "
@@ -311,6 +329,11 @@ def _markdown(s: dict) -> str:
         lines += ["", f"Trials learned from {n:,} of the recipe's {full:,} transfer inputs (a cheaper "
                   "proxy): rungs/BUDGET.yaml trains a rung's student as its trial did, "
                   "rungs/BUDGET.full.yaml on all of them, as the recipe's own students learn."]
+    low = [r["budget"] for r in s["rungs"] if r.get("below_policy")]
+    if low:
+        lines += ["", f"Below the rung policy's min_retention {s['policy_min_retention']}: {', '.join(low)}. "
+                  "`edgekd run` on those recipes trains the student and fails its gate; lower min_retention "
+                  "in the rung's .policy.yaml if that retention is acceptable."]
     if s["monotone_problems"]:
         lines += ["", "Not monotone: " + "; ".join(s["monotone_problems"])]
     for where, pts in s["fronts"].items():

@@ -22,6 +22,7 @@ from edgekd.fileio import json_sha256, read_json, sha256_file, write_json
 from edgekd.search.study import (
     HEARTBEAT_S,
     StudyKey,
+    check_studies,
     describe_url,
     masked_url,
     open_storage,
@@ -111,14 +112,17 @@ def search(recipe: Recipe, out: Path, budgets: list[Budget], *, trials: int, wor
                          "signals and images; distil text with `edgekd run` and "
                          "model: {folder: ...} students")
     key = study_key(recipe, data, max_size_bytes)
+    check_folder(out, recipe.name, key)
     if storage_url is None:
         out.mkdir(parents=True, exist_ok=True)  # the default storage lives in the run folder
     url = storage_url or f"sqlite:///{(out / 'study.db').resolve()}"
     storage = open_storage(url, heartbeat_s)
-    open_studies(storage, recipe.name, budgets, key, space=recipe.search, seed=recipe.seed)  # refuses others
+    check_studies(storage, recipe.name, budgets, key)  # refuses another recipe's studies, before the teacher
     trainer = make_trainer(recipe, data, out, budgets, quants, max_size_bytes)  # the teacher, once
+    # created only now: a teacher that misses its floor (exit 1) leaves no study stamped with this recipe
+    open_studies(storage, recipe.name, budgets, key, space=recipe.search, seed=recipe.seed)
     write_json(out / SEARCH_FILE, {
-        "recipe": recipe.model_dump(mode="json"), "recipe_sha256": key.recipe_sha256,
+        "recipe": recipe.record(), "recipe_sha256": key.recipe_sha256,
         "storage": masked_url(storage_url), "budgets": [b.__dict__ for b in budgets],
         "max_size_bytes": max_size_bytes, "trials": trials, "quants": list(quants),
         # what a rung winner's retention interval is computed on (edgekd.search.ladder.rungs)
@@ -229,6 +233,25 @@ def make_trainer(recipe: Recipe, data: Dataset, out: Path, budgets: list[Budget]
         cosine_weight=d.cosine_weight, space=s, export=recipe.export.model_dump(), quants=quants,
         targets=tuple(targets[b.where] for b in budgets if not b.measured), budgets=tuple(budgets),
         max_size_bytes=max_size_bytes, val_x=val_x, val_teacher_top1=predictions(teacher_model, val_x))
+
+
+def check_folder(out: Path, recipe_name: str, key: StudyKey) -> None:
+    """A search folder holds one recipe's search: its teacher, trials and ladder. Another version of the
+    recipe there (a new budget makes new studies, which the storage check alone lets through) would train
+    the teacher again over the one the earlier trials learned from, and leave their rung recipes pointing
+    at a teacher they never had."""
+    path = Path(out) / SEARCH_FILE
+    if not path.is_file():
+        return
+    before = read_json(path, "search record", f"remove {out} or give another --out")
+    recorded = (before.get("recipe", {}).get("name"), before.get("recipe_sha256"))
+    if recorded != (recipe_name, key.recipe_sha256):
+        raise InputError(f"{path}: {out} holds the search of another recipe (or another version of "
+                         f"{recipe_name!r}: its data, teacher, distill, export or search settings differ); "
+                         "give another --out (a search folder keeps one recipe's teacher and trials)")
+    if before.get("max_size_bytes") != key.max_size_bytes:
+        raise InputError(f"{path}: {out} holds a search with --max-size-bytes "
+                         f"{before.get('max_size_bytes')}; give the same limit or another --out")
 
 
 def read_search(out: Path) -> dict:

@@ -117,12 +117,9 @@ def open_studies(
 
     studies = []
     ladder_pruner = LadderPruner(budgets, key.max_size_bytes, n_min_trials=space.pruner_startup_trials)
-    for i, b in enumerate(budgets):
+    for i, (b, existing) in enumerate(zip(budgets, check_studies(storage, recipe_name, budgets, key))):
         name = study_name(recipe_name, b)
-        existing = _existing(storage, name)
-        if existing is not None:
-            check_same(existing, key, name, storage)
-        elif not create:
+        if existing is None and not create:
             raise InputError(f"no study {name!r} in {describe_url(storage.url)}; run `edgekd search` first")
         n_before = len(existing.trials) if existing is not None else 0
         # constrained by each trial's own set_constraint (edgekd.search.trial)
@@ -145,6 +142,19 @@ def open_studies(
         studies.append(study)
     ladder_pruner.studies = studies  # it compares a trial with the finished trials of every rung
     return studies
+
+
+def check_studies(storage, recipe_name: str, budgets: list[Budget], key: StudyKey) -> list:
+    """Each budget's study already in the storage (None where there is none), refused if it came from
+    another recipe or size limit; creates nothing (the search checks this before it trains the teacher,
+    and creates the studies only once the teacher is there)."""
+    found = []
+    for b in budgets:
+        existing = _existing(storage, study_name(recipe_name, b))
+        if existing is not None:
+            check_same(existing, key, study_name(recipe_name, b), storage)
+        found.append(existing)
+    return found
 
 
 def sampler_seed(seed: int, rung: int, worker: int, trials_before: int) -> int:
