@@ -384,8 +384,8 @@ def simulate(
         metavar="NETWORK|FILE", help="A built-in standard network (mobilenet_v2, resnet18, efficientnet_b0, "
                                      "vit_b_16, distilbert, ...) or an exported .tflite / .mlpackage")],
     target: Annotated[str, typer.Option("--target", "-t", help="Target profile name (targets/*.yaml)")],
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | w8a16 (networks; a file has its own)")]
-    = "fp16",
+    precision: Annotated[Optional[str], typer.Option(
+        help="fp32 | fp16 | int8 | w8a16 (networks, default fp16; a file has its own)")] = None,
     input_shape: Annotated[Optional[str], typer.Option(help="e.g. 1,3,224,224 (networks)")] = None,
     runtime: Annotated[Optional[str], typer.Option(
         help="The runtime on the phone (e.g. TFLite, QNN, 'ONNX Runtime'), where the profile says it uses "

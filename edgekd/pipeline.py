@@ -45,11 +45,30 @@ def data_from(d: DataConfig) -> Dataset:
                         transfer_copies=d.transfer_copies)
 
 
+def _check_tokenizers(recipe: Recipe) -> None:
+    """A Hugging Face network reads the token ids of its own folder's vocabulary: the data must be tokenized
+    with that tokenizer, or every id indexes another word's embedding (silently: it still trains)."""
+    from edgekd.data.tokens import pretrained_folder, same_tokenizer
+
+    mine = pretrained_folder(recipe.data.tokenizer, "data.tokenizer")
+    nets = [("teacher", recipe.teacher.model), *((f"students.{s.name}", s.model) for s in recipe.students)]
+    for where, m in nets:
+        if m is None or m.folder is None:
+            continue
+        folder = pretrained_folder(m.folder, f"{where}.model.folder")
+        if (folder / "tokenizer.json").is_file() and not same_tokenizer(folder, mine):
+            raise InputError(f"{where}.model.folder {m.folder}: its tokenizer.json differs from "
+                             f"data.tokenizer ({recipe.data.tokenizer}), and the network reads its own "
+                             f"vocabulary's ids; set data.tokenizer: {m.folder}")
+
+
 def validate(recipe: Recipe, data: Dataset) -> list[ModelSpec]:
     """Everything that can be checked before any output is written: the teacher, every network's
     spec against the data, students' budgets. Returns each student's network (a budget resolved)."""
     from edgekd.distill.stage import check_teacher_fits
 
+    if data.is_text:
+        _check_tokenizers(recipe)
     if data.is_text and recipe.data.transfer_samples and recipe.distill.use_transfer:
         data.transfer_set(1, 0)  # refused (exit 2) when the data has no unlabelled sentences to draw from
     if recipe.teacher.checkpoint is not None:

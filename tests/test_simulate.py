@@ -437,6 +437,7 @@ def test_simulate_command_prints_latency_band_residency_and_fallbacks():
     (["mobilenet_v2", "--target", HEXAGON, "--input-shape", "1,3,x"], "--input-shape"),
     (["mobilenet_v2", "--target", HEXAGON, "--precision", "int4"], "unknown precision 'int4'"),
     (["pyproject.toml", "--target", HEXAGON], "reads .tflite, Core ML (.mlpackage) and .onnx"),
+    (["tests/data/benchmark_model/x.tflite", "--target", HEXAGON], "no such file"),
 ])
 def test_simulate_bad_input_exits_2(args, needle):
     r = _cli("simulate", *args)
@@ -593,12 +594,16 @@ def test_compressed_weights_read_as_the_float_file_the_runtime_runs_and_int8_ker
     assert fp32["calibrated"] and fp32["latency_band_ms"] and fp32["uncalibrated_dtypes"] == []
     full = predict(str(tmp_path / "full-int8.tflite"), host)
     assert full["calibrated"] and full["latency_band_ms"] is None and full["uncalibrated_dtypes"] == ["int8"]
+    with pytest.raises(InputError, match="runs in the precision it was exported in"):
+        predict(str(tmp_path / "full-int8.tflite"), host, "int8")  # a file has its own: not ignored
 
 
 @pytest.mark.parametrize("edit,needle", [
     (lambda rows: [{k: v for k, v in r.items() if k != "latency_ms"} for r in rows],
      "no column 'latency_ms'"),
-    (lambda rows: [dict(r, latency_ms="fast") for r in rows], "field 'latency_ms' is 'fast', not a number"),
+    (lambda rows: [dict(r, latency_ms="fast") for r in rows], "field 'latency_ms' is 'fast', not a finite"),
+    (lambda rows: [dict(r, latency_ms="nan") for r in rows], "field 'latency_ms' is 'nan', not a finite"),
+    (lambda rows: [dict(r, latency_ms="inf") for r in rows], "field 'latency_ms' is 'inf', not a finite"),
     (lambda rows: [dict(r, latency_ms="0") for r in rows], "field 'latency_ms' is '0'"),
     (lambda rows: rows[:1], "fewer than 2 buildable networks"),
 ])

@@ -199,6 +199,50 @@ def test_text_bad_input(tmp_path, bert_folder, rows, match):
         load_dataset("text", path, tokenizer=str(bert_folder), labels=["negative", "positive"])
 
 
+def test_text_labels_listed_twice_or_without_rows_and_integer_labels(tmp_path, bert_folder):
+    rows = [{"text": f"sentence {i}", "label": ["negative", "positive"][i % 2]} for i in range(20)]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(InputError, match="data.labels lists 'positive' more than once"):
+        load_dataset("text", path, tokenizer=str(bert_folder), labels=["negative", "positive", "positive"])
+    with pytest.raises(InputError, match="no row has label 'meh' of data.labels"):
+        load_dataset("text", path, tokenizer=str(bert_folder), labels=["negative", "positive", "meh"])
+    # integer labels are class ids, in numeric order (as strings, 10 sorted before 2); 1 and 1.0 are one
+    ints = tmp_path / "ints.jsonl"
+    ints.write_text("".join(json.dumps({"text": f"s {i}", "label": (i % 11) if i % 3 else float(i % 11)})
+                            + "\n" for i in range(110)))
+    data = load_dataset("text", ints, tokenizer=str(bert_folder), max_length=8)
+    assert data.labels == tuple(str(i) for i in range(11))
+    ids = np.concatenate([data.y_train, data.y_test])
+    assert sorted(ids.tolist()) == sorted(i % 11 for i in range(110))
+
+
+def test_a_folder_network_with_another_tokenizer_than_the_data_is_refused(review_table, bert_folder,
+                                                                           tmp_path):
+    """The network reads its own vocabulary's ids: data tokenized otherwise would train, silently wrong."""
+    from edgekd import pipeline
+    from edgekd.config import Recipe
+
+    other = tmp_path / "other"
+    shutil.copytree(bert_folder, other)
+    spec = json.loads((other / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = "fine", "bad"
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (other / "tokenizer.json").write_text(json.dumps(spec))
+    r = Recipe.model_validate({
+        "data": {"name": "text", "path": str(review_table), "tokenizer": str(bert_folder), "max_length": 8,
+                 "transfer_samples": 0},
+        "teacher": {"model": {"folder": str(other)}}, "students": [{"name": "s", "model": {
+            "folder": str(bert_folder), "kwargs": {"hidden": 16, "layers": 1}}}]})
+    data = pipeline.load_data(r)
+    with pytest.raises(InputError, match=r"teacher.model.folder .*other: its tokenizer.json differs from "
+                                         r"data.tokenizer .* set data.tokenizer: .*other"):
+        pipeline.validate(r, data)
+    ok = r.model_copy(update={"teacher": r.teacher.model_copy(update={"model": r.students[0].model})})
+    pipeline.validate(ok, data)  # the same tokenizer: accepted
+
+
 def test_tokenizer_folder_missing_files(tmp_path, bert_folder):
     (tmp_path / "config.json").write_text((bert_folder / "config.json").read_text())
     with pytest.raises(InputError, match="lacks model.safetensors, tokenizer.json"):
@@ -350,9 +394,20 @@ def test_text_recipe_runs_to_verified_bundles(review_table, bert_folder, tmp_pat
         # the re-tokenization is a real check: other ids than the sentences give are found
         x = np.load(bundle / "validation" / "inputs.npy")
         x[1, 0, 1] += 1
-        found = _tokenizer_problems(bundle, x)
+        found = _tokenizer_problems(bundle, x, manifest)
         assert any("line 2" in p and "tokenizer gives other ids" in p for p in found), found
-        assert _tokenizer_problems(bundle, np.load(bundle / "validation" / "inputs.npy")) == []
+        assert _tokenizer_problems(bundle, np.load(bundle / "validation" / "inputs.npy"), manifest) == []
+        # loaded the standard way, the shipped tokenizer.json gives the model's 16 tokens (the folder's pads
+        # to its own length), and settings an app reproduces that contradict it are found
+        spec = json.loads((bundle / "tokenizer" / "tokenizer.json").read_text())
+        assert spec["truncation"]["max_length"] == 16 and spec["padding"]["strategy"] == {"Fixed": 16}
+        settings = json.loads((bundle / "tokenizer" / "settings.json").read_text())
+        (bundle / "tokenizer" / "settings.json").write_text(json.dumps(
+            {**settings, "max_length": 64, "special_ids": {**settings["special_ids"], "pad": 5}}))
+        found = _tokenizer_problems(bundle, np.load(bundle / "validation" / "inputs.npy"), manifest)
+        assert any("max_length 64, the model takes 16" in p for p in found), found
+        assert any("special_ids" in p for p in found)
+        assert any("differs from manifest.json" in p for p in found)
 
 
 @pytest.mark.heavy

@@ -125,9 +125,9 @@ def read_rows(csv_path: Path, chipset: str) -> tuple[list[Row], list[dict]]:
             continue
         num = lambda k: _number(r, k, csv_path)  # noqa: E731
         latency = num("latency_ms")
-        if latency is None or latency <= 0:
+        if latency is None or not 0 < latency < float("inf"):  # NaN fails both comparisons
             raise InputError(f"{csv_path}: row {r['row_id']!r}: field 'latency_ms' is "
-                             f"{r['latency_ms']!r}; give the published latency in ms (> 0)")
+                             f"{r['latency_ms']!r}; give the published latency in ms (a finite number > 0)")
         used.append(Row(r["row_id"], network, r["model_variant"], _shape(r["input_shape"], network),
                         precision, r["runtime"], latency, num("layers_npu"), num("layers_cpu"),
                         num("layers_total")))
@@ -143,10 +143,13 @@ def _number(r: dict, key: str, csv_path: Path) -> float | None:
     if not text:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise InputError(f"{csv_path}: row {r.get('row_id')!r}: field {key!r} is {text!r}, not a number") \
-            from None
+        value = float("nan")
+    if value != value or value in (float("inf"), float("-inf")):  # not a number, NaN or infinite
+        raise InputError(f"{csv_path}: row {r.get('row_id')!r}: field {key!r} is {text!r}, not a finite "
+                         "number")
+    return value
 
 
 def _shape(text: str, network: str) -> tuple[int, ...]:

@@ -15,23 +15,31 @@ from edgekd.bench.targets import Target
 from edgekd.errors import InputError
 
 
-def load_ops(source: str, precision: str, input_shape: tuple[int, ...] | None):
-    """(op list, what it is): a file by its suffix, else a built-in standard network."""
+def load_ops(source: str, precision: str | None, input_shape: tuple[int, ...] | None):
+    """(op list, what it is): a file by its suffix, else a built-in standard network (`precision` None:
+    fp16); a folder of the same name as a built-in network does not hide it."""
+    from edgekd.nets.standard import names
+
     path = Path(source)
-    if path.suffix in (".tflite", ".mlpackage", ".mlmodel", ".onnx") or path.exists():
+    model_file = path.suffix in (".tflite", ".mlpackage", ".mlmodel", ".onnx")
+    if model_file or (path.exists() and source not in names()):
         if not path.exists():
             raise InputError(f"{path}: no such file (NETWORK|FILE)")
+        if not model_file:
+            raise InputError(f"{path}: the simulator reads .tflite, Core ML (.mlpackage) and .onnx files; "
+                             "export the model first, or name a built-in network")
+        if precision is not None:
+            raise InputError(f"--precision {precision}: {path} runs in the precision it was exported in; "
+                             "drop --precision (it applies to built-in networks)")
         if path.suffix == ".tflite":
             return read_tflite(path), {"file": str(path), "format": "tflite"}
         if path.suffix in (".mlpackage", ".mlmodel"):
             return read_coreml(path), {"file": str(path), "format": "coreml"}
-        if path.suffix == ".onnx":
-            return read_onnx(path), {"file": str(path), "format": "onnx"}
-        raise InputError(f"{path}: the simulator reads .tflite, Core ML (.mlpackage) and .onnx files; "
-                         "export the model first, or name a built-in network")
+        return read_onnx(path), {"file": str(path), "format": "onnx"}
     from edgekd.bench.torchgraph import export_ops
-    from edgekd.nets.standard import build, names
+    from edgekd.nets.standard import build
 
+    precision = precision or "fp16"
     if source not in names():
         raise InputError(f"unknown network {source!r} (NETWORK|FILE): not a file, and not one of the "
                          f"built-in networks: {', '.join(names())}")
@@ -40,7 +48,7 @@ def load_ops(source: str, precision: str, input_shape: tuple[int, ...] | None):
                                                    "input_shape": list(example[0].shape)}
 
 
-def predict(source: str, target: Target, precision: str = "fp16",
+def predict(source: str, target: Target, precision: str | None = None,
             input_shape: tuple[int, ...] | None = None, runtime: str | None = None) -> dict:
     ops, what = load_ops(source, precision, input_shape)
     seen = target.for_runtime(runtime)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
 import numpy as np
 
 from edgekd.data.checks import existing
 from edgekd.data.source import DATASETS, RawData
-from edgekd.data.table import check_finite, class_ids, label_column_index, to_raw
+from edgekd.data.table import check_finite, class_ids, ints_or_names, label_column_index, to_raw
 from edgekd.errors import InputError
 
 
@@ -38,7 +37,7 @@ def csv_table(path: Path | None = None, seed: int = 42, *, label_column: str = "
         if not v:
             raise InputError(f"{path}: column {label_column!r} is empty in row {r + 1} (line {lines[r]}); "
                              "every row needs a class")
-    ids, names = class_ids(_ints_or_names(labels, path, label_column), path, label_column)
+    ids, names = class_ids(ints_or_names(labels, path, label_column), path, label_column)
     return to_raw(x, ids, names, seed)
 
 
@@ -67,21 +66,3 @@ def _read(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     if not rows:
         raise InputError(f"{path}: a header but no rows; a table needs one row per sample")
     return header, rows, lines
-
-
-def _ints_or_names(values: list[str], path: Path, column: str) -> list:
-    """The labels as class ids when every one is a whole number (`2` and `2.0` alike, as Parquet's float
-    columns), as names when any is not a number; numbers with a fraction are refused, as in Parquet."""
-    try:
-        return [int(v) for v in values]
-    except ValueError:
-        pass
-    try:
-        numbers = [float(v) for v in values]
-    except ValueError:
-        return values  # class names
-    bad = next((v for v, n in zip(values, numbers) if not (math.isfinite(n) and n.is_integer())), None)
-    if bad is not None:
-        raise InputError(f"{path}: column {column!r} holds non-integer numbers (e.g. {bad!r}); class labels "
-                         "must be integer ids 0..C-1 or names")
-    return [int(n) for n in numbers]

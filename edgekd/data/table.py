@@ -7,6 +7,7 @@ stratified 20% of each class is held out for testing.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,25 @@ def label_column_index(path: Path, columns: list[str], label_column: str) -> int
     if len(columns) < 2:
         raise InputError(f"{path}: only the label column {label_column!r}; a table needs feature columns too")
     return columns.index(label_column)
+
+
+def ints_or_names(values: list[str], path: Path, column: str) -> list:
+    """Labels read as text (a CSV cell, a JSON value) as class ids when every one is a whole number (`2`
+    and `2.0` alike, as Parquet's float columns), as names when any is not a number; numbers with a
+    fraction are refused, as in Parquet."""
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        pass
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        return values  # class names
+    bad = next((v for v, n in zip(values, numbers) if not (math.isfinite(n) and n.is_integer())), None)
+    if bad is not None:
+        raise InputError(f"{path}: column {column!r} holds non-integer numbers (e.g. {bad!r}); class labels "
+                         "must be integer ids 0..C-1 or names")
+    return [int(n) for n in numbers]
 
 
 def class_ids(values: list, path: Path, label_column: str) -> tuple[np.ndarray, tuple[str, ...]]:

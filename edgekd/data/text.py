@@ -31,7 +31,7 @@ import numpy as np
 from edgekd.data.checks import existing
 from edgekd.data.source import DATASETS, RawData
 from edgekd.data.split import stratified_holdout
-from edgekd.data.table import class_ids
+from edgekd.data.table import class_ids, ints_or_names
 from edgekd.data.tokens import pretrained_folder, special_ids, tokenize
 from edgekd.errors import InputError
 
@@ -92,13 +92,21 @@ def text_table(path: Path | None = None, seed: int = 42, *, tokenizer: str = "al
                              "fill it in or remove the row")
     if labels is not None:
         wanted = [str(v) for v in labels]
+        twice = sorted({v for v in wanted if wanted.count(v) > 1})
+        if twice:
+            raise InputError(f"data.labels lists {', '.join(map(repr, twice))} more than once; give each "
+                             "class once, in the order of the model's outputs")
         for (r, _), v in zip(rows, values):
             if v not in wanted:
                 raise InputError(f"{path}: row {r} has label {v!r}, not in data.labels {wanted}; fix the "
                                  "row or add the label")
+        unused = [v for v in wanted if v not in set(values)]
+        if unused:
+            raise InputError(f"{path}: no row has label {', '.join(map(repr, unused))} of data.labels; a "
+                             "class with no rows would be trained as one: drop it from data.labels")
         y, names = np.array([wanted.index(v) for v in values], np.int64), tuple(wanted)
-    else:
-        y, names = class_ids(values, path, label_column)
+    else:  # integers are class ids, as in every table (JSON 1 and "1.0" alike); names sorted otherwise
+        y, names = class_ids(ints_or_names(values, path, label_column), path, label_column)
     unlabelled = _read_sentences(Path(transfer_path)) if transfer_path else None
     return _raw(texts, y, names, seed, tokenizer, max_length, unlabelled, {}, transfer_copies)
 

@@ -73,6 +73,14 @@ def tokenize(sentences: list[str], folder: Path, max_length: int) -> Tokenized:
     return Tokenized(x, truncated)
 
 
+def same_tokenizer(a: Path, b: Path) -> bool:
+    """Whether two folders' tokenizer.json give the same ids: the same vocabulary model, normaliser,
+    pre-tokenizer and added tokens (padding and truncation aside, which edgekd sets itself)."""
+    keys = ("model", "normalizer", "pre_tokenizer", "added_tokens")
+    sa, sb = _read_spec(a), _read_spec(b)
+    return all(sa.get(k) == sb.get(k) for k in keys)
+
+
 def tokenizer_settings(folder: Path, max_length: int) -> dict:
     """What an app's tokenizer must reproduce, for the bundle: the sequence length, padding, specials and
     the normaliser's settings (lower-casing, accents)."""

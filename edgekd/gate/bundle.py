@@ -153,8 +153,13 @@ def write_bundle(c: Candidate, platform: str, out_dir: Path, *, validation_x: np
 
 def _write_tokenizer(root: Path, text: dict, validation_x: np.ndarray) -> None:
     """tokenizer/ and validation/sentences.jsonl: the sentences with the token rows they must give."""
+    from edgekd.data.tokens import load_tokenizer
+
     (root / "tokenizer").mkdir()
-    shutil.copyfile(text["tokenizer_json"], root / "tokenizer" / "tokenizer.json")
+    # set to pad and truncate to the model's length: loaded the standard way (Tokenizer.from_file), it gives
+    # the rows the model takes, where the folder's own file pads to its pretraining length (128, 512)
+    tok = load_tokenizer(Path(text["tokenizer_json"]).parent, text["settings"]["max_length"])
+    (root / "tokenizer" / "tokenizer.json").write_text(tok.to_str(pretty=True) + "\n")
     settings = json.dumps(text["settings"], indent=2, sort_keys=True) + "\n"
     (root / "tokenizer" / "settings.json").write_text(settings)
     sentences = text["sentences"]

@@ -368,7 +368,7 @@ def _validation_problems(root: Path, manifest: dict) -> list[str]:
         problems.append(f"validation/inputs.npy: {x.dtype} {x.shape}, manifest.json input_shape asks "
                         f"{kind} (N, {', '.join(map(str, shape))}) with N >= 1")
     elif text and x is not None:
-        problems += _tokenizer_problems(root, x)
+        problems += _tokenizer_problems(root, x, manifest)
     if isinstance(y, str):
         problems.append(f"validation/expected.npy: {y}")
     elif y is not None:
@@ -379,9 +379,12 @@ def _validation_problems(root: Path, manifest: dict) -> list[str]:
     return problems
 
 
-def _tokenizer_problems(root: Path, x: np.ndarray) -> list[str]:
-    """The bundled tokenizer, run again on the bundled sentences, must give the bundled token rows."""
-    from edgekd.data.tokens import tokenize
+def _tokenizer_problems(root: Path, x: np.ndarray, manifest: dict) -> list[str]:
+    """The bundled tokenizer, loaded as an app loads it and run again on the bundled sentences, must give
+    the bundled token rows; the settings an app reproduces must be the tokenizer's own."""
+    from tokenizers import Tokenizer
+
+    from edgekd.data.tokens import SPECIALS
 
     path = root / "validation" / "sentences.jsonl"
     if not path.is_file() or not (root / "tokenizer" / "tokenizer.json").is_file():
@@ -396,15 +399,37 @@ def _tokenizer_problems(root: Path, x: np.ndarray) -> list[str]:
     if len(sentences) != len(x) or listed.shape != x.shape:
         return [f"validation/sentences.jsonl: {len(sentences)} sentences of {list(listed.shape[1:])} token "
                 f"rows, inputs.npy holds {list(x.shape)}"]
-    try:
-        got = tokenize(sentences, root / "tokenizer", x.shape[-1]).x
-    except InputError as e:
-        return [f"tokenizer/tokenizer.json: {e}"]
-    problems = [f"validation/sentences.jsonl line {i + 1}: its input_ids/attention_mask differ from "
+    try:  # as it is: its own padding and truncation, which an app's tokenizer library applies
+        tok = Tokenizer.from_file(str(root / "tokenizer" / "tokenizer.json"))
+        encoded = tok.encode_batch(sentences)
+        spec = json.loads((root / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
+        settings = json.loads((root / "tokenizer" / "settings.json").read_text(encoding="utf-8"))
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exception on bad files
+        return [f"tokenizer/: not a readable tokenizer.json and settings.json ({type(e).__name__}: {e})"]
+    problems, got = [], None
+    lengths = sorted({len(e.ids) for e in encoded})
+    if lengths != [x.shape[-1]]:
+        problems.append(f"tokenizer/tokenizer.json: gives rows of {', '.join(map(str, lengths))} tokens, the "
+                        f"model takes {x.shape[-1]} (its padding or truncation is not the model's length)")
+    else:
+        got = np.array([[e.ids, e.attention_mask] for e in encoded], np.int64)
+    if settings != manifest.get("tokenizer"):
+        problems.append("tokenizer/settings.json: differs from manifest.json's tokenizer settings")
+    if settings.get("max_length") != x.shape[-1]:
+        problems.append(f"tokenizer/settings.json: max_length {settings.get('max_length')}, the model takes "
+                        f"{x.shape[-1]} tokens")
+    ids = {k: tok.token_to_id(v) for k, v in SPECIALS.items()}
+    if settings.get("special_ids") != ids:
+        problems.append(f"tokenizer/settings.json: special_ids {settings.get('special_ids')}, the "
+                        f"tokenizer's are {ids}")
+    if settings.get("normalizer") != spec.get("normalizer"):
+        problems.append("tokenizer/settings.json: its normalizer differs from tokenizer.json's")
+    problems += [f"validation/sentences.jsonl line {i + 1}: its input_ids/attention_mask differ from "
                 f"inputs.npy row {i}" for i in range(len(x)) if not np.array_equal(listed[i], x[i])][:3]
-    problems += [f"validation/sentences.jsonl line {i + 1}: the bundled tokenizer gives other ids than "
-                 f"inputs.npy row {i} ({sentences[i][:40]!r})" for i in range(len(x))
-                 if not np.array_equal(got[i], x[i])][:3]
+    if got is not None:
+        problems += [f"validation/sentences.jsonl line {i + 1}: the bundled tokenizer gives other ids than "
+                     f"inputs.npy row {i} ({sentences[i][:40]!r})" for i in range(len(x))
+                     if not np.array_equal(got[i], x[i])][:3]
     return problems
 
 
