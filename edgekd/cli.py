@@ -202,10 +202,11 @@ def compare(bench_dir: Annotated[Path, typer.Argument(help="Directory holding be
     from edgekd.artifacts import load_artifacts
     from edgekd.fileio import resolve_in
 
-    rows = [b.row for b in load_bench_rows([bench_dir])]  # refuses rows of files exported again since
+    rows = [b.row for b in load_bench_rows([bench_dir], current=False)]  # a report of what bench measured
     path = bench_dir / "bench.json" if bench_dir.is_dir() else bench_dir
     bench = read_json(path, "bench.json")
-    failures = load_artifacts(resolve_in(path.parent, bench["artifacts"])).get("failures", [])
+    manifest = resolve_in(path.parent, bench["artifacts"])
+    failures = load_artifacts(manifest).get("failures", []) if manifest.is_file() else []
     md, page = write_report(rows, path.parent, title=bench["model"],
                             teacher_accuracy=bench.get("teacher_accuracy"),
                             dropped=[{**f, "model": bench["model"]} for f in failures])

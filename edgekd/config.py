@@ -393,7 +393,7 @@ class Recipe(_Strict):
         d = self.model_dump(mode="json")
         for s, raw in zip(self.students, d["students"]):
             for k in ("width", "compression", "params", "model", "depths"):
-                if k not in s.model_fields_set:
+                if k not in s.model_fields_set or raw[k] is None:  # (load_recipe sets `model` even to None)
                     del raw[k]
         return d
 

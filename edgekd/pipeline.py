@@ -359,6 +359,15 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     data = load_data(recipe)
     specs = validate(recipe, data)
     base = load_baseline(baseline, list(data.labels), list(data.input_shape)) if baseline else None
+    lim = policy.max_regression
+    if base is not None and lim is not None and lim.latency_pct is not None:
+        common = set((base["metrics"].get("simulated") or {})) & {t.name for t in targets}
+        if not common:  # the gate compares simulated latency only: refused now, not after the training
+            raise InputError(
+                f"policy rule max_regression.latency_pct ({policy_path or recipe.gate.policy}) compares "
+                f"simulated latency on targets the baseline bundle {baseline} records "
+                f"({', '.join(sorted(base['metrics'].get('simulated') or {})) or 'none'}), and this recipe "
+                "benches on none of them; add one to bench.targets or drop latency_pct")
     # the students, then each compressed student (STUDENT.MODE-kd): every checkpoint export_plan exports
     record = RunRecord(recipe.name, tuple(export_plan(recipe)), dict(recipe.bundle.platforms))
     write_record(out, record, recipe.record())
@@ -586,6 +595,8 @@ class _Marks:
 
     def fresh(self, name: str, key: str, output: Path) -> bool:
         mark = self.marks.get(name)
+        if isinstance(mark, str):  # written before outputs were hashed: its key alone, as then
+            return mark == key and Path(output).is_file()
         return (isinstance(mark, dict) and mark.get("key") == key and Path(output).is_file()
                 and mark.get("output_sha256") == sha256_file(output))
 

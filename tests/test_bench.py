@@ -252,14 +252,32 @@ def test_bench_on_named_data_scales_it_as_the_model_was_trained_and_keeps_its_sp
         dataset_for_manifest(path, "digits")
 
 
-def test_the_runtime_library_is_imported_before_a_files_load_is_timed():
+def test_the_runtime_library_is_imported_before_a_files_load_is_timed(monkeypatch):
     """The first file of each format must not be charged its runtime's import (3 s and 140 MB for Core ML's
-    MIL loader); bench imports it first, by these names."""
+    MIL loader): measure() imports it before it starts the clock and the memory watermark."""
     import sys
 
+    import numpy as np
+
+    from edgekd.bench import measure as m
     from edgekd.runtimes import FORMAT_RUNNER, RUNTIME_MODULES, import_runtime
 
     assert set(RUNTIME_MODULES) == set(FORMAT_RUNNER.values()) | {"torch"}
     for fmt in FORMAT_RUNNER:
         import_runtime(fmt)
-        assert all(m in sys.modules for m in RUNTIME_MODULES[FORMAT_RUNNER[fmt]])
+        assert all(name in sys.modules for name in RUNTIME_MODULES[FORMAT_RUNNER[fmt]])
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def loading(*args, **kwargs):
+        calls.append("load")
+        raise Stop
+
+    monkeypatch.setattr(m, "import_runtime", lambda fmt: calls.append(f"import {fmt}"))
+    monkeypatch.setattr(m, "load_runner", loading)
+    with pytest.raises(Stop):
+        x = np.zeros((1, 1, 4), np.float32)
+        m.measure("coreml", Path("x.mlpackage"), x, np.zeros(1), np.zeros(1), None)
+    assert calls == ["import coreml", "load"]

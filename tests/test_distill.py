@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,13 +216,17 @@ def test_distill_rerun_reuses_teacher_and_students(distilled):
 def test_a_recipe_record_loads_back_as_the_same_recipe():
     """Run folders, bundles and searches keep the recipe as JSON: a budget student's default width (not
     its width) must not be written, or the record cannot be read back."""
-    from edgekd.config import Recipe
+    from edgekd.config import Recipe, load_recipe
 
     r = Recipe.model_validate({**tiny_recipe(), "students": [
         {"name": "a", "compression": 10, "depths": [2, 3]}, {"name": "b", "width": 0.3}, {"name": "c"}]})
     d = json.loads(json.dumps(r.record()))
     assert "width" not in d["students"][0] and d["students"][1]["width"] == 0.3
     assert Recipe.model_validate(d) == r
+    # as every stage gets its recipe: through load_recipe, which resolves each student's model
+    for name in ("mnist1d.yaml", "fashion-mnist.yaml"):
+        loaded, _ = load_recipe(Path(__file__).parents[1] / "edgekd" / "recipes" / name)
+        assert Recipe.model_validate(json.loads(json.dumps(loaded.record()))) == loaded, name
 
 
 @pytest.mark.heavy

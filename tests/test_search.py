@@ -153,6 +153,21 @@ def test_a_rung_winner_carries_its_interval_and_the_trials_the_test_split_cannot
     assert unknown.interval is None and unknown.within is None
 
 
+def test_a_rung_below_its_recipes_policy_floor_is_flagged_in_the_ladder():
+    """A rung recipe holds the built-in policy's min_retention: a winner below it would fail its own gate."""
+    from edgekd.search.ladder import _markdown, _rung_dict
+
+    host = Budget("host", "tflite", 1.0, "tflite", True)
+    recs = [_record(0, [_file("a", 0.95, 0.4)]), _record(1, [_file("b", 0.99, 2.0)])]
+    low, high = rungs(recs, [host, Budget("host", "tflite", 3.0, "tflite", True)], None)
+    assert _rung_dict(low, False, 0.97)["below_policy"] and not _rung_dict(high, False, 0.97)["below_policy"]
+    summary = {"recipe": "r", "storage": "s", "max_size_bytes": None, "monotone_problems": [], "fronts": {},
+               "trials": {"finished": 2, "complete": 2, "pruned": 0, "trial_seconds": 1.0},
+               "policy_min_retention": 0.97,
+               "rungs": [_rung_dict(r, False, 0.97) for r in (low, high)]}
+    assert "Below the rung policy's min_retention 0.97: host=1." in _markdown(summary)
+
+
 # --- settings checked before any output
 
 

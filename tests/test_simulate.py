@@ -594,7 +594,7 @@ def test_compressed_weights_read_as_the_float_file_the_runtime_runs_and_int8_ker
     assert fp32["calibrated"] and fp32["latency_band_ms"] and fp32["uncalibrated_dtypes"] == []
     full = predict(str(tmp_path / "full-int8.tflite"), host)
     assert full["calibrated"] and full["latency_band_ms"] is None and full["uncalibrated_dtypes"] == ["int8"]
-    with pytest.raises(InputError, match="runs in the precision it was exported in"):
+    with pytest.raises(InputError, match="runs in the precision and input shape it was exported with"):
         predict(str(tmp_path / "full-int8.tflite"), host, "int8")  # a file has its own: not ignored
 
 

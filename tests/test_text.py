@@ -215,6 +215,14 @@ def test_text_labels_listed_twice_or_without_rows_and_integer_labels(tmp_path, b
     assert data.labels == tuple(str(i) for i in range(11))
     ids = np.concatenate([data.y_train, data.y_test])
     assert sorted(ids.tolist()) == sorted(i % 11 for i in range(110))
+    # whole numbers that are not 0..C-1 (star ratings 1..11, -1/0/1) are classes named by value, in order
+    stars = tmp_path / "stars.jsonl"
+    stars.write_text("".join(json.dumps({"text": f"s {i}", "label": i % 11 + 1}) + "\n" for i in range(110)))
+    assert load_dataset("text", stars, tokenizer=str(bert_folder), max_length=8).labels == tuple(
+        str(i) for i in range(1, 12))
+    signs = tmp_path / "signs.jsonl"
+    signs.write_text("".join(json.dumps({"text": f"s {i}", "label": i % 3 - 1}) + "\n" for i in range(30)))
+    assert load_dataset("text", signs, tokenizer=str(bert_folder), max_length=8).labels == ("-1", "0", "1")
 
 
 def test_a_folder_network_with_another_tokenizer_than_the_data_is_refused(review_table, bert_folder,

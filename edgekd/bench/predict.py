@@ -28,9 +28,10 @@ def load_ops(source: str, precision: str | None, input_shape: tuple[int, ...] | 
         if not model_file:
             raise InputError(f"{path}: the simulator reads .tflite, Core ML (.mlpackage) and .onnx files; "
                              "export the model first, or name a built-in network")
-        if precision is not None:
-            raise InputError(f"--precision {precision}: {path} runs in the precision it was exported in; "
-                             "drop --precision (it applies to built-in networks)")
+        if precision is not None or input_shape is not None:
+            flag = "--precision" if precision is not None else "--input-shape"
+            raise InputError(f"{flag}: {path} runs in the precision and input shape it was exported with; "
+                             f"drop {flag} (it applies to built-in networks)")
         if path.suffix == ".tflite":
             return read_tflite(path), {"file": str(path), "format": "tflite"}
         if path.suffix in (".mlpackage", ".mlmodel"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import sys
 import tarfile
@@ -31,7 +32,7 @@ import numpy as np
 from edgekd.data.checks import existing
 from edgekd.data.source import DATASETS, RawData
 from edgekd.data.split import stratified_holdout
-from edgekd.data.table import class_ids, ints_or_names
+from edgekd.data.table import class_ids
 from edgekd.data.tokens import pretrained_folder, special_ids, tokenize
 from edgekd.errors import InputError
 
@@ -105,10 +106,32 @@ def text_table(path: Path | None = None, seed: int = 42, *, tokenizer: str = "al
             raise InputError(f"{path}: no row has label {', '.join(map(repr, unused))} of data.labels; a "
                              "class with no rows would be trained as one: drop it from data.labels")
         y, names = np.array([wanted.index(v) for v in values], np.int64), tuple(wanted)
-    else:  # integers are class ids, as in every table (JSON 1 and "1.0" alike); names sorted otherwise
-        y, names = class_ids(ints_or_names(values, path, label_column), path, label_column)
+    else:
+        y, names = _classes(values, path, label_column)
     unlabelled = _read_sentences(Path(transfer_path)) if transfer_path else None
     return _raw(texts, y, names, seed, tokenizer, max_length, unlabelled, {}, transfer_copies)
+
+
+def _classes(values: list[str], path: Path, label_column: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Labels read as text -> (ids, class names). Whole numbers (JSON 1 and "1.0" alike) are classes in
+    numeric order: the ids themselves when they are 0..C-1, else named by their value (star ratings 1..5,
+    -1/0/1), where sorting them as text put 10 before 2; any other labels are names, sorted."""
+    numbers = []
+    for v in values:
+        try:
+            n = float(v)
+        except ValueError:
+            return class_ids(values, path, label_column)
+        if not (math.isfinite(n) and n.is_integer()):
+            return class_ids(values, path, label_column)  # 1.5 stars: a name like any other
+        numbers.append(int(n))
+    order = sorted(set(numbers))
+    if order == list(range(len(order))):
+        return class_ids(numbers, path, label_column)
+    index = {v: i for i, v in enumerate(order)}
+    if len(order) < 2:
+        return class_ids(numbers, path, label_column)  # refused: one class
+    return np.array([index[v] for v in numbers], np.int64), tuple(str(v) for v in order)
 
 
 def _raw(texts: list[str], y: np.ndarray, names: tuple[str, ...], seed: int, tokenizer: str, max_length: int,

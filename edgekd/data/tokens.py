@@ -74,11 +74,15 @@ def tokenize(sentences: list[str], folder: Path, max_length: int) -> Tokenized:
 
 
 def same_tokenizer(a: Path, b: Path) -> bool:
-    """Whether two folders' tokenizer.json give the same ids: the same vocabulary model, normaliser,
-    pre-tokenizer and added tokens (padding and truncation aside, which edgekd sets itself)."""
-    keys = ("model", "normalizer", "pre_tokenizer", "added_tokens")
-    sa, sb = _read_spec(a), _read_spec(b)
-    return all(sa.get(k) == sb.get(k) for k in keys)
+    """Whether two folders' tokenizer.json give the same ids: the same kind of model and vocabulary, the
+    same added tokens' ids, normaliser and pre-tokenizer (flags a library version adds or padding and
+    truncation, which edgekd sets itself, aside)."""
+    def ids(spec: dict) -> tuple:
+        model = spec.get("model") or {}
+        added = {t.get("content"): t.get("id") for t in spec.get("added_tokens") or []}
+        return model.get("type"), model.get("vocab"), added, spec.get("normalizer"), spec.get("pre_tokenizer")
+
+    return ids(_read_spec(a)) == ids(_read_spec(b))
 
 
 def tokenizer_settings(folder: Path, max_length: int) -> dict:

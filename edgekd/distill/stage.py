@@ -87,7 +87,7 @@ def model_key(spec: ModelSpec) -> dict:
         weights = sha256_file(pretrained_folder(spec.folder, "model.folder") / "model.safetensors")
     key = {**spec.to_dict(), "weights": weights}
     if spec.kind == "program":  # the file, not its path: it holds the graph (and weights, unless given)
-        key["program_sha256"] = sha256_file(Path(spec.program))
+        key["program"] = sha256_file(Path(spec.program))
     return dict(model=key)
 
 

@@ -132,7 +132,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, formats: list[str], qu
                 failures.append(Failure(fmt, quant, f"{e.cause}", checked=True))
                 continue
             failures.append(Failure(fmt, quant, str(e)))
-    earlier = _listed(out_dir)
+    earlier = _listed(out_dir, ckpt.name)
     _write_manifest(out_dir, ckpt, artifacts, failures, coreml_target)
     # files an earlier export left here that this one does not list (another plan, a file that now missed
     # parity, another model): gone, so no stale file sits beside the manifest under a shippable name
@@ -219,13 +219,15 @@ def _export_one(wrapped, sample, dest: Path, fmt: str, quant: str, calib, meta, 
                     convert_s=round(time.perf_counter() - t0, 3), model=meta.name)
 
 
-def _listed(out_dir: Path) -> set[str]:
-    """The file names an artifacts.json already in `out_dir` lists (none when there is none, or it is not
-    readable: then nothing here is known to be edgekd's)."""
+def _listed(out_dir: Path, model: str) -> set[str]:
+    """The file names an artifacts.json already in `out_dir` lists for `model` (none when there is none, it
+    is another model's, or it is not readable: then nothing here is known to be this model's)."""
     try:
-        rows = json.loads((out_dir / "artifacts.json").read_text())["artifacts"]
-        names = {str(a["path"]) for a in rows}
-    except (OSError, ValueError, KeyError, TypeError):
+        manifest = json.loads((out_dir / "artifacts.json").read_text())
+        if manifest.get("model") != model:
+            return set()
+        names = {str(a["path"]) for a in manifest["artifacts"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return set()
     suffixes = tuple(EXPORTERS.get(fmt).suffix for fmt in EXPORTERS.names())
     return {n for n in names if Path(n).name == n and n.endswith(suffixes)}

@@ -50,12 +50,7 @@ class Candidate:
         sims = [r.latency_ms_p50 for r in self.rows if r.kind == "simulated" and r.ok]
         return sum(sims) / len(sims) if sims else None
 
-    def latency_ms(self) -> float | None:
-        """What `prefer: latency` ranks by: the simulated targets' mean, else the file timed here (a run
-        benched on no simulated target, as a host-budget rung recipe is)."""
-        sim = self.simulated_latency_ms()
-        if sim is not None:
-            return sim
+    def measured_latency_ms(self) -> float | None:
         m = self.measured()
         return m.latency_ms_p50 if m is not None else None
 
@@ -87,8 +82,9 @@ class BenchRow:
     row: Measurement
 
 
-def load_bench_rows(paths: list[Path]) -> list[BenchRow]:
-    """The rows of the given bench.json files (each a file or the folder holding one)."""
+def load_bench_rows(paths: list[Path], current: bool = True) -> list[BenchRow]:
+    """The rows of the given bench.json files (each a file or the folder holding one); `current`: refused
+    unless they measured the files their artifacts.json lists now (what the gate ships from)."""
     out = []
     for p in paths:
         f = Path(p) / "bench.json" if Path(p).is_dir() else Path(p)
@@ -98,7 +94,8 @@ def load_bench_rows(paths: list[Path]) -> list[BenchRow]:
                              "list); re-run `edgekd bench`")
         manifest = resolve_in(f.parent, bench["artifacts"])
         rows = [Measurement.from_dict(r, f"{f}: rows[{i}]") for i, r in enumerate(bench["rows"])]
-        _check_current(f, bench, manifest, rows)
+        if current:
+            _check_current(f, bench, manifest, rows)
         out += [BenchRow(manifest.parent, r) for r in rows]
     return out
 
@@ -166,8 +163,12 @@ def evaluate(rows: list[BenchRow], policy: Policy, platforms: dict[str, str],
             chosen[platform] = None
             continue
         ok = [c for c in mine if c.passed]
-        chosen[platform] = min(ok, key=lambda c: _preference(c, policy.prefer)) if ok else None
-        if policy.prefer == "latency" and ok and all(c.latency_ms() is None for c in ok):
+        # `prefer: latency` ranks one kind of latency per platform: the simulated targets' mean, else (no
+        # passing file has a simulated row: a run benched on no target, as a host-budget rung recipe) the
+        # time measured here
+        simulated = any(c.simulated_latency_ms() is not None for c in ok)
+        chosen[platform] = min(ok, key=lambda c: _preference(c, policy.prefer, simulated)) if ok else None
+        if policy.prefer == "latency" and ok and all(_latency(c, simulated) is None for c in ok):
             notes.append(f"{platform}: prefer latency, but no file has a latency; chose the smallest")
     present = [p for p in platforms if any(c.platform == p for c in candidates)]
     passed = bool(present) and all(chosen[p] is not None for p in present)
@@ -176,8 +177,12 @@ def evaluate(rows: list[BenchRow], policy: Policy, platforms: dict[str, str],
     return Verdict(passed, chosen, candidates, notes)
 
 
-def _preference(c: Candidate, prefer: str):
-    lat = c.latency_ms()
+def _latency(c: Candidate, simulated: bool) -> float | None:
+    return c.simulated_latency_ms() if simulated else c.measured_latency_ms()
+
+
+def _preference(c: Candidate, prefer: str, simulated: bool = True):
+    lat = _latency(c, simulated)
     lat = lat if lat is not None else float("inf")
     return (c.size_bytes, lat, c.artifact) if prefer == "size" else (lat, c.size_bytes, c.artifact)
 
