@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from edgekd.report import cells
 
+INTRO = ("Fine-tuned on the file's grid with the KD loss (edgekd.compress); their files are in the matrices "
+         "above.")
 HEADERS = ("student", "from", "mode", "accuracy", "float student", "bits per weight", "sparsity",
            "bits per layer")
 

@@ -5,6 +5,7 @@ compression-aware twin passed."""
 from __future__ import annotations
 
 HEADERS = ("student", "format/mode", "agreement", "required", "why not kept")
+INTRO = "Below their parity threshold against PyTorch (or failed to convert): not benchmarked, never shipped."
 
 
 def dropped_rows(failures: list[dict]) -> list[list[str]]:

@@ -9,7 +9,9 @@ from html import escape
 
 from edgekd.report import cells
 from edgekd.report.compression import HEADERS as COMPRESSION_HEADERS
+from edgekd.report.compression import INTRO as COMPRESSION_INTRO
 from edgekd.report.dropped import HEADERS as DROPPED_HEADERS
+from edgekd.report.dropped import INTRO as DROPPED_INTRO
 from edgekd.report.headline import NOT_RUN, Headline, PlatformOutcome
 from edgekd.report.matrix import Cell, FileLine, Matrix
 from edgekd.report.table import FIRST_NUMBER, HEADERS
@@ -148,26 +150,22 @@ def _footnotes(index: int, notes: dict[str, int]) -> str:
 
 
 def _compression(rows: list[list[str]]) -> str:
-    if not rows:
-        return ""
-    header = "".join(f"<th class=\"name\">{escape(h)}</th>" for h in COMPRESSION_HEADERS)
-    body = "".join("<tr>" + "".join(f"<td class=\"name\">{escape(c)}</td>" for c in r) + "</tr>\n"
-                   for r in rows)
-    intro = ("<p class=\"muted\">Fine-tuned on the file's grid with the KD loss (edgekd.compress); their "
-             "files are in the matrices above.</p>")
-    return (f"<section id=\"compression\">\n<h2>Compression-aware students</h2>\n{intro}\n"
-            f"<table>\n<tr>{header}</tr>\n{body}</table>\n</section>")
+    return _text_section("compression", "Compression-aware students", COMPRESSION_INTRO, COMPRESSION_HEADERS,
+                         rows)
 
 
 def _dropped(rows: list[list[str]]) -> str:
+    return _text_section("dropped", "Files not kept", DROPPED_INTRO, DROPPED_HEADERS, rows)
+
+
+def _text_section(section: str, title: str, intro: str, headers, rows: list[list[str]]) -> str:
+    """A section holding one table of text cells (none when there are no rows)."""
     if not rows:
         return ""
-    header = "".join(f"<th class=\"name\">{escape(h)}</th>" for h in DROPPED_HEADERS)
+    header = "".join(f"<th class=\"name\">{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td class=\"name\">{escape(c)}</td>" for c in r) + "</tr>\n"
                    for r in rows)
-    intro = ("<p class=\"muted\">Below their parity threshold against PyTorch (or failed to convert): not "
-             "benchmarked, never shipped.</p>")
-    return (f"<section id=\"dropped\">\n<h2>Files not kept</h2>\n{intro}\n"
+    return (f"<section id=\"{section}\">\n<h2>{escape(title)}</h2>\n<p class=\"muted\">{escape(intro)}</p>\n"
             f"<table>\n<tr>{header}</tr>\n{body}</table>\n</section>")
 
 

@@ -7,7 +7,9 @@ from html import escape
 
 from edgekd.report import cells
 from edgekd.report.compression import HEADERS as COMPRESSION_HEADERS
+from edgekd.report.compression import INTRO as COMPRESSION_INTRO
 from edgekd.report.dropped import HEADERS as DROPPED_HEADERS
+from edgekd.report.dropped import INTRO as DROPPED_INTRO
 from edgekd.report.headline import NOT_RUN, Headline, PlatformOutcome
 from edgekd.report.matrix import Cell, Matrix
 from edgekd.report.table import HEADERS
@@ -24,21 +26,21 @@ def render(title: str, teacher_accuracy: float | None, head: Headline, matrices:
     lines += ["## Students", ""]
     for m in matrices:
         lines += _matrix(m)
-    if compression:
-        lines += ["## Compression-aware students", "", "Fine-tuned on the file's grid with the KD loss "
-                  "(edgekd.compress); their files are in the matrices above.", "",
-                  "| " + " | ".join(COMPRESSION_HEADERS) + " |", "|---" * len(COMPRESSION_HEADERS) + "|"]
-        lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in compression] + [""]
-    if dropped:
-        lines += ["## Files not kept", "", "Below their parity threshold against PyTorch (or failed to "
-                  "convert): not benchmarked, never shipped.", "",
-                  "| " + " | ".join(DROPPED_HEADERS) + " |", "|---" * len(DROPPED_HEADERS) + "|"]
-        lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in dropped] + [""]
+    lines += _text_section("Compression-aware students", COMPRESSION_INTRO, COMPRESSION_HEADERS, compression)
+    lines += _text_section("Files not kept", DROPPED_INTRO, DROPPED_HEADERS, dropped)
     lines += ["## Trade-offs", "", "Labelled points are the Pareto front.", ""]
     for heading, name in plots.items():
         lines += [f"![{heading}]({name})" if name else f"{heading}: nothing to plot.", ""]
     lines += _full_table(full)
     return "\n".join(lines) + "\n"
+
+
+def _text_section(title: str, intro: str, headers, rows: list[list[str]]) -> list[str]:
+    """A section holding one table of text cells (none when there are no rows)."""
+    if not rows:
+        return []
+    return [f"## {title}", "", intro, "", "| " + " | ".join(headers) + " |", "|---" * len(headers) + "|",
+            *("| " + " | ".join(_md(c) for c in r) + " |" for r in rows), ""]
 
 
 def _verdict(head: Headline) -> list[str]:
