@@ -328,7 +328,11 @@ def search(
 
             raise InputError("--report redraws the ladder of a search already run and takes no RECIPE or "
                              "--budget; drop them, or use `edgekd ladder DIR --budget ...` for other budgets")
-        _echo_ladder(write_ladder(report, _stored_url(report, storage)))
+        from edgekd.runfolder import locked
+
+        url = _stored_url(report, storage)  # refused before anything is written when it is no search
+        with locked(report):  # a search still writing its ladder there holds it
+            _echo_ladder(write_ladder(report, url))
         return
     from edgekd.bench.targets import all_targets
     from edgekd.search.budgets import parse_budgets
@@ -354,11 +358,15 @@ def ladder(
     """Budgets in, the best student per budget out, from a search's trials (default: its own budgets):
     a table, the Pareto front per target and each rung's recipe for `edgekd run`. Trains nothing."""
     from edgekd.bench.targets import all_targets
+    from edgekd.runfolder import locked
     from edgekd.search import write_ladder
     from edgekd.search.budgets import parse_budgets
 
     budgets = parse_budgets(budget, all_targets()) if budget else None
-    _echo_ladder(write_ladder(search_dir, _stored_url(search_dir, storage), budgets=budgets, dest=out))
+    url = _stored_url(search_dir, storage)  # refused before anything is written when it is no search
+    # into the search folder (the default): held as a search holds it; elsewhere: that folder, as any --out
+    with locked(search_dir) if out is None else _output_dir(out):
+        _echo_ladder(write_ladder(search_dir, url, budgets=budgets, dest=out))
 
 
 def _stored_url(search_dir: Path, storage: Optional[str]) -> str:

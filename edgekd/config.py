@@ -256,6 +256,9 @@ class CompressConfig(_Strict):
     def _bits(self):
         if self.mixed_bits[0] >= self.mixed_bits[1]:
             raise ValueError(f"mixed_bits {list(self.mixed_bits)}: the low width must be below the high one")
+        if self.average_bits < self.mixed_bits[0]:  # checked here, not after the teacher has trained
+            raise ValueError(f"average_bits {self.average_bits} is below the low width of mixed_bits "
+                             f"{list(self.mixed_bits)}: no choice of bits per layer meets it; raise it")
         if self.sparsity_by == "sensitivity" and self.sparsity > 0.95:
             raise ValueError(f"sparsity {self.sparsity}: at most 0.95 spread by sensitivity (no layer is "
                              f"pruned further); lower it, or set sparsity_by: tensor")

@@ -152,6 +152,7 @@ def test_a_compression_a_format_cannot_carry_is_refused_naming_the_field(write_r
     ({"sparsity": 0.97}, ["compress", "sparsity 0.97", "sparsity_by: tensor"]),
     ({"fidelity": 1.5}, ["compress.fidelity", "less than or equal to 1"]),
     ({"sparsity_by": "global"}, ["compress.sparsity_by", "'sensitivity' or 'tensor'"]),
+    ({"average_bits": 1.5}, ["compress", "average_bits 1.5 is below the low width of mixed_bits [2, 4]"]),
 ])
 def test_a_bad_sparsity_or_fidelity_is_refused_before_training(write_recipe, capsys, over, needles):
     path = write_recipe(tiny_recipe(compress={"coreml": ["prune-pal4"], **over}))

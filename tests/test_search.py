@@ -298,6 +298,12 @@ def test_search_on_sqlite_writes_a_ladder_resumes_and_redraws(write_recipe, tmp_
     r = run_cli("ladder", out, "--budget", "host=0.0001")
     assert r.returncode == 0, r.stderr
     assert not list((out / "ladder" / "rungs").glob("*.yaml"))
+    # a search (or another ladder) writing the folder holds it: drawing into it waits its turn
+    from edgekd.runfolder import locked
+
+    with locked(out):
+        busy = run_cli("ladder", out)
+    assert busy.returncode == 2 and "another edgekd process" in busy.stderr, busy.stderr
     # --report redraws; it takes no recipe or budgets (they would be ignored)
     r = run_cli("search", rec, "--report", out, "--budget", "host=1")
     assert r.returncode == 2 and "takes no RECIPE or --budget" in r.stderr

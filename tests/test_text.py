@@ -251,6 +251,37 @@ def test_a_folder_network_with_another_tokenizer_than_the_data_is_refused(review
     pipeline.validate(ok, data)  # the same tokenizer: accepted
 
 
+def test_a_text_network_on_data_it_cannot_read_is_refused_naming_the_field(review_table, bert_folder,
+                                                                           tmp_path):
+    """Signals, sentences longer than its position table, or ids past its vocabulary: named, not an
+    IndexError from inside the network."""
+    from edgekd.distill.stage import check_fits_data
+
+    model = resolve(ModelSpec("hf", folder=str(bert_folder)), (2, 16), 2)  # 64 positions
+    with pytest.raises(InputError, match="is a text network .* give data.name: text"):
+        check_fits_data(model, load_dataset("mnist1d"), "bert")
+    long = load_dataset("text", review_table, tokenizer=str(bert_folder), max_length=96)
+    with pytest.raises(InputError, match="data.max_length is 96: .* 64 positions .* 64 or less"):
+        check_fits_data(model, long, "bert")
+    small = tmp_path / "small"
+    shutil.copytree(bert_folder, small)
+    cfg = json.loads((small / "config.json").read_text())
+    (small / "config.json").write_text(json.dumps({**cfg, "vocab_size": 1000}))
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(small / "model.safetensors"))
+    key = next(k for k in state if k.endswith("word_embeddings.weight"))
+    save_file({**state, key: state[key][:1000].contiguous()}, str(small / "model.safetensors"))
+    tiny_vocab = resolve(ModelSpec("hf", folder=str(small)), (2, 16), 2)
+    data = load_dataset("text", review_table, tokenizer=str(bert_folder), max_length=16)
+    with pytest.raises(InputError, match="gives token id .* reads ids below 1000 .*data.tokenizer: FOLDER"):
+        check_fits_data(tiny_vocab, data, "small")
+    empty = tmp_path / "none.txt"
+    empty.write_text("\n \n")
+    with pytest.raises(InputError, match="no sentences .*data.transfer_path"):
+        load_dataset("text", review_table, tokenizer=str(bert_folder), transfer_path=str(empty))
+
+
 def test_tokenizer_folder_missing_files(tmp_path, bert_folder):
     (tmp_path / "config.json").write_text((bert_folder / "config.json").read_text())
     with pytest.raises(InputError, match="lacks model.safetensors, tokenizer.json"):

@@ -258,6 +258,10 @@ def _read_sentences(path: Path) -> list[str]:
     if not path.is_file():
         raise InputError(f"{path}: no such file (data.transfer_path); give a text file, one sentence a line")
     try:
-        return [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
+        sentences = [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e.reason}); save it as UTF-8") from None
+    if not sentences:
+        raise InputError(f"{path}: no sentences (data.transfer_path); give one unlabelled sentence a line, "
+                         "or drop data.transfer_path")
+    return sentences

@@ -62,6 +62,8 @@ def check_fits_data(model: nn.Module, data: Dataset, label: str) -> None:
         raise InputError(f"model {label!r} is a zoo network, but dataset {data.name!r} is sentences (token "
                          "rows); give it a Hugging Face folder: "
                          "model: {folder: all-minilm-l6-v2, kwargs: ...}")
+    if getattr(model, "text_inputs", False):
+        _check_text_fits(model, data, label)
     try:
         with torch.no_grad():
             out = model(torch.from_numpy(data.x_test[:2]))
@@ -75,6 +77,25 @@ def check_fits_data(model: nn.Module, data: Dataset, label: str) -> None:
     if tuple(out.shape) != (2, data.num_classes):
         raise InputError(f"model {label!r} gives outputs of shape {list(out.shape)[1:]} for dataset "
                          f"{data.name!r}, which has {data.num_classes} classes; set its number of classes")
+
+
+def _check_text_fits(model: nn.Module, data: Dataset, label: str) -> None:
+    """A text network (token ids in) against the data: sentences, no longer than its position table, with
+    token ids its embedding has rows for (else the forward pass fails with an index error)."""
+    if not data.is_text:
+        raise InputError(f"model {label!r} is a text network (token ids in), but dataset {data.name!r} is "
+                         "not sentences; give data.name: text (a table of sentences) or movie-reviews")
+    config = getattr(model, "config", {})
+    length, positions = data.input_shape[-1], config.get("max_positions")
+    if positions and length > positions:
+        raise InputError(f"data.max_length is {length}: model {label!r} has {positions} positions "
+                         f"(max_position_embeddings); set data.max_length: {positions} or less")
+    vocab_map = getattr(model, "vocab_map", None)
+    rows = len(vocab_map) if vocab_map is not None else config.get("vocab_size")
+    top = int(max(data.x_train[:, 0].max(initial=0), data.x_test[:, 0].max(initial=0)))
+    if rows and top >= rows:
+        raise InputError(f"data.tokenizer gives token id {top}, but model {label!r} reads ids below {rows} "
+                         "(its vocab_size); tokenize with the model's own folder (data.tokenizer: FOLDER)")
 
 
 def model_key(spec: ModelSpec) -> dict:
