@@ -252,7 +252,8 @@ def gate(
         help="A bench.json, its folder, or an `edgekd run` folder "
              "(then its recipe's students and platforms)")],
     policy: Annotated[Optional[Path], typer.Option(
-        help="Policy YAML (default: built-in min_retention 0.97)")] = None,
+        help="Policy YAML (default: on a run folder the policy its run used, else the built-in "
+             "min_retention 0.97)")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="Baseline bundle (directory or zip)")] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Where gate.json, junit.xml, summary.md go")] = None,
@@ -265,8 +266,11 @@ def gate(
     from edgekd.gate.verdict import evaluate, explain, load_bench_rows
     from edgekd.runfolder import read_record
 
-    pol = load_policy(policy)
     record = read_record(bench_or_run_dir) if bench_or_run_dir.is_dir() else None
+    if policy is None and record is not None and record.policy is not None:  # the policy the run's gate read
+        policy = Path(record.policy)
+        typer.echo(f"policy: {policy} (the run's; --policy to gate against another)")
+    pol = load_policy(policy)
     if record is not None:  # a run folder: this run's students and the recipe's platforms, nothing else
         rows, platforms = load_bench_rows(record.bench_files(bench_or_run_dir)), record.platforms
     else:

@@ -369,7 +369,9 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
                 f"({', '.join(sorted(base['metrics'].get('simulated') or {})) or 'none'}), and this recipe "
                 "benches on none of them; add one to bench.targets or drop latency_pct")
     # the students, then each compressed student (STUDENT.MODE-kd): every checkpoint export_plan exports
-    record = RunRecord(recipe.name, tuple(export_plan(recipe)), dict(recipe.bundle.platforms))
+    used = policy_path or recipe.gate.policy
+    record = RunRecord(recipe.name, tuple(export_plan(recipe)), dict(recipe.bundle.platforms),
+                       str(Path(used).resolve()) if used else None)
     write_record(out, record, recipe.record())
     marks = _Marks(out / STATE_DIR / "stages.json")
 

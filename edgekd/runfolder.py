@@ -34,6 +34,7 @@ class RunRecord:
     recipe_name: str
     students: tuple[str, ...]
     platforms: dict[str, str]  # bundle name -> export format
+    policy: str | None = None  # the policy file the run's gate read (None: the built-in policy)
 
     def bench_files(self, out: Path) -> list[Path]:
         return [Path(out) / "bench" / s / "bench.json" for s in self.students]
@@ -42,7 +43,8 @@ class RunRecord:
 def write_record(out: Path, record: RunRecord, recipe_json: dict) -> None:
     write_json(Path(out) / STATE_DIR / RECORD, {"recipe_name": record.recipe_name,
                                                 "students": list(record.students),
-                                                "platforms": record.platforms, "recipe": recipe_json})
+                                                "platforms": record.platforms, "policy": record.policy,
+                                                "recipe": recipe_json})
 
 
 def read_record(out: Path) -> RunRecord | None:
@@ -52,8 +54,10 @@ def read_record(out: Path) -> RunRecord | None:
         return None
     raw = read_json(path, "run record", "re-run `edgekd run` on this folder")
     try:
+        policy = raw.get("policy")
         return RunRecord(str(raw["recipe_name"]), tuple(str(s) for s in raw["students"]),
-                         {str(k): str(v) for k, v in dict(raw["platforms"]).items()})
+                         {str(k): str(v) for k, v in dict(raw["platforms"]).items()},
+                         None if policy is None else str(policy))
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{path}: malformed run record (field {e}); "
                          "re-run `edgekd run` on this folder") from None

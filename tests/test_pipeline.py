@@ -156,3 +156,7 @@ def test_a_run_whose_export_was_written_over_exports_and_benches_again(two_runs,
     after = json.loads((out / "export" / "s" / "artifacts.json").read_text())["artifacts"]
     assert sorted(a["path"] for a in after) == sorted(a["path"] for a in before)
     assert run_cli("gate", out, "--policy", root / "policy.yaml").returncode == 0
+    # without --policy, a run folder is gated against the policy its run used (the recipe's 0.8 here, where
+    # the built-in 0.97 would fail the tiny student)
+    own = run_cli("gate", out)
+    assert own.returncode == 0 and f"policy: {(root / 'policy.yaml').resolve()} (the run's" in own.stdout
