@@ -107,7 +107,11 @@ def _baseline_without_labels(d: Path):
     row = {"model": "m", "artifact": "m.onnx", "format": "onnx", "quant": "fp32", "kind": "measured",
            "runner": "onnxruntime", "retention": 1.0, "size_bytes": 10}
     b = _bench_json(d, {"artifacts": "artifacts.json", "model": "m", "rows": [row]})
-    listed = [{"format": "onnx", "quant": "fp32", "path": "m.onnx", "size_bytes": 10, "sha256": "0" * 64}]
+    import hashlib
+
+    (b / "m.onnx").write_bytes(b"0123456789")
+    sha = hashlib.sha256(b"0123456789").hexdigest()
+    listed = [{"format": "onnx", "quant": "fp32", "path": "m.onnx", "size_bytes": 10, "sha256": sha}]
     (b / "artifacts.json").write_text(json.dumps({"checkpoint": "c", "model": "m", "artifacts": listed,
                                                   "labels": ["a", "b"], "input_shape": [1, 4]}))
     base = d / "baseline"

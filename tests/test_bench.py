@@ -281,3 +281,20 @@ def test_the_runtime_library_is_imported_before_a_files_load_is_timed(monkeypatc
         x = np.zeros((1, 1, 4), np.float32)
         m.measure("coreml", Path("x.mlpackage"), x, np.zeros(1), np.zeros(1), None)
     assert calls == ["import coreml", "load"]
+
+
+def test_bench_refuses_an_export_made_from_other_weights_than_its_checkpoint_holds_now(tmp_path):
+    """A re-run stopped after distill and before export leaves the old files beside a new student: bench
+    would give the old files' rows the new checkpoint's accuracy and parameter count."""
+    from edgekd.bench.stage import bench_artifacts
+    from edgekd.data import load_dataset
+
+    make_checkpoint(tmp_path / "s", epochs=0)
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "artifacts.json").write_text(json.dumps(
+        {"checkpoint": "../s", "checkpoint_sha256": "f" * 64, "model": "student", "params": 1,
+         "artifacts": []}))
+    with pytest.raises(InputError, match="exported from other weights than .*s holds now"):
+        bench_artifacts(tmp_path / "e" / "artifacts.json", tmp_path / "b", targets=[],
+                        data=load_dataset("mnist1d"))
+    assert not (tmp_path / "b").exists()

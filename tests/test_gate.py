@@ -131,17 +131,34 @@ def test_the_gate_refuses_bench_rows_of_files_exported_again_since(tmp_path):
                  **({"files": files} if files is not None else {})}
         (tmp_path / "b" / "bench.json").write_text(json.dumps(bench))
 
-    same = {"format": "onnx", "quant": "fp32", "path": "m.onnx", "size_bytes": 10, "sha256": "a" * 64}
-    write([same], {"m.onnx": "a" * 64})
-    assert [b.row.artifact for b in load_bench_rows([tmp_path / "b"])] == ["m.onnx"]
-    write([{**same, "sha256": "b" * 64}], {"m.onnx": "a" * 64})
+    import hashlib
+
+    onnx = tmp_path / "e" / "m.onnx"
+    onnx.write_bytes(b"0123456789")
+    a, b = hashlib.sha256(b"0123456789").hexdigest(), hashlib.sha256(b"another file").hexdigest()
+    same = {"format": "onnx", "quant": "fp32", "path": "m.onnx", "size_bytes": 10, "sha256": a}
+    write([same], {"m.onnx": a})
+    assert [r.row.artifact for r in load_bench_rows([tmp_path / "b"])] == ["m.onnx"]
+    onnx.write_bytes(b"another file")  # re-exported: artifacts.json lists the new file, bench the old
+    write([{**same, "sha256": b, "size_bytes": 12}], {"m.onnx": a})
     with pytest.raises(InputError, match="measured another m.onnx.*re-run `edgekd bench`"):
         load_bench_rows([tmp_path / "b"])
-    write([], {"m.onnx": "a" * 64})
+    write([{**same, "sha256": b, "size_bytes": 12}], None)  # a bench.json from before hashes: sizes
+    with pytest.raises(InputError, match="measured another m.onnx"):
+        load_bench_rows([tmp_path / "b"])
+    write([], {"m.onnx": a})
     with pytest.raises(InputError, match="measured m.onnx, which .* no longer lists"):
         load_bench_rows([tmp_path / "b"])
-    write([{**same, "size_bytes": 12}], None)  # a bench.json from before it recorded hashes: sizes
-    with pytest.raises(InputError, match="measured another m.onnx"):
+    write([same], {"m.onnx": a})  # artifacts.json and bench agree, but the file was written over since
+    with pytest.raises(InputError, match="m.onnx: not the file .* lists"):
+        load_bench_rows([tmp_path / "b"])
+    onnx.write_bytes(b"0123456789")
+    (tmp_path / "e" / "artifacts.json").write_text(json.dumps(
+        {"checkpoint": "ck", "checkpoint_sha256": "f" * 64, "model": "m", "artifacts": [same]}))
+    from factories import make_checkpoint
+
+    make_checkpoint(tmp_path / "e" / "ck", epochs=0)  # other weights than the export was made from
+    with pytest.raises(InputError, match="exported from other weights than .*ck holds now"):
         load_bench_rows([tmp_path / "b"])
     (tmp_path / "e" / "artifacts.json").unlink()
     with pytest.raises(InputError, match="is gone"):

@@ -243,3 +243,65 @@ def test_a_teacher_trained_on_more_threads_is_another_teacher(tmp_path):
         keys[threads] = ckpt.provenance["key"]
         assert torch.get_num_threads() == before
     assert len(set(keys.values())) == 3
+
+
+@pytest.mark.heavy
+def test_job_processes_end_when_the_run_that_started_them_is_killed():
+    """A run killed with SIGKILL leaves its pool's processes to init; they must not live on (they went on
+    training and saving into the folder the next run held)."""
+    script = ("import time\nfrom edgekd.distill.jobs import Jobs\njobs = Jobs(2)\njobs.start()\n"
+              "jobs.submit(time.sleep, 0).result()\n"
+              "print(' '.join(map(str, jobs._pool._processes)), flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")  # a zombie is dead
+
+    assert all(alive(p) for p in pids)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids)
+
+
+@pytest.mark.heavy
+def test_an_interrupted_run_stops_its_side_by_side_students_and_keeps_their_resume_states(tmp_path):
+    """Ctrl-C (SIGINT to edgekd) while two students train in job processes: the run stops (exit 130) and
+    does not wait for the students' thousands of epochs; their resume states stay and no job lives on."""
+    import yaml
+
+    r = tiny_recipe(jobs=2, students=[{"name": n, "arch": "cnn1d", "width": w, "train": {"epochs": 5000}}
+                                      for n, w in (("a", 0.125), ("b", 0.25))])
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    env = {**os.environ, "EDGEKD_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", "run", str(tmp_path / "r.yaml"), "--out",
+                             str(tmp_path / "o")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True,
+                            # SIGINT handled as after a terminal's Ctrl-C, even where this test ignores it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    students = tmp_path / "o" / "students"
+    deadline = time.monotonic() + 300
+    while len(list(students.glob(".*.state.pt"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert len(list(students.glob(".*.state.pt"))) == 2, proc.stderr.read() if proc.poll() is not None else ""
+    jobs = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                           text=True).stdout.split()]
+    proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(timeout=120)  # the old code waited for both students to finish: hours
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the run kept waiting for its job processes after SIGINT") from None
+    assert code == 130
+    assert len(list(students.glob(".*.state.pt"))) == 2  # kept for the next run to resume from
+    time.sleep(1)
+    assert not [p for p in jobs if Path(f"/proc/{p}").exists()
+                and ") Z" not in Path(f"/proc/{p}/stat").read_text()]

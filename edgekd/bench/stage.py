@@ -114,6 +114,11 @@ def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target]
     torch.set_num_threads(threads)
     rows: list[Measurement] = []
     checkpoint = resolve_in(base, manifest["checkpoint"])
+    recorded = manifest.get("checkpoint_sha256")
+    if (recorded and (checkpoint / "model.json").is_file()
+            and read_checkpoint(checkpoint).weights_sha256 != recorded):
+        raise InputError(f"{manifest_path}: its files were exported from other weights than {checkpoint} "
+                         "holds now (trained again since); export again (or `edgekd run`) before bench")
     sources = [{"format": "torch", "quant": "fp32", "path": str(checkpoint), "size_bytes": None,
                 "params": manifest["params"]}] if include_source and checkpoint.exists() else []
     for a in sources + manifest["artifacts"]:

@@ -30,13 +30,30 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _init_worker(threads: int, preload) -> None:
+def _init_worker(threads: int, preload, parent: int | None = None) -> None:
     from edgekd.console import quiet_backends
 
+    if parent is not None:
+        exit_with(parent)
     quiet_backends()  # as in the CLI's own process
     torch.set_num_threads(threads)
     if preload is not None:
         preload()
+
+
+def exit_with(parent: int) -> None:
+    """End this job process when the run that started it is gone. Killed (SIGKILL, a crash), a run leaves
+    its pool's processes behind, adopted by init; they went on training and saving into the folder the
+    next run then held (its lock is the parent's), over that run's checkpoints."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="edgekd-parent-watch", daemon=True).start()
 
 
 @contextmanager
@@ -71,7 +88,8 @@ class Jobs:
         so the first jobs do not wait for them."""
         if self.n > 1 and self._pool is None:
             self._pool = ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(self.threads, self.preload))
+                                             initializer=_init_worker,
+                                             initargs=(self.threads, self.preload, os.getpid()))
             with _native_threads(self.threads):  # read by numpy's and scipy's BLAS as they load
                 for _ in range(self.n):  # the pool starts a process per job waiting: all of them, now
                     self._pool.submit(int)
@@ -112,7 +130,15 @@ class Jobs:
     def __enter__(self) -> "Jobs":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None and self._pool is not None:
+            # interrupted (Ctrl-C, SIGTERM) or failed: stop the running jobs now, not after they finish (a
+            # student's hundreds of epochs); their resume states stay for the next run
+            for p in list(getattr(self._pool, "_processes", {}).values()):
+                p.terminate()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            return
         self.close()
 
 

@@ -247,6 +247,7 @@ def _write_manifest(out_dir: Path, ckpt: Checkpoint, artifacts: list[Artifact], 
     teacher = resolve_in(ckpt.path, prov["teacher"]) if prov.get("teacher") else None
     write_json(out_dir / "artifacts.json", {
         "checkpoint": relative_to(ckpt.path, out_dir), "role": ckpt.role, "model": ckpt.name,
+        "checkpoint_sha256": ckpt.weights_sha256,  # which weights the files were made from
         "params": ckpt.params, "labels": list(ckpt.labels), "mean": ckpt.mean, "std": ckpt.std,
         "input_shape": list(ckpt.input_shape),
         "teacher_accuracy": prov.get("teacher_accuracy"),

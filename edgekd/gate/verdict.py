@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgekd.artifacts import load_artifacts
+from edgekd.checkpoint import read_checkpoint
 from edgekd.config import Policy
 from edgekd.errors import InputError
-from edgekd.fileio import read_json, resolve_in
+from edgekd.fileio import read_json, resolve_in, sha256_tree
 from edgekd.types import UNCALIBRATED, Measurement
 
 
@@ -107,7 +108,9 @@ def _check_current(f: Path, bench: dict, manifest: Path, rows: list[Measurement]
     fix = "re-run `edgekd bench` on the current export (or `edgekd run`)"
     if not manifest.is_file():
         raise InputError(f"{f}: the artifacts.json it measured ({manifest}) is gone; {fix}")
-    listed = {Path(a["path"]).name: a for a in load_artifacts(manifest)["artifacts"]}
+    exported = load_artifacts(manifest)
+    _check_export(manifest, exported)
+    listed = {Path(a["path"]).name: a for a in exported["artifacts"]}
     measured = bench.get("files")
     for r in rows:
         if r.format == "torch":
@@ -121,6 +124,23 @@ def _check_current(f: Path, bench: dict, manifest: Path, rows: list[Measurement]
         if not same:
             raise InputError(f"{f}: measured another {r.artifact} than the one {manifest} lists now "
                              f"(exported again since); {fix}")
+
+
+def _check_export(manifest: Path, exported: dict) -> None:
+    """The files artifacts.json lists are on disk as exported, from the checkpoint there now: a run
+    stopped part-way through a re-run (new student, old export) or a file written over since would let
+    the gate ship, by its rows, a file that is not the one measured."""
+    fix = "re-run `edgekd run` (or export and bench again)"
+    recorded = exported.get("checkpoint_sha256")  # artifacts.json written before it was recorded: unknown
+    ckpt = resolve_in(manifest.parent, exported["checkpoint"])
+    if recorded and (ckpt / "model.json").is_file() and read_checkpoint(ckpt).weights_sha256 != recorded:
+        raise InputError(f"{manifest}: its files were exported from other weights than {ckpt} holds now "
+                         f"(trained again since); {fix}")
+    for a in exported["artifacts"]:
+        path = manifest.parent / a["path"]
+        if not path.exists() or sha256_tree(path) != a["sha256"]:
+            raise InputError(f"{path}: {'gone' if not path.exists() else 'not the file'} {manifest} lists "
+                             f"(written over since its export); {fix}")
 
 
 def check_policy_names(policy: Policy, known: set[str]) -> None:

@@ -9,6 +9,7 @@ pipeline's data and teacher steps); each trial calls the distill, export and ben
 from __future__ import annotations
 
 import multiprocessing
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,11 +168,14 @@ class _Job:
                     self.heartbeat_s, progress=progress)
 
 
-def _worker_main(job: _Job, worker: int) -> None:
+def _worker_main(job: _Job, worker: int, parent: int | None = None) -> None:
     import optuna
 
     from edgekd.console import quiet_backends
+    from edgekd.distill.jobs import exit_with
 
+    if parent is not None:  # a killed search must not leave workers writing into the folder it held
+        exit_with(parent)
     quiet_backends()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     job.run(worker, progress=lambda m: print(f"worker {worker}: {m}", flush=True))
@@ -181,7 +185,7 @@ def _spawn(job: _Job, workers: int, progress) -> None:
     """K worker processes on the same storage (spawned: no forked torch state). A worker that dies does not
     stop the others: its trial is failed by heartbeat and the rest of the study goes on."""
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(job, w), name=f"edgekd-search-{w}")
+    procs = [ctx.Process(target=_worker_main, args=(job, w, os.getpid()), name=f"edgekd-search-{w}")
              for w in range(workers)]
     for p in procs:
         p.start()
