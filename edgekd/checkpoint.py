@@ -4,6 +4,7 @@ normalisation). Loading validates both and names the file and the fix when somet
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def save_checkpoint(model: Classifier, path: Path, *, name: str, role: str, arch
         save_file(state, str(tmp / WEIGHTS))
         for fname, tensors in (extras or {}).items():
             save_file(tensors, str(tmp / fname))
+        for fname in (WEIGHTS, *(extras or {})):  # safetensors writes 0600: readable as model.json is
+            _readable_as_created(tmp / fname)
         ckpt = Checkpoint(
             path=path, name=name, role=role, arch=arch, width=float(width), depth=depth,
             input_shape=tuple(int(s) for s in input_shape), labels=tuple(labels), mean=float(mean),
@@ -85,6 +88,14 @@ def read_checkpoint(path: Path) -> Checkpoint:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise InputError(f"{meta_path}: checkpoint metadata field {e} is missing or malformed") from None
+
+
+def _readable_as_created(path: Path) -> None:
+    """The mode a file created here gets (0666 less the umask), where a library wrote it 0600: other users
+    of a shared run folder read the weights as they read model.json."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def load_checkpoint(path: Path) -> tuple[Checkpoint, Classifier]:

@@ -155,6 +155,9 @@ def test_checkpoint_roundtrip_and_corruption(data, tmp_path):
                            depth=None, input_shape=(1, 40), labels=data.labels, mean=0.0, std=1.0,
                            data_fingerprint="f", accuracy=None)
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    # the weights are as readable as model.json (a shared run folder), not 0600 as safetensors writes them
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ck").iterdir()}
+    assert modes["model.safetensors"] == modes["model.json"], modes
     loaded, model2 = load_checkpoint(tmp_path / "ck")
     assert loaded.params == ckpt.params and loaded.labels == data.labels
     x = torch.from_numpy(data.x_test[:4])
