@@ -199,17 +199,16 @@ def compare(bench_dir: Annotated[Path, typer.Argument(help="Directory holding be
 
         raise InputError(f"{bench_dir}: a run folder; compare reads one student's bench folder, e.g. "
                          f"{students[0]} (`edgekd run` wrote the run's report in {bench_dir / 'report'})")
-    from edgekd.artifacts import load_artifacts
+    from edgekd.artifacts import dropped_files
     from edgekd.fileio import resolve_in
 
     rows = [b.row for b in load_bench_rows([bench_dir], current=False)]  # a report of what bench measured
     path = bench_dir / "bench.json" if bench_dir.is_dir() else bench_dir
     bench = read_json(path, "bench.json")
-    manifest = resolve_in(path.parent, bench["artifacts"])
-    failures = load_artifacts(manifest).get("failures", []) if manifest.is_file() else []
     md, page = write_report(rows, path.parent, title=bench["model"],
                             teacher_accuracy=bench.get("teacher_accuracy"),
-                            dropped=[{**f, "model": bench["model"]} for f in failures])
+                            dropped=dropped_files(resolve_in(path.parent, bench["artifacts"]),
+                                                  bench["model"]))
     typer.echo(text_table(rows))
     typer.echo(f"\nwrote {md} and {page}")
 

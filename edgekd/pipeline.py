@@ -351,7 +351,7 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     from edgekd.config import load_policy
     from edgekd.gate.bundle import load_baseline
     from edgekd.gate.reports import write_gate_outputs
-    from edgekd.gate.verdict import evaluate, load_bench_rows
+    from edgekd.gate.verdict import evaluate, latency_baseline_problem, load_bench_rows
 
     out = Path(out)
     policy = load_policy(policy_path or recipe.gate.policy)  # every input is checked before any work
@@ -361,13 +361,11 @@ def run(recipe: Recipe, recipe_path: Path, out: Path, *, policy_path: Path | Non
     base = load_baseline(baseline, list(data.labels), list(data.input_shape)) if baseline else None
     lim = policy.max_regression
     if base is not None and lim is not None and lim.latency_pct is not None:
-        common = set((base["metrics"].get("simulated") or {})) & {t.name for t in targets}
-        if not common:  # the gate compares simulated latency only: refused now, not after the training
-            raise InputError(
-                f"policy rule max_regression.latency_pct ({policy_path or recipe.gate.policy}) compares "
-                f"simulated latency on targets the baseline bundle {baseline} records "
-                f"({', '.join(sorted(base['metrics'].get('simulated') or {})) or 'none'}), and this recipe "
-                "benches on none of them; add one to bench.targets or drop latency_pct")
+        why = latency_baseline_problem(base, {t.name for t in targets})
+        if why:  # the gate compares simulated latency only: refused now, not after the training
+            raise InputError(f"{why}: {baseline}; the policy {policy_path or recipe.gate.policy} asks for "
+                             "it and this recipe benches on none of them; add one to bench.targets or drop "
+                             "latency_pct")
     # the students, then each compressed student (STUDENT.MODE-kd): every checkpoint export_plan exports
     used = policy_path or recipe.gate.policy
     record = RunRecord(recipe.name, tuple(export_plan(recipe)), dict(recipe.bundle.platforms),
@@ -505,17 +503,15 @@ def bench_students(recipe: Recipe, out: Path, data: Dataset, targets, marks: "_M
 
 def report(recipe: Recipe, out: Path, teacher_accuracy: float, rows, verdict) -> Path:
     """One report over this recipe's students: the verdict first, then a matrix per student."""
+    from edgekd.artifacts import dropped_files
     from edgekd.report import write_report
 
     compressed = out / "compress.json"
     compression = (read_json(compressed, "compress results", "re-run `edgekd run`")["results"]
                    if recipe.compress.modes and compressed.is_file() else [])
-    dropped = []
-    for name in export_plan(recipe):  # the files export did not keep, beside the ones it did
-        manifest = out / "export" / name / "artifacts.json"
-        if manifest.is_file():
-            failures = read_json(manifest, "artifacts file").get("failures", [])
-            dropped += [{**f, "model": name} for f in failures]
+    # the files export did not keep, beside the ones it did
+    dropped = [f for name in export_plan(recipe)
+               for f in dropped_files(out / "export" / name / "artifacts.json", name)]
     return write_report([b.row for b in rows], out / "report", title=recipe.name,
                         teacher_accuracy=teacher_accuracy, verdict=verdict, compression=compression,
                         dropped=dropped)[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd.artifacts import load_artifacts
+from edgekd.artifacts import load_artifacts, stale_export, verify_artifact
 from edgekd.bench.graph import read_graph
 from edgekd.bench.measure import measure, zip_size
 from edgekd.bench.simulator import error_band, simulate
@@ -17,23 +17,9 @@ from edgekd.bench.targets import Target, host_profile_notes
 from edgekd.checkpoint import load_checkpoint, read_checkpoint, training_data
 from edgekd.data import Dataset
 from edgekd.errors import InputError
-from edgekd.fileio import dir_size, relative_to, resolve_in, sha256_tree, write_json
+from edgekd.fileio import relative_to, resolve_in, write_json
 from edgekd.models import WithProbabilities
 from edgekd.types import Measurement
-
-
-def verify_artifact(base: Path, a: dict) -> str | None:
-    """Why an artifact listed in artifacts.json cannot be trusted, or None."""
-    path = base / a["path"]
-    if not path.exists():
-        return f"{path}: file is missing (listed in artifacts.json)"
-
-    if dir_size(path) != a["size_bytes"]:
-        return (f"{path}: size {dir_size(path)} differs from artifacts.json ({a['size_bytes']}): "
-                "altered after export")
-    if sha256_tree(path) != a["sha256"]:
-        return f"{path}: sha256 differs from artifacts.json: altered after export"
-    return None
 
 
 def teacher_reference(manifest: dict, base: Path, data: Dataset) -> tuple[np.ndarray, float | None]:
@@ -114,11 +100,9 @@ def bench_artifacts(manifest_path: Path, out_dir: Path, *, targets: list[Target]
     torch.set_num_threads(threads)
     rows: list[Measurement] = []
     checkpoint = resolve_in(base, manifest["checkpoint"])
-    recorded = manifest.get("checkpoint_sha256")
-    if (recorded and (checkpoint / "model.json").is_file()
-            and read_checkpoint(checkpoint).weights_sha256 != recorded):
-        raise InputError(f"{manifest_path}: its files were exported from other weights than {checkpoint} "
-                         "holds now (trained again since); export again (or `edgekd run`) before bench")
+    stale = stale_export(manifest_path, manifest)
+    if stale:
+        raise InputError(f"{stale}; export again (or `edgekd run`) before bench")
     sources = [{"format": "torch", "quant": "fp32", "path": str(checkpoint), "size_bytes": None,
                 "params": manifest["params"]}] if include_source and checkpoint.exists() else []
     for a in sources + manifest["artifacts"]:

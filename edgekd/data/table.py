@@ -32,19 +32,26 @@ def ints_or_names(values: list[str], path: Path, column: str) -> list:
     """Labels read as text (a CSV cell, a JSON value) as class ids when every one is a whole number (`2`
     and `2.0` alike, as Parquet's float columns), as names when any is not a number; numbers with a
     fraction are refused, as in Parquet."""
-    try:
-        return [int(v) for v in values]
-    except ValueError:
-        pass
-    try:
-        numbers = [float(v) for v in values]
-    except ValueError:
+    nums = numbers(values)
+    if nums is None:
         return values  # class names
-    bad = next((v for v, n in zip(values, numbers) if not (math.isfinite(n) and n.is_integer())), None)
+    bad = next((v for v, n in zip(values, nums) if not whole(n)), None)
     if bad is not None:
         raise InputError(f"{path}: column {column!r} holds non-integer numbers (e.g. {bad!r}); class labels "
                          "must be integer ids 0..C-1 or names")
-    return [int(n) for n in numbers]
+    return [int(n) for n in nums]
+
+
+def numbers(values: list[str]) -> list[float] | None:
+    """Labels read as text as numbers, or None when any is not a number."""
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        return None
+
+
+def whole(n: float) -> bool:
+    return math.isfinite(n) and n.is_integer()
 
 
 def class_ids(values: list, path: Path, label_column: str) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import sys
 import tarfile
@@ -32,7 +31,7 @@ import numpy as np
 from edgekd.data.checks import existing
 from edgekd.data.source import DATASETS, RawData
 from edgekd.data.split import stratified_holdout
-from edgekd.data.table import class_ids
+from edgekd.data.table import class_ids, numbers, whole
 from edgekd.data.tokens import pretrained_folder, special_ids, tokenize
 from edgekd.errors import InputError
 
@@ -116,22 +115,15 @@ def _classes(values: list[str], path: Path, label_column: str) -> tuple[np.ndarr
     """Labels read as text -> (ids, class names). Whole numbers (JSON 1 and "1.0" alike) are classes in
     numeric order: the ids themselves when they are 0..C-1, else named by their value (star ratings 1..5,
     -1/0/1), where sorting them as text put 10 before 2; any other labels are names, sorted."""
-    numbers = []
-    for v in values:
-        try:
-            n = float(v)
-        except ValueError:
-            return class_ids(values, path, label_column)
-        if not (math.isfinite(n) and n.is_integer()):
-            return class_ids(values, path, label_column)  # 1.5 stars: a name like any other
-        numbers.append(int(n))
-    order = sorted(set(numbers))
-    if order == list(range(len(order))):
-        return class_ids(numbers, path, label_column)
+    nums = numbers(values)
+    if nums is None or not all(whole(n) for n in nums):
+        return class_ids(values, path, label_column)  # names (1.5 stars is a name like any other)
+    ints = [int(n) for n in nums]
+    order = sorted(set(ints))
+    if order == list(range(len(order))) or len(order) < 2:  # ids; or one class, which class_ids refuses
+        return class_ids(ints, path, label_column)
     index = {v: i for i, v in enumerate(order)}
-    if len(order) < 2:
-        return class_ids(numbers, path, label_column)  # refused: one class
-    return np.array([index[v] for v in numbers], np.int64), tuple(str(v) for v in order)
+    return np.array([index[v] for v in ints], np.int64), tuple(str(v) for v in order)
 
 
 def _raw(texts: list[str], y: np.ndarray, names: tuple[str, ...], seed: int, tokenizer: str, max_length: int,

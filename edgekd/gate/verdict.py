@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edgekd.artifacts import load_artifacts
-from edgekd.checkpoint import read_checkpoint
+from edgekd.artifacts import load_artifacts, stale_export, verify_artifact
 from edgekd.config import Policy
 from edgekd.errors import InputError
-from edgekd.fileio import read_json, resolve_in, sha256_tree
+from edgekd.fileio import read_json, resolve_in
 from edgekd.types import UNCALIBRATED, Measurement
 
 
@@ -131,14 +130,12 @@ def _check_export(manifest: Path, exported: dict) -> None:
     stopped part-way through a re-run (new student, old export) or a file written over since would let
     the gate ship, by its rows, a file that is not the one measured."""
     fix = "re-run `edgekd run` (or export and bench again)"
-    recorded = exported.get("checkpoint_sha256")  # artifacts.json written before it was recorded: unknown
-    ckpt = resolve_in(manifest.parent, exported["checkpoint"])
-    if recorded and (ckpt / "model.json").is_file() and read_checkpoint(ckpt).weights_sha256 != recorded:
-        raise InputError(f"{manifest}: its files were exported from other weights than {ckpt} holds now "
-                         f"(trained again since); {fix}")
+    stale = stale_export(manifest, exported)
+    if stale:
+        raise InputError(f"{stale}; {fix}")
     for a in exported["artifacts"]:
-        path = manifest.parent / a["path"]
-        if not path.exists() or sha256_tree(path) != a["sha256"]:
+        if verify_artifact(manifest.parent, a):
+            path = manifest.parent / a["path"]
             raise InputError(f"{path}: {'gone' if not path.exists() else 'not the file'} {manifest} lists "
                              f"(written over since its export); {fix}")
 
@@ -260,19 +257,27 @@ def _regressions(c: Candidate, p: Policy, baseline: dict) -> list[RuleFailure]:
         if c.size_bytes > cap:
             fails.append(RuleFailure("max_regression.size_pct", "vs baseline", c.size_bytes, cap))
     if lim.latency_pct is not None:
-        sims = base.get("simulated") or {}
-        if not any(r.target in sims for r in c.rows if r.kind == "simulated"):
-            raise InputError(
-                f"policy rule max_regression.latency_pct compares simulated latency on the targets the "
-                f"baseline bundle records ({', '.join(sorted(sims)) or 'none'}), and {c.artifact} has no "
-                "simulated row on any of them (bundles keep no wall-clock timings); bench both on a common "
-                "target (bench.targets) or drop latency_pct")
+        why = latency_baseline_problem(baseline, {r.target for r in c.rows if r.kind == "simulated"})
+        if why:
+            raise InputError(f"{why}, and {c.artifact} has no simulated row on any of them (bundles keep no "
+                             "wall-clock timings); bench both on a common target (bench.targets) or drop "
+                             "latency_pct")
         for r in c.rows:
             old = (base.get("simulated") or {}).get(r.target, {}).get("latency_ms") if r.target else None
             cap = old * (1 + lim.latency_pct / 100) if old is not None else None
             if cap is not None and r.ok and r.latency_ms_p50 > cap:
                 fails.append(RuleFailure("max_regression.latency_pct", r.target, r.latency_ms_p50, cap))
     return fails
+
+
+def latency_baseline_problem(baseline: dict, targets: set[str]) -> str | None:
+    """Why max_regression.latency_pct cannot compare files simulated on `targets` with `baseline` (a bundle
+    manifest: it keeps the simulated latencies only), or None."""
+    sims = baseline["metrics"].get("simulated") or {}
+    if set(sims) & targets:
+        return None
+    return (f"policy rule max_regression.latency_pct compares simulated latency on the targets the baseline "
+            f"bundle records ({', '.join(sorted(sims)) or 'none'})")
 
 
 def explain(v: Verdict) -> str:
